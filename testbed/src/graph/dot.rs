@@ -1,0 +1,145 @@
+//! Graphviz DOT: nodes are clusters holding their bridge and pods.
+
+use super::{endpoint_pods, link_label, pod_label, service_label};
+use crate::plan::Plan;
+use std::fmt::Write;
+
+fn q(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The plan as an undirected Graphviz graph.
+pub fn dot(p: &Plan) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "graph {} {{", q(&p.name));
+    let _ = writeln!(o, "  compound=true; rankdir=TB; fontname=\"Helvetica\";");
+    let _ = writeln!(o, "  node [shape=box, style=\"rounded,filled\", fillcolor=\"#ffffff\", fontname=\"Helvetica\", fontsize=10];");
+    let _ = writeln!(
+        o,
+        "  lan [label={}, fillcolor=\"#e8e8e8\"];",
+        q(&format!(
+            "LAN {} ({})\\n{}",
+            p.fabric.bridge.name, p.fabric.netns, p.cluster.underlay_cidr
+        ))
+    );
+    for n in &p.nodes {
+        let _ = writeln!(
+            o,
+            "  subgraph {} {{",
+            q(&format!("cluster_node_{}", n.name))
+        );
+        let _ = writeln!(
+            o,
+            "    label={}; style=\"rounded\"; color=\"#3b6ea5\";",
+            q(&format!(
+                "node {} · {} · pods {}",
+                n.name, n.ip, n.lease.subnet
+            ))
+        );
+        let eth = format!("node/{}/eth0", n.name);
+        let br = format!("node/{}/bridge", n.name);
+        let _ = writeln!(
+            o,
+            "    {} [label={}];",
+            q(&eth),
+            q(&format!("eth0 {}", n.ip))
+        );
+        let _ = writeln!(
+            o,
+            "    {} [label={}, shape=ellipse, fillcolor=\"#dbe8f5\"];",
+            q(&br),
+            q(&format!(
+                "{} {}",
+                n.bridge.name,
+                n.bridge
+                    .addresses
+                    .first()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            ))
+        );
+        if let Some(ov) = &n.overlay {
+            let id = format!("node/{}/overlay", n.name);
+            let _ = writeln!(
+                o,
+                "    {} [label={}, shape=cds, fillcolor=\"#f5ecd9\"];",
+                q(&id),
+                q(&format!(
+                    "{} ({}) mtu {}",
+                    ov.iface.name, p.cluster.overlay, ov.iface.mtu
+                ))
+            );
+            let _ = writeln!(o, "    {} -- {} [style=dotted];", q(&id), q(&eth));
+        }
+        for pod in p.pods.iter().filter(|x| x.node == n.name) {
+            let id = format!("pod/{}/{}", pod.namespace, pod.name);
+            let fill = match pod.network.as_str() {
+                "bridge" => "#eef5fc",
+                "host" => "#fcefe3",
+                "none" => "#eeeeee",
+                _ => "#f1eafa",
+            };
+            let _ = writeln!(
+                o,
+                "    {} [label={}, fillcolor=\"{fill}\"];",
+                q(&id),
+                q(&pod_label(pod))
+            );
+            match pod.network.as_str() {
+                "bridge" => {
+                    let _ = writeln!(o, "    {} -- {};", q(&id), q(&br));
+                }
+                "host" => {
+                    let _ = writeln!(o, "    {} -- {} [style=dashed];", q(&id), q(&eth));
+                }
+                "none" => {}
+                other => {
+                    let target = other.trim_start_matches("container:");
+                    let _ = writeln!(
+                        o,
+                        "    {} -- {} [style=dashed, label=\"shares netns\"];",
+                        q(&id),
+                        q(&format!("pod/{}/{target}", pod.namespace))
+                    );
+                }
+            }
+        }
+        let _ = writeln!(o, "  }}");
+        let label = link_label(&n.link)
+            .map(|l| format!(", label={}", q(&l)))
+            .unwrap_or_default();
+        let _ = writeln!(o, "  lan -- {}{label};", q(&eth));
+    }
+    for h in &p.hosts {
+        let id = format!("host/{}", h.name);
+        let _ = writeln!(
+            o,
+            "  {} [label={}, fillcolor=\"#eef7ea\"];",
+            q(&id),
+            q(&format!("host {} · {}", h.name, h.ip))
+        );
+        let label = link_label(&h.link)
+            .map(|l| format!(", label={}", q(&l)))
+            .unwrap_or_default();
+        let _ = writeln!(o, "  lan -- {}{label};", q(&id));
+    }
+    for s in &p.services {
+        let id = format!("svc/{}/{}", s.namespace, s.name);
+        let _ = writeln!(
+            o,
+            "  {} [label={}, shape=hexagon, fillcolor=\"#fff6d6\"];",
+            q(&id),
+            q(&format!("{:?} {}", s.kind, service_label(s)))
+        );
+        for pod in endpoint_pods(p, s) {
+            let _ = writeln!(
+                o,
+                "  {} -- {} [style=dashed, color=\"#b08a00\"];",
+                q(&id),
+                q(&format!("pod/{}/{}", pod.namespace, pod.name))
+            );
+        }
+    }
+    o.push_str("}\n");
+    o
+}

@@ -1,0 +1,96 @@
+//! testbed: a declarative network emulation testbed. One YAML file describes
+//! a Kubernetes-style cluster (nodes, pods, hosts, services); this crate reads
+//! it (`topology`), turns it into the complete desired state (`plan`) and
+//! draws it (`graph`). Problems are reported with file, line, column and
+//! field (`diag`).
+
+pub mod diag;
+pub mod graph;
+pub mod plan;
+pub mod topology;
+
+use diag::{Diagnostic, Diagnostics};
+use plan::Plan;
+use std::path::Path;
+
+/// A topology file that planned cleanly.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The file's text.
+    pub source: String,
+    /// The typed topology.
+    pub topology: topology::Topology,
+    /// The plan.
+    pub plan: Plan,
+    /// Warnings (the file is still accepted).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Why a topology file was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {file}: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file has problems; every one found, in file order.
+    #[error("{file} is not a valid topology")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// Its text, for rendering the problems against.
+        source_text: String,
+        /// The problems.
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+impl LoadError {
+    /// The problems rendered against the file, as the CLI prints them.
+    pub fn render(&self) -> String {
+        match self {
+            LoadError::Read { .. } => format!("error: {self}\n"),
+            LoadError::Invalid {
+                file,
+                source_text,
+                diagnostics,
+            } => diag::render(file, source_text, diagnostics),
+        }
+    }
+}
+
+/// Reads, checks and plans the topology in `path`.
+pub fn load(path: &Path) -> Result<Loaded, LoadError> {
+    let file = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    load_str(&file, source)
+}
+
+/// Checks and plans a topology given as text; `file` names it in messages.
+pub fn load_str(file: &str, source: String) -> Result<Loaded, LoadError> {
+    let mut diags = Diagnostics::default();
+    let topo = topology::read(&source, &mut diags);
+    let plan = topo
+        .as_ref()
+        .and_then(|t| plan::build::build(t, &mut diags));
+    match (topo, plan) {
+        (Some(topology), Some(plan)) if !diags.has_errors() => Ok(Loaded {
+            source,
+            topology,
+            plan,
+            warnings: diags.into_sorted(),
+        }),
+        _ => Err(LoadError::Invalid {
+            file: file.to_string(),
+            source_text: source,
+            diagnostics: diags.into_sorted(),
+        }),
+    }
+}

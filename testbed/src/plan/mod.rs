@@ -1,0 +1,10 @@
+//! The plan: the desired state computed from a topology (`build`), its shape
+//! (`types`), kernel object names and MACs (`names`), and its YAML or JSON
+//! text (`render`).
+
+pub mod build;
+pub mod names;
+pub mod render;
+pub mod types;
+
+pub use types::Plan;

@@ -1,0 +1,283 @@
+//! Checks what the entries of a topology say about each other: unique names,
+//! references to nodes and pods that exist, `container:` chains without
+//! cycles, pins that fit the pod's network mode, selectors that select.
+
+use crate::diag::{did_you_mean, Diagnostic, Diagnostics};
+use crate::topology::model::{Network, Pod, Sp, Topology};
+use std::collections::{BTreeMap, HashMap};
+
+/// Adds every problem found between entries of `topo` to `diags`.
+pub fn check(topo: &Topology, diags: &mut Diagnostics) {
+    unique_machines(topo, diags);
+    unique_pods(topo, diags);
+    unique_in_namespace(
+        topo.services.iter().map(|s| (&s.namespace.value, &s.name)),
+        "service",
+        diags,
+    );
+    unique_in_namespace(
+        topo.controllers
+            .iter()
+            .map(|c| (&c.namespace.value, &c.name)),
+        "replication controller",
+        diags,
+    );
+    pod_references(topo, diags);
+    selectors(topo, diags);
+}
+
+fn unique_machines(topo: &Topology, diags: &mut Diagnostics) {
+    let mut seen: HashMap<&str, (&str, usize)> = HashMap::new();
+    for (kind, m) in topo
+        .nodes
+        .iter()
+        .map(|m| ("node", m))
+        .chain(topo.hosts.iter().map(|m| ("host", m)))
+    {
+        if let Some((first_kind, line)) = seen.get(m.name.value.as_str()) {
+            diags.push(
+                Diagnostic::error(
+                    &m.name.at,
+                    format!(
+                        "the name `{}` is already used by a {first_kind} (line {line})",
+                        m.name.value
+                    ),
+                )
+                .help(format!(
+                    "nodes and hosts share one set of names (they resolve by name on the LAN): rename this {kind}"
+                )),
+            );
+        } else {
+            seen.insert(&m.name.value, (kind, m.name.at.pos.line));
+        }
+    }
+}
+
+fn unique_pods(topo: &Topology, diags: &mut Diagnostics) {
+    let mut seen: HashMap<(&str, &str), &Pod> = HashMap::new();
+    for pod in &topo.pods {
+        let key = (pod.namespace.value.as_str(), pod.name.value.as_str());
+        match seen.get(&key) {
+            None => {
+                seen.insert(key, pod);
+            }
+            Some(first) => {
+                let d = match (&first.owner, &pod.owner) {
+                    (None, Some(rc)) => Diagnostic::error(
+                        &pod.name.at,
+                        format!(
+                            "the replication controller `{rc}` makes a pod `{}`, but the pod on line {} already has that name in namespace `{}`",
+                            pod.name.value, first.name.at.pos.line, pod.namespace.value
+                        ),
+                    )
+                    .help("rename the controller or the pod: controller pods are named `<controller>-<index>`"),
+                    (Some(a), Some(b)) if a != b => Diagnostic::error(
+                        &pod.name.at,
+                        format!(
+                            "the replication controllers `{a}` and `{b}` both make a pod `{}` in namespace `{}`",
+                            pod.name.value, pod.namespace.value
+                        ),
+                    )
+                    .help("rename one controller: controller pods are named `<controller>-<index>`"),
+                    (Some(_), Some(_)) => continue,
+                    _ => Diagnostic::error(
+                        &pod.name.at,
+                        format!(
+                            "a pod named `{}` already exists in namespace `{}` (line {})",
+                            pod.name.value, pod.namespace.value, first.name.at.pos.line
+                        ),
+                    )
+                    .help("pod names are unique within a namespace: rename one, or put it in another `namespace`"),
+                };
+                diags.push(d);
+            }
+        }
+    }
+}
+
+fn unique_in_namespace<'a>(
+    items: impl Iterator<Item = (&'a String, &'a Sp<String>)>,
+    kind: &str,
+    diags: &mut Diagnostics,
+) {
+    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+    for (ns, name) in items {
+        if let Some(line) = seen.get(&(ns.as_str(), name.value.as_str())) {
+            diags.push(
+                Diagnostic::error(
+                    &name.at,
+                    format!(
+                        "a {kind} named `{}` already exists in namespace `{ns}` (line {line})",
+                        name.value
+                    ),
+                )
+                .help(format!(
+                    "{kind} names are unique within a namespace: rename one"
+                )),
+            );
+        } else {
+            seen.insert((ns, &name.value), name.at.pos.line);
+        }
+    }
+}
+
+fn pod_references(topo: &Topology, diags: &mut Diagnostics) {
+    let node_names: Vec<&str> = topo.nodes.iter().map(|n| n.name.value.as_str()).collect();
+    let host_names: Vec<&str> = topo.hosts.iter().map(|n| n.name.value.as_str()).collect();
+    let by_name: HashMap<(&str, &str), &Pod> = topo
+        .pods
+        .iter()
+        .map(|p| ((p.namespace.value.as_str(), p.name.value.as_str()), p))
+        .collect();
+    for pod in &topo.pods {
+        if pod.owner.is_some()
+            && pod.name.value != format!("{}-0", pod.owner.as_deref().unwrap_or(""))
+        {
+            // A template is checked once, through its first pod.
+            continue;
+        }
+        if let Some(node) = &pod.node {
+            if !node_names.contains(&node.value.as_str()) {
+                let help = if host_names.contains(&node.value.as_str()) {
+                    format!(
+                        "`{}` is a host, outside the cluster; pods run on nodes: {}",
+                        node.value,
+                        node_names.join(", ")
+                    )
+                } else if let Some(s) = did_you_mean(&node.value, &node_names) {
+                    format!("did you mean `{s}`?")
+                } else {
+                    format!(
+                        "the nodes are: {}; or leave `node` out to have the pod placed",
+                        node_names.join(", ")
+                    )
+                };
+                diags.push(
+                    Diagnostic::error(&node.at, format!("there is no node named `{}`", node.value))
+                        .help(help),
+                );
+            }
+        }
+        if let Some(ip) = &pod.ip {
+            if pod.network.value != Network::Bridge {
+                diags.push(
+                    Diagnostic::error(&ip.at, "`ip` is pinned on a pod whose network is not `bridge`")
+                        .help("only bridge pods get an address of their own: remove `ip`, or the `network` line"),
+                );
+            }
+        }
+        let Network::Container(target) = &pod.network.value else {
+            continue;
+        };
+        let ns = pod.namespace.value.as_str();
+        let Some(first) = by_name.get(&(ns, target.as_str())) else {
+            let in_ns: Vec<&str> = topo
+                .pods
+                .iter()
+                .filter(|p| p.namespace.value == ns)
+                .map(|p| p.name.value.as_str())
+                .collect();
+            let elsewhere = topo.pods.iter().find(|p| &p.name.value == target);
+            let help = if let Some(p) = elsewhere {
+                format!(
+                    "`{target}` is in namespace `{}`; a pod can only share the network of a pod in its own namespace (`{ns}`)",
+                    p.namespace.value
+                )
+            } else if let Some(s) = did_you_mean(target, &in_ns) {
+                format!("did you mean `container:{s}`?")
+            } else {
+                "name a pod of the same namespace, e.g. `container:web`".into()
+            };
+            diags.push(
+                Diagnostic::error(
+                    &pod.network.at,
+                    format!(
+                        "there is no pod `{target}` in namespace `{ns}` to share the network of"
+                    ),
+                )
+                .help(help),
+            );
+            continue;
+        };
+        // Follow the chain to its end, looking for a cycle.
+        let mut chain = vec![pod.name.value.as_str()];
+        let mut cur: &Pod = first;
+        loop {
+            if chain.contains(&cur.name.value.as_str()) {
+                chain.push(&cur.name.value);
+                diags.push(
+                    Diagnostic::error(
+                        &pod.network.at,
+                        format!("the pods share each other's network in a cycle: {}", chain.join(" -> ")),
+                    )
+                    .help("one pod of the chain must have a network of its own (bridge, host or none)"),
+                );
+                break;
+            }
+            chain.push(&cur.name.value);
+            match &cur.network.value {
+                Network::Container(next) => match by_name.get(&(ns, next.as_str())) {
+                    Some(p) => cur = p,
+                    None => break,
+                },
+                _ => break,
+            }
+        }
+        if let (Some(mine), Some(theirs)) = (&pod.node, &first.node) {
+            if mine.value != theirs.value {
+                diags.push(
+                    Diagnostic::error(
+                        &mine.at,
+                        format!(
+                            "the pod shares the network of `{target}`, which runs on `{}`, but is pinned to `{}`",
+                            theirs.value, mine.value
+                        ),
+                    )
+                    .help("a pod sharing another pod's network runs on that pod's node: remove `node` from this pod"),
+                );
+            }
+        }
+    }
+}
+
+fn selectors(topo: &Topology, diags: &mut Diagnostics) {
+    for svc in &topo.services {
+        if svc.selector.map.is_empty() {
+            continue;
+        }
+        let selected: Vec<&Pod> = topo
+            .pods
+            .iter()
+            .filter(|p| p.namespace.value == svc.namespace.value && p.labels.matches(&svc.selector))
+            .collect();
+        if selected.is_empty() {
+            let labels: BTreeMap<_, _> = svc.selector.map.iter().collect();
+            let text: Vec<String> = labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            diags.push(
+                Diagnostic::warning(
+                    &svc.selector.at,
+                    format!(
+                        "no pod in namespace `{}` has the labels {{{}}}: the service has no endpoints and refuses connections",
+                        svc.namespace.value,
+                        text.join(", ")
+                    ),
+                )
+                .help("check the selector against the pods' labels and namespace"),
+            );
+        }
+        for p in selected {
+            if p.network.value == Network::None {
+                diags.push(
+                    Diagnostic::warning(
+                        &p.network.at,
+                        format!(
+                            "the service `{}` selects this pod, but with `network: none` it cannot serve",
+                            svc.name.value
+                        ),
+                    )
+                    .help("give the pod a network, or change its labels"),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The command line as a user meets it: exit codes (0 ok, 2 bad input),
+//! byte-identical plans, JSON output, and drawings.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn testbed(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_testbed"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("the testbed binary runs")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn validate_accepts_every_example() {
+    for entry in std::fs::read_dir(root().join("topologies")).expect("topologies/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let out = testbed(&["validate", &path.display().to_string()]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            path.display(),
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stdout).contains(": ok: testbed `"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn bad_input_exits_2_and_names_file_line_and_field() {
+    let out = testbed(&["validate", "tests/bad/54-targetport-too-large.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--> tests/bad/54-targetport-too-large.yaml:10:21"),
+        "{err}"
+    );
+    assert!(err.contains("services[0].ports[0].targetPort"), "{err}");
+    assert!(
+        err.contains("help: a port is a number from 1 to 65535"),
+        "{err}"
+    );
+    // plan and graph refuse the same file the same way, printing nothing.
+    for cmd in ["plan", "graph"] {
+        let out = testbed(&[cmd, "tests/bad/54-targetport-too-large.yaml"]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        assert!(
+            out.stdout.is_empty(),
+            "{cmd} printed a result for a bad file"
+        );
+    }
+}
+
+#[test]
+fn missing_file_and_bad_usage_exit_2() {
+    let out = testbed(&["plan", "no/such/file.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("cannot read no/such/file.yaml"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = testbed(&["plan"]);
+    assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
+    let out = testbed(&["plan", "topologies/web.yaml", "--format", "toml"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn validate_json_lists_every_problem() {
+    let out = testbed(&["validate", "--json", "tests/bad/84-several-errors.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["valid"], false);
+    let diags = v["diagnostics"].as_array().expect("a list");
+    let paths: Vec<&str> = diags
+        .iter()
+        .filter(|d| d["severity"] == "error")
+        .filter_map(|d| d["path"].as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "nodes[0].link.delay",
+            "pods[0].node",
+            "services[0].ports[0].port"
+        ]
+    );
+    assert!(diags
+        .iter()
+        .all(|d| d["line"].as_u64().is_some_and(|l| l > 0)));
+
+    let out = testbed(&["validate", "--json", "topologies/minimal.yaml"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["valid"], true);
+}
+
+#[test]
+fn plan_prints_the_same_bytes_twice_in_both_formats() {
+    for args in [
+        &["plan", "topologies/large.yaml"][..],
+        &["plan", "topologies/large.yaml", "--format", "json"],
+        &["plan", "topologies/nodeport-lb.yaml", "--json"],
+    ] {
+        let a = testbed(args);
+        let b = testbed(args);
+        assert_eq!(a.status.code(), Some(0), "{}", text(&a.stderr));
+        assert!(!a.stdout.is_empty());
+        assert_eq!(a.stdout, b.stdout, "{args:?}");
+    }
+    let json = testbed(&["plan", "topologies/web.yaml", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(v["name"], "webdemo");
+}
+
+#[test]
+fn graph_formats() {
+    let svg = text(&testbed(&["graph", "topologies/web.yaml"]).stdout);
+    assert!(
+        svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "{svg}"
+    );
+    let dot = text(&testbed(&["graph", "topologies/web.yaml", "--format", "dot"]).stdout);
+    assert!(dot.starts_with("graph \"webdemo\" {"), "{dot}");
+    let mermaid = text(&testbed(&["graph", "topologies/web.yaml", "--format", "mermaid"]).stdout);
+    assert!(mermaid.starts_with("flowchart TB"), "{mermaid}");
+}
+
+#[test]
+fn help_is_available_everywhere() {
+    for cmd in [
+        &["--help"][..],
+        &["validate", "--help"],
+        &["plan", "--help"],
+        &["graph", "--help"],
+    ] {
+        let out = testbed(cmd);
+        assert_eq!(out.status.code(), Some(0), "{cmd:?}");
+        assert!(text(&out.stdout).contains("Usage:"), "{cmd:?}");
+    }
+}
