@@ -4,6 +4,25 @@
 //! draws it (`graph`). Problems are reported with file, line, column and
 //! field (`diag`).
 
+/// Serialises a type through its `Display` and deserialises it through its
+/// `FromStr`, so that values like `10ms` or `02:aa:..` appear as text.
+macro_rules! serde_as_text {
+    ($($t:ty),*) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                <String as serde::Deserialize>::deserialize(d)?
+                    .parse()
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
+}
+
 pub mod diag;
 pub mod graph;
 pub mod plan;

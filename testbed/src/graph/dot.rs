@@ -1,6 +1,6 @@
 //! Graphviz DOT: nodes are clusters holding their bridge and pods.
 
-use super::{endpoint_pods, link_label, pod_label, service_label};
+use super::{bridge_label, endpoint_pods, link_label, node_label, pod_label, service_label};
 use crate::plan::Plan;
 use std::fmt::Write;
 
@@ -31,10 +31,7 @@ pub fn dot(p: &Plan) -> String {
         let _ = writeln!(
             o,
             "    label={}; style=\"rounded\"; color=\"#3b6ea5\";",
-            q(&format!(
-                "node {} · {} · pods {}",
-                n.name, n.ip, n.lease.subnet
-            ))
+            q(&node_label(n))
         );
         let eth = format!("node/{}/eth0", n.name);
         let br = format!("node/{}/bridge", n.name);
@@ -48,15 +45,7 @@ pub fn dot(p: &Plan) -> String {
             o,
             "    {} [label={}, shape=ellipse, fillcolor=\"#dbe8f5\"];",
             q(&br),
-            q(&format!(
-                "{} {}",
-                n.bridge.name,
-                n.bridge
-                    .addresses
-                    .first()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default()
-            ))
+            q(&bridge_label(n))
         );
         if let Some(ov) = &n.overlay {
             let id = format!("node/{}/overlay", n.name);

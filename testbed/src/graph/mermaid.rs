@@ -1,12 +1,21 @@
 //! Mermaid flowchart: renders in Markdown viewers that support Mermaid.
 
-use super::{endpoint_pods, link_label, pod_label, service_label};
+use super::{bridge_label, endpoint_pods, link_label, node_label, pod_label, service_label};
+use crate::plan::types::LinkPlan;
 use crate::plan::Plan;
 use std::collections::HashMap;
 use std::fmt::Write;
 
 fn label(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "#quot;"))
+}
+
+/// The edge from the LAN to a machine, labelled with its impairments.
+fn uplink(o: &mut String, link: &Option<LinkPlan>, id: &str) {
+    let _ = match link_label(link) {
+        Some(l) => writeln!(o, "  lan ---|{}| {id}", label(&l)),
+        None => writeln!(o, "  lan --- {id}"),
+    };
 }
 
 /// The plan as a Mermaid flowchart.
@@ -25,28 +34,9 @@ pub fn mermaid(p: &Plan) -> String {
         pod_ids.insert((&pod.namespace, &pod.name), format!("p{i}"));
     }
     for (ni, n) in p.nodes.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "  subgraph n{ni}[{}]",
-            label(&format!(
-                "node {} · {} · pods {}",
-                n.name, n.ip, n.lease.subnet
-            ))
-        );
+        let _ = writeln!(o, "  subgraph n{ni}[{}]", label(&node_label(n)));
         let _ = writeln!(o, "    n{ni}eth[{}]", label(&format!("eth0 {}", n.ip)));
-        let _ = writeln!(
-            o,
-            "    n{ni}br([{}])",
-            label(&format!(
-                "{} {}",
-                n.bridge.name,
-                n.bridge
-                    .addresses
-                    .first()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default()
-            ))
-        );
+        let _ = writeln!(o, "    n{ni}br([{}])", label(&bridge_label(n)));
         if let Some(ov) = &n.overlay {
             let _ = writeln!(
                 o,
@@ -75,14 +65,7 @@ pub fn mermaid(p: &Plan) -> String {
             }
         }
         o.push_str("  end\n");
-        match link_label(&n.link) {
-            Some(l) => {
-                let _ = writeln!(o, "  lan ---|{}| n{ni}eth", label(&l));
-            }
-            None => {
-                let _ = writeln!(o, "  lan --- n{ni}eth");
-            }
-        }
+        uplink(&mut o, &n.link, &format!("n{ni}eth"));
     }
     for (hi, h) in p.hosts.iter().enumerate() {
         let _ = writeln!(
@@ -90,14 +73,7 @@ pub fn mermaid(p: &Plan) -> String {
             "  h{hi}[{}]",
             label(&format!("host {} · {}", h.name, h.ip))
         );
-        match link_label(&h.link) {
-            Some(l) => {
-                let _ = writeln!(o, "  lan ---|{}| h{hi}", label(&l));
-            }
-            None => {
-                let _ = writeln!(o, "  lan --- h{hi}");
-            }
-        }
+        uplink(&mut o, &h.link, &format!("h{hi}"));
     }
     for (si, s) in p.services.iter().enumerate() {
         let _ = writeln!(

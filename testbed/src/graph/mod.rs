@@ -11,7 +11,7 @@ pub use dot::dot;
 pub use mermaid::mermaid;
 pub use svg::svg;
 
-use crate::plan::types::{LinkPlan, PodPlan};
+use crate::plan::types::{LinkPlan, NodePlan, PodPlan};
 use crate::plan::Plan;
 
 /// A short text for a link's impairments: `10ms ±2ms, 1% loss, 100mbit`.
@@ -36,6 +36,22 @@ pub(crate) fn link_label(link: &Option<LinkPlan>) -> Option<String> {
         parts.push(x.to_string());
     }
     (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// A node's title: name, LAN address, pod subnet.
+pub(crate) fn node_label(n: &NodePlan) -> String {
+    format!("node {} · {} · pods {}", n.name, n.ip, n.lease.subnet)
+}
+
+/// A node's bridge with its address.
+pub(crate) fn bridge_label(n: &NodePlan) -> String {
+    let addr = n
+        .bridge
+        .addresses
+        .first()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    format!("{} {addr}", n.bridge.name)
 }
 
 /// A pod's one-line description: name, namespace, address or mode.

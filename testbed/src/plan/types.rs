@@ -6,7 +6,7 @@
 use crate::topology::model::RestartPolicy;
 use crate::topology::units::{Duration, Percent, Rate};
 use overlay::{Backend, Ipv4Net, Lease, NetworkConfig};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -424,18 +424,4 @@ impl std::str::FromStr for IfAddr {
     }
 }
 
-macro_rules! text_serde {
-    ($($t:ty),*) => {$(
-        impl Serialize for $t {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
-            }
-        }
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
-            }
-        }
-    )*};
-}
-text_serde!(Mac, IfAddr);
+serde_as_text!(Mac, IfAddr);

@@ -2,7 +2,6 @@
 //! (`%`) and rates (`kbit`, `mbit`, `gbit`). Values are kept as integers so
 //! that plans print the same bytes everywhere, and print in a canonical form.
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
 
@@ -187,21 +186,7 @@ impl fmt::Display for Percent {
     }
 }
 
-macro_rules! text_serde {
-    ($($t:ty),*) => {$(
-        impl Serialize for $t {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
-            }
-        }
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
-            }
-        }
-    )*};
-}
-text_serde!(Duration, Percent, Rate);
+serde_as_text!(Duration, Percent, Rate);
 
 #[cfg(test)]
 mod tests {
