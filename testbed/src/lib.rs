@@ -25,7 +25,10 @@ macro_rules! serde_as_text {
 
 pub mod diag;
 pub mod graph;
+pub mod kernel;
+pub mod lifecycle;
 pub mod plan;
+pub mod report;
 pub mod topology;
 
 use diag::{Diagnostic, Diagnostics};

@@ -41,6 +41,45 @@ enum Command {
         #[arg(long, conflicts_with = "format")]
         json: bool,
     },
+    /// Build a topology for real (needs root); returns when everything is ready.
+    Up {
+        /// The topology file.
+        file: PathBuf,
+        /// How long to wait for every container to start and pass its ready check.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a testbed and everything it owns, even after a crash (needs root).
+    Down {
+        /// The testbed's name, or its topology file.
+        target: Option<String>,
+        /// Remove every testbed on this machine.
+        #[arg(long, conflicts_with = "target")]
+        all: bool,
+    },
+    /// List the testbeds on this machine.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read a testbed's live kernel state back, in the plan's shape.
+    Inspect {
+        /// The testbed's name, or its topology file.
+        target: String,
+        /// Print JSON instead of YAML.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare a testbed's live kernel state with its plan; exits 1 and lists
+    /// every difference if they differ.
+    Verify {
+        /// The testbed's name, or its topology file.
+        target: String,
+    },
     /// Draw a topology: nodes, pods, hosts, bridges, links and services.
     Graph {
         /// The topology file.
@@ -70,6 +109,8 @@ enum Failure {
     BadInput,
     /// Something else failed: exit 1.
     Runtime(anyhow::Error),
+    /// The outcome is printed already; exit with this code.
+    Reported(u8),
 }
 
 impl From<anyhow::Error> for Failure {
@@ -93,6 +134,7 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::BadInput) => ExitCode::from(2),
+        Err(Failure::Reported(code)) => ExitCode::from(code),
         Err(Failure::Runtime(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
@@ -154,6 +196,37 @@ fn run(command: Command) -> Result<(), Failure> {
             .context("printing the plan")?;
             print(&text)
         }
+        Command::Up {
+            file,
+            timeout,
+            json,
+        } => up(&file, timeout, json),
+        Command::Down { target, all } => down(target, all),
+        Command::Ls { json } => ls(json),
+        Command::Inspect { target, json } => {
+            let plan = target_plan(&target)?;
+            let have = observe(&plan)?;
+            let text = if json {
+                render::to_json(&have)
+            } else {
+                render::to_yaml(&have)
+            };
+            print(&text.context("printing the state")?)
+        }
+        Command::Verify { target } => {
+            let plan = target_plan(&target)?;
+            let have = observe(&plan)?;
+            let diffs = testbed::plan::state::diff(&testbed::plan::state::desired(&plan), &have);
+            if diffs.is_empty() {
+                return print(&format!(
+                    "{}: the kernel matches the plan ({} namespaces)\n",
+                    plan.name,
+                    have.len()
+                ));
+            }
+            print(&diffs.iter().map(|d| format!("{d}\n")).collect::<String>())?;
+            Err(Failure::Reported(1))
+        }
         Command::Graph { file, format } => {
             let loaded = load(&file)?;
             let text = match format {
@@ -206,4 +279,124 @@ fn validate(file: &std::path::Path, json: bool) -> Result<(), Failure> {
     } else {
         Err(Failure::BadInput)
     }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<testbed::topology::units::Duration>()
+        .map(|d| std::time::Duration::from_micros(d.0))
+        .map_err(|e| e.to_string())
+}
+
+/// A testbed named on the command line: a topology file, or the name of a
+/// running testbed (whose plan is in its state directory).
+fn target_plan(target: &str) -> Result<testbed::plan::Plan, Failure> {
+    let path = std::path::Path::new(target);
+    if path.is_file() {
+        return Ok(load(path)?.plan);
+    }
+    testbed::lifecycle::running_plan(target).ok_or_else(|| {
+        Failure::Runtime(anyhow::anyhow!(
+            "no running testbed named `{target}` (and no such file); `testbed ls` lists them"
+        ))
+    })
+}
+
+/// The name a command line target stands for, without needing its state.
+fn target_name(target: &str) -> Result<String, Failure> {
+    let path = std::path::Path::new(target);
+    if path.is_file() {
+        return Ok(load(path)?.plan.name);
+    }
+    Ok(target.to_string())
+}
+
+fn observe(plan: &testbed::plan::Plan) -> Result<testbed::plan::state::KernelState, Failure> {
+    let mut names: Vec<String> = testbed::plan::state::desired(plan).into_keys().collect();
+    names.extend(testbed::kernel::teardown::namespaces_of(&plan.name));
+    names.sort();
+    names.dedup();
+    Ok(
+        testbed::kernel::observe::observe(&names, &["net.ipv4.ip_forward"])
+            .context("reading the kernel state")?,
+    )
+}
+
+fn up(file: &std::path::Path, timeout: std::time::Duration, json: bool) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    let loaded = load(file)?;
+    let plan = &loaded.plan;
+    let started = std::time::Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = |msg: &str| {
+        if tty {
+            eprint!("\r\x1b[2K{}: {msg}", plan.name);
+        }
+        tracing::info!("{msg}");
+    };
+    let outcome = testbed::lifecycle::up(plan, timeout, &mut progress);
+    if tty {
+        eprint!("\r\x1b[2K");
+    }
+    match outcome {
+        Ok(testbed::lifecycle::UpOutcome::AlreadyUp) => {
+            eprintln!(
+                "{} is already up with this topology; nothing changed",
+                plan.name
+            );
+        }
+        Ok(testbed::lifecycle::UpOutcome::Started(t)) => {
+            tracing::debug!(namespaces = ?t.namespaces, configure = ?t.configure, "applied");
+            eprintln!(
+                "{} is up in {:.2}s",
+                plan.name,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Err(e @ testbed::lifecycle::UpError::Conflict(_)) => {
+            eprintln!("error: {e}");
+            return Err(Failure::BadInput);
+        }
+        Err(e) => return Err(Failure::Runtime(anyhow::Error::new(e))),
+    }
+    let summary = testbed::report::summary(plan);
+    let text = if json {
+        render::to_json(&summary).context("printing")?
+    } else {
+        summary.to_string()
+    };
+    print(&text)
+}
+
+fn down(target: Option<String>, all: bool) -> Result<(), Failure> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "testbed down needs root: run it with sudo"
+        )));
+    }
+    let names = match (all, target) {
+        (true, _) => testbed::kernel::teardown::testbeds(),
+        (false, Some(t)) => vec![target_name(&t)?],
+        (false, None) => {
+            eprintln!("error: name a testbed (or its topology file), or use --all");
+            return Err(Failure::BadInput);
+        }
+    };
+    for n in names {
+        let r = testbed::kernel::teardown::teardown(&n).with_context(|| format!("removing {n}"))?;
+        eprintln!(
+            "{n}: removed {} network namespaces and {} processes",
+            r.namespaces, r.processes
+        );
+    }
+    Ok(())
+}
+
+fn ls(json: bool) -> Result<(), Failure> {
+    let list = testbed::report::list();
+    let text = if json {
+        render::to_json(&list).context("printing")?
+    } else {
+        testbed::report::list_table(&list)
+    };
+    print(&text)
 }

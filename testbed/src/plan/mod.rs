@@ -5,6 +5,7 @@
 pub mod build;
 pub mod names;
 pub mod render;
+pub mod state;
 pub mod types;
 
 pub use types::Plan;

@@ -1,0 +1,164 @@
+//! The netlink requests the testbed makes: bridges, veth pairs whose far end
+//! lands in another namespace, vxlan devices, addresses, routes and
+//! neighbour/FDB entries. Each request goes to the namespace of the handle
+//! it is made on.
+
+use crate::plan::types::{IfAddr, Iface, Mac, Route};
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::packet_route::neighbour::{NeighbourFlags, NeighbourState};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
+};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::RawFd;
+
+/// A failed netlink request.
+pub type NlResult<T> = Result<T, rtnetlink::Error>;
+
+fn mac_bytes(m: &Option<Mac>) -> Option<Vec<u8>> {
+    m.map(|m| m.0.to_vec())
+}
+
+fn with_mac<T>(b: LinkMessageBuilder<T>, mac: &Option<Mac>) -> LinkMessageBuilder<T> {
+    match mac_bytes(mac) {
+        Some(m) => b.address(m),
+        None => b,
+    }
+}
+
+/// The index of interface `name`.
+pub async fn index(h: &Handle, name: &str) -> NlResult<u32> {
+    let mut links = h.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await? {
+        Some(msg) => Ok(msg.header.index),
+        None => Err(rtnetlink::Error::RequestFailed),
+    }
+}
+
+/// Brings interface `name` up.
+pub async fn set_up(h: &Handle, name: &str) -> NlResult<()> {
+    h.link()
+        .set(LinkUnspec::new_with_name(name).up().build())
+        .execute()
+        .await
+}
+
+/// Brings interface `index` up.
+pub async fn set_index_up(h: &Handle, index: u32) -> NlResult<()> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+}
+
+/// Creates a bridge, up, with the planned MAC and MTU; returns its index.
+pub async fn add_bridge(h: &Handle, iface: &Iface) -> NlResult<u32> {
+    let b = with_mac(LinkBridge::new(&iface.name).mtu(iface.mtu), &iface.mac).up();
+    h.link().add(b.build()).execute().await?;
+    index(h, &iface.name).await
+}
+
+/// Creates a veth pair: `local` here (a port of bridge `master`) and up,
+/// `peer` in the namespace `peer_ns`, down: the kernel refuses to bring a
+/// veth end up before its peer exists, so the peer's namespace does that
+/// (`set_index_up`). Both get their planned MACs and MTUs.
+pub async fn add_veth(
+    h: &Handle,
+    local: &Iface,
+    master: Option<u32>,
+    peer: &Iface,
+    peer_ns: RawFd,
+) -> NlResult<()> {
+    let peer_msg = with_mac(
+        LinkMessageBuilder::<LinkUnspec>::default()
+            .name(peer.name.clone())
+            .mtu(peer.mtu),
+        &peer.mac,
+    )
+    .setns_by_fd(peer_ns)
+    .build();
+    let mut b = with_mac(
+        LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(local.name.clone())
+            .mtu(local.mtu),
+        &local.mac,
+    )
+    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+    .up();
+    if let Some(m) = master {
+        b = b.controller(m);
+    }
+    h.link().add(b.build()).execute().await
+}
+
+/// Creates a vxlan device as flannel's vxlan backend does: learning off,
+/// bound to `dev` and the node's `local` address, on UDP `port`.
+pub async fn add_vxlan(
+    h: &Handle,
+    iface: &Iface,
+    vni: u32,
+    dev: u32,
+    local: Ipv4Addr,
+    port: u16,
+) -> NlResult<u32> {
+    let b = LinkVxlan::new(&iface.name, vni)
+        .dev(dev)
+        .local(local)
+        .port(port)
+        .learning(false)
+        .mtu(iface.mtu);
+    h.link()
+        .add(with_mac(b, &iface.mac).up().build())
+        .execute()
+        .await?;
+    index(h, &iface.name).await
+}
+
+/// Adds an address to interface `index`.
+pub async fn add_address(h: &Handle, index: u32, addr: IfAddr) -> NlResult<()> {
+    h.address()
+        .add(index, IpAddr::V4(addr.ip), addr.prefix_len)
+        .execute()
+        .await
+}
+
+/// Adds a route through interface `dev`.
+pub async fn add_route(h: &Handle, route: &Route, dev: u32) -> NlResult<()> {
+    let mut b = RouteMessageBuilder::<Ipv4Addr>::new().output_interface(dev);
+    if route.dst != "default" {
+        let net: overlay::Ipv4Net = route
+            .dst
+            .parse()
+            .map_err(|_| rtnetlink::Error::RequestFailed)?;
+        b = b.destination_prefix(net.network(), net.prefix_len());
+    }
+    if let Some(via) = route.via {
+        b = b.gateway(via);
+    }
+    if route.onlink {
+        b = b.onlink();
+    }
+    h.route().add(b.build()).execute().await
+}
+
+/// Adds a permanent neighbour entry.
+pub async fn add_neighbour(h: &Handle, dev: u32, ip: Ipv4Addr, mac: Mac) -> NlResult<()> {
+    h.neighbours()
+        .add(dev, IpAddr::V4(ip))
+        .link_layer_address(&mac.0)
+        .state(NeighbourState::Permanent)
+        .execute()
+        .await
+}
+
+/// Adds a forwarding-database entry sending `mac` to the VTEP at `dst`.
+pub async fn add_fdb(h: &Handle, dev: u32, mac: Mac, dst: Ipv4Addr) -> NlResult<()> {
+    h.neighbours()
+        .add_bridge(dev, &mac.0)
+        .destination(IpAddr::V4(dst))
+        .flags(NeighbourFlags::Own)
+        .state(NeighbourState::Permanent)
+        .execute()
+        .await
+}

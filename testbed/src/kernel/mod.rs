@@ -1,0 +1,9 @@
+//! The kernel side: creating the plan's namespaces and network objects
+//! (`apply`), reading them back (`observe`), and removing everything a
+//! testbed owns (`teardown`). Talks netlink in-process; spawns nothing.
+
+pub mod apply;
+pub mod links;
+pub mod netns;
+pub mod observe;
+pub mod teardown;

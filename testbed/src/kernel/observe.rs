@@ -1,0 +1,223 @@
+//! Reads the live network state of namespaces back into the plan's shape
+//! (`plan::state`): links, IPv4 addresses, routes of the main table other
+//! than the kernel's own, permanent neighbours and the sysctls the testbed
+//! sets. One netlink socket is opened inside each namespace.
+
+use crate::kernel::netns::{Netns, NetnsError};
+use crate::plan::state::{sorted, KernelState, LinkState, NsState};
+use crate::plan::types::{IfAddr, Mac, Neighbour, Route};
+use futures::TryStreamExt;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourState as NState,
+};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteProtocol};
+use rtnetlink::{Handle, RouteMessageBuilder};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Why the state could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// A namespace could not be entered.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// A netlink dump failed.
+    #[error("reading {what} in `{netns}`: {source}")]
+    Netlink {
+        /// What.
+        what: &'static str,
+        /// Where.
+        netns: String,
+        /// The cause.
+        source: rtnetlink::Error,
+    },
+    /// The runtime could not start.
+    #[error("cannot start the netlink runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Reads the state of every namespace in `names` that exists.
+pub fn observe(names: &[String], sysctls: &[&str]) -> Result<KernelState, ObserveError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ObserveError::Runtime)?;
+    let mut out = KernelState::new();
+    for name in names {
+        let Ok(ns) = Netns::open(name) else { continue };
+        let handle = rt.handle().clone();
+        let keys: Vec<String> = sysctls.iter().map(|s| s.to_string()).collect();
+        let (conn, sys) = ns.run_in(move || {
+            let _enter = handle.enter();
+            let conn = rtnetlink::new_connection();
+            let sys: BTreeMap<String, String> = keys
+                .iter()
+                .filter_map(|k| {
+                    std::fs::read_to_string(format!("/proc/sys/{}", k.replace('.', "/")))
+                        .ok()
+                        .map(|v| (k.clone(), v.trim().to_string()))
+                })
+                .collect();
+            (conn, sys)
+        })?;
+        let (conn, h, _) = conn.map_err(|e| NetnsError::Sys {
+            what: "opening netlink in",
+            name: name.clone(),
+            source: e,
+        })?;
+        rt.spawn(conn);
+        let mut state = rt.block_on(read(&h, name))?;
+        state.sysctls = sys;
+        out.insert(name.clone(), state);
+    }
+    Ok(out)
+}
+
+async fn read(h: &Handle, ns: &str) -> Result<NsState, ObserveError> {
+    let err = |what: &'static str| {
+        move |source| ObserveError::Netlink {
+            what,
+            netns: ns.to_string(),
+            source,
+        }
+    };
+    let links: Vec<_> = h
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(err("links"))?;
+    let mut names: HashMap<u32, String> = HashMap::new();
+    for l in &links {
+        for a in &l.attributes {
+            if let LinkAttribute::IfName(n) = a {
+                names.insert(l.header.index, n.clone());
+            }
+        }
+    }
+    let mut state = NsState::default();
+    for l in &links {
+        let mut s = LinkState {
+            up: l.header.flags.contains(LinkFlags::Up),
+            ..LinkState::default()
+        };
+        for a in &l.attributes {
+            match a {
+                LinkAttribute::Address(m) if m.len() == 6 => {
+                    s.mac = Some(Mac([m[0], m[1], m[2], m[3], m[4], m[5]]))
+                }
+                LinkAttribute::Mtu(m) => s.mtu = *m,
+                LinkAttribute::Controller(i) => s.master = names.get(i).cloned(),
+                LinkAttribute::LinkInfo(infos) => {
+                    for i in infos {
+                        if let LinkInfo::Kind(k) = i {
+                            s.kind = match k {
+                                InfoKind::Bridge => "bridge".into(),
+                                InfoKind::Veth => "veth".into(),
+                                InfoKind::Vxlan => "vxlan".into(),
+                                InfoKind::Tun => "tun".into(),
+                                other => other.to_string(),
+                            };
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(n) = names.get(&l.header.index) {
+            state.links.insert(n.clone(), s);
+        }
+    }
+    let addrs: Vec<_> = h
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(err("addresses"))?;
+    for a in addrs {
+        let Some(name) = names.get(&a.header.index) else {
+            continue;
+        };
+        for attr in &a.attributes {
+            if let AddressAttribute::Address(IpAddr::V4(ip)) = attr {
+                if let Some(l) = state.links.get_mut(name) {
+                    l.addresses.push(IfAddr {
+                        ip: *ip,
+                        prefix_len: a.header.prefix_len,
+                    });
+                }
+            }
+        }
+    }
+    for l in state.links.values_mut() {
+        l.addresses.sort();
+        l.addresses.dedup();
+    }
+    let routes: Vec<_> = h
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(err("routes"))?;
+    let mut rs = Vec::new();
+    for r in routes {
+        if r.header.table != 254 || r.header.protocol == RouteProtocol::Kernel {
+            continue;
+        }
+        let mut route = Route {
+            dst: "default".into(),
+            via: None,
+            dev: String::new(),
+            onlink: r.header.flags.contains(RouteFlags::Onlink),
+        };
+        for a in &r.attributes {
+            match a {
+                RouteAttribute::Destination(RouteAddress::Inet(d)) => {
+                    route.dst = format!("{d}/{}", r.header.destination_prefix_length)
+                }
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => route.via = Some(*g),
+                RouteAttribute::Oif(i) => route.dev = names.get(i).cloned().unwrap_or_default(),
+                _ => {}
+            }
+        }
+        rs.push(route);
+    }
+    state.routes = sorted(rs);
+    let neigh: Vec<_> = h
+        .neighbours()
+        .get()
+        .set_address_family(rtnetlink::packet_route::AddressFamily::Inet)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(err("neighbours"))?;
+    for n in neigh {
+        if n.header.state != NState::Permanent {
+            continue;
+        }
+        let (mut ip, mut mac) = (None, None);
+        for a in &n.attributes {
+            match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(i)) => ip = Some(*i),
+                NeighbourAttribute::LinkLayerAddress(m) if m.len() == 6 => {
+                    mac = Some(Mac([m[0], m[1], m[2], m[3], m[4], m[5]]))
+                }
+                _ => {}
+            }
+        }
+        if let (Some(ip), Some(mac), Some(dev)) = (ip, mac, names.get(&n.header.ifindex)) {
+            state.neighbours.push(Neighbour {
+                ip,
+                mac,
+                dev: dev.clone(),
+            });
+        }
+    }
+    state.neighbours.sort_by_key(|x| (x.dev.clone(), x.ip));
+    Ok(state)
+}

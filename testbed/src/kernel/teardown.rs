@@ -1,0 +1,125 @@
+//! Removes everything a testbed owns, found from the kernel alone: its
+//! namespaces are the ones named `tb-NAME.*`, its processes the ones inside
+//! them (and its supervisor), so this works after a crash or `kill -9` and
+//! without the topology file or the state directory. Nothing else is touched.
+
+use crate::kernel::netns::{self, Netns};
+use crate::plan::build::STATE_ROOT;
+use crate::plan::names;
+use std::path::Path;
+use std::time::Duration;
+
+/// What a teardown removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    /// Network namespaces (with every interface, address and route in them).
+    pub namespaces: usize,
+    /// Processes ended.
+    pub processes: usize,
+}
+
+/// Why a teardown did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum TeardownError {
+    /// A namespace could not be removed.
+    #[error(transparent)]
+    Netns(#[from] netns::NetnsError),
+    /// Processes survived SIGKILL.
+    #[error("processes {0:?} in the testbed's namespaces did not exit")]
+    Survivors(Vec<i32>),
+    /// The state directory could not be removed.
+    #[error("cannot remove {path}: {source}")]
+    State {
+        /// The directory.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// The namespaces of testbed `name` that exist now.
+pub fn namespaces_of(name: &str) -> Vec<String> {
+    netns::list(&format!("{}.", names::prefix(name)))
+}
+
+/// The state directory of testbed `name`.
+pub fn state_dir(name: &str) -> String {
+    format!("{STATE_ROOT}/{name}")
+}
+
+/// Every testbed with anything left on this machine: a state directory or a
+/// namespace, sorted by name.
+pub fn testbeds() -> Vec<String> {
+    let mut found: Vec<String> = netns::list("tb-")
+        .into_iter()
+        .filter_map(|n| {
+            n.strip_prefix("tb-")
+                .and_then(|r| r.split_once('.'))
+                .map(|(name, _)| name.to_string())
+        })
+        .collect();
+    if let Ok(dir) = std::fs::read_dir(STATE_ROOT) {
+        found.extend(
+            dir.filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().into_string().ok()),
+        );
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The supervisor processes of testbed `name`: `testbed supervise NAME`.
+pub fn supervisors(name: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.windows(2)
+                    .any(|w| w[0] == b"supervise" && w[1] == name.as_bytes())
+                    && args.first().is_some_and(|a| a.ends_with(b"testbed"))
+            })
+        })
+        .collect()
+}
+
+/// Removes testbed `name`: ends its supervisor and every process inside its
+/// namespaces, removes the namespaces and the state directory.
+pub fn teardown(name: &str) -> Result<Removed, TeardownError> {
+    let mut removed = Removed::default();
+    let sup = supervisors(name);
+    removed.processes += sup.len();
+    let left = netns::kill_and_wait(&sup, Duration::from_secs(5));
+    if !left.is_empty() {
+        return Err(TeardownError::Survivors(left));
+    }
+    let spaces = namespaces_of(name);
+    let inodes: Vec<u64> = spaces
+        .iter()
+        .filter_map(|n| Netns::open(n).ok())
+        .filter_map(|n| n.inode().ok())
+        .collect();
+    let procs = netns::processes_in(&inodes);
+    removed.processes += procs.len();
+    let left = netns::kill_and_wait(&procs, Duration::from_secs(5));
+    if !left.is_empty() {
+        return Err(TeardownError::Survivors(left));
+    }
+    for n in &spaces {
+        netns::delete(n)?;
+        removed.namespaces += 1;
+    }
+    let dir = state_dir(name);
+    if Path::new(&dir).exists() {
+        std::fs::remove_dir_all(&dir).map_err(|source| TeardownError::State {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    Ok(removed)
+}

@@ -1,0 +1,259 @@
+//! The kernel state a plan implies, namespace by namespace: links (kind,
+//! MAC, MTU, state, bridge, IPv4 addresses), routes, permanent neighbours and
+//! sysctls. The same shape is read back from the kernel (`kernel::observe`),
+//! so comparing the two (`diff`) is how `testbed verify` finds drift.
+
+use crate::plan::types::{IfAddr, Iface, Mac, Neighbour, Route};
+use crate::plan::Plan;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The state of every namespace, by name.
+pub type KernelState = BTreeMap<String, NsState>;
+
+/// One namespace's network state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NsState {
+    /// Interfaces by name.
+    pub links: BTreeMap<String, LinkState>,
+    /// Routes of the main table other than those the kernel adds for
+    /// addresses, sorted.
+    pub routes: Vec<Route>,
+    /// Permanent IPv4 neighbour entries, sorted.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub neighbours: Vec<Neighbour>,
+    /// Sysctls the testbed sets.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub sysctls: BTreeMap<String, String>,
+}
+
+/// One interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkState {
+    /// bridge, veth, vxlan, tun, or empty for loopback.
+    pub kind: String,
+    /// Its MAC address.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mac: Option<Mac>,
+    /// Its MTU.
+    pub mtu: u32,
+    /// Administratively up.
+    pub up: bool,
+    /// The bridge it is a port of.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub master: Option<String>,
+    /// Its IPv4 addresses, sorted.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub addresses: Vec<IfAddr>,
+}
+
+fn link(kind: &str, i: &Iface, master: Option<&str>) -> (String, LinkState) {
+    let mut addresses = i.addresses.clone();
+    addresses.sort();
+    (
+        i.name.clone(),
+        LinkState {
+            kind: kind.into(),
+            mac: i.mac,
+            mtu: i.mtu,
+            up: true,
+            master: master.map(str::to_string),
+            addresses,
+        },
+    )
+}
+
+fn loopback() -> (String, LinkState) {
+    (
+        "lo".into(),
+        LinkState {
+            kind: String::new(),
+            mac: Some(Mac([0; 6])),
+            mtu: 65536,
+            up: true,
+            master: None,
+            addresses: vec![IfAddr {
+                ip: std::net::Ipv4Addr::LOCALHOST,
+                prefix_len: 8,
+            }],
+        },
+    )
+}
+
+/// The kernel state `plan` describes.
+pub fn desired(plan: &Plan) -> KernelState {
+    let mut out = KernelState::new();
+    let mut fabric = NsState::default();
+    fabric
+        .links
+        .extend([loopback(), link("bridge", &plan.fabric.bridge, None)]);
+    for up in plan
+        .nodes
+        .iter()
+        .map(|n| &n.uplink)
+        .chain(plan.hosts.iter().map(|h| &h.uplink))
+    {
+        fabric
+            .links
+            .extend([link("veth", &up.peer, Some(&up.peer_master))]);
+    }
+    out.insert(plan.fabric.netns.clone(), fabric);
+    for n in &plan.nodes {
+        let mut s = NsState::default();
+        s.links.extend([
+            loopback(),
+            link("veth", &n.uplink.inner, None),
+            link("bridge", &n.bridge, None),
+        ]);
+        if let Some(dev) = &n.overlay {
+            let kind = if dev.vni.is_some() { "vxlan" } else { "tun" };
+            s.links.extend([link(kind, &dev.iface, None)]);
+        }
+        for p in plan.pods.iter().filter(|p| p.node == n.name) {
+            if let Some(i) = &p.interface {
+                s.links
+                    .extend([link("veth", &i.peer, Some(&i.peer_master))]);
+            }
+        }
+        s.routes = sorted(n.routes.clone());
+        s.neighbours = n.neighbours.clone();
+        s.neighbours.sort_by_key(|x| (x.dev.clone(), x.ip));
+        s.sysctls = n.sysctls.clone();
+        out.insert(n.netns.clone(), s);
+    }
+    for h in &plan.hosts {
+        let mut s = NsState::default();
+        s.links
+            .extend([loopback(), link("veth", &h.uplink.inner, None)]);
+        out.insert(h.netns.clone(), s);
+    }
+    for p in plan.pods.iter().filter(|p| p.owns_netns) {
+        let mut s = NsState::default();
+        s.links.extend([loopback()]);
+        if let Some(i) = &p.interface {
+            s.links.extend([link("veth", &i.inner, None)]);
+        }
+        s.routes = sorted(p.routes.clone());
+        out.insert(p.netns.clone(), s);
+    }
+    out
+}
+
+/// Routes in a canonical order.
+pub fn sorted(mut routes: Vec<Route>) -> Vec<Route> {
+    routes.sort_by(|a, b| (&a.dst, &a.dev, a.via).cmp(&(&b.dst, &b.dev, b.via)));
+    routes
+}
+
+/// Every difference between the desired and the observed state, one line
+/// each, naming the namespace and the object.
+pub fn diff(want: &KernelState, have: &KernelState) -> Vec<String> {
+    let mut out = Vec::new();
+    for (ns, w) in want {
+        let Some(h) = have.get(ns) else {
+            out.push(format!("{ns}: namespace missing"));
+            continue;
+        };
+        for (name, wl) in &w.links {
+            match h.links.get(name) {
+                None => out.push(format!("{ns}: interface {name} missing")),
+                Some(hl) if hl != wl => {
+                    let mut what = Vec::new();
+                    if hl.kind != wl.kind {
+                        what.push(format!("kind {} (want {})", hl.kind, wl.kind));
+                    }
+                    if hl.mac != wl.mac {
+                        what.push(format!("mac {} (want {})", show(&hl.mac), show(&wl.mac)));
+                    }
+                    if hl.mtu != wl.mtu {
+                        what.push(format!("mtu {} (want {})", hl.mtu, wl.mtu));
+                    }
+                    if hl.up != wl.up {
+                        what.push(format!("{} (want {})", updown(hl.up), updown(wl.up)));
+                    }
+                    if hl.master != wl.master {
+                        what.push(format!(
+                            "master {} (want {})",
+                            show(&hl.master),
+                            show(&wl.master)
+                        ));
+                    }
+                    if hl.addresses != wl.addresses {
+                        what.push(format!(
+                            "addresses {} (want {})",
+                            addrs(&hl.addresses),
+                            addrs(&wl.addresses)
+                        ));
+                    }
+                    out.push(format!("{ns}: interface {name}: {}", what.join(", ")));
+                }
+                Some(_) => {}
+            }
+        }
+        for name in h.links.keys().filter(|n| !w.links.contains_key(*n)) {
+            out.push(format!("{ns}: unexpected interface {name}"));
+        }
+        for r in w.routes.iter().filter(|r| !h.routes.contains(r)) {
+            out.push(format!("{ns}: route {} missing", route(r)));
+        }
+        for r in h.routes.iter().filter(|r| !w.routes.contains(r)) {
+            out.push(format!("{ns}: unexpected route {}", route(r)));
+        }
+        for n in w.neighbours.iter().filter(|n| !h.neighbours.contains(n)) {
+            out.push(format!(
+                "{ns}: neighbour {} lladdr {} dev {} missing",
+                n.ip, n.mac, n.dev
+            ));
+        }
+        for n in h.neighbours.iter().filter(|n| !w.neighbours.contains(n)) {
+            out.push(format!(
+                "{ns}: unexpected neighbour {} lladdr {} dev {}",
+                n.ip, n.mac, n.dev
+            ));
+        }
+        for (k, v) in &w.sysctls {
+            match h.sysctls.get(k) {
+                Some(hv) if hv == v => {}
+                hv => out.push(format!(
+                    "{ns}: sysctl {k} = {} (want {v})",
+                    hv.map_or("?", |s| s.as_str())
+                )),
+            }
+        }
+    }
+    for ns in have.keys().filter(|n| !want.contains_key(*n)) {
+        out.push(format!("{ns}: unexpected namespace"));
+    }
+    out
+}
+
+fn show<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or("none".into(), |x| x.to_string())
+}
+
+fn updown(up: bool) -> &'static str {
+    if up {
+        "up"
+    } else {
+        "down"
+    }
+}
+
+fn addrs(a: &[IfAddr]) -> String {
+    let v: Vec<String> = a.iter().map(|x| x.to_string()).collect();
+    format!("[{}]", v.join(", "))
+}
+
+fn route(r: &Route) -> String {
+    let mut s = r.dst.clone();
+    if let Some(v) = r.via {
+        s.push_str(&format!(" via {v}"));
+    }
+    s.push_str(&format!(" dev {}", r.dev));
+    if r.onlink {
+        s.push_str(" onlink");
+    }
+    s
+}
