@@ -26,12 +26,22 @@ fn addr(s: &str) -> SocketAddr {
 fn connectivity(overlay: &str) {
     let tb = Testbed::new("net", &TWO_NODES.replace("OVERLAY", overlay)).up();
     // Pods get .2, .3 on node1 and .2 on node2, in order.
-    let (a, b, c) = (tb.ns("pod.default.a"), tb.ns("pod.default.b"), tb.ns("pod.default.c"));
+    let (a, b, c) = (
+        tb.ns("pod.default.a"),
+        tb.ns("pod.default.b"),
+        tb.ns("pod.default.c"),
+    );
     tcp_roundtrip(&b, addr("10.244.1.3:7001"), &a).expect("same-node pod to pod");
     tcp_roundtrip(&c, addr("10.244.2.2:7002"), &a).expect("cross-node pod to pod");
     tcp_roundtrip(&a, addr("10.244.1.2:7003"), &c).expect("cross-node, the other way");
-    tcp_roundtrip(&c, addr("10.244.2.2:7004"), &tb.ns("node.node1")).expect("node to a pod on another node");
-    tcp_roundtrip(&tb.ns("node.node1"), addr("192.168.96.1:7005"), &tb.ns("host.client")).expect("host to node");
+    tcp_roundtrip(&c, addr("10.244.2.2:7004"), &tb.ns("node.node1"))
+        .expect("node to a pod on another node");
+    tcp_roundtrip(
+        &tb.ns("node.node1"),
+        addr("192.168.96.1:7005"),
+        &tb.ns("host.client"),
+    )
+    .expect("host to node");
     let report = ok(&["verify", &tb.name]);
     assert!(report.contains("the kernel matches the plan"), "{report}");
 }
@@ -55,7 +65,15 @@ fn verify_finds_a_deleted_route_and_a_changed_mtu() {
         .expect("ip runs");
     assert!(del.success());
     let mtu = Command::new("ip")
-        .args(["-n", &tb.ns("pod.default.a"), "link", "set", "eth0", "mtu", "1400"])
+        .args([
+            "-n",
+            &tb.ns("pod.default.a"),
+            "link",
+            "set",
+            "eth0",
+            "mtu",
+            "1400",
+        ])
         .status()
         .expect("ip runs");
     assert!(mtu.success());
@@ -63,10 +81,16 @@ fn verify_finds_a_deleted_route_and_a_changed_mtu() {
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains(&format!("{}: route 10.244.2.0/24 via 192.168.96.2 dev eth0 missing", tb.ns("node.node1"))),
+        text.contains(&format!(
+            "{}: route 10.244.2.0/24 via 192.168.96.2 dev eth0 missing",
+            tb.ns("node.node1")
+        )),
         "{text}"
     );
-    assert!(text.contains("interface eth0: mtu 1400 (want 1500)"), "{text}");
+    assert!(
+        text.contains("interface eth0: mtu 1400 (want 1500)"),
+        "{text}"
+    );
     assert_eq!(text.lines().count(), 2, "{text}");
 }
 
@@ -100,15 +124,21 @@ fn leftovers(name: &str) -> Vec<String> {
 #[test]
 fn a_failing_up_leaves_nothing() {
     // A program that does not exist: refused before anything is built.
-    let tb = Testbed::new("fail", "
+    let tb = Testbed::new(
+        "fail",
+        "
 cluster: {overlay: host-gw}
 nodes: [{name: n1}]
 pods: [{name: p, containers: [{name: c, command: [no-such-program-here]}]}]
-");
+",
+    );
     let out = testbed(&["up", tb.file.to_str().expect("path")]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("the command `no-such-program-here` does not exist"), "{err}");
+    assert!(
+        err.contains("command `no-such-program-here` not found in PATH"),
+        "{err}"
+    );
     assert_eq!(leftovers(&tb.name), Vec::<String>::new());
 
     // A failure after the namespaces exist: everything is rolled back.
@@ -118,7 +148,12 @@ pods: [{name: p, containers: [{name: c, command: [no-such-program-here]}]}]
         .env("TESTBED_FAIL_AT", "configure")
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("failing on purpose"));
     assert_eq!(leftovers(&tb.name), Vec::<String>::new());
 }
@@ -129,29 +164,48 @@ fn down_works_without_state_after_kill_9() {
     // Kill every process of the testbed (the supervisor and what runs in its
     // namespaces), and lose its state directory.
     let mut pids: Vec<i32> = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").filter_map(|e| e.ok()) {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+    for entry in std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok())
+    {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let netns = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
         let in_ours = netns.is_some_and(|_| {
             std::fs::read_dir("/run/netns").is_ok_and(|d| {
                 d.filter_map(|e| e.ok())
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("tb-{}.", tb.name)))
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with(&format!("tb-{}.", tb.name))
+                    })
                     .any(|e| {
                         use std::os::unix::fs::MetadataExt;
                         let a = std::fs::metadata(e.path()).map(|m| m.ino()).ok();
-                        let b = std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino()).ok();
+                        let b = std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                            .map(|m| m.ino())
+                            .ok();
                         a.is_some() && a == b
                     })
             })
         });
-        let supervisor = String::from_utf8_lossy(&cmdline).contains(&format!("supervise\0{}", tb.name));
+        let supervisor =
+            String::from_utf8_lossy(&cmdline).contains(&format!("supervise\0{}", tb.name));
         if in_ours || supervisor {
             pids.push(pid);
         }
     }
     for pid in &pids {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     std::fs::remove_dir_all(format!("/run/testbed/{}", tb.name)).expect("state dir existed");
     ok(&["down", &tb.name]);
@@ -163,12 +217,30 @@ fn two_testbeds_run_side_by_side() {
     let one = Testbed::new("one", &TWO_NODES.replace("OVERLAY", "host-gw")).up();
     let two = Testbed::new("two", &TWO_NODES.replace("OVERLAY", "vxlan")).up();
     // The same addresses, in separate worlds.
-    tcp_roundtrip(&one.ns("pod.default.c"), addr("10.244.2.2:7101"), &one.ns("pod.default.a")).expect("first");
-    tcp_roundtrip(&two.ns("pod.default.c"), addr("10.244.2.2:7102"), &two.ns("pod.default.a")).expect("second");
+    tcp_roundtrip(
+        &one.ns("pod.default.c"),
+        addr("10.244.2.2:7101"),
+        &one.ns("pod.default.a"),
+    )
+    .expect("first");
+    tcp_roundtrip(
+        &two.ns("pod.default.c"),
+        addr("10.244.2.2:7102"),
+        &two.ns("pod.default.a"),
+    )
+    .expect("second");
     ok(&["down", &one.name]);
     assert_eq!(leftovers(&one.name), Vec::<String>::new());
-    assert!(ok(&["verify", &two.name]).contains("matches"), "removing one must not touch the other");
-    tcp_roundtrip(&two.ns("pod.default.c"), addr("10.244.2.2:7103"), &two.ns("pod.default.a")).expect("second, still");
+    assert!(
+        ok(&["verify", &two.name]).contains("matches"),
+        "removing one must not touch the other"
+    );
+    tcp_roundtrip(
+        &two.ns("pod.default.c"),
+        addr("10.244.2.2:7103"),
+        &two.ns("pod.default.a"),
+    )
+    .expect("second, still");
 }
 
 #[test]
@@ -178,10 +250,14 @@ fn up_is_idempotent_and_refuses_a_changed_file() {
     assert_eq!(again.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already up"));
     let changed = std::env::temp_dir().join(format!("testbed-tests/{}-changed.yaml", tb.name));
-    let text = std::fs::read_to_string(&tb.file).expect("topology").replace("name: client", "name: other");
+    let text = std::fs::read_to_string(&tb.file)
+        .expect("topology")
+        .replace("name: client", "name: other");
     std::fs::write(&changed, text).expect("write");
     let out = testbed(&["up", changed.to_str().expect("path")]);
     let _ = std::fs::remove_file(&changed);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already running with a different topology"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already running with a different topology")
+    );
 }

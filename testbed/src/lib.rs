@@ -29,6 +29,7 @@ pub mod kernel;
 pub mod lifecycle;
 pub mod plan;
 pub mod report;
+pub mod runtime;
 pub mod topology;
 
 use diag::{Diagnostic, Diagnostics};
@@ -81,6 +82,26 @@ impl LoadError {
                 source_text,
                 diagnostics,
             } => diag::render(file, source_text, diagnostics),
+        }
+    }
+}
+
+impl Loaded {
+    /// Plans the topology again with another overlay backend, as if the file
+    /// said `cluster.overlay: BACKEND` (for comparing backends on one file).
+    pub fn with_overlay(mut self, backend: overlay::Backend) -> Result<Loaded, LoadError> {
+        self.topology.cluster.overlay.value = backend;
+        let mut diags = Diagnostics::default();
+        match plan::build::build(&self.topology, &mut diags) {
+            Some(plan) if !diags.has_errors() => {
+                self.plan = plan;
+                Ok(self)
+            }
+            _ => Err(LoadError::Invalid {
+                file: String::new(),
+                source_text: self.source,
+                diagnostics: diags.into_sorted(),
+            }),
         }
     }
 }

@@ -69,57 +69,6 @@ pub fn running_plan(name: &str) -> Option<Plan> {
     serde_json::from_str(&text).ok()
 }
 
-/// Checks that every container's program exists, as the container will look
-/// for it (its `PATH`, or the default one).
-pub fn check_commands(plan: &Plan) -> Result<(), UpError> {
-    let owners = plan
-        .pods
-        .iter()
-        .map(|p| (format!("pod {}/{}", p.namespace, p.name), &p.containers))
-        .chain(
-            plan.hosts
-                .iter()
-                .map(|h| (format!("host {}", h.name), &h.containers)),
-        );
-    for (owner, containers) in owners {
-        for c in containers {
-            let Some(prog) = c.command.first() else {
-                continue;
-            };
-            let path = c.env.get("PATH").cloned().unwrap_or_else(|| {
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
-            });
-            if find_program(prog, &path).is_none() {
-                return Err(UpError::Command(format!(
-                    "container `{}` of {owner}: the command `{prog}` does not exist (looked in {})",
-                    c.name,
-                    if prog.contains('/') {
-                        prog.clone()
-                    } else {
-                        path
-                    }
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn find_program(prog: &str, path: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if prog.contains('/') {
-        let p = PathBuf::from(prog);
-        return executable(&p).then_some(p);
-    }
-    path.split(':')
-        .map(|dir| Path::new(dir).join(prog))
-        .find(|p| executable(p))
-}
-
 fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;
@@ -148,7 +97,7 @@ pub fn up(
     if !left.is_empty() || Path::new(&teardown::state_dir(name)).exists() {
         return Err(UpError::Leftovers(name.clone(), left.len()));
     }
-    check_commands(plan)?;
+    crate::runtime::launch::check(plan).map_err(|e| UpError::Command(e.to_string()))?;
     let result = build(plan, timeout, on_progress);
     if result.is_err() {
         if let Err(e) = teardown::teardown(name) {
@@ -173,7 +122,8 @@ fn build(
     let json =
         serde_json::to_string_pretty(plan).map_err(|e| state_err(std::io::Error::other(e)))?;
     write_atomic(&plan_path(&plan.name), &json).map_err(state_err)?;
-    // RUNTIME: crate::runtime::files::prepare(plan).map_err(|e| state_err(std::io::Error::other(e.to_string())))?;
+    crate::runtime::files::prepare(plan)
+        .map_err(|e| state_err(std::io::Error::other(e.to_string())))?;
     on_progress(&format!(
         "creating {} namespaces and their interfaces",
         apply::namespaces(plan).len()
@@ -181,7 +131,13 @@ fn build(
     let timings = apply::apply(plan)?;
     on_progress("starting containers");
     start_supervisor(&plan.name)?;
-    wait_ready(&dir, deadline, timeout, on_progress)?;
+    on_progress("waiting for containers to be ready");
+    crate::runtime::status::wait_ready(Path::new(&dir), deadline).map_err(|e| {
+        UpError::NotReady {
+            timeout,
+            what: e.to_string(),
+        }
+    })?;
     Ok(UpOutcome::Started(timings))
 }
 
@@ -210,14 +166,5 @@ fn start_supervisor(name: &str) -> Result<(), UpError> {
     }
     cmd.spawn()
         .map_err(|e| UpError::Supervisor(e.to_string()))?;
-    Ok(())
-}
-
-fn wait_ready(
-    _dir: &str,
-    _deadline: Instant,
-    _timeout: Duration,
-    _on_progress: &mut dyn FnMut(&str),
-) -> Result<(), UpError> {
     Ok(())
 }

@@ -51,6 +51,9 @@ enum Command {
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
+        /// Use this overlay backend instead of the file's `cluster.overlay`.
+        #[arg(long, value_parser = ["udp", "vxlan", "host-gw"])]
+        overlay: Option<String>,
     },
     /// Remove a testbed and everything it owns, even after a crash (needs root).
     Down {
@@ -79,6 +82,48 @@ enum Command {
     Verify {
         /// The testbed's name, or its topology file.
         target: String,
+    },
+    /// Show a testbed's nodes, hosts, pods (phase, restarts) and services.
+    Status {
+        /// The testbed's name or topology file; all testbeds when absent.
+        target: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command in exactly the namespaces a container of a pod (or a host) gets.
+    Exec {
+        /// The testbed's name or topology file (optional when only one runs).
+        #[arg(short = 't', long = "testbed")]
+        testbed: Option<String>,
+        /// POD, NAMESPACE/POD, or host:NAME (or a host's name).
+        target: String,
+        /// The container (default: the first).
+        #[arg(short, long)]
+        container: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print a container's log.
+    Logs {
+        /// The testbed's name or topology file (optional when only one runs).
+        #[arg(short = 't', long = "testbed")]
+        testbed: Option<String>,
+        /// POD, NAMESPACE/POD, or host:NAME (or a host's name).
+        target: String,
+        /// The container (default: the first).
+        #[arg(short, long)]
+        container: Option<String>,
+        /// Keep printing what is appended.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Run the supervisor of a testbed in the foreground (`up` starts it).
+    #[command(hide = true)]
+    Supervise {
+        /// The testbed's name.
+        name: String,
     },
     /// Draw a topology: nodes, pods, hosts, bridges, links and services.
     Graph {
@@ -200,7 +245,8 @@ fn run(command: Command) -> Result<(), Failure> {
             file,
             timeout,
             json,
-        } => up(&file, timeout, json),
+            overlay,
+        } => up(&file, timeout, json, overlay.as_deref()),
         Command::Down { target, all } => down(target, all),
         Command::Ls { json } => ls(json),
         Command::Inspect { target, json } => {
@@ -226,6 +272,42 @@ fn run(command: Command) -> Result<(), Failure> {
             }
             print(&diffs.iter().map(|d| format!("{d}\n")).collect::<String>())?;
             Err(Failure::Reported(1))
+        }
+        Command::Status { target, json } => status(target, json),
+        Command::Exec {
+            testbed,
+            target,
+            container,
+            command,
+        } => {
+            let plan = one_testbed(testbed)?;
+            let code = testbed::runtime::exec::exec(&plan, &target, container.as_deref(), &command)
+                .context("exec")?;
+            Err(Failure::Reported(u8::try_from(code).unwrap_or(1)))
+        }
+        Command::Logs {
+            testbed,
+            target,
+            container,
+            follow,
+        } => {
+            let plan = one_testbed(testbed)?;
+            let sandbox = testbed::runtime::exec::resolve(&plan, &target).context("logs")?;
+            let c = match &container {
+                Some(name) => sandbox.containers.iter().find(|c| &c.name == name),
+                None => sandbox.containers.first(),
+            }
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{sandbox} has no container {}",
+                    container.as_deref().unwrap_or("")
+                )
+            })?;
+            follow_log(&c.log, follow)
+        }
+        Command::Supervise { name } => {
+            testbed::runtime::supervise::run_from_state(&name).context("supervisor")?;
+            Ok(())
         }
         Command::Graph { file, format } => {
             let loaded = load(&file)?;
@@ -321,9 +403,24 @@ fn observe(plan: &testbed::plan::Plan) -> Result<testbed::plan::state::KernelSta
     )
 }
 
-fn up(file: &std::path::Path, timeout: std::time::Duration, json: bool) -> Result<(), Failure> {
+fn up(
+    file: &std::path::Path,
+    timeout: std::time::Duration,
+    json: bool,
+    overlay: Option<&str>,
+) -> Result<(), Failure> {
     use std::io::IsTerminal;
-    let loaded = load(file)?;
+    let mut loaded = load(file)?;
+    if let Some(name) = overlay {
+        let backend = overlay::Backend::ALL
+            .into_iter()
+            .find(|b| b.as_str() == name)
+            .ok_or_else(|| anyhow::anyhow!("unknown overlay {name}"))?;
+        loaded = loaded.with_overlay(backend).map_err(|e| {
+            eprint!("{}", e.render());
+            Failure::BadInput
+        })?;
+    }
     let plan = &loaded.plan;
     let started = std::time::Instant::now();
     let tty = std::io::stderr().is_terminal();
@@ -397,6 +494,71 @@ fn ls(json: bool) -> Result<(), Failure> {
         render::to_json(&list).context("printing")?
     } else {
         testbed::report::list_table(&list)
+    };
+    print(&text)
+}
+
+/// The plan of the testbed a command names, or of the only one running.
+fn one_testbed(target: Option<String>) -> Result<testbed::plan::Plan, Failure> {
+    if let Some(t) = target {
+        return target_plan(&t);
+    }
+    let running: Vec<String> = testbed::kernel::teardown::testbeds()
+        .into_iter()
+        .filter(|n| testbed::lifecycle::running_plan(n).is_some())
+        .collect();
+    match running.as_slice() {
+        [one] => target_plan(one),
+        [] => Err(Failure::Runtime(anyhow::anyhow!(
+            "no testbed is running; `testbed up FILE` starts one"
+        ))),
+        many => Err(Failure::Runtime(anyhow::anyhow!(
+            "{} testbeds are running ({}); name one with --testbed",
+            many.len(),
+            many.join(", ")
+        ))),
+    }
+}
+
+fn follow_log(path: &str, follow: bool) -> Result<(), Failure> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
+    let mut pos = 0u64;
+    loop {
+        let mut buf = Vec::new();
+        file.seek(SeekFrom::Start(pos)).context("reading the log")?;
+        file.read_to_end(&mut buf).context("reading the log")?;
+        pos += buf.len() as u64;
+        if !buf.is_empty() {
+            print(&String::from_utf8_lossy(&buf))?;
+        }
+        if !follow {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn status(target: Option<String>, json: bool) -> Result<(), Failure> {
+    let names = match target {
+        Some(t) => vec![target_name(&t)?],
+        None => testbed::kernel::teardown::testbeds(),
+    };
+    let mut reports = Vec::new();
+    for n in names {
+        let plan = testbed::lifecycle::running_plan(&n).ok_or_else(|| {
+            anyhow::anyhow!("no running testbed named `{n}`; `testbed ls` lists them")
+        })?;
+        reports.push(testbed::report::status(&plan));
+    }
+    let text = if json {
+        render::to_json(&reports).context("printing")?
+    } else {
+        reports
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     print(&text)
 }

@@ -171,3 +171,143 @@ pub fn list_table(list: &[Listed]) -> String {
         .collect();
     table(["NAME", "STATE", "NAMESPACES", "PODS"], &rows)
 }
+
+/// `testbed status`: machines, pods with their phase and restarts, services
+/// with their endpoints.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    /// The testbed.
+    pub name: String,
+    /// Whether its supervisor runs.
+    pub supervisor: bool,
+    /// `name  address  pod subnet`.
+    pub nodes: Vec<[String; 3]>,
+    /// `name  address  phase`.
+    pub hosts: Vec<[String; 3]>,
+    /// `namespace/name  node  address  phase  restarts`.
+    pub pods: Vec<[String; 5]>,
+    /// `namespace/name  type  cluster IP  external IP  endpoints`.
+    pub services: Vec<[String; 5]>,
+    /// The supervisor's word on every container.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<crate::runtime::status::ContainerStatus>,
+}
+
+/// A pod's or host's phase from its containers, as Kubernetes names them:
+/// Running (all running and ready), Succeeded (all ended well), Failed (one
+/// failed for good), Pending otherwise.
+fn phase(cs: &[&crate::runtime::status::ContainerStatus]) -> &'static str {
+    use crate::runtime::status::State;
+    if cs.is_empty() {
+        return "Unknown";
+    }
+    if cs.iter().any(|c| c.state == State::Failed) {
+        "Failed"
+    } else if cs.iter().all(|c| c.state == State::Exited) {
+        "Succeeded"
+    } else if cs.iter().all(|c| c.settled()) {
+        "Running"
+    } else {
+        "Pending"
+    }
+}
+
+/// The status of running testbed `plan`.
+pub fn status(plan: &Plan) -> StatusReport {
+    use crate::runtime::status::ContainerStatus;
+    let containers: Vec<ContainerStatus> =
+        crate::runtime::status::read(std::path::Path::new(&plan.state_dir))
+            .map(|s| s.containers)
+            .unwrap_or_default();
+    let of = |ns: Option<&str>, owner: &str| -> Vec<&ContainerStatus> {
+        containers
+            .iter()
+            .filter(|c| c.owner == owner && c.namespace.as_deref() == ns)
+            .collect()
+    };
+    let base = summary(plan);
+    StatusReport {
+        name: plan.name.clone(),
+        supervisor: !teardown::supervisors(&plan.name).is_empty(),
+        nodes: base.nodes,
+        hosts: plan
+            .hosts
+            .iter()
+            .map(|h| {
+                let cs = of(None, &h.name);
+                let phase = if h.containers.is_empty() {
+                    "-"
+                } else {
+                    phase(&cs)
+                };
+                [h.name.clone(), h.ip.to_string(), phase.to_string()]
+            })
+            .collect(),
+        pods: plan
+            .pods
+            .iter()
+            .zip(base.pods)
+            .map(|(p, [name, node, ip])| {
+                let cs = of(Some(&p.namespace), &p.name);
+                let restarts: u32 = cs.iter().map(|c| c.restarts).sum();
+                [name, node, ip, phase(&cs).to_string(), restarts.to_string()]
+            })
+            .collect(),
+        services: plan
+            .services
+            .iter()
+            .zip(base.services)
+            .map(|(s, [name, kind, ip, ext, _])| {
+                let mut eps: Vec<String> = s
+                    .ports
+                    .iter()
+                    .flat_map(|p| p.endpoints.iter().map(|e| format!("{}:{}", e.ip, e.port)))
+                    .collect();
+                eps.dedup();
+                let eps = if eps.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    eps.join(",")
+                };
+                [name, kind, ip, ext, eps]
+            })
+            .collect(),
+        containers,
+    }
+}
+
+impl fmt::Display for StatusReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "testbed {} (supervisor {})\n",
+            self.name,
+            if self.supervisor {
+                "running"
+            } else {
+                "not running"
+            }
+        )?;
+        f.write_str(&table(["NODE", "ADDRESS", "POD SUBNET"], &self.nodes))?;
+        if !self.hosts.is_empty() {
+            f.write_str("\n")?;
+            f.write_str(&table(["HOST", "ADDRESS", "PHASE"], &self.hosts))?;
+        }
+        if !self.pods.is_empty() {
+            f.write_str("\n")?;
+            f.write_str(&table(
+                ["POD", "NODE", "ADDRESS", "PHASE", "RESTARTS"],
+                &self.pods,
+            ))?;
+        }
+        if !self.services.is_empty() {
+            f.write_str("\n")?;
+            f.write_str(&table(
+                ["SERVICE", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "ENDPOINTS"],
+                &self.services,
+            ))?;
+        }
+        Ok(())
+    }
+}

@@ -26,7 +26,10 @@ pub fn bin() -> PathBuf {
 
 /// Runs `testbed ARGS`.
 pub fn testbed(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().expect("testbed runs")
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("testbed runs")
 }
 
 /// Runs `testbed ARGS` and fails the test if it fails.
@@ -73,7 +76,12 @@ impl Testbed {
 
     /// `testbed up FILE`, which must succeed.
     pub fn up(self) -> Testbed {
-        ok(&["up", self.file.to_str().expect("utf-8 path"), "--timeout", "30s"]);
+        ok(&[
+            "up",
+            self.file.to_str().expect("utf-8 path"),
+            "--timeout",
+            "30s",
+        ]);
         self
     }
 
@@ -87,7 +95,11 @@ impl Drop for Testbed {
     fn drop(&mut self) {
         let out = testbed(&["down", &self.name]);
         if !out.status.success() {
-            eprintln!("cleanup of {} failed: {}", self.name, String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "cleanup of {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let _ = std::fs::remove_file(&self.file);
     }
@@ -95,7 +107,8 @@ impl Drop for Testbed {
 
 /// Runs `f` on a thread inside network namespace `ns`.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap_or_else(|e| panic!("namespace {ns}: {e}"));
+    let file = std::fs::File::open(format!("/run/netns/{ns}"))
+        .unwrap_or_else(|e| panic!("namespace {ns}: {e}"));
     std::thread::spawn(move || {
         nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
         f()
@@ -108,7 +121,8 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 /// checks that a message goes there and back. Returns the error text if the
 /// connection fails.
 pub fn tcp_roundtrip(server_ns: &str, addr: SocketAddr, client_ns: &str) -> Result<(), String> {
-    let listener = in_netns(server_ns, move || TcpListener::bind(addr)).map_err(|e| format!("bind {addr}: {e}"))?;
+    let listener = in_netns(server_ns, move || TcpListener::bind(addr))
+        .map_err(|e| format!("bind {addr}: {e}"))?;
     let server = std::thread::spawn(move || -> std::io::Result<()> {
         let (mut s, _) = listener.accept()?;
         let mut buf = [0u8; 5];
@@ -124,7 +138,10 @@ pub fn tcp_roundtrip(server_ns: &str, addr: SocketAddr, client_ns: &str) -> Resu
         Ok(buf)
     })
     .map_err(|e| format!("{client_ns} -> {addr}: {e}"))?;
-    server.join().map_err(|_| "server panicked".to_string())?.map_err(|e| e.to_string())?;
+    server
+        .join()
+        .map_err(|_| "server panicked".to_string())?
+        .map_err(|e| e.to_string())?;
     if &reply != b"hello" {
         return Err(format!("garbled reply {reply:?}"));
     }
@@ -145,7 +162,10 @@ pub fn root_snapshot() -> String {
         let o = Command::new("ip").args(args).output().expect("ip runs");
         out.push_str(&String::from_utf8_lossy(&o.stdout));
     }
-    for (cmd, args) in [("iptables-save", &[][..]), ("nft", &["list", "ruleset"][..])] {
+    for (cmd, args) in [
+        ("iptables-save", &[][..]),
+        ("nft", &["list", "ruleset"][..]),
+    ] {
         if let Ok(o) = Command::new(cmd).args(args).output() {
             // iptables-save prints the time it ran; that line is not state.
             let text: String = String::from_utf8_lossy(&o.stdout)
@@ -162,12 +182,17 @@ pub fn root_snapshot() -> String {
 
 fn sysctls(dir: &Path) -> String {
     let mut out = String::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     let mut entries: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
     entries.sort();
     for p in entries {
         // Counters and random values change by themselves.
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if name.contains("random") || name == "neigh" || name == "route" {
             continue;
         }

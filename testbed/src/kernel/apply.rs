@@ -212,9 +212,9 @@ pub fn apply(plan: &Plan) -> Result<Timings, ApplyError> {
     let result = match err {
         Some(e) => Err(e),
         // A test hook: fail after the namespaces exist, to prove rollback.
-        None if std::env::var("TESTBED_FAIL_AT").is_ok_and(|v| v == "configure") => Err(ApplyError::Unsupported(
-            "failing on purpose (TESTBED_FAIL_AT=configure)".into(),
-        )),
+        None if std::env::var("TESTBED_FAIL_AT").is_ok_and(|v| v == "configure") => Err(
+            ApplyError::Unsupported("failing on purpose (TESTBED_FAIL_AT=configure)".into()),
+        ),
         None => {
             let started = Instant::now();
             let by_name: HashMap<&str, &Ns> =

@@ -1,0 +1,357 @@
+//! The supervisor's status file, `STATE_DIR/status.json`: per container of
+//! every pod and host its pid, state, restarts, last exit and readiness. The
+//! supervisor rewrites it atomically (a temporary file renamed over it) on
+//! every change; `up` waits on it with [`wait_ready`], `status` shows it.
+
+use super::{owner_label, OwnerKind};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The status file's name in the state directory.
+pub const STATUS_FILE: &str = "status.json";
+
+/// How often [`wait_ready`] reads the status file.
+const POLL: Duration = Duration::from_millis(100);
+
+/// The whole status file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// The testbed's name.
+    pub name: String,
+    /// The supervisor's pid.
+    pub supervisor_pid: u32,
+    /// Whether the supervisor is stopping (or has stopped) its containers.
+    pub stopping: bool,
+    /// Every container of every pod, then of every host, in plan order.
+    pub containers: Vec<ContainerStatus>,
+}
+
+/// One container's state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatus {
+    /// Pod or host.
+    pub kind: OwnerKind,
+    /// The pod's namespace (pods only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub namespace: Option<String>,
+    /// The pod's or host's name.
+    pub owner: String,
+    /// The container's name.
+    pub container: String,
+    /// Its process, while it runs.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pid: Option<i32>,
+    /// What it is doing.
+    pub state: State,
+    /// How often it was started again.
+    pub restarts: u32,
+    /// How its last run ended.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_exit: Option<Exit>,
+    /// Whether it runs and its readiness check passed (at once for
+    /// containers without one).
+    pub ready: bool,
+    /// Its readiness check: a TCP port on 127.0.0.1 in its network namespace.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ready_tcp: Option<u16>,
+    /// Why its last start failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+    /// Its log file.
+    pub log: String,
+}
+
+/// What a container is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Its process runs.
+    Running,
+    /// Not running, to be started (again) after a back-off.
+    Waiting,
+    /// Ended with exit code 0 and stays ended (by its restart policy).
+    Exited,
+    /// Ended otherwise (or could not start) and stays ended.
+    Failed,
+}
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+impl Exit {
+    /// Whether this is exit code 0.
+    pub fn success(self) -> bool {
+        self == Exit::Code(0)
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Exit::Code(c) => write!(f, "exited with code {c}"),
+            Exit::Signal(s) => match nix::sys::signal::Signal::try_from(s) {
+                Ok(sig) => write!(f, "killed by signal {s} ({})", sig.as_str()),
+                Err(_) => write!(f, "killed by signal {s}"),
+            },
+        }
+    }
+}
+
+impl ContainerStatus {
+    /// `pod web-0 container http`.
+    pub fn label(&self) -> String {
+        format!(
+            "{} container {}",
+            owner_label(self.kind, self.namespace.as_deref(), &self.owner),
+            self.container
+        )
+    }
+
+    /// Whether `up` need not wait for it any more: it runs and is ready, or
+    /// it ended successfully for good.
+    pub fn settled(&self) -> bool {
+        match self.state {
+            State::Running => self.ready,
+            State::Exited => true,
+            State::Waiting | State::Failed => false,
+        }
+    }
+
+    /// One line on where it stands, for messages:
+    /// `pod web-0 container http: exited with code 127 (restarted 3 times), see log /run/...`.
+    pub fn describe(&self) -> String {
+        let restarted = match self.restarts {
+            1 => " (restarted once)".to_string(),
+            n => format!(" (restarted {n} times)"),
+        };
+        let ended = match (&self.error, self.last_exit) {
+            (Some(e), _) => format!("could not start: {e}"),
+            (None, Some(exit)) => exit.to_string(),
+            (None, None) => "not started yet".to_string(),
+        };
+        let what = match self.state {
+            State::Running if self.ready => format!("running (pid {}), ready", self.pid.unwrap_or(0)),
+            State::Running => match self.ready_tcp {
+                Some(port) => format!(
+                    "running (pid {}) but not accepting connections on tcp port {port} yet{restarted}",
+                    self.pid.unwrap_or(0)
+                ),
+                None => format!("running (pid {}), not ready yet", self.pid.unwrap_or(0)),
+            },
+            State::Waiting => format!("{ended}{restarted}, waiting to be started again"),
+            State::Exited | State::Failed => format!("{ended}{restarted}, not restarted"),
+        };
+        format!("{}: {what}, see log {}", self.label(), self.log)
+    }
+}
+
+/// Why the status could not be read or the testbed is not ready.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The file is not a status file.
+    #[error("{path} is not a testbed status file: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// Containers are not ready: one failed for good, or the deadline passed.
+    #[error("not ready:\n{what}")]
+    NotReady {
+        /// One indented line per container that is not ready.
+        what: String,
+    },
+    /// No supervisor runs for this state directory.
+    #[error("the supervisor of {state_dir} is not running{last}")]
+    SupervisorGone {
+        /// The state directory.
+        state_dir: String,
+        /// What the status file said last.
+        last: String,
+    },
+}
+
+/// Reads `STATE_DIR/status.json`.
+pub fn read(state_dir: &Path) -> Result<Status, StatusError> {
+    let path = state_dir.join(STATUS_FILE);
+    let text = fs::read_to_string(&path).map_err(|source| StatusError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| StatusError::Parse { path, source })
+}
+
+/// Writes `STATE_DIR/status.json` atomically: a temporary file in the same
+/// directory, renamed over the old one.
+pub fn write(state_dir: &Path, status: &Status) -> io::Result<()> {
+    let path = state_dir.join(STATUS_FILE);
+    let tmp = state_dir.join(format!(".{STATUS_FILE}.tmp"));
+    let mut text = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
+    text.push(b'\n');
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(&text)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, &path)
+}
+
+/// Waits until every container is settled (running and ready, or ended
+/// successfully for good), polling the status file until `deadline`.
+/// Fails at once when a container failed for good or the supervisor is gone,
+/// and at the deadline naming every container that is not ready, with its
+/// state, last exit, restarts and log file.
+pub fn wait_ready(state_dir: &Path, deadline: Instant) -> Result<Status, StatusError> {
+    loop {
+        let status = match read(state_dir) {
+            Ok(s) => Some(s),
+            Err(StatusError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let alive = super::supervise::supervisor_pid(state_dir).is_some();
+        if let Some(status) = &status {
+            let failed: Vec<_> = status
+                .containers
+                .iter()
+                .filter(|c| c.state == State::Failed)
+                .collect();
+            if !failed.is_empty() {
+                return Err(StatusError::NotReady {
+                    what: lines(&failed),
+                });
+            }
+            if !alive || status.stopping {
+                let pending: Vec<_> = status.containers.iter().filter(|c| !c.settled()).collect();
+                return Err(StatusError::SupervisorGone {
+                    state_dir: state_dir.display().to_string(),
+                    last: if pending.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; it last reported:\n{}", lines(&pending))
+                    },
+                });
+            }
+            if status.containers.iter().all(ContainerStatus::settled) {
+                return Ok(status.clone());
+            }
+        }
+        if Instant::now() >= deadline {
+            let what = match &status {
+                Some(s) => lines(
+                    &s.containers
+                        .iter()
+                        .filter(|c| !c.settled())
+                        .collect::<Vec<_>>(),
+                ),
+                None => format!(
+                    "  no status in {} yet (is the supervisor running?)",
+                    state_dir.join(STATUS_FILE).display()
+                ),
+            };
+            return Err(StatusError::NotReady { what });
+        }
+        std::thread::sleep(POLL.min(deadline.saturating_duration_since(Instant::now())));
+    }
+}
+
+fn lines(containers: &[&ContainerStatus]) -> String {
+    containers
+        .iter()
+        .map(|c| format!("  {}", c.describe()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(state: State, ready: bool) -> ContainerStatus {
+        ContainerStatus {
+            kind: OwnerKind::Pod,
+            namespace: Some("default".into()),
+            owner: "web-0".into(),
+            container: "http".into(),
+            pid: None,
+            state,
+            restarts: 3,
+            last_exit: Some(Exit::Code(127)),
+            ready,
+            ready_tcp: Some(8080),
+            error: None,
+            log: "/run/testbed/x/pods/default/web-0/logs/http.log".into(),
+        }
+    }
+
+    #[test]
+    fn descriptions_name_the_container_its_exit_restarts_and_log() {
+        let c = container(State::Waiting, false);
+        assert_eq!(
+            c.describe(),
+            "pod web-0 container http: exited with code 127 (restarted 3 times), waiting to be started again, see log /run/testbed/x/pods/default/web-0/logs/http.log"
+        );
+        let mut c = container(State::Running, false);
+        c.pid = Some(42);
+        c.restarts = 0;
+        assert!(c
+            .describe()
+            .contains("running (pid 42) but not accepting connections on tcp port 8080 yet"));
+        let mut c = container(State::Failed, false);
+        c.last_exit = Some(Exit::Signal(9));
+        c.namespace = Some("other".into());
+        c.restarts = 1;
+        assert!(c.describe().starts_with("pod other/web-0 container http: killed by signal 9 (SIGKILL) (restarted once), not restarted"));
+        assert!(!container(State::Running, false).settled());
+        assert!(container(State::Running, true).settled());
+        assert!(container(State::Exited, false).settled());
+        assert!(!container(State::Failed, false).settled());
+    }
+
+    #[test]
+    fn the_file_round_trips_and_is_written_atomically() {
+        let dir = crate::runtime::testutil::TempDir::new();
+        let status = Status {
+            name: "x".into(),
+            supervisor_pid: 1,
+            stopping: false,
+            containers: vec![container(State::Running, true)],
+        };
+        write(dir.path(), &status).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), status);
+        let text = fs::read_to_string(dir.path().join(STATUS_FILE)).unwrap();
+        assert!(
+            text.contains("\"lastExit\": {\n        \"code\": 127"),
+            "{text}"
+        );
+        assert!(!dir.path().join(".status.json.tmp").exists());
+    }
+
+    #[test]
+    fn waiting_without_a_supervisor_times_out_with_a_clear_message() {
+        let dir = crate::runtime::testutil::TempDir::new();
+        let err = wait_ready(dir.path(), Instant::now() + Duration::from_millis(200)).unwrap_err();
+        assert!(err.to_string().contains("no status in"), "{err}");
+    }
+}

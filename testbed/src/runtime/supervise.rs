@@ -1,0 +1,923 @@
+//! The supervisor: one foreground process per running testbed
+//! (`testbed supervise NAME`, started detached by `up`) that starts every
+//! container of every pod and host, reaps them, starts them again as their
+//! restart policy says, checks their readiness and keeps the status file.
+//!
+//! - **Restarts**: `Always` after any exit, `OnFailure` after a non-zero
+//!   exit or a signal, `Never` never. A failed start (say the command
+//!   disappeared) counts as a failure. The delay before a restart starts at
+//!   100 ms and doubles up to 10 s; it goes back to 100 ms once a run lasted
+//!   10 s.
+//! - **A container's end**: when its main process exits, the rest of its
+//!   process group (it is a session leader) is killed with SIGKILL before it
+//!   is reaped, as Kubernetes ends a container's other processes; processes
+//!   that left the group are found by `down` in the testbed's namespaces.
+//! - **Readiness**: a container with `ready_tcp` is ready once a TCP connect
+//!   to 127.0.0.1:PORT succeeds *in its network namespace* (a thread per
+//!   check enters the namespace with `setns`); others once started.
+//! - **Stopping**: SIGTERM or SIGINT make it send SIGTERM to every
+//!   container's process group, SIGKILL to those still there 2 s later, reap
+//!   them, write the final status and return (exit 0).
+//! - **One per testbed**: it holds an open-file-description lock on
+//!   `STATE_DIR/supervisor.pid` (which holds its pid) while it runs; a second
+//!   supervisor fails, and [`supervisor_pid`] tells whether one runs. The
+//!   file stays after it exits; the lock is what counts.
+//!
+//! Containers are not its children in any way that would end them with it:
+//! a `kill -9` of the supervisor leaves them running (and not restarted).
+
+use super::files;
+use super::launch;
+use super::status::{self, ContainerStatus, Exit, State, Status};
+use super::{Sandbox, NETNS_DIR};
+use crate::plan::build::STATE_ROOT;
+use crate::plan::types::ContainerPlan;
+use crate::plan::Plan;
+use crate::topology::model::RestartPolicy;
+use nix::errno::Errno;
+use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::{killpg, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+use tracing::{debug, error, info, warn};
+
+/// The plan a supervisor runs, in the state directory.
+pub const PLAN_FILE: &str = "plan.json";
+/// The supervisor's pid file (and lock), in the state directory.
+pub const PID_FILE: &str = "supervisor.pid";
+
+/// The first delay before a restart.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest delay before a restart.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A run this long resets the delay to [`BACKOFF_MIN`].
+pub const BACKOFF_RESET: Duration = Duration::from_secs(10);
+/// How long stopping containers get between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// How often the supervisor looks at its children.
+const TICK: Duration = Duration::from_millis(50);
+/// How often a readiness check connects.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+
+/// Why the supervisor could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SuperviseError {
+    /// Another supervisor holds the lock.
+    #[error("a supervisor (pid {pid}) already runs for {state_dir}")]
+    AlreadyRunning {
+        /// Its pid.
+        pid: u32,
+        /// The state directory.
+        state_dir: String,
+    },
+    /// The testbed name is not a valid name.
+    #[error("`{0}` is not a testbed name")]
+    BadName(String),
+    /// The plan file cannot be read.
+    #[error("cannot read the plan {path}: {source} (is the testbed up?)")]
+    ReadPlan {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The plan file is not a plan.
+    #[error("{path} is not a plan: {source}")]
+    ParsePlan {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// The pid file cannot be written or locked.
+    #[error("cannot lock {path}: {source}")]
+    PidFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The state files cannot be prepared.
+    #[error(transparent)]
+    Files(#[from] files::FilesError),
+    /// The signal handlers cannot be installed.
+    #[error("cannot handle {signal}: {source}")]
+    Signal {
+        /// The signal.
+        signal: Signal,
+        /// The cause.
+        source: Errno,
+    },
+}
+
+/// Set by SIGTERM and SIGINT.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Runs the supervisor of the testbed `name` with the plan in
+/// `/run/testbed/NAME/plan.json`, until SIGTERM or SIGINT.
+pub fn run_from_state(name: &str) -> Result<(), SuperviseError> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !valid {
+        return Err(SuperviseError::BadName(name.to_string()));
+    }
+    let path = Path::new(STATE_ROOT).join(name).join(PLAN_FILE);
+    let text = fs::read_to_string(&path).map_err(|source| SuperviseError::ReadPlan {
+        path: path.clone(),
+        source,
+    })?;
+    let plan: Plan =
+        serde_json::from_str(&text).map_err(|source| SuperviseError::ParsePlan { path, source })?;
+    run(&plan)
+}
+
+/// Runs the supervisor of `plan` in the foreground until SIGTERM or SIGINT,
+/// then stops every container and returns. Installs handlers for both
+/// signals (process-wide).
+pub fn run(plan: &Plan) -> Result<(), SuperviseError> {
+    let action = SigAction::new(
+        SigHandler::Handler(on_stop_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { nix::sys::signal::sigaction(signal, &action) }
+            .map_err(|source| SuperviseError::Signal { signal, source })?;
+    }
+    run_until(plan, &STOP)
+}
+
+/// Runs the supervisor of `plan` until `stop` is set, then stops every
+/// container and returns. (What [`run`] does, without signal handlers.)
+pub fn run_until(plan: &Plan, stop: &AtomicBool) -> Result<(), SuperviseError> {
+    let state_dir = files::state_dir(&plan.state_dir)?.to_path_buf();
+    let _lock = PidLock::acquire(&state_dir)?;
+    files::prepare(plan)?;
+    info!(testbed = %plan.name, pid = std::process::id(), "supervisor started");
+    let mut sup = Supervisor::new(plan, state_dir);
+    sup.write_status();
+    while !stop.load(Ordering::SeqCst) {
+        sup.reap();
+        sup.take_probe_results();
+        sup.start_due();
+        if sup.dirty {
+            sup.write_status();
+        }
+        thread::sleep(TICK);
+    }
+    sup.shutdown();
+    info!(testbed = %plan.name, "supervisor stopped");
+    Ok(())
+}
+
+/// The pid of the supervisor running for `state_dir`, if one runs (holds
+/// the lock on its pid file).
+pub fn supervisor_pid(state_dir: &Path) -> Option<u32> {
+    let path = state_dir.join(PID_FILE);
+    let mut file = File::open(&path).ok()?;
+    let mut lock = whole_file_lock();
+    // SAFETY: F_OFD_GETLK fills the flock struct it is given.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
+    if r < 0 || lock.l_type == libc::F_UNLCK as libc::c_short {
+        return None;
+    }
+    // Locked: the pid is written right after the lock is taken.
+    for _ in 0..50 {
+        let mut text = String::new();
+        if file.read_to_string(&mut text).is_ok() {
+            if let Ok(pid) = text.trim().parse() {
+                return Some(pid);
+            }
+        }
+        thread::sleep(Duration::from_millis(10));
+        file = File::open(&path).ok()?;
+    }
+    Some(0)
+}
+
+fn whole_file_lock() -> libc::flock {
+    // SAFETY: flock is plain data; zero is a valid start.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock
+}
+
+/// The pid file, locked while the supervisor runs.
+struct PidLock {
+    _file: File,
+}
+
+impl PidLock {
+    fn acquire(state_dir: &Path) -> Result<PidLock, SuperviseError> {
+        let path = state_dir.join(PID_FILE);
+        let err = |source| SuperviseError::PidFile {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(state_dir).map_err(err)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(err)?;
+        let lock = whole_file_lock();
+        // SAFETY: F_OFD_SETLK reads the flock struct it is given.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } < 0 {
+            let e = io::Error::last_os_error();
+            if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
+                return Err(SuperviseError::AlreadyRunning {
+                    pid: supervisor_pid(state_dir).unwrap_or(0),
+                    state_dir: state_dir.display().to_string(),
+                });
+            }
+            return Err(err(e));
+        }
+        file.set_len(0).map_err(err)?;
+        writeln!(file, "{}", std::process::id()).map_err(err)?;
+        Ok(PidLock { _file: file })
+    }
+}
+
+/// A readiness check's finding.
+enum Probe {
+    Ready {
+        slot: usize,
+        generation: u64,
+    },
+    Failed {
+        slot: usize,
+        generation: u64,
+        message: String,
+    },
+}
+
+/// One container and where it stands.
+struct Slot<'a> {
+    sandbox: Sandbox<'a>,
+    container: &'a ContainerPlan,
+    pid: Option<Pid>,
+    started: Instant,
+    state: State,
+    attempts: u32,
+    last_exit: Option<Exit>,
+    ready: bool,
+    error: Option<String>,
+    backoff: Duration,
+    next_start: Option<Instant>,
+    /// Counts starts, so a late readiness result of an earlier run is ignored.
+    generation: u64,
+    /// Set to end the running readiness check.
+    probe_cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Slot<'_> {
+    fn cancel_probe(&mut self) {
+        if let Some(c) = self.probe_cancel.take() {
+            c.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Whether a container ended this way is started again.
+pub fn should_restart(policy: RestartPolicy, exit: Option<Exit>) -> bool {
+    match policy {
+        RestartPolicy::Always => true,
+        RestartPolicy::OnFailure => !exit.is_some_and(Exit::success),
+        RestartPolicy::Never => false,
+    }
+}
+
+/// The delay before the next restart and the delay after that, given the
+/// current delay and how long the run lasted.
+pub fn backoff(current: Duration, ran: Duration) -> (Duration, Duration) {
+    let delay = if ran >= BACKOFF_RESET {
+        BACKOFF_MIN
+    } else {
+        current
+    };
+    (delay, (delay * 2).min(BACKOFF_MAX))
+}
+
+struct Supervisor<'a> {
+    plan: &'a Plan,
+    state_dir: PathBuf,
+    slots: Vec<Slot<'a>>,
+    probes_tx: Sender<Probe>,
+    probes_rx: Receiver<Probe>,
+    dirty: bool,
+    stopping: bool,
+}
+
+impl<'a> Supervisor<'a> {
+    fn new(plan: &'a Plan, state_dir: PathBuf) -> Self {
+        let now = Instant::now();
+        let slots = Sandbox::all(plan)
+            .into_iter()
+            .flat_map(|sb| {
+                sb.containers.iter().map(move |c| Slot {
+                    sandbox: sb.clone(),
+                    container: c,
+                    pid: None,
+                    started: now,
+                    state: State::Waiting,
+                    attempts: 0,
+                    last_exit: None,
+                    ready: false,
+                    error: None,
+                    backoff: BACKOFF_MIN,
+                    next_start: Some(now),
+                    generation: 0,
+                    probe_cancel: None,
+                })
+            })
+            .collect();
+        let (probes_tx, probes_rx) = channel();
+        Supervisor {
+            plan,
+            state_dir,
+            slots,
+            probes_tx,
+            probes_rx,
+            dirty: true,
+            stopping: false,
+        }
+    }
+
+    /// Starts every container whose time has come.
+    fn start_due(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            if self.slots[i].next_start.is_some_and(|t| t <= now) {
+                self.start(i);
+            }
+        }
+    }
+
+    fn start(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        slot.next_start = None;
+        slot.attempts += 1;
+        slot.generation += 1;
+        slot.started = Instant::now();
+        self.dirty = true;
+        match launch::spawn(&slot.sandbox, slot.container) {
+            Ok(child) => {
+                slot.pid = Some(Pid::from_raw(child.id() as i32));
+                slot.state = State::Running;
+                slot.error = None;
+                match slot.container.ready_tcp {
+                    Some(port) => {
+                        slot.ready = false;
+                        let cancel = Arc::new(AtomicBool::new(false));
+                        slot.probe_cancel = Some(cancel.clone());
+                        spawn_probe(
+                            slot.sandbox.netns.to_string(),
+                            port,
+                            cancel,
+                            self.probes_tx.clone(),
+                            i,
+                            slot.generation,
+                        );
+                    }
+                    None => slot.ready = true,
+                }
+            }
+            Err(e) => {
+                error!("{e}");
+                slot.error = Some(e.to_string());
+                self.ended(i, None);
+            }
+        }
+    }
+
+    /// Reaps every container that exited.
+    fn reap(&mut self) {
+        for i in 0..self.slots.len() {
+            let Some(pid) = self.slots[i].pid else {
+                continue;
+            };
+            if let Some(exit) = reap_one(pid, false) {
+                self.ended(i, Some(exit));
+            }
+        }
+    }
+
+    /// Records the end of a run (`None`: it could not start) and schedules
+    /// the next one as the restart policy says.
+    fn ended(&mut self, i: usize, exit: Option<Exit>) {
+        let stopping = self.stopping;
+        let slot = &mut self.slots[i];
+        let ran = slot.started.elapsed();
+        slot.pid = None;
+        slot.ready = false;
+        slot.cancel_probe();
+        if exit.is_some() {
+            slot.last_exit = exit;
+        }
+        self.dirty = true;
+        let who = launch::who(&slot.sandbox, &slot.container.name);
+        if !stopping && should_restart(slot.container.restart_policy, exit) {
+            let (delay, next) = backoff(slot.backoff, ran);
+            slot.backoff = next;
+            slot.next_start = Some(Instant::now() + delay);
+            slot.state = State::Waiting;
+            match exit {
+                Some(exit) => info!("{who}: {exit} after {ran:?}; starting it again in {delay:?}"),
+                None => info!("{who}: starting it again in {delay:?}"),
+            }
+        } else {
+            slot.state = if exit.is_some_and(Exit::success) {
+                State::Exited
+            } else {
+                State::Failed
+            };
+            match exit {
+                Some(exit) => info!("{who}: {exit}; not restarted"),
+                None => info!("{who}: not restarted"),
+            }
+        }
+    }
+
+    fn take_probe_results(&mut self) {
+        while let Ok(p) = self.probes_rx.try_recv() {
+            let (slot, generation) = match &p {
+                Probe::Ready { slot, generation }
+                | Probe::Failed {
+                    slot, generation, ..
+                } => (*slot, *generation),
+            };
+            let Some(s) = self.slots.get_mut(slot) else {
+                continue;
+            };
+            if s.generation != generation || s.state != State::Running {
+                continue;
+            }
+            match p {
+                Probe::Ready { .. } => {
+                    info!("{}: ready", launch::who(&s.sandbox, &s.container.name));
+                    s.ready = true;
+                }
+                Probe::Failed { message, .. } => {
+                    warn!("{}: {message}", launch::who(&s.sandbox, &s.container.name));
+                    s.error = Some(message);
+                }
+            }
+            self.dirty = true;
+        }
+    }
+
+    /// SIGTERM to every container's process group, SIGKILL after the grace
+    /// period, everything reaped.
+    fn shutdown(&mut self) {
+        self.stopping = true;
+        for slot in &mut self.slots {
+            slot.next_start = None;
+            slot.cancel_probe();
+            if let Some(pid) = slot.pid {
+                debug!(pid = pid.as_raw(), "SIGTERM");
+                signal_group(pid, Signal::SIGTERM);
+            }
+        }
+        self.dirty = true;
+        self.write_status();
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline && self.slots.iter().any(|s| s.pid.is_some()) {
+            self.reap();
+            thread::sleep(Duration::from_millis(20));
+        }
+        for i in 0..self.slots.len() {
+            if let Some(pid) = self.slots[i].pid {
+                warn!(
+                    "{}: still running after {STOP_GRACE:?}; SIGKILL",
+                    launch::who(&self.slots[i].sandbox, &self.slots[i].container.name)
+                );
+                signal_group(pid, Signal::SIGKILL);
+                let exit = reap_one(pid, true);
+                self.ended(i, exit.or(Some(Exit::Signal(libc::SIGKILL))));
+            }
+        }
+        self.write_status();
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            name: self.plan.name.clone(),
+            supervisor_pid: std::process::id(),
+            stopping: self.stopping,
+            containers: self
+                .slots
+                .iter()
+                .map(|s| ContainerStatus {
+                    kind: s.sandbox.kind,
+                    namespace: s.sandbox.namespace.map(String::from),
+                    owner: s.sandbox.name.to_string(),
+                    container: s.container.name.clone(),
+                    pid: s.pid.map(Pid::as_raw),
+                    state: s.state,
+                    restarts: s.attempts.saturating_sub(1),
+                    last_exit: s.last_exit,
+                    ready: s.ready,
+                    ready_tcp: s.container.ready_tcp,
+                    error: s.error.clone(),
+                    log: s.container.log.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn write_status(&mut self) {
+        match status::write(&self.state_dir, &self.status()) {
+            Ok(()) => self.dirty = false,
+            Err(e) => warn!(
+                "cannot write {}: {e}",
+                self.state_dir.join(status::STATUS_FILE).display()
+            ),
+        }
+    }
+}
+
+impl Drop for Supervisor<'_> {
+    /// Readiness checks end with the supervisor (when it unwinds, too).
+    fn drop(&mut self) {
+        for slot in &mut self.slots {
+            slot.cancel_probe();
+        }
+    }
+}
+
+/// Sends `signal` to the process group of the container led by `pid` (its
+/// session, see `launch`), or to `pid` alone if the group is gone.
+fn signal_group(pid: Pid, signal: Signal) {
+    if killpg(pid, signal).is_err() {
+        let _ = nix::sys::signal::kill(pid, signal);
+    }
+}
+
+/// Reaps the container process `pid` if it exited (or waits for it, with
+/// `block`): first the rest of its process group is killed, while the
+/// unreaped leader still holds the group's id, then the leader is reaped.
+fn reap_one(pid: Pid, block: bool) -> Option<Exit> {
+    let mut flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+    if !block {
+        flags |= WaitPidFlag::WNOHANG;
+    }
+    match waitid(Id::Pid(pid), flags) {
+        Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => return None,
+        Ok(_) => {}
+        Err(e) => {
+            // Not our child (any more): nothing to reap.
+            warn!(pid = pid.as_raw(), "waitid: {e}");
+            return Some(Exit::Code(-1));
+        }
+    }
+    let _ = killpg(pid, Signal::SIGKILL);
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Some(Exit::Code(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Some(Exit::Signal(sig as i32)),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => {
+                warn!(pid = pid.as_raw(), "waitpid: {e}");
+                return Some(Exit::Code(-1));
+            }
+        }
+    }
+}
+
+/// Starts a thread that enters the network namespace `netns` and connects
+/// to 127.0.0.1:`port` until that works or `cancel` is set.
+fn spawn_probe(
+    netns: String,
+    port: u16,
+    cancel: Arc<AtomicBool>,
+    tx: Sender<Probe>,
+    slot: usize,
+    generation: u64,
+) {
+    let fail_tx = tx.clone();
+    let body = move || {
+        let path = format!("{NETNS_DIR}/{netns}");
+        let entered = File::open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string()));
+        if let Err(e) = entered {
+            let _ = tx.send(Probe::Failed {
+                slot,
+                generation,
+                message: format!("readiness check cannot enter {path}: {e}"),
+            });
+            return;
+        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        while !cancel.load(Ordering::SeqCst) {
+            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+                let _ = tx.send(Probe::Ready { slot, generation });
+                return;
+            }
+            thread::sleep(PROBE_EVERY);
+        }
+    };
+    if let Err(e) = thread::Builder::new()
+        .name(format!("ready-{port}"))
+        .spawn(body)
+    {
+        let _ = fail_tx.send(Probe::Failed {
+            slot,
+            generation,
+            message: format!("cannot start the readiness check: {e}"),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::status::wait_ready;
+    use crate::runtime::testutil::{load_plan, Netns, TempDir};
+
+    /// Runs a supervisor in a thread; dropping it stops it (and its
+    /// containers), also when a test fails.
+    struct Running {
+        stop: Arc<AtomicBool>,
+        handle: Option<thread::JoinHandle<Result<(), SuperviseError>>>,
+        state_dir: PathBuf,
+    }
+
+    impl Running {
+        fn start(plan: &Plan) -> Running {
+            let stop = Arc::new(AtomicBool::new(false));
+            let plan = plan.clone();
+            let state_dir = PathBuf::from(&plan.state_dir);
+            let flag = stop.clone();
+            let handle = thread::spawn(move || run_until(&plan, &flag));
+            Running {
+                stop,
+                handle: Some(handle),
+                state_dir,
+            }
+        }
+
+        fn stop(&mut self) -> Result<(), SuperviseError> {
+            self.stop.store(true, Ordering::SeqCst);
+            match self.handle.take() {
+                Some(h) => h.join().expect("supervisor thread panicked"),
+                None => Ok(()),
+            }
+        }
+
+        /// Polls the status until `f` holds for the named container.
+        fn wait_for(
+            &self,
+            container: &str,
+            what: &str,
+            f: impl Fn(&ContainerStatus) -> bool,
+        ) -> ContainerStatus {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Ok(s) = status::read(&self.state_dir) {
+                    let c = s
+                        .containers
+                        .iter()
+                        .find(|c| c.container == container)
+                        .expect("container in status")
+                        .clone();
+                    if f(&c) {
+                        return c;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{container}: never {what}: {c:?}"
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no status in {}",
+                    self.state_dir.display()
+                );
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.stop();
+        }
+    }
+
+    fn alive(pid: i32) -> bool {
+        // A reaped process is gone; a zombie would still count, but the
+        // supervisor reaps what it started.
+        Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    #[test]
+    fn restart_policies_are_followed_and_recorded() {
+        let ns = Netns::new();
+        let dir = TempDir::new();
+        let plan = load_plan(
+            r#"
+name: sup
+nodes: [{name: n1}]
+pods:
+  - name: web
+    containers:
+      - name: always
+        command: [sleep, infinity]
+      - name: never
+        command: [sh, -c, "exit 3"]
+        restartPolicy: Never
+      - name: done
+        command: ["true"]
+        restartPolicy: OnFailure
+      - name: retry
+        command: [sh, -c, "exit 1"]
+        restartPolicy: OnFailure
+"#,
+            &dir,
+            Some(&ns),
+        );
+        let mut sup = Running::start(&plan);
+        let first = sup.wait_for("always", "running", |c| {
+            c.state == State::Running && c.ready
+        });
+        assert_eq!(first.restarts, 0);
+        let pid = first.pid.expect("pid");
+        assert!(alive(pid));
+        assert_eq!(
+            supervisor_pid(&sup.state_dir),
+            Some(std::process::id()),
+            "the pid file is locked and names the supervisor"
+        );
+
+        // Killed, it comes back: restarts 1, a new pid, the signal recorded.
+        nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        let again = sup.wait_for("always", "restarted", |c| {
+            c.restarts == 1 && c.state == State::Running
+        });
+        assert_ne!(again.pid, Some(pid));
+        assert_eq!(again.last_exit, Some(Exit::Signal(libc::SIGKILL)));
+
+        // Never: stays failed with its exit code. OnFailure: a success
+        // stays exited, a failure is retried with a growing delay.
+        let never = sup.wait_for("never", "failed", |c| c.state == State::Failed);
+        assert_eq!(never.last_exit, Some(Exit::Code(3)));
+        let done = sup.wait_for("done", "exited", |c| c.state == State::Exited);
+        assert_eq!(done.last_exit, Some(Exit::Code(0)));
+        sup.wait_for("retry", "retried", |c| c.restarts >= 2);
+        thread::sleep(Duration::from_millis(500));
+        let s = status::read(&sup.state_dir).unwrap();
+        let never = s
+            .containers
+            .iter()
+            .find(|c| c.container == "never")
+            .unwrap();
+        assert_eq!((never.restarts, never.state), (0, State::Failed));
+        let done = s.containers.iter().find(|c| c.container == "done").unwrap();
+        assert_eq!((done.restarts, done.state), (0, State::Exited));
+
+        // `up` would report the failed container.
+        let err = wait_ready(&sup.state_dir, Instant::now() + Duration::from_secs(2))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pod web container never: exited with code 3 (restarted 0 times), not restarted, see log"), "{err}");
+        assert!(!err.contains("container always"), "{err}");
+
+        // Stopping ends every container and the lock.
+        let pid = status::read(&sup.state_dir).unwrap().containers[0]
+            .pid
+            .unwrap();
+        sup.stop().expect("supervisor ran");
+        assert!(!alive(pid), "container {pid} still runs after stop");
+        let s = status::read(&sup.state_dir).unwrap();
+        assert!(s.stopping);
+        assert!(s.containers.iter().all(|c| c.pid.is_none()));
+        assert_eq!(supervisor_pid(&sup.state_dir), None);
+    }
+
+    #[test]
+    fn readiness_is_checked_inside_the_network_namespace() {
+        let ns = Netns::new();
+        let dir = TempDir::new();
+        // A port nothing listens on in this (the root) namespace.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let plan = load_plan(
+            &format!(
+                r#"
+name: ready
+nodes: [{{name: n1}}]
+pods:
+  - name: web
+    containers:
+      - name: server
+        command: [python3, -c, "import socket, time; time.sleep(1); s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', {port})); s.listen(); print('listening', flush=True); time.sleep(3600)"]
+        ready: {{tcp: {port}}}
+      - name: plain
+        command: [sleep, infinity]
+"#
+            ),
+            &dir,
+            Some(&ns),
+        );
+        let sup = Running::start(&plan);
+        let early = sup.wait_for("server", "running", |c| c.state == State::Running);
+        assert!(!early.ready, "ready before it listens");
+        let err = wait_ready(&sup.state_dir, Instant::now() + Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("pod web container server: running (pid {}) but not accepting connections on tcp port {port} yet", early.pid.unwrap())),
+            "{err}"
+        );
+        let status =
+            wait_ready(&sup.state_dir, Instant::now() + Duration::from_secs(15)).expect("ready");
+        assert!(status.containers.iter().all(|c| c.ready));
+        // The listener is in the pod's namespace, not here.
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+        assert!(fs::read_to_string(&plan.pods[0].containers[0].log)
+            .unwrap()
+            .contains("listening"));
+    }
+
+    #[test]
+    fn a_second_supervisor_is_refused() {
+        let ns = Netns::new();
+        let dir = TempDir::new();
+        let plan = load_plan(
+            "name: two\nnodes: [{name: n1}]\npods: [{name: p, containers: [{name: c, command: [sleep, infinity]}]}]\n",
+            &dir,
+            Some(&ns),
+        );
+        let sup = Running::start(&plan);
+        sup.wait_for("c", "running", |c| c.state == State::Running);
+        let err = run_until(&plan, &AtomicBool::new(true)).unwrap_err();
+        assert!(
+            matches!(err, SuperviseError::AlreadyRunning { pid, .. } if pid == std::process::id()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn back_off_doubles_to_ten_seconds_and_resets_after_a_long_run() {
+        let mut d = BACKOFF_MIN;
+        let mut delays = Vec::new();
+        for _ in 0..10 {
+            let (delay, next) = backoff(d, Duration::from_millis(5));
+            delays.push(delay.as_millis());
+            d = next;
+        }
+        assert_eq!(
+            delays,
+            [100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000, 10000]
+        );
+        assert_eq!(backoff(d, Duration::from_secs(10)).0, BACKOFF_MIN);
+        assert!(should_restart(
+            RestartPolicy::OnFailure,
+            Some(Exit::Signal(9))
+        ));
+        assert!(should_restart(RestartPolicy::OnFailure, None));
+        assert!(!should_restart(
+            RestartPolicy::OnFailure,
+            Some(Exit::Code(0))
+        ));
+        assert!(should_restart(RestartPolicy::Always, Some(Exit::Code(0))));
+        assert!(!should_restart(RestartPolicy::Never, Some(Exit::Code(1))));
+    }
+
+    #[test]
+    fn run_from_state_refuses_bad_names() {
+        assert!(matches!(
+            run_from_state("../etc"),
+            Err(SuperviseError::BadName(_))
+        ));
+        assert!(matches!(
+            run_from_state(""),
+            Err(SuperviseError::BadName(_))
+        ));
+    }
+}
