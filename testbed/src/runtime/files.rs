@@ -40,11 +40,24 @@ pub enum FilesError {
     },
 }
 
+/// The resolver configuration every container sees, under the state
+/// directory. Names come from `/etc/hosts`; the testbed has no DNS server, so
+/// lookups that fall through to DNS (an IPv6 lookup of a name that has only an
+/// IPv4 entry, a name that does not exist) must fail at once instead of
+/// waiting for the host's name servers, which pods cannot reach.
+pub const RESOLV_CONF: &str = "resolv.conf";
+
+const RESOLV_TEXT: &str =
+    "# written by testbed: names come from /etc/hosts; there is no DNS server\n\
+nameserver 127.0.0.1\noptions timeout:1 attempts:1 ndots:0\n";
+
 /// Creates the state directory tree of `plan`: hosts files (from
-/// [`Plan::hosts_file`]), volume directories and log directories.
+/// [`Plan::hosts_file`]), the resolver configuration, volume directories and
+/// log directories.
 pub fn prepare(plan: &Plan) -> Result<(), FilesError> {
     let state = state_dir(&plan.state_dir)?;
     mkdir(state)?;
+    write_if_changed(&state.join(RESOLV_CONF), RESOLV_TEXT)?;
     for pod in &plan.pods {
         let text = plan.hosts_file(&pod.namespace, &pod.hostname, pod.ip);
         write_if_changed(&inside(state, &pod.hosts_file)?, &text)?;

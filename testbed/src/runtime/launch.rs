@@ -240,11 +240,18 @@ pub(crate) fn prepare(
         },
     })?;
     let working_dir = container.working_dir.as_deref().unwrap_or("/");
-    let mut wants = vec![Want {
-        target: "/etc/hosts".into(),
-        kind: Kind::File,
-        source: Some(sandbox.hosts_file.to_string()),
-    }];
+    let mut wants = vec![
+        Want {
+            target: "/etc/hosts".into(),
+            kind: Kind::File,
+            source: Some(sandbox.hosts_file.to_string()),
+        },
+        Want {
+            target: "/etc/resolv.conf".into(),
+            kind: Kind::File,
+            source: Some(state.join(super::files::RESOLV_CONF).display().to_string()),
+        },
+    ];
     wants.extend(container.mounts.iter().map(|m| Want {
         target: m.target.clone(),
         kind: Kind::Dir,

@@ -26,8 +26,7 @@ use crate::plan::types::{ContainerPlan, HostPlan, PodPlan};
 use crate::plan::Plan;
 use std::fmt;
 
-/// Where iproute2 keeps named network namespaces (`ip netns`).
-pub const NETNS_DIR: &str = "/run/netns";
+pub use crate::kernel::netns::NETNS_DIR;
 
 /// What a container belongs to: a pod or a host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
