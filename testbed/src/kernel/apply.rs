@@ -24,7 +24,10 @@ pub enum ApplyError {
     #[error(transparent)]
     Netns(#[from] NetnsError),
     /// A netlink request failed.
-    #[error("{what} in namespace `{netns}`: {source}")]
+    #[error(
+        "{what} in namespace `{netns}`: {source}{}",
+        feature_hint(what, source)
+    )]
     Netlink {
         /// What was being done.
         what: String,
@@ -39,6 +42,25 @@ pub enum ApplyError {
     /// The async runtime could not start.
     #[error("cannot start the netlink runtime: {0}")]
     Runtime(std::io::Error),
+}
+
+/// Names the missing kernel feature when the kernel refuses a device type.
+fn feature_hint(what: &str, e: &rtnetlink::Error) -> String {
+    let unsupported =
+        matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::EOPNOTSUPP);
+    if !unsupported {
+        return String::new();
+    }
+    let (module, option) = if what.contains("bridge") {
+        ("bridge", "CONFIG_BRIDGE")
+    } else if what.contains("vxlan") {
+        ("vxlan", "CONFIG_VXLAN")
+    } else if what.contains("uplink") || what.contains("interface") {
+        ("veth", "CONFIG_VETH")
+    } else {
+        return " (the kernel does not support this)".into();
+    };
+    format!(" (the kernel lacks the `{module}` device type: `modprobe {module}`, or a kernel built with {option})")
 }
 
 /// How long each phase took.
