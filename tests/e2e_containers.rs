@@ -274,25 +274,13 @@ fn every_example_comes_up_works_and_goes_away() {
     files.sort();
     for file in files {
         let text = std::fs::read_to_string(&file).expect("example");
-        // The impairments and the udp data path come with the overlay
-        // issue; until then examples run over host-gw where they ask for udp.
-        if text.contains("link:") {
-            continue;
-        }
         let body: String = text
             .lines()
             .filter(|l| !l.starts_with("name:"))
             .map(|l| format!("{l}\n"))
             .collect();
         let tb = Testbed::new("ex", &body);
-        let out = testbed(&[
-            "up",
-            tb.file.to_str().expect("path"),
-            "--timeout",
-            "60s",
-            "--overlay",
-            "host-gw",
-        ]);
+        let out = testbed(&["up", tb.file.to_str().expect("path"), "--timeout", "60s"]);
         assert!(
             out.status.success(),
             "{}: {}",

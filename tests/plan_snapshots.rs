@@ -117,3 +117,29 @@ fn svg_shows_every_node_pod_host_and_service() {
         }
     }
 }
+
+#[test]
+fn registry_layout_and_lease_json_match_their_snapshot() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies/nodeport-lb.yaml");
+    let mut plan = testbed::load(&file).expect("valid").plan;
+    let dir = std::env::temp_dir().join(format!("testbed-registry-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    plan.state_dir = dir.display().to_string();
+    testbed::overlay_run::write_registry(&plan).expect("registry written");
+    let mut files: Vec<PathBuf> = vec![dir.join("registry/config")];
+    let mut leases: Vec<PathBuf> = std::fs::read_dir(dir.join("registry/subnets"))
+        .expect("subnets/")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    leases.sort();
+    files.extend(leases);
+    let text: String = files
+        .iter()
+        .map(|f| {
+            let rel = f.strip_prefix(&dir).expect("inside").display().to_string();
+            format!("{rel}\n{}\n", std::fs::read_to_string(f).expect("readable"))
+        })
+        .collect();
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+    insta::assert_snapshot!("registry-nodeport-lb", text);
+}

@@ -7,7 +7,15 @@
 //! holds, and in which layout a registry stores it.
 
 pub mod cidr;
+pub mod daemon;
+pub mod gso;
+pub mod impair;
 pub mod network;
+pub mod packet;
+pub mod registry;
+pub mod routes;
+pub mod stats;
+pub mod tun;
 
 pub use cidr::{CidrError, Ipv4Net};
 pub use network::{Backend, Lease, NetworkConfig, NetworkError};

@@ -27,6 +27,7 @@ pub mod diag;
 pub mod graph;
 pub mod kernel;
 pub mod lifecycle;
+pub mod overlay_run;
 pub mod plan;
 pub mod report;
 pub mod runtime;

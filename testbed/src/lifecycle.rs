@@ -36,6 +36,12 @@ pub enum UpError {
     /// The kernel refused something.
     #[error(transparent)]
     Apply(#[from] apply::ApplyError),
+    /// Impairments that cannot be applied as asked.
+    #[error("{0}")]
+    Impairment(String),
+    /// The overlay could not start.
+    #[error(transparent)]
+    Overlay(#[from] crate::overlay_run::OverlayRunError),
     /// The supervisor could not start.
     #[error("cannot start the supervisor: {0}")]
     Supervisor(String),
@@ -69,6 +75,28 @@ pub fn running_plan(name: &str) -> Option<Plan> {
     serde_json::from_str(&text).ok()
 }
 
+/// Link impairments are applied in the udp overlay's own data path, to the
+/// traffic between pods of different nodes. Anywhere else (hosts, other
+/// backends) they would need the kernel's netem qdisc; rather than ignore
+/// them, `up` refuses and says so.
+pub fn check_impairments(plan: &Plan) -> Result<(), UpError> {
+    if let Some(h) = plan.hosts.iter().find(|h| h.link.is_some()) {
+        return Err(UpError::Impairment(format!(
+            "host `{}` has link impairments: a host's LAN link can only be impaired by the kernel's netem qdisc (sch_netem), which this kernel lacks or testbed does not drive yet; impair a node's link instead, with `cluster.overlay: udp`",
+            h.name
+        )));
+    }
+    if plan.cluster.overlay != overlay::Backend::Udp {
+        if let Some(n) = plan.nodes.iter().find(|n| n.link.is_some()) {
+            return Err(UpError::Impairment(format!(
+                "node `{}` has link impairments, but with `cluster.overlay: {}` they would need the kernel's netem qdisc (sch_netem), which this kernel lacks or testbed does not drive yet; use `cluster.overlay: udp`, whose data path applies them (reproducibly, from the seed)",
+                n.name, plan.cluster.overlay
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;
@@ -98,6 +126,7 @@ pub fn up(
         return Err(UpError::Leftovers(name.clone(), left.len()));
     }
     crate::runtime::launch::check(plan).map_err(|e| UpError::Command(e.to_string()))?;
+    check_impairments(plan)?;
     let result = build(plan, timeout, on_progress);
     if result.is_err() {
         if let Err(e) = teardown::teardown(name) {
@@ -129,6 +158,11 @@ fn build(
         apply::namespaces(plan).len()
     ));
     let timings = apply::apply(plan)?;
+    crate::overlay_run::write_registry(plan)?;
+    if plan.cluster.overlay == overlay::Backend::Udp {
+        on_progress("starting the overlay daemons");
+        crate::overlay_run::start(plan, deadline)?;
+    }
     on_progress("starting containers");
     start_supervisor(&plan.name)?;
     on_progress("waiting for containers to be ready");
@@ -167,4 +201,41 @@ fn start_supervisor(name: &str) -> Result<(), UpError> {
     cmd.spawn()
         .map_err(|e| UpError::Supervisor(e.to_string()))?;
     Ok(())
+}
+
+/// Changes the impairments of node `machine` of running testbed `name`: the
+/// node's overlay daemon picks them up at once, and the saved plan records
+/// them.
+pub fn impair(
+    name: &str,
+    machine: &str,
+    link: Option<crate::plan::types::LinkPlan>,
+) -> Result<(), UpError> {
+    let mut plan = running_plan(name)
+        .ok_or_else(|| UpError::Impairment(format!("no running testbed named `{name}`")))?;
+    if plan.hosts.iter().any(|h| h.name == machine) {
+        return Err(UpError::Impairment(format!(
+            "`{machine}` is a host: its LAN link could only be impaired by the kernel's netem qdisc, which testbed does not drive"
+        )));
+    }
+    if plan.cluster.overlay != overlay::Backend::Udp {
+        return Err(UpError::Impairment(format!(
+            "testbed `{name}` uses the {} overlay; impairments are applied by the udp overlay's data path",
+            plan.cluster.overlay
+        )));
+    }
+    let Some(node) = plan.nodes.iter_mut().find(|n| n.name == machine) else {
+        return Err(UpError::Impairment(format!(
+            "testbed `{name}` has no node `{machine}`"
+        )));
+    };
+    node.link = link;
+    let node = node.clone();
+    crate::overlay_run::write_impairment(&plan, &node)?;
+    let json =
+        serde_json::to_string_pretty(&plan).map_err(|e| UpError::Impairment(e.to_string()))?;
+    write_atomic(&plan_path(name), &json).map_err(|source| UpError::State {
+        path: plan_path(name).display().to_string(),
+        source,
+    })
 }

@@ -119,6 +119,42 @@ enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Change the link impairments of a node of a running testbed (udp overlay).
+    Impair {
+        /// The testbed's name or topology file.
+        target: String,
+        /// The node.
+        machine: String,
+        /// Added one-way delay, e.g. 10ms.
+        #[arg(long)]
+        delay: Option<String>,
+        /// Delay variation, e.g. 2ms.
+        #[arg(long)]
+        jitter: Option<String>,
+        /// Share of packets dropped, e.g. 1%.
+        #[arg(long)]
+        loss: Option<String>,
+        /// Share of packets duplicated, e.g. 0.1%.
+        #[arg(long)]
+        duplicate: Option<String>,
+        /// Share of packets sent ahead of delayed ones, e.g. 5%.
+        #[arg(long)]
+        reorder: Option<String>,
+        /// Bandwidth limit, e.g. 100mbit.
+        #[arg(long)]
+        rate: Option<String>,
+        /// Remove every impairment of the machine.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Run the overlay daemon of a node in the foreground (`up` starts it).
+    #[command(hide = true)]
+    OverlayDaemon {
+        /// The testbed's name.
+        name: String,
+        /// The node.
+        node: String,
+    },
     /// Run the supervisor of a testbed in the foreground (`up` starts it).
     #[command(hide = true)]
     Supervise {
@@ -304,6 +340,40 @@ fn run(command: Command) -> Result<(), Failure> {
                 )
             })?;
             follow_log(&c.log, follow)
+        }
+        Command::OverlayDaemon { name, node } => {
+            let plan = testbed::lifecycle::running_plan(&name)
+                .ok_or_else(|| anyhow::anyhow!("no running testbed named `{name}`"))?;
+            testbed::overlay_run::run_daemon(&plan, &node).context("overlay daemon")?;
+            Ok(())
+        }
+        Command::Impair {
+            target,
+            machine,
+            delay,
+            jitter,
+            loss,
+            duplicate,
+            reorder,
+            rate,
+            clear,
+        } => {
+            let name = target_name(&target)?;
+            let mut link = testbed::plan::types::LinkPlan::default();
+            let bad =
+                |e: testbed::topology::units::UnitError| Failure::Runtime(anyhow::anyhow!("{e}"));
+            if !clear {
+                link.delay = delay.map(|v| v.parse()).transpose().map_err(bad)?;
+                link.jitter = jitter.map(|v| v.parse()).transpose().map_err(bad)?;
+                link.loss = loss.map(|v| v.parse()).transpose().map_err(bad)?;
+                link.duplicate = duplicate.map(|v| v.parse()).transpose().map_err(bad)?;
+                link.reorder = reorder.map(|v| v.parse()).transpose().map_err(bad)?;
+                link.rate = rate.map(|v| v.parse()).transpose().map_err(bad)?;
+            }
+            let link = (link != Default::default()).then_some(link);
+            testbed::lifecycle::impair(&name, &machine, link).context("changing impairments")?;
+            eprintln!("{name}: impairments of {machine} changed");
+            Ok(())
         }
         Command::Supervise { name } => {
             testbed::runtime::supervise::run_from_state(&name).context("supervisor")?;

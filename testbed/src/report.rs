@@ -189,6 +189,9 @@ pub struct StatusReport {
     pub pods: Vec<[String; 5]>,
     /// `namespace/name  type  cluster IP  external IP  endpoints`.
     pub services: Vec<[String; 5]>,
+    /// Each udp overlay daemon's counters, by node.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub overlay: Vec<(String, serde_json::Value)>,
     /// The supervisor's word on every container.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<crate::runtime::status::ContainerStatus>,
@@ -273,8 +276,40 @@ pub fn status(plan: &Plan) -> StatusReport {
                 [name, kind, ip, ext, eps]
             })
             .collect(),
+        overlay: crate::overlay_run::stats(plan),
         containers,
     }
+}
+
+/// One line of a daemon's counters: packets each way and drops by reason.
+fn overlay_line(node: &str, v: &serde_json::Value) -> [String; 4] {
+    let n = |path: &[&str]| path.iter().fold(v, |x, k| &x[*k]).as_u64().unwrap_or(0);
+    let drops: Vec<String> = v["drops"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, x)| x.as_u64().filter(|c| *c > 0).map(|c| format!("{k}={c}")))
+                .collect()
+        })
+        .unwrap_or_default();
+    [
+        node.to_string(),
+        format!(
+            "{} pkts / {} B",
+            n(&["tunToUdp", "packets"]),
+            n(&["tunToUdp", "bytes"])
+        ),
+        format!(
+            "{} pkts / {} B",
+            n(&["udpToTun", "packets"]),
+            n(&["udpToTun", "bytes"])
+        ),
+        if drops.is_empty() {
+            "-".into()
+        } else {
+            drops.join(" ")
+        },
+    ]
 }
 
 impl fmt::Display for StatusReport {
@@ -306,6 +341,18 @@ impl fmt::Display for StatusReport {
             f.write_str(&table(
                 ["SERVICE", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "ENDPOINTS"],
                 &self.services,
+            ))?;
+        }
+        if !self.overlay.is_empty() {
+            let rows: Vec<[String; 4]> = self
+                .overlay
+                .iter()
+                .map(|(n, v)| overlay_line(n, v))
+                .collect();
+            f.write_str("\n")?;
+            f.write_str(&table(
+                ["OVERLAY", "SENT (TUN->UDP)", "RECEIVED (UDP->TUN)", "DROPS"],
+                &rows,
             ))?;
         }
         Ok(())

@@ -214,11 +214,6 @@ fn create_namespaces(
 
 /// Applies `plan`. On failure every namespace created is removed again.
 pub fn apply(plan: &Plan) -> Result<Timings, ApplyError> {
-    if plan.cluster.overlay == Backend::Udp {
-        return Err(ApplyError::Unsupported(
-            "the udp overlay (the testbed's own data path) is not built yet; set `cluster.overlay: host-gw` or `vxlan` in the topology".into(),
-        ));
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -347,8 +342,8 @@ async fn configure(plan: &Plan, ns: &HashMap<&str, &Ns>) -> Result<(), ApplyErro
             .iter()
             .zip(bridge_idx.iter())
             .map(|(n, &br)| async move {
-                let h = &get(&n.netns)?.handle;
-                configure_node(plan, n, h, br).await
+                let ns = get(&n.netns)?;
+                configure_node(plan, n, ns, br).await
             }),
     );
     let hosts = try_join_all(plan.hosts.iter().map(|m| async move {
@@ -406,9 +401,10 @@ fn route_text(r: &Route) -> String {
 async fn configure_node(
     plan: &Plan,
     n: &NodePlan,
-    h: &Handle,
+    node_ns: &Ns,
     bridge: u32,
 ) -> Result<(), ApplyError> {
+    let h = &node_ns.handle;
     let ns = n.netns.as_str();
     let eth = uplink_up(h, ns).await?;
     for a in &n.uplink.inner.addresses {
@@ -425,6 +421,33 @@ async fn configure_node(
         HashMap::from([("eth0".to_string(), eth), (n.bridge.name.clone(), bridge)]);
     match (plan.cluster.overlay, &n.overlay) {
         (Backend::HostGw, _) => {}
+        (Backend::Udp, Some(dev)) => {
+            // A persistent TUN device, made from inside the node's namespace;
+            // the node's overlay daemon attaches to it.
+            let name = dev.iface.name.clone();
+            node_ns
+                .netns
+                .run_in(move || overlay::tun::create_persistent(&name))?
+                .map_err(|e| {
+                    ApplyError::Netns(NetnsError::Sys {
+                        what: "creating the TUN device",
+                        name: format!("{ns}: {}", dev.iface.name),
+                        source: e,
+                    })
+                })?;
+            let idx = links::index(h, &dev.iface.name)
+                .await
+                .map_err(nl(format!("finding {}", dev.iface.name), ns))?;
+            links::set_mtu_up(h, idx, dev.iface.mtu)
+                .await
+                .map_err(nl(format!("bringing up {}", dev.iface.name), ns))?;
+            for a in &dev.iface.addresses {
+                links::add_address(h, idx, *a)
+                    .await
+                    .map_err(nl(format!("adding {a} to {}", dev.iface.name), ns))?;
+            }
+            devices.insert(dev.iface.name.clone(), idx);
+        }
         (Backend::Vxlan, Some(dev)) => {
             let idx = links::add_vxlan(h, &dev.iface, dev.vni.unwrap_or(1), eth, n.ip, dev.port)
                 .await

@@ -52,6 +52,14 @@ pub async fn set_index_up(h: &Handle, index: u32) -> NlResult<()> {
         .await
 }
 
+/// Sets interface `index`'s MTU and brings it up.
+pub async fn set_mtu_up(h: &Handle, index: u32, mtu: u32) -> NlResult<()> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).mtu(mtu).up().build())
+        .execute()
+        .await
+}
+
 /// Creates a bridge, up, with the planned MAC and MTU; returns its index.
 pub async fn add_bridge(h: &Handle, iface: &Iface) -> NlResult<u32> {
     let b = with_mac(LinkBridge::new(&iface.name).mtu(iface.mtu), &iface.mac).up();

@@ -1,0 +1,679 @@
+//! Segmentation and coalescing offloads done in userspace, as the fastest
+//! userspace tunnels do, while keeping one inner IP packet per UDP datagram
+//! on the wire.
+//!
+//! With `IFF_VNET_HDR` every packet read from or written to the TUN is
+//! preceded by a `struct virtio_net_hdr`. Reading, the kernel hands over TCP
+//! super-packets of up to 64 KiB (TSO, `gso_type` TCPV4) and packets whose
+//! checksum is only partial (`NEEDS_CSUM`): [`segment_tcp4`] cuts a
+//! super-packet into MSS-sized IPv4/TCP packets with their own headers and
+//! checksums (what the NIC would do), and [`complete_partial_csum`] finishes
+//! a partial checksum. Writing, [`Coalescer`] merges consecutive in-order TCP
+//! segments of one flow back into one super-packet, so that the kernel
+//! processes one packet where it would have processed up to 45 (what GRO
+//! does on a NIC).
+
+use crate::packet::{self, IPV4_MIN_HEADER, PROTO_TCP, PROTO_UDP};
+
+/// The size of `struct virtio_net_hdr` (without `num_buffers`).
+pub const VNET_HDR_LEN: usize = 10;
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum from `csum_start` is partial.
+pub const F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_F_DATA_VALID`: the checksum was verified.
+pub const F_DATA_VALID: u8 = 2;
+/// `VIRTIO_NET_HDR_GSO_NONE`.
+pub const GSO_NONE: u8 = 0;
+/// `VIRTIO_NET_HDR_GSO_TCPV4`.
+pub const GSO_TCPV4: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_ECN` (a flag on `gso_type`).
+pub const GSO_ECN: u8 = 0x80;
+
+/// The most segments one UDP GSO send carries (the kernel's limit), and the
+/// most packets merged into one super-packet.
+pub const MAX_SEGMENTS: usize = 64;
+
+/// `struct virtio_net_hdr`, in the host's byte order (the TUN's default for
+/// a little-endian host, and legacy virtio's everywhere).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    /// `F_NEEDS_CSUM`, `F_DATA_VALID`.
+    pub flags: u8,
+    /// `GSO_NONE`, `GSO_TCPV4`, ...
+    pub gso_type: u8,
+    /// Length of the headers before the segmented payload.
+    pub hdr_len: u16,
+    /// Payload bytes per segment.
+    pub gso_size: u16,
+    /// Where the checksummed part begins.
+    pub csum_start: u16,
+    /// Where, from `csum_start`, the checksum field is.
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    /// Reads a header from the first [`VNET_HDR_LEN`] bytes.
+    pub fn parse(b: &[u8]) -> Option<VnetHdr> {
+        let b = b.get(..VNET_HDR_LEN)?;
+        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        Some(VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        })
+    }
+
+    /// Writes the header into the first [`VNET_HDR_LEN`] bytes of `out`.
+    pub fn write(&self, out: &mut [u8]) {
+        out[0] = self.flags;
+        out[1] = self.gso_type;
+        out[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        out[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
+        out[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
+        out[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+    }
+}
+
+/// Adds `data` as big-endian 16-bit words to a ones' complement sum
+/// (unfolded). Reads 4 bytes at a time; an odd last byte is padded with zero.
+#[inline]
+pub fn sum(data: &[u8], initial: u64) -> u64 {
+    let mut acc = initial;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+    }
+    let rest = chunks.remainder();
+    let mut tail = [0u8; 4];
+    tail[..rest.len()].copy_from_slice(rest);
+    acc + u64::from(u32::from_be_bytes(tail))
+}
+
+/// Folds a sum to 16 bits (not complemented).
+#[inline]
+pub fn fold(mut s: u64) -> u16 {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+/// The IPv4 pseudo-header's sum for a transport segment of `len` bytes.
+#[inline]
+pub fn pseudo_sum(src: &[u8], dst: &[u8], proto: u8, len: usize) -> u64 {
+    sum(src, 0) + sum(dst, 0) + u64::from(proto) + len as u64
+}
+
+/// Finishes a partial checksum (`NEEDS_CSUM`): the field at
+/// `start + offset` holds the pseudo-header's sum; the checksum of
+/// everything from `start` replaces it. False if the offsets do not fit.
+pub fn complete_partial_csum(pkt: &mut [u8], start: usize, offset: usize) -> bool {
+    let field = start + offset;
+    if start >= pkt.len() || field + 2 > pkt.len() {
+        return false;
+    }
+    let c = !fold(sum(&pkt[start..], 0));
+    // A UDP checksum of 0 means "none"; send 0xffff instead (RFC 768).
+    let c = if c == 0 && offset == 6 { 0xffff } else { c };
+    pkt[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
+/// Where [`segment_tcp4`] put the segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segments {
+    /// The number of segments.
+    pub count: usize,
+    /// The length of every segment but the last.
+    pub seg_len: usize,
+    /// The bytes written (the segments back to back).
+    pub total: usize,
+}
+
+/// Cuts a TCP/IPv4 super-packet (one that [`packet::parse`] accepted) into
+/// segments of `mss` payload bytes, written back to back into `out`, each a
+/// complete IPv4 packet: the IP header with its own total length,
+/// identification (incremented per segment) and checksum; the TCP header
+/// with its sequence number, flags (FIN and PSH only on the last, CWR only
+/// on the first) and a full checksum. `None` if the packet is not TCP, is
+/// fragmented, or `out` is too short.
+pub fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut [u8]) -> Option<Segments> {
+    let h = packet::parse(pkt).ok()?;
+    if h.protocol != PROTO_TCP || h.fragment_offset != 0 || mss == 0 {
+        return None;
+    }
+    let pkt = &pkt[..h.total_len];
+    let ihl = h.header_len;
+    let doff = usize::from(*pkt.get(ihl + 12)? >> 4) * 4;
+    if doff < 20 || ihl + doff > pkt.len() {
+        return None;
+    }
+    let hdrs = ihl + doff;
+    let payload = &pkt[hdrs..];
+    let count = payload.len().div_ceil(mss).max(1);
+    let total = count * hdrs + payload.len();
+    if out.len() < total {
+        return None;
+    }
+    let ip_id = u16::from_be_bytes([pkt[4], pkt[5]]);
+    let seq = u32::from_be_bytes([pkt[ihl + 4], pkt[ihl + 5], pkt[ihl + 6], pkt[ihl + 7]]);
+    let flags = pkt[ihl + 13];
+    let (src, dst) = (&pkt[12..16], &pkt[16..20]);
+    let mut at = 0;
+    for (i, chunk) in payload
+        .chunks(mss)
+        .chain(payload.is_empty().then_some(&[][..]))
+        .enumerate()
+    {
+        let seg = &mut out[at..at + hdrs + chunk.len()];
+        seg[..hdrs].copy_from_slice(&pkt[..hdrs]);
+        seg[hdrs..].copy_from_slice(chunk);
+        // IP header.
+        let len = hdrs + chunk.len();
+        seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        seg[4..6].copy_from_slice(&ip_id.wrapping_add(i as u16).to_be_bytes());
+        seg[10..12].fill(0);
+        let c = packet::checksum(&seg[..ihl]);
+        seg[10..12].copy_from_slice(&c.to_be_bytes());
+        // TCP header.
+        let t = &mut seg[ihl..];
+        t[4..8].copy_from_slice(&seq.wrapping_add((i * mss) as u32).to_be_bytes());
+        let mut f = flags;
+        if i + 1 < count {
+            f &= !0x09; // FIN, PSH
+        }
+        if i > 0 {
+            f &= !0x80; // CWR
+        }
+        t[13] = f;
+        t[16..18].fill(0);
+        let c = !fold(sum(t, pseudo_sum(src, dst, PROTO_TCP, t.len())));
+        t[16..18].copy_from_slice(&c.to_be_bytes());
+        at += len;
+    }
+    Some(Segments {
+        count,
+        seg_len: if count > 1 { hdrs + mss } else { total },
+        total,
+    })
+}
+
+/// A TCP segment that may be merged: its flow and what must match.
+#[derive(Clone, Copy, Debug)]
+struct TcpSeg {
+    /// Source and destination addresses and ports.
+    flow: [u8; 12],
+    seq: u32,
+    hdrs: usize,
+    payload: usize,
+    flags: u8,
+}
+
+const TCP_ACK: u8 = 0x10;
+const TCP_PSH: u8 = 0x08;
+
+/// A segment eligible for merging: TCP over IPv4 without IP options or
+/// fragmentation, with payload, and with no flag but ACK (and PSH).
+fn mergeable(pkt: &[u8], h: &packet::Ipv4Header) -> Option<TcpSeg> {
+    if h.protocol != PROTO_TCP
+        || h.header_len != IPV4_MIN_HEADER
+        || h.fragment_offset != 0
+        || pkt[6] & 0x20 != 0
+    {
+        return None;
+    }
+    let t = pkt.get(20..h.total_len)?;
+    let doff = usize::from(*t.get(12)? >> 4) * 4;
+    let flags = t[13];
+    if doff < 20 || doff >= t.len() || flags & !TCP_PSH != TCP_ACK {
+        return None;
+    }
+    let mut flow = [0u8; 12];
+    flow[..8].copy_from_slice(&pkt[12..20]);
+    flow[8..].copy_from_slice(&t[..4]);
+    Some(TcpSeg {
+        flow,
+        seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
+        hdrs: 20 + doff,
+        payload: t.len() - doff,
+        flags,
+    })
+}
+
+/// Whether `b`'s headers allow it to follow `a` in one super-packet: the
+/// same TOS, DF, TTL and protocol, the same TCP ack, window, urgent pointer
+/// and options.
+fn same_headers(a: &[u8], b: &[u8], hdrs: usize) -> bool {
+    a[1] == b[1]
+        && a[6..10] == b[6..10]
+        && a[28..33] == b[28..33]
+        && a[34..36] == b[34..36]
+        && a[38..hdrs] == b[38..hdrs]
+}
+
+/// One flow's run of merged segments: where its packets are.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    seg: TcpSeg,
+    /// Index of the first packet in the coalescer's list.
+    first: usize,
+    /// Index of the last packet so far.
+    last: usize,
+    count: usize,
+    next_seq: u32,
+    bytes: usize,
+    closed: bool,
+    psh: bool,
+}
+
+/// What to write to the TUN: a packet as it came, or a run of merged TCP
+/// segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// The packet at this index, alone (no offload).
+    Single(usize),
+    /// A super-packet: its virtio header and IP/TCP headers are in
+    /// `header[..header_len]` (as given to [`Coalescer::render`]), followed
+    /// by the payloads of the packets `indexes` (in [`Coalescer::run_packets`]).
+    Merged {
+        /// The run's number (for [`Coalescer::run_packets`]).
+        run: usize,
+    },
+}
+
+/// Merges in-order TCP segments of the same flow, among a burst of packets,
+/// into super-packets (a userspace GRO). Packets of a flow keep their order;
+/// packets of different flows may be written in another order than they came.
+#[derive(Default)]
+pub struct Coalescer {
+    /// Packets in the burst (offset and length in the caller's buffer).
+    packets: Vec<(usize, usize)>,
+    /// For each packet, the next packet of its run (usize::MAX: none).
+    next: Vec<usize>,
+    runs: Vec<Run>,
+    /// Open runs (indexes into `runs`), few.
+    open: Vec<usize>,
+    /// The writes, in order.
+    writes: Vec<Write>,
+}
+
+/// Open runs kept at once; another flow closes the oldest.
+const MAX_OPEN: usize = 8;
+/// The most payload one super-packet carries.
+const MAX_MERGED: usize = 65535 - 60 - 60;
+
+impl Coalescer {
+    /// An empty coalescer (allocates on first use only).
+    pub fn new() -> Coalescer {
+        Coalescer::default()
+    }
+
+    /// Forgets the previous burst.
+    pub fn clear(&mut self) {
+        self.packets.clear();
+        self.next.clear();
+        self.runs.clear();
+        self.open.clear();
+        self.writes.clear();
+    }
+
+    /// Adds a valid IPv4 packet `buf[off..off + len]` (parsed as `h`).
+    pub fn push(&mut self, buf: &[u8], off: usize, h: &packet::Ipv4Header) {
+        let len = h.total_len;
+        let idx = self.packets.len();
+        self.packets.push((off, len));
+        self.next.push(usize::MAX);
+        let pkt = &buf[off..off + len];
+        let Some(seg) = mergeable(pkt, h) else {
+            // Keep the order of its flow: end any run of the same flow.
+            if h.protocol == PROTO_TCP || h.protocol == PROTO_UDP {
+                if let Some(t) = pkt.get(h.header_len..h.header_len + 4) {
+                    let mut flow = [0u8; 12];
+                    flow[..8].copy_from_slice(&pkt[12..20]);
+                    flow[8..].copy_from_slice(t);
+                    self.close_flow(&flow);
+                }
+            }
+            self.writes.push(Write::Single(idx));
+            return;
+        };
+        if let Some(pos) = self
+            .open
+            .iter()
+            .position(|&r| self.runs[r].seg.flow == seg.flow)
+        {
+            let r = self.open[pos];
+            let run = &self.runs[r];
+            let (fo, _) = self.packets[run.first];
+            let first = &buf[fo..];
+            if !run.closed
+                && seg.seq == run.next_seq
+                && seg.hdrs == run.seg.hdrs
+                && seg.payload <= run.seg.payload
+                && run.bytes + seg.payload <= MAX_MERGED
+                && run.count < MAX_SEGMENTS
+                && same_headers(first, pkt, seg.hdrs)
+            {
+                let run = &mut self.runs[r];
+                self.next[run.last] = idx;
+                run.last = idx;
+                run.count += 1;
+                run.next_seq = seg.seq.wrapping_add(seg.payload as u32);
+                run.bytes += seg.payload;
+                run.psh |= seg.flags & TCP_PSH != 0;
+                run.closed = seg.payload < run.seg.payload || seg.flags & TCP_PSH != 0;
+                return;
+            }
+            self.open.remove(pos);
+        }
+        if self.open.len() == MAX_OPEN {
+            self.open.remove(0);
+        }
+        let r = self.runs.len();
+        self.runs.push(Run {
+            seg,
+            first: idx,
+            last: idx,
+            count: 1,
+            next_seq: seg.seq.wrapping_add(seg.payload as u32),
+            bytes: seg.payload,
+            closed: seg.flags & TCP_PSH != 0,
+            psh: seg.flags & TCP_PSH != 0,
+        });
+        self.open.push(r);
+        self.writes.push(Write::Merged { run: r });
+    }
+
+    fn close_flow(&mut self, flow: &[u8; 12]) {
+        let runs = &self.runs;
+        self.open.retain(|&r| runs[r].seg.flow != *flow);
+    }
+
+    /// The writes, in order, for this burst.
+    pub fn writes(&self) -> &[Write] {
+        &self.writes
+    }
+
+    /// The `(offset, length)` of packet `i`.
+    pub fn packet(&self, i: usize) -> (usize, usize) {
+        self.packets[i]
+    }
+
+    /// The packets of run `r`, in order: `(offset, length)` each.
+    pub fn run_packets(&self, r: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let mut i = self.runs[r].first;
+        std::iter::from_fn(move || {
+            if i == usize::MAX {
+                return None;
+            }
+            let p = self.packets[i];
+            i = self.next[i];
+            Some(p)
+        })
+    }
+
+    /// The number of packets in run `r`.
+    pub fn run_len(&self, r: usize) -> usize {
+        self.runs[r].count
+    }
+
+    /// The header length (IP + TCP) of run `r`'s packets.
+    pub fn run_hdrs(&self, r: usize) -> usize {
+        self.runs[r].seg.hdrs
+    }
+
+    /// Writes into `out` the virtio header and the IP and TCP headers of run
+    /// `r` as one super-packet (`count` >= 2), whose payload is the payloads
+    /// of [`Coalescer::run_packets`] (each after [`Coalescer::run_hdrs`]
+    /// bytes). Returns the bytes written to `out`.
+    pub fn render(&self, r: usize, buf: &[u8], out: &mut [u8]) -> usize {
+        let run = &self.runs[r];
+        let hdrs = run.seg.hdrs;
+        let (fo, _) = self.packets[run.first];
+        let first = &buf[fo..fo + hdrs];
+        let total = hdrs + run.bytes;
+        VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: hdrs as u16,
+            gso_size: run.seg.payload as u16,
+            csum_start: IPV4_MIN_HEADER as u16,
+            csum_offset: 16,
+        }
+        .write(out);
+        let o = &mut out[VNET_HDR_LEN..VNET_HDR_LEN + hdrs];
+        o.copy_from_slice(first);
+        o[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        o[10..12].fill(0);
+        let c = packet::checksum(&o[..IPV4_MIN_HEADER]);
+        o[10..12].copy_from_slice(&c.to_be_bytes());
+        if run.psh {
+            o[33] |= TCP_PSH;
+        }
+        // CHECKSUM_PARTIAL: the field holds the pseudo-header's sum.
+        let tcp_len = total - IPV4_MIN_HEADER;
+        let p = fold(pseudo_sum(
+            &first[12..16],
+            &first[16..20],
+            PROTO_TCP,
+            tcp_len,
+        ));
+        o[36..38].copy_from_slice(&p.to_be_bytes());
+        VNET_HDR_LEN + hdrs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn tcp_packet(seq: u32, flags: u8, payload: &[u8], opts: &[u8]) -> Vec<u8> {
+        let doff = 20 + opts.len();
+        let mut t = vec![0u8; doff + payload.len()];
+        t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        t[2..4].copy_from_slice(&5001u16.to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[8..12].copy_from_slice(&77u32.to_be_bytes());
+        t[12] = ((doff / 4) as u8) << 4;
+        t[13] = flags;
+        t[14..16].copy_from_slice(&512u16.to_be_bytes());
+        t[20..doff].copy_from_slice(opts);
+        t[doff..].copy_from_slice(payload);
+        let (src, dst) = (Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 2, 3));
+        let c = !fold(sum(
+            &t,
+            pseudo_sum(&src.octets(), &dst.octets(), PROTO_TCP, t.len()),
+        ));
+        t[16..18].copy_from_slice(&c.to_be_bytes());
+        let mut out = vec![0u8; 20 + t.len()];
+        packet::build_ipv4(&mut out, src, dst, PROTO_TCP, 64, &t).unwrap();
+        out
+    }
+
+    fn tcp_valid(p: &[u8]) -> bool {
+        let h = packet::parse(p).unwrap();
+        let t = &p[h.header_len..h.total_len];
+        fold(sum(
+            t,
+            pseudo_sum(&p[12..16], &p[16..20], PROTO_TCP, t.len()),
+        )) == 0xffff
+    }
+
+    #[test]
+    fn sum_matches_the_reference_checksum() {
+        let data: Vec<u8> = (0..1001u32).map(|i| (i * 7 + 3) as u8).collect();
+        for n in [0, 1, 2, 3, 4, 5, 19, 20, 1000, 1001] {
+            assert_eq!(
+                !fold(sum(&data[..n], 0)),
+                packet::checksum(&data[..n]),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn vnet_header_round_trips() {
+        let h = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: 52,
+            gso_size: 1420,
+            csum_start: 20,
+            csum_offset: 16,
+        };
+        let mut b = [0u8; VNET_HDR_LEN];
+        h.write(&mut b);
+        assert_eq!(VnetHdr::parse(&b), Some(h));
+        assert_eq!(VnetHdr::parse(&b[..9]), None);
+    }
+
+    #[test]
+    fn partial_checksum_is_completed() {
+        let mut p = tcp_packet(1, TCP_ACK, b"hello world", &[]);
+        // Replace the checksum by the pseudo-header's sum, as the kernel does.
+        let tl = p.len() - 20;
+        let ps = fold(pseudo_sum(&p[12..16], &p[16..20], PROTO_TCP, tl));
+        p[36..38].copy_from_slice(&ps.to_be_bytes());
+        assert!(!tcp_valid(&p));
+        assert!(complete_partial_csum(&mut p, 20, 16));
+        assert!(tcp_valid(&p));
+        assert!(!complete_partial_csum(&mut p, 20, 100));
+    }
+
+    #[test]
+    fn segments_then_merges_back() {
+        let payload: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        let opts = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]; // NOP NOP timestamps
+        let big = tcp_packet(1000, TCP_ACK | TCP_PSH | 0x80, &payload, &opts);
+        let mut out = vec![0u8; 20_000];
+        let s = segment_tcp4(&big, 1388, &mut out).unwrap();
+        assert_eq!(s.count, 8);
+        assert_eq!(s.seg_len, 20 + 32 + 1388);
+        assert_eq!(s.total, 8 * 52 + 10_000);
+        let mut segs = Vec::new();
+        let mut at = 0;
+        for i in 0..s.count {
+            let len = if i + 1 < s.count {
+                s.seg_len
+            } else {
+                s.total - at
+            };
+            let seg = &out[at..at + len];
+            let h = packet::parse(seg).unwrap();
+            assert_eq!(h.total_len, len);
+            assert!(tcp_valid(seg), "segment {i}");
+            let seq = u32::from_be_bytes(seg[24..28].try_into().unwrap());
+            assert_eq!(seq, 1000 + 1388 * i as u32);
+            let flags = seg[33];
+            assert_eq!(flags & TCP_PSH != 0, i + 1 == s.count);
+            assert_eq!(flags & 0x80 != 0, i == 0);
+            segs.push(seg.to_vec());
+            at += len;
+        }
+        // Merge them back (without the CWR of the first, which is not mergeable).
+        let mut buf = Vec::new();
+        let mut c = Coalescer::new();
+        segs[0][33] &= !0x80;
+        for seg in &segs {
+            let off = buf.len();
+            buf.extend_from_slice(seg);
+            let h = packet::parse(seg).unwrap();
+            c.push(&buf, off, &h);
+        }
+        assert_eq!(c.writes(), &[Write::Merged { run: 0 }]);
+        assert_eq!(c.run_len(0), 8);
+        let mut hdr = [0u8; 128];
+        let n = c.render(0, &buf, &mut hdr);
+        let v = VnetHdr::parse(&hdr).unwrap();
+        assert_eq!((v.gso_type, v.gso_size, v.hdr_len), (GSO_TCPV4, 1388, 52));
+        let mut merged = hdr[VNET_HDR_LEN..n].to_vec();
+        for (off, len) in c.run_packets(0) {
+            merged.extend_from_slice(&buf[off + 52..off + len]);
+        }
+        // Completing the partial checksum gives the original super-packet
+        // (less the CWR flag).
+        assert!(complete_partial_csum(&mut merged, 20, 16));
+        let expect = tcp_packet(1000, TCP_ACK | TCP_PSH, &payload, &opts);
+        assert!(merged == expect, "merged super-packet differs");
+        assert!(packet::parse(&merged).is_ok());
+    }
+
+    #[test]
+    fn runs_break_on_gaps_flags_and_other_flows() {
+        let mut buf = Vec::new();
+        let mut c = Coalescer::new();
+        let mut add = |p: Vec<u8>, c: &mut Coalescer| {
+            let off = buf.len();
+            buf.extend_from_slice(&p);
+            let h = packet::parse(&p).unwrap();
+            c.push(&buf, off, &h);
+        };
+        add(tcp_packet(0, TCP_ACK, &[1; 100], &[]), &mut c);
+        add(tcp_packet(100, TCP_ACK, &[1; 100], &[]), &mut c);
+        add(tcp_packet(300, TCP_ACK, &[1; 100], &[]), &mut c); // gap: new run
+        add(tcp_packet(400, TCP_ACK | 0x01, &[1; 100], &[]), &mut c); // FIN: single
+        add(tcp_packet(500, TCP_ACK, &[1; 50], &[]), &mut c);
+        add(tcp_packet(550, TCP_ACK, &[1; 60], &[]), &mut c); // longer than the first: new
+        add(tcp_packet(610, TCP_ACK | TCP_PSH, &[1; 60], &[]), &mut c);
+        add(tcp_packet(670, TCP_ACK, &[1; 60], &[]), &mut c); // after PSH: new run
+        assert_eq!(
+            c.writes(),
+            &[
+                Write::Merged { run: 0 },
+                Write::Merged { run: 1 },
+                Write::Single(3),
+                Write::Merged { run: 2 },
+                Write::Merged { run: 3 },
+                Write::Merged { run: 4 },
+            ]
+        );
+        assert_eq!(
+            (0..5).map(|r| c.run_len(r)).collect::<Vec<_>>(),
+            vec![2, 1, 1, 2, 1]
+        );
+    }
+
+    /// Arbitrary bytes never make segmentation or coalescing panic.
+    #[test]
+    fn never_panics_on_garbage() {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let mut out = vec![0u8; 1 << 17];
+        for i in 0..50_000 {
+            let mut p = tcp_packet(
+                next() as u32,
+                (next() as u8) | TCP_ACK,
+                &vec![7; (next() % 3000) as usize],
+                &[],
+            );
+            for _ in 0..(next() % 4) {
+                let j = (next() as usize) % p.len();
+                p[j] = next() as u8;
+            }
+            let _ = segment_tcp4(&p, (next() % 2000) as usize, &mut out);
+            let _ = complete_partial_csum(&mut p, (next() % 100) as usize, (next() % 40) as usize);
+            if let Ok(h) = packet::parse(&p) {
+                let mut c = Coalescer::new();
+                c.push(&p, 0, &h);
+                c.push(&p, 0, &h);
+                for w in c.writes().to_vec() {
+                    if let Write::Merged { run } = w {
+                        if c.run_len(run) > 1 {
+                            let mut hdr = [0u8; 128];
+                            c.render(run, &p, &mut hdr);
+                        }
+                    }
+                }
+            }
+            let _ = i;
+        }
+    }
+}

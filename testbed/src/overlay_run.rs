@@ -1,0 +1,240 @@
+//! Running the udp overlay of a testbed: the subnet registry under the state
+//! directory (flannel's layout), one overlay daemon per node (a detached
+//! `testbed overlay-daemon NAME NODE` inside the node's namespace), the
+//! impairments each daemon applies, and the counters each reports.
+
+use crate::kernel::netns::Netns;
+use crate::plan::types::{LinkPlan, NodePlan};
+use crate::plan::Plan;
+use overlay::impair::Impairment;
+use overlay::registry::{FileStore, LeaseAttrs, SubnetStore};
+use overlay::Backend;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why the overlay could not be started or run.
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayRunError {
+    /// The registry could not be written.
+    #[error(transparent)]
+    Registry(#[from] overlay::registry::RegistryError),
+    /// A daemon could not start, or did not report in time.
+    #[error("overlay daemon of node `{node}`: {message}")]
+    Daemon {
+        /// The node.
+        node: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The node is not in the plan.
+    #[error("testbed `{0}` has no node `{1}`")]
+    NoNode(String, String),
+    /// The node's namespace could not be entered.
+    #[error(transparent)]
+    Netns(#[from] crate::kernel::netns::NetnsError),
+    /// The data path failed.
+    #[error("the overlay data path failed: {0}")]
+    Run(String),
+    /// A file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Where the registry lives.
+pub fn registry_dir(plan: &Plan) -> PathBuf {
+    Path::new(&plan.state_dir).join("registry")
+}
+
+fn overlay_dir(plan: &Plan) -> PathBuf {
+    Path::new(&plan.state_dir).join("overlay")
+}
+
+/// A node daemon's counters file.
+pub fn stats_path(plan: &Plan, node: &str) -> PathBuf {
+    overlay_dir(plan).join(format!("{node}.stats.json"))
+}
+
+/// A node daemon's impairments file, re-read when it changes.
+pub fn impair_path(plan: &Plan, node: &str) -> PathBuf {
+    overlay_dir(plan).join(format!("{node}.impair.json"))
+}
+
+/// The engine's settings for a link's impairments (the same both ways).
+pub fn impairment(link: &Option<LinkPlan>) -> Impairment {
+    let Some(l) = link else {
+        return Impairment::default();
+    };
+    Impairment {
+        delay_us: l.delay.map_or(0, |d| d.0),
+        jitter_us: l.jitter.map_or(0, |d| d.0),
+        loss_ppm: l.loss.map_or(0, |p| p.0),
+        duplicate_ppm: l.duplicate.map_or(0, |p| p.0),
+        reorder_ppm: l.reorder.map_or(0, |p| p.0),
+        rate_bps: l.rate.map_or(0, |r| r.0),
+    }
+}
+
+/// Writes a node's impairments for its daemon: `{"egress": .., "ingress": ..}`.
+pub fn write_impairment(plan: &Plan, node: &NodePlan) -> Result<(), OverlayRunError> {
+    let imp = impairment(&node.link);
+    let text = serde_json::json!({"egress": imp, "ingress": imp}).to_string();
+    let path = impair_path(plan, &node.name);
+    let io = |source| OverlayRunError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(overlay_dir(plan)).map_err(io)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)
+}
+
+/// Writes the network configuration and every node's lease, as flannel's
+/// subnet manager would.
+pub fn write_registry(plan: &Plan) -> Result<(), OverlayRunError> {
+    let store = FileStore::new(registry_dir(plan));
+    store.set_network_config(&plan.cluster.network_config)?;
+    for n in &plan.nodes {
+        let data = match (&n.overlay, plan.cluster.overlay) {
+            (Some(dev), Backend::Vxlan) => serde_json::json!({
+                "VNI": dev.vni.unwrap_or(1),
+                "VtepMAC": dev.iface.mac.map(|m| m.to_string()).unwrap_or_default(),
+            }),
+            _ => serde_json::Value::Null,
+        };
+        store.put_lease(
+            n.lease.subnet,
+            &LeaseAttrs {
+                public_ip: n.lease.public_ip,
+                backend_type: n.lease.backend_type.to_string(),
+                backend_data: data,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Starts the overlay daemons of a udp testbed and waits until each reports.
+pub fn start(plan: &Plan, deadline: Instant) -> Result<(), OverlayRunError> {
+    if plan.cluster.overlay != Backend::Udp {
+        return Ok(());
+    }
+    let exe = std::env::current_exe().map_err(|e| OverlayRunError::Run(e.to_string()))?;
+    for n in &plan.nodes {
+        write_impairment(plan, n)?;
+        let log_path = overlay_dir(plan).join(format!("{}.log", n.name));
+        let daemon = |message: String| OverlayRunError::Daemon {
+            node: n.name.clone(),
+            message,
+        };
+        let log = std::fs::File::create(&log_path).map_err(|e| daemon(e.to_string()))?;
+        let err = log.try_clone().map_err(|e| daemon(e.to_string()))?;
+        let mut cmd = Command::new(&exe);
+        cmd.args(["overlay-daemon", &plan.name, &n.name])
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err);
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe and touches only the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
+        }
+        cmd.spawn().map_err(|e| daemon(e.to_string()))?;
+    }
+    for n in &plan.nodes {
+        let path = stats_path(plan, &n.name);
+        while !path.exists() {
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(overlay_dir(plan).join(format!("{}.log", n.name)))
+                        .unwrap_or_default();
+                return Err(OverlayRunError::Daemon {
+                    node: n.name.clone(),
+                    message: format!("did not start; its log says: {}", log.trim()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// Runs node `node`'s daemon of testbed `plan` in the foreground, inside the
+/// node's namespace, until SIGTERM or SIGINT.
+pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), OverlayRunError> {
+    let (index, n) = plan
+        .nodes
+        .iter()
+        .enumerate()
+        .find(|(_, x)| x.name == node)
+        .ok_or_else(|| OverlayRunError::NoNode(plan.name.clone(), node.to_string()))?;
+    let dev = n
+        .overlay
+        .as_ref()
+        .ok_or_else(|| OverlayRunError::Run(format!("node {node} has no overlay device")))?;
+    // Enter the node's namespace for good: every thread started after this
+    // (the data path's workers) is inside it too.
+    let ns = Netns::open(&n.netns)?;
+    nix::sched::setns(&ns.file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| OverlayRunError::Run(format!("entering {}: {e}", n.netns)))?;
+    let store = FileStore::new(registry_dir(plan));
+    let leases = move || {
+        store
+            .leases()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| l.attrs.backend_type == "udp")
+            .map(|l| (l.subnet, l.attrs.public_ip))
+            .collect()
+    };
+    let imp = impairment(&n.link);
+    let stream = index as u64 * 2;
+    let cfg = overlay::daemon::DaemonConfig {
+        tun: dev.iface.name.clone(),
+        bind: std::net::SocketAddrV4::new(n.ip, dev.port),
+        network: plan.cluster.pod_cidr,
+        own_subnet: n.lease.subnet,
+        leases: Box::new(leases),
+        impair_egress: Some((imp.clone(), plan.seed, stream)),
+        impair_ingress: Some((imp, plan.seed, stream + 1)),
+        impair_file: Some(impair_path(plan, node)),
+        stats_file: Some(stats_path(plan, node)),
+        workers: 2,
+    };
+    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    extern "C" fn on_signal(_: libc::c_int) {
+        STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    for sig in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe {
+            let _ = nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::Handler(on_signal));
+        }
+    }
+    overlay::daemon::run(cfg, &STOP).map_err(|e| OverlayRunError::Run(e.to_string()))
+}
+
+/// The counters every node's daemon last reported, by node.
+pub fn stats(plan: &Plan) -> Vec<(String, serde_json::Value)> {
+    plan.nodes
+        .iter()
+        .filter_map(|n| {
+            let text = std::fs::read_to_string(stats_path(plan, &n.name)).ok()?;
+            Some((n.name.clone(), serde_json::from_str(&text).ok()?))
+        })
+        .collect()
+}
