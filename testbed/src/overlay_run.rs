@@ -189,6 +189,22 @@ pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), OverlayRunError> {
     nix::sched::setns(&ns.file, nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| OverlayRunError::Run(format!("entering {}: {e}", n.netns)))?;
     let store = FileStore::new(registry_dir(plan));
+    // Renew this node's lease, as flanneld does, well before it expires.
+    let renewer = store.clone();
+    let (subnet, attrs) = (
+        n.lease.subnet,
+        LeaseAttrs {
+            public_ip: n.lease.public_ip,
+            backend_type: n.lease.backend_type.to_string(),
+            backend_data: serde_json::Value::Null,
+        },
+    );
+    std::thread::spawn(move || loop {
+        std::thread::sleep(overlay::registry::DEFAULT_TTL / 4);
+        if let Err(e) = renewer.put_lease(subnet, &attrs) {
+            tracing::warn!(error = %e, "renewing the lease");
+        }
+    });
     let leases = move || {
         store
             .leases()
