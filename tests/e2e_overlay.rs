@@ -341,3 +341,98 @@ fn impairments_change_live() {
     );
     assert_eq!(got.len(), 50);
 }
+
+fn leftover_namespaces(name: &str) -> usize {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("tb-{name}."))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_kernel_limits_rates_and_refuses_what_it_cannot_do() {
+    // A rate alone: tbf on both ends of the host's link, visible to verify.
+    let tb = Testbed::new(
+        "tbf",
+        "
+cluster: {overlay: host-gw}
+nodes: [{name: node1}]
+hosts: [{name: client, link: {rate: 20mbit}}]
+",
+    )
+    .up();
+    assert!(ok(&["verify", &tb.name]).contains("matches"));
+    let state = ok(&["inspect", &tb.name, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&state).expect("inspect JSON");
+    assert_eq!(
+        v[tb.ns("host.client")]["links"]["eth0"]["qdisc"],
+        "tbf 20mbit",
+        "{state}"
+    );
+    assert_eq!(
+        v[tb.ns("fabric")]["links"]["h-client"]["qdisc"],
+        "tbf 20mbit",
+        "{state}"
+    );
+    // Through the limit: about 20 Mbit/s from the host to the node.
+    let node = tb.ns("node.node1");
+    let client = tb.ns("host.client");
+    let listener =
+        in_netns(&node, || std::net::TcpListener::bind("192.168.96.1:7701")).expect("bind");
+    let sink = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = vec![0u8; 65536];
+        let mut total = 0usize;
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    });
+    let elapsed = in_netns(&client, || {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect("192.168.96.1:7701").expect("connect");
+        let chunk = vec![7u8; 65536];
+        let started = Instant::now();
+        for _ in 0..(5_000_000 / 65536) {
+            s.write_all(&chunk).expect("write");
+        }
+        drop(s);
+        started.elapsed()
+    });
+    let bytes = sink.join().expect("sink");
+    let mbit = bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e6;
+    assert!(
+        (13.0..27.0).contains(&mbit),
+        "20mbit link carried {mbit:.1} Mbit/s"
+    );
+
+    // Anything but a rate needs netem, which this kernel lacks: refused,
+    // naming it, and nothing is left.
+    let tb = Testbed::new(
+        "nonet",
+        "
+cluster: {overlay: host-gw}
+nodes: [{name: node1, link: {delay: 10ms}}]
+",
+    );
+    let out = support::testbed(&["up", tb.file.to_str().expect("path")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        // A kernel with netem applies it; then verify must see it.
+        assert!(ok(&["verify", &tb.name]).contains("matches"));
+    } else {
+        assert!(err.contains("netem qdisc (sch_netem)"), "{err}");
+        assert_eq!(leftover_namespaces(&tb.name), 0);
+    }
+}

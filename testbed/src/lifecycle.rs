@@ -75,28 +75,6 @@ pub fn running_plan(name: &str) -> Option<Plan> {
     serde_json::from_str(&text).ok()
 }
 
-/// Link impairments are applied in the udp overlay's own data path, to the
-/// traffic between pods of different nodes. Anywhere else (hosts, other
-/// backends) they would need the kernel's netem qdisc; rather than ignore
-/// them, `up` refuses and says so.
-pub fn check_impairments(plan: &Plan) -> Result<(), UpError> {
-    if let Some(h) = plan.hosts.iter().find(|h| h.link.is_some()) {
-        return Err(UpError::Impairment(format!(
-            "host `{}` has link impairments: a host's LAN link can only be impaired by the kernel's netem qdisc (sch_netem), which this kernel lacks or testbed does not drive yet; impair a node's link instead, with `cluster.overlay: udp`",
-            h.name
-        )));
-    }
-    if plan.cluster.overlay != overlay::Backend::Udp {
-        if let Some(n) = plan.nodes.iter().find(|n| n.link.is_some()) {
-            return Err(UpError::Impairment(format!(
-                "node `{}` has link impairments, but with `cluster.overlay: {}` they would need the kernel's netem qdisc (sch_netem), which this kernel lacks or testbed does not drive yet; use `cluster.overlay: udp`, whose data path applies them (reproducibly, from the seed)",
-                n.name, plan.cluster.overlay
-            )));
-        }
-    }
-    Ok(())
-}
-
 fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;
@@ -126,7 +104,6 @@ pub fn up(
         return Err(UpError::Leftovers(name.clone(), left.len()));
     }
     crate::runtime::launch::check(plan).map_err(|e| UpError::Command(e.to_string()))?;
-    check_impairments(plan)?;
     let result = build(plan, timeout, on_progress);
     if result.is_err() {
         if let Err(e) = teardown::teardown(name) {
@@ -213,15 +190,10 @@ pub fn impair(
 ) -> Result<(), UpError> {
     let mut plan = running_plan(name)
         .ok_or_else(|| UpError::Impairment(format!("no running testbed named `{name}`")))?;
-    if plan.hosts.iter().any(|h| h.name == machine) {
+    if plan.hosts.iter().any(|h| h.name == machine) || plan.cluster.overlay != overlay::Backend::Udp
+    {
         return Err(UpError::Impairment(format!(
-            "`{machine}` is a host: its LAN link could only be impaired by the kernel's netem qdisc, which testbed does not drive"
-        )));
-    }
-    if plan.cluster.overlay != overlay::Backend::Udp {
-        return Err(UpError::Impairment(format!(
-            "testbed `{name}` uses the {} overlay; impairments are applied by the udp overlay's data path",
-            plan.cluster.overlay
+            "`{machine}`'s impairments are the kernel's qdiscs; `testbed impair` changes those the udp overlay applies (nodes of a udp testbed); change the file and run `down` and `up` instead"
         )));
     }
     let Some(node) = plan.nodes.iter_mut().find(|n| n.name == machine) else {

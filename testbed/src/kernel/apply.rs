@@ -6,9 +6,10 @@
 //! namespace created, and with them every interface: nothing half-built
 //! remains.
 
-use crate::kernel::links;
 use crate::kernel::netns::{self, Netns, NetnsError};
-use crate::plan::types::{NodePlan, Route};
+use crate::kernel::{links, qdisc};
+use crate::plan::state::{kernel_impaired, needs_netem};
+use crate::plan::types::{LinkPlan, NodePlan, Route};
 use crate::plan::Plan;
 use futures::future::try_join_all;
 use overlay::Backend;
@@ -374,7 +375,60 @@ async fn configure(plan: &Plan, ns: &HashMap<&str, &Ns>) -> Result<(), ApplyErro
         },
     ));
     futures::try_join!(nodes, hosts, pods)?;
+
+    // Stage 4: link impairments the kernel applies (the udp overlay applies
+    // its nodes' in its own data path).
+    try_join_all(
+        kernel_impaired(plan)
+            .into_iter()
+            .map(|(machine, netns, up, link)| async move {
+                let inner = get(netns)?;
+                impair_link(machine, netns, &inner.handle, &up.inner.name, link).await?;
+                impair_link(
+                    machine,
+                    &fabric.netns.name,
+                    &fabric.handle,
+                    &up.peer.name,
+                    link,
+                )
+                .await
+            }),
+    )
+    .await?;
     Ok(())
+}
+
+/// One end of an impaired link: netem when anything but a rate is asked
+/// (the kernel must have it), tbf for a rate alone.
+async fn impair_link(
+    machine: &str,
+    ns: &str,
+    h: &Handle,
+    dev: &str,
+    link: &LinkPlan,
+) -> Result<(), ApplyError> {
+    let idx = links::index(h, dev)
+        .await
+        .map_err(nl(format!("finding {dev}"), ns))?;
+    if needs_netem(link) {
+        let known = qdisc::probe(h, idx, "netem")
+            .await
+            .map_err(nl("asking the kernel for netem".into(), ns))?;
+        if !known {
+            return Err(ApplyError::Unsupported(format!(
+                "the link impairments of `{machine}` need the kernel's netem qdisc (sch_netem), and this kernel has none; impairments of nodes are applied without the kernel with `cluster.overlay: udp`, and a rate alone uses tbf"
+            )));
+        }
+        qdisc::add_netem(h, idx, link)
+            .await
+            .map_err(nl(format!("adding netem to {dev} of {machine}"), ns))
+    } else if let Some(rate) = link.rate {
+        qdisc::add_tbf(h, idx, rate.0)
+            .await
+            .map_err(nl(format!("adding tbf to {dev} of {machine}"), ns))
+    } else {
+        Ok(())
+    }
 }
 
 /// Finds `eth0` (made by the namespace above) and brings it up.

@@ -6,4 +6,5 @@ pub mod apply;
 pub mod links;
 pub mod netns;
 pub mod observe;
+pub mod qdisc;
 pub mod teardown;

@@ -127,6 +127,16 @@ async fn read(h: &Handle, ns: &str) -> Result<NsState, ObserveError> {
                 _ => {}
             }
         }
+        s.qdisc = match crate::kernel::qdisc::root(h, l.header.index)
+            .await
+            .map_err(err("qdiscs"))?
+        {
+            Some((kind, _)) if kind == "netem" => Some(kind),
+            Some((kind, Some(rate))) if kind == "tbf" => {
+                Some(format!("tbf {}", crate::topology::units::Rate(rate)))
+            }
+            _ => None,
+        };
         if let Some(n) = names.get(&l.header.index) {
             state.links.insert(n.clone(), s);
         }

@@ -3,8 +3,9 @@
 //! sysctls. The same shape is read back from the kernel (`kernel::observe`),
 //! so comparing the two (`diff`) is how `testbed verify` finds drift.
 
-use crate::plan::types::{IfAddr, Iface, Mac, Neighbour, Route};
+use crate::plan::types::{IfAddr, Iface, LinkPlan, Mac, Neighbour, Route, Veth};
 use crate::plan::Plan;
+use overlay::Backend;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -47,6 +48,9 @@ pub struct LinkState {
     /// Its IPv4 addresses, sorted.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub addresses: Vec<IfAddr>,
+    /// The root qdisc the testbed put on it (`netem`, or `tbf RATE`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub qdisc: Option<String>,
 }
 
 fn link(kind: &str, i: &Iface, master: Option<&str>) -> (String, LinkState) {
@@ -61,6 +65,7 @@ fn link(kind: &str, i: &Iface, master: Option<&str>) -> (String, LinkState) {
             up: true,
             master: master.map(str::to_string),
             addresses,
+            qdisc: None,
         },
     )
 }
@@ -78,13 +83,24 @@ fn loopback() -> (String, LinkState) {
                 ip: std::net::Ipv4Addr::LOCALHOST,
                 prefix_len: 8,
             }],
+            qdisc: None,
         },
     )
+}
+
+/// The qdisc a kernel-impaired link carries on both its ends.
+pub fn qdisc_of(l: &LinkPlan) -> Option<String> {
+    if needs_netem(l) {
+        Some("netem".into())
+    } else {
+        l.rate.map(|r| format!("tbf {r}"))
+    }
 }
 
 /// The kernel state `plan` describes.
 pub fn desired(plan: &Plan) -> KernelState {
     let mut out = KernelState::new();
+    let mut pending: Vec<(String, String, Option<String>)> = Vec::new();
     let mut fabric = NsState::default();
     fabric
         .links
@@ -100,6 +116,16 @@ pub fn desired(plan: &Plan) -> KernelState {
             .extend([link("veth", &up.peer, Some(&up.peer_master))]);
     }
     out.insert(plan.fabric.netns.clone(), fabric);
+    for (_, netns, up, link) in kernel_impaired(plan) {
+        let q = qdisc_of(link);
+        if let Some(l) = out
+            .get_mut(&plan.fabric.netns)
+            .and_then(|s| s.links.get_mut(&up.peer.name))
+        {
+            l.qdisc = q.clone();
+        }
+        pending.push((netns.to_string(), up.inner.name.clone(), q));
+    }
     for n in &plan.nodes {
         let mut s = NsState::default();
         s.links.extend([
@@ -138,7 +164,46 @@ pub fn desired(plan: &Plan) -> KernelState {
         s.routes = sorted(p.routes.clone());
         out.insert(p.netns.clone(), s);
     }
+    for (netns, dev, q) in pending {
+        if let Some(l) = out.get_mut(&netns).and_then(|s| s.links.get_mut(&dev)) {
+            l.qdisc = q;
+        }
+    }
     out
+}
+/// The machines whose link impairments the kernel applies: every host, and
+/// the nodes unless the udp overlay's data path does it.
+pub fn kernel_impaired(plan: &Plan) -> Vec<(&str, &str, &Veth, &LinkPlan)> {
+    let nodes = plan
+        .nodes
+        .iter()
+        .filter(|_| plan.cluster.overlay != Backend::Udp)
+        .filter_map(|n| {
+            Some((
+                n.name.as_str(),
+                n.netns.as_str(),
+                &n.uplink,
+                n.link.as_ref()?,
+            ))
+        });
+    let hosts = plan.hosts.iter().filter_map(|h| {
+        Some((
+            h.name.as_str(),
+            h.netns.as_str(),
+            &h.uplink,
+            h.link.as_ref()?,
+        ))
+    });
+    nodes.chain(hosts).collect()
+}
+
+/// Whether a link's impairments need netem (anything but a rate).
+pub fn needs_netem(l: &LinkPlan) -> bool {
+    l.delay.is_some()
+        || l.jitter.is_some()
+        || l.loss.is_some()
+        || l.duplicate.is_some()
+        || l.reorder.is_some()
 }
 
 /// Routes in a canonical order.
@@ -178,6 +243,13 @@ pub fn diff(want: &KernelState, have: &KernelState) -> Vec<String> {
                             "master {} (want {})",
                             show(&hl.master),
                             show(&wl.master)
+                        ));
+                    }
+                    if hl.qdisc != wl.qdisc {
+                        what.push(format!(
+                            "qdisc {} (want {})",
+                            show(&hl.qdisc),
+                            show(&wl.qdisc)
                         ));
                     }
                     if hl.addresses != wl.addresses {
