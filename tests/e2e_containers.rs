@@ -318,18 +318,11 @@ fn every_example_comes_up_works_and_goes_away() {
         }
         let name = tb.name.clone();
         drop(tb);
-        assert!(!std::path::Path::new(&format!("/run/testbed/{name}")).exists());
-        let left = std::fs::read_dir("/run/netns")
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .filter(|e| {
-                        e.file_name()
-                            .to_string_lossy()
-                            .starts_with(&format!("tb-{name}."))
-                    })
-                    .count()
-            })
-            .unwrap_or(0);
-        assert_eq!(left, 0, "{}", file.display());
+        assert_eq!(
+            support::leftovers(&name),
+            Vec::<String>::new(),
+            "{}",
+            file.display()
+        );
     }
 }

@@ -105,22 +105,6 @@ fn the_root_namespace_is_never_touched() {
     assert_eq!(before, after, "down changed the root namespace");
 }
 
-fn leftovers(name: &str) -> Vec<String> {
-    let prefix = format!("tb-{name}.");
-    let mut found: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default();
-    if std::path::Path::new(&format!("/run/testbed/{name}")).exists() {
-        found.push(format!("/run/testbed/{name}"));
-    }
-    found
-}
-
 #[test]
 fn a_failing_up_leaves_nothing() {
     // A program that does not exist: refused before anything is built.
@@ -139,7 +123,7 @@ pods: [{name: p, containers: [{name: c, command: [no-such-program-here]}]}]
         err.contains("command `no-such-program-here` not found in PATH"),
         "{err}"
     );
-    assert_eq!(leftovers(&tb.name), Vec::<String>::new());
+    assert_eq!(support::leftovers(&tb.name), Vec::<String>::new());
 
     // A failure after the namespaces exist: everything is rolled back.
     let tb = Testbed::new("fail", &TWO_NODES.replace("OVERLAY", "host-gw"));
@@ -155,7 +139,7 @@ pods: [{name: p, containers: [{name: c, command: [no-such-program-here]}]}]
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("failing on purpose"));
-    assert_eq!(leftovers(&tb.name), Vec::<String>::new());
+    assert_eq!(support::leftovers(&tb.name), Vec::<String>::new());
 }
 
 #[test]
@@ -209,7 +193,7 @@ fn down_works_without_state_after_kill_9() {
     }
     std::fs::remove_dir_all(format!("/run/testbed/{}", tb.name)).expect("state dir existed");
     ok(&["down", &tb.name]);
-    assert_eq!(leftovers(&tb.name), Vec::<String>::new());
+    assert_eq!(support::leftovers(&tb.name), Vec::<String>::new());
 }
 
 #[test]
@@ -230,7 +214,7 @@ fn two_testbeds_run_side_by_side() {
     )
     .expect("second");
     ok(&["down", &one.name]);
-    assert_eq!(leftovers(&one.name), Vec::<String>::new());
+    assert_eq!(support::leftovers(&one.name), Vec::<String>::new());
     assert!(
         ok(&["verify", &two.name]).contains("matches"),
         "removing one must not touch the other"

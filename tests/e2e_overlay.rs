@@ -342,20 +342,6 @@ fn impairments_change_live() {
     assert_eq!(got.len(), 50);
 }
 
-fn leftover_namespaces(name: &str) -> usize {
-    std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .starts_with(&format!("tb-{name}."))
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn the_kernel_limits_rates_and_refuses_what_it_cannot_do() {
     // A rate alone: tbf on both ends of the host's link, visible to verify.
@@ -433,6 +419,6 @@ nodes: [{name: node1, link: {delay: 10ms}}]
         assert!(ok(&["verify", &tb.name]).contains("matches"));
     } else {
         assert!(err.contains("netem qdisc (sch_netem)"), "{err}");
-        assert_eq!(leftover_namespaces(&tb.name), 0);
+        assert_eq!(support::leftovers(&tb.name), Vec::<String>::new());
     }
 }

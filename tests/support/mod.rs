@@ -204,3 +204,21 @@ fn sysctls(dir: &Path) -> String {
     }
     out
 }
+
+/// What testbed `name` left on the machine: its namespaces and its state
+/// directory.
+pub fn leftovers(name: &str) -> Vec<String> {
+    let prefix = format!("tb-{name}.");
+    let mut found: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    if std::path::Path::new(&format!("/run/testbed/{name}")).exists() {
+        found.push(format!("/run/testbed/{name}"));
+    }
+    found
+}
