@@ -143,3 +143,20 @@ fn registry_layout_and_lease_json_match_their_snapshot() {
     std::fs::remove_dir_all(&dir).expect("cleanup");
     insta::assert_snapshot!("registry-nodeport-lb", text);
 }
+
+#[test]
+fn iptables_rules_of_every_example_match_their_snapshot() {
+    for file in examples() {
+        let plan = testbed::load(&file).expect("valid").plan;
+        if plan.services.is_empty() {
+            continue;
+        }
+        let rules = proxy::iptables::render(&plan.services);
+        assert_eq!(
+            rules,
+            proxy::iptables::render(&plan.services),
+            "rendering is pure"
+        );
+        insta::assert_snapshot!(format!("iptables-{}", stem(&file)), rules);
+    }
+}

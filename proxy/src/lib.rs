@@ -5,6 +5,8 @@
 //! nftables, userspace) will program; the modes themselves arrive with
 //! services support.
 
+pub mod iptables;
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::Ipv4Addr;

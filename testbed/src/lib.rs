@@ -31,6 +31,7 @@ pub mod overlay_run;
 pub mod plan;
 pub mod report;
 pub mod runtime;
+pub mod services;
 pub mod topology;
 
 use diag::{Diagnostic, Diagnostics};

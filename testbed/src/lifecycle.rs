@@ -42,6 +42,9 @@ pub enum UpError {
     /// The overlay could not start.
     #[error(transparent)]
     Overlay(#[from] crate::overlay_run::OverlayRunError),
+    /// The service rules could not be loaded.
+    #[error(transparent)]
+    Services(#[from] crate::services::ServicesError),
     /// The supervisor could not start.
     #[error("cannot start the supervisor: {0}")]
     Supervisor(String),
@@ -139,6 +142,10 @@ fn build(
     if plan.cluster.overlay == overlay::Backend::Udp {
         on_progress("starting the overlay daemons");
         crate::overlay_run::start(plan, deadline)?;
+    }
+    if !plan.services.is_empty() && crate::services::supported(plan) {
+        on_progress("programming the services");
+        crate::services::program(plan)?;
     }
     on_progress("starting containers");
     start_supervisor(&plan.name)?;

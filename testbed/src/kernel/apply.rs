@@ -331,7 +331,11 @@ async fn configure(plan: &Plan, ns: &HashMap<&str, &Ns>) -> Result<(), ApplyErro
                                 i.peer.name, p.namespace, p.name
                             ),
                             &n.1.netns,
-                        ))
+                        ))?;
+                    links::set_hairpin(h, &i.peer.name).await.map_err(nl(
+                        format!("setting hairpin mode on {}", i.peer.name),
+                        &n.1.netns,
+                    ))
                 }
             }),
     );

@@ -8,7 +8,8 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
 use rtnetlink::packet_route::neighbour::{NeighbourFlags, NeighbourState};
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
+    RouteMessageBuilder,
 };
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
@@ -40,6 +41,17 @@ pub async fn index(h: &Handle, name: &str) -> NlResult<u32> {
 pub async fn set_up(h: &Handle, name: &str) -> NlResult<()> {
     h.link()
         .set(LinkUnspec::new_with_name(name).up().build())
+        .execute()
+        .await
+}
+
+/// Puts bridge port `name` in hairpin mode, so that a frame may leave by the
+/// port it came in: a pod reaching its own service is DNATed back to itself
+/// (kube-proxy needs the same of its CNI bridge).
+pub async fn set_hairpin(h: &Handle, name: &str) -> NlResult<()> {
+    let idx = index(h, name).await?;
+    h.link()
+        .set_port(LinkBridgePort::new(idx).hairpin(true).build())
         .execute()
         .await
 }

@@ -233,7 +233,18 @@ impl Planner<'_, '_> {
             });
         }
         let pods = self.pods(&placements, &nodes, &mut node_if_names, pod_mtu);
+        let mut nodes = nodes;
         let services = self.services(&pods, &nodes);
+        // The node that announces an external IP holds it (as a /32 on its
+        // LAN interface), so it answers ARP for it, like a bare-metal L2
+        // load balancer.
+        for svc in &services {
+            if let (Some(ip), Some(by)) = (svc.load_balancer_ip, &svc.announced_by) {
+                if let Some(n) = nodes.iter_mut().find(|n| &n.name == by) {
+                    n.uplink.inner.addresses.push(IfAddr { ip, prefix_len: 32 });
+                }
+            }
+        }
         let dns = dns(&nodes, &hosts, &pods, &services);
         Some(Plan {
             version: PLAN_VERSION,
@@ -374,6 +385,14 @@ impl Planner<'_, '_> {
         let mut routes = Vec::new();
         let mut neigh = Vec::new();
         let mut fdb = Vec::new();
+        // The node's own connections to cluster IPs need a route for the
+        // service network, so that the output hook's DNAT sees them.
+        routes.push(Route {
+            dst: c.service_cidr.value.to_string(),
+            via: None,
+            dev: POD_BRIDGE.into(),
+            onlink: false,
+        });
         match c.overlay.value {
             Backend::Udp => routes.push(Route {
                 dst: c.pod_cidr.value.to_string(),

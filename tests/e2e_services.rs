@@ -1,0 +1,159 @@
+//! Services in iptables mode, for real: cluster IPs by name from pods on
+//! every node and from a node, random spread over the endpoints, node ports
+//! and the external IP from a host outside the cluster, ClientIP affinity,
+//! hairpin, UDP, and ports without endpoints refused at once.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use support::{ok, testbed, Testbed};
+
+const TOPO: &str = "
+cluster: {overlay: OVERLAY}
+nodes: [{name: node1}, {name: node2}]
+hosts: [{name: client, containers: [{name: c, command: [sleep, infinity]}]}]
+replicationControllers:
+  - name: web
+    replicas: 3
+    selector: {app: web}
+    template:
+      labels: {app: web}
+      containers:
+        - {name: http, command: [sh, -c, 'd=$(mktemp -d) && hostname > $d/index.html && cd $d && exec python3 -m http.server 8080'], ready: {tcp: 8080}}
+        - name: echo
+          command: [python3, -c, \"import socket,os\\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('0.0.0.0',9000))\\nwhile True:\\n d,a=s.recvfrom(100);s.sendto(os.uname()[1].encode(),a)\"]
+pods:
+  - {name: tester, node: node1, containers: [{name: c, command: [sleep, infinity]}]}
+  - {name: tester2, node: node2, containers: [{name: c, command: [sleep, infinity]}]}
+services:
+  - name: web
+    type: LoadBalancer
+    selector: {app: web}
+    ports:
+      - {name: http, port: 80, targetPort: 8080, nodePort: 30080}
+      - {name: echo, port: 53, targetPort: 9000, protocol: UDP}
+  - name: sticky
+    selector: {app: web}
+    sessionAffinity: ClientIP
+    ports: [{port: 80, targetPort: 8080}]
+  - {name: empty, selector: {app: nothing}, ports: [{port: 80}]}
+";
+
+fn exec(tb: &Testbed, target: &str, cmd: &[&str]) -> (i32, String) {
+    let mut args = vec!["exec", "-t", &tb.name, target, "--"];
+    args.extend_from_slice(cmd);
+    let out = testbed(&args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
+}
+
+/// Runs `n` HTTP requests from `target` to `url` in one process and counts
+/// the answers (each backend answers its own name).
+fn spread(tb: &Testbed, target: &str, url: &str, n: usize) -> BTreeMap<String, usize> {
+    let script = format!(
+        "import urllib.request,collections\nc=collections.Counter()\nfor i in range({n}):\n c[urllib.request.urlopen('{url}',timeout=3).read().decode().strip()]+=1\nfor k,v in sorted(c.items()): print(k,v)"
+    );
+    let (code, out) = exec(tb, target, &["python3", "-c", &script]);
+    assert_eq!(code, 0, "{target} -> {url}: {out}");
+    out.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(0)))
+        .collect()
+}
+
+fn services(overlay: &str) {
+    let tb = Testbed::new("svc", &TOPO.replace("OVERLAY", overlay)).up();
+    let plan: serde_json::Value =
+        serde_json::from_str(&ok(&["plan", "--json", tb.file.to_str().expect("path")]))
+            .expect("plan");
+    let lb = plan["services"][0]["loadBalancerIP"]
+        .as_str()
+        .expect("external IP")
+        .to_string();
+
+    // Cluster IP by name from pods on both nodes: 300 connections reach
+    // every backend, each within a generous bound of a third.
+    for from in ["tester", "tester2"] {
+        let counts = spread(&tb, from, "http://web.default.svc/", 300);
+        assert_eq!(counts.len(), 3, "{from}: {counts:?}");
+        for (backend, n) in &counts {
+            assert!(
+                (60..=140).contains(n),
+                "{from}: {backend} got {n} of 300: {counts:?}"
+            );
+        }
+    }
+    // From a node itself.
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &tb.ns("node.node1"),
+            "curl",
+            "-s",
+            "-m",
+            "3",
+        ])
+        .arg(format!(
+            "http://{}/",
+            plan["services"][0]["clusterIP"]
+                .as_str()
+                .expect("cluster IP")
+        ))
+        .output()
+        .expect("curl");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("web-"),
+        "node to cluster IP"
+    );
+    // Node port on every node, and the external IP, from a host.
+    for url in [
+        "http://node1:30080/",
+        "http://node2:30080/",
+        &format!("http://{lb}/"),
+    ] {
+        let (code, body) = exec(&tb, "client", &["curl", "-s", "-m", "3", url]);
+        assert!(
+            code == 0 && body.starts_with("web-"),
+            "client -> {url}: {code} {body}"
+        );
+    }
+    // ClientIP affinity: one client, one backend.
+    let counts = spread(&tb, "tester", "http://sticky/", 30);
+    assert_eq!(counts.len(), 1, "affinity: {counts:?}");
+    // Hairpin: a backend reaching its own service, and through it itself.
+    let counts = spread(&tb, "web-0", "http://web/", 30);
+    assert!(
+        counts.contains_key("web-0"),
+        "hairpin to itself: {counts:?}"
+    );
+    // UDP.
+    let (code, out) = exec(&tb, "tester", &["python3", "-c", "import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(3);s.sendto(b'x',('web',53));print(s.recv(100).decode())"]);
+    assert!(
+        code == 0 && out.starts_with("web-"),
+        "UDP service: {code} {out}"
+    );
+    // No endpoints: refused at once, no hang.
+    let started = Instant::now();
+    let (code, _) = exec(&tb, "tester", &["curl", "-s", "-m", "5", "http://empty/"]);
+    assert_eq!(code, 7, "curl: connection refused");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(ok(&["verify", &tb.name]).contains("matches"));
+}
+
+#[test]
+fn services_over_the_udp_overlay() {
+    services("udp");
+}
+
+#[test]
+fn services_over_host_gw() {
+    services("host-gw");
+}
