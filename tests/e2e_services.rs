@@ -54,7 +54,7 @@ fn exec(tb: &Testbed, target: &str, cmd: &[&str]) -> (i32, String) {
 /// the answers (each backend answers its own name).
 fn spread(tb: &Testbed, target: &str, url: &str, n: usize) -> BTreeMap<String, usize> {
     let script = format!(
-        "import urllib.request,collections\nc=collections.Counter()\nfor i in range({n}):\n c[urllib.request.urlopen('{url}',timeout=3).read().decode().strip()]+=1\nfor k,v in sorted(c.items()): print(k,v)"
+        "import urllib.request,collections\nc=collections.Counter()\nfor i in range({n}):\n try: c[urllib.request.urlopen('{url}',timeout=3).read().decode().strip()]+=1\n except Exception as e: c['error:'+type(e).__name__]+=1\nfor k,v in sorted(c.items()): print(k,v)"
     );
     let (code, out) = exec(tb, target, &["python3", "-c", &script]);
     assert_eq!(code, 0, "{target} -> {url}: {out}");
@@ -156,4 +156,83 @@ fn services_over_the_udp_overlay() {
 #[test]
 fn services_over_host_gw() {
     services("host-gw");
+}
+
+fn pid_of(tb: &Testbed, pod: &str) -> i32 {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["status", &tb.name, "--json"])).expect("status");
+    v[0]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["owner"] == pod)
+        .and_then(|c| c["pid"].as_i64())
+        .unwrap_or_else(|| panic!("no running container in {pod}")) as i32
+}
+
+#[test]
+fn endpoints_follow_pods() {
+    let http = "[sh, -c, 'd=$(mktemp -d) && hostname > $d/index.html && cd $d && exec python3 -m http.server 8080']";
+    let tb = Testbed::new(
+        "eps",
+        &format!(
+            "
+nodes: [{{name: node1}}, {{name: node2}}]
+pods:
+  - {{name: client, containers: [{{name: c, command: [sleep, infinity]}}]}}
+  - {{name: once, labels: {{app: web}}, containers: [{{name: http, command: {http}, restartPolicy: Never, ready: {{tcp: 8080}}}}]}}
+  - {{name: again, labels: {{app: web}}, containers: [{{name: http, command: {http}, ready: {{tcp: 8080}}}}]}}
+  - {{name: steady, labels: {{app: web}}, containers: [{{name: http, command: {http}, ready: {{tcp: 8080}}}}]}}
+services:
+  - {{name: web, selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}
+"
+        ),
+    )
+    .up();
+    assert_eq!(spread(&tb, "client", "http://web/", 60).len(), 3);
+    let kill = |pod: &str| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid_of(&tb, pod)),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill");
+    };
+    // A pod that is gone for good leaves the rotation promptly: soon every
+    // request succeeds and none reaches it.
+    kill("once");
+    let killed = Instant::now();
+    loop {
+        let counts = spread(&tb, "client", "http://web/", 20);
+        if !counts.keys().any(|k| k == "once" || k.starts_with("error")) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "the dead pod stayed in rotation: {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("endpoint removed within {:?}", killed.elapsed());
+    let counts = spread(&tb, "client", "http://web/", 60);
+    assert!(!counts.contains_key("once"), "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 60);
+    assert!(!counts.keys().any(|k| k.starts_with("error")), "{counts:?}");
+    // A pod that restarts comes back once it is ready again.
+    kill("again");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts = spread(&tb, "client", "http://web/", 30);
+        assert!(!counts.contains_key("once"), "{counts:?}");
+        if counts.contains_key("again")
+            && counts.contains_key("steady")
+            && !counts.keys().any(|k| k.starts_with("error"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted pod never came back: {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }

@@ -67,6 +67,20 @@ pub fn sep_chain(s: &Service, p: &ServicePort, ip: &str, port: u16) -> String {
 /// The rules of every node, as `iptables-restore --noflush` input that also
 /// hooks the testbed's chains into the built-in ones (for a fresh namespace).
 pub fn render(services: &[Service]) -> String {
+    rules(services, services, true)
+}
+
+/// The testbed's chains alone, to replace those loaded before (declaring a
+/// chain in `iptables-restore --noflush` input empties it): what an
+/// endpoint change re-applies, leaving the built-in chains' hooks alone.
+/// `active` are the services with their current endpoints; the chains of
+/// every endpoint of `all` are declared too, so that those of endpoints that
+/// left are emptied rather than left behind.
+pub fn chains(all: &[Service], active: &[Service]) -> String {
+    rules(all, active, false)
+}
+
+fn rules(all: &[Service], services: &[Service], hooks: bool) -> String {
     let mut nat_chains = vec![
         "TB-SERVICES".to_string(),
         "TB-NODEPORTS".into(),
@@ -168,15 +182,35 @@ pub fn render(services: &[Service]) -> String {
         nat,
         "-A TB-SERVICES -m addrtype --dst-type LOCAL -j TB-NODEPORTS"
     );
+    for s in all {
+        for p in s.ports.iter().filter(|p| !p.endpoints.is_empty()) {
+            let svc = svc_chain(s, p);
+            if !nat_chains.contains(&svc) {
+                nat_chains.push(svc);
+            }
+            for e in &p.endpoints {
+                let sep = sep_chain(s, p, &e.ip.to_string(), e.port);
+                if !nat_chains.contains(&sep) {
+                    nat_chains.push(sep);
+                }
+            }
+        }
+    }
     let mut out = String::from("*nat\n");
     for c in &nat_chains {
         let _ = writeln!(out, ":{c} - [0:0]");
     }
-    out.push_str("-A PREROUTING -j TB-SERVICES\n-A OUTPUT -j TB-SERVICES\n-A POSTROUTING -j TB-POSTROUTING\n");
+    if hooks {
+        out.push_str("-A PREROUTING -j TB-SERVICES\n-A OUTPUT -j TB-SERVICES\n-A POSTROUTING -j TB-POSTROUTING\n");
+    }
     out.push_str(&nat);
     out.push_str(&per_port);
     out.push_str("COMMIT\n*filter\n:TB-SERVICES - [0:0]\n:TB-NODEPORTS - [0:0]\n");
-    out.push_str("-A INPUT -j TB-SERVICES\n-A FORWARD -j TB-SERVICES\n-A OUTPUT -j TB-SERVICES\n");
+    if hooks {
+        out.push_str(
+            "-A INPUT -j TB-SERVICES\n-A FORWARD -j TB-SERVICES\n-A OUTPUT -j TB-SERVICES\n",
+        );
+    }
     out.push_str(&filter);
     out.push_str("-A TB-SERVICES -m addrtype --dst-type LOCAL -j TB-NODEPORTS\nCOMMIT\n");
     out
@@ -223,6 +257,24 @@ mod tests {
         assert_eq!(r.matches("-j DNAT --to-destination").count(), 3);
         assert!(r.contains("-A TB-NODEPORTS -p tcp -m tcp --dport 30080"));
         assert_eq!(render(&[svc(3, SessionAffinity::None)]), r, "pure");
+    }
+
+    #[test]
+    fn updates_leave_the_hooks_alone() {
+        let all = render(&[svc(2, SessionAffinity::None)]);
+        let update = chains(
+            &[svc(2, SessionAffinity::None)],
+            &[svc(2, SessionAffinity::None)],
+        );
+        assert!(all.contains("-A PREROUTING -j TB-SERVICES") && !update.contains("PREROUTING"));
+        assert_eq!(all.lines().count(), update.lines().count() + 6);
+        // An endpoint that left: its chain is still declared (emptied).
+        let fewer = chains(
+            &[svc(2, SessionAffinity::None)],
+            &[svc(1, SessionAffinity::None)],
+        );
+        assert_eq!(fewer.matches(":TB-SEP-").count(), 2);
+        assert_eq!(fewer.matches("-j DNAT").count(), 1);
     }
 
     #[test]

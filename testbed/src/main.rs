@@ -376,6 +376,9 @@ fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Supervise { name } => {
+            if let Some(plan) = testbed::lifecycle::running_plan(&name) {
+                std::thread::spawn(move || testbed::services::follow_endpoints(&plan));
+            }
             testbed::runtime::supervise::run_from_state(&name).context("supervisor")?;
             Ok(())
         }

@@ -5,6 +5,7 @@
 
 use crate::kernel::netns::Netns;
 use crate::plan::Plan;
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
@@ -30,12 +31,93 @@ pub fn supported(plan: &Plan) -> bool {
     plan.cluster.proxy == proxy::Mode::Iptables
 }
 
-/// Loads the service rules into every node (iptables mode).
+/// Loads the service rules into every node (iptables mode), hooks included:
+/// for the fresh namespaces of `up`.
 pub fn program(plan: &Plan) -> Result<(), ServicesError> {
     if !supported(plan) {
         return Ok(());
     }
-    let rules = proxy::iptables::render(&plan.services);
+    load(plan, &proxy::iptables::render(&plan.services))
+}
+
+/// The services with only the endpoints of ready pods.
+pub fn with_ready_endpoints(
+    plan: &Plan,
+    ready: &BTreeSet<(String, String)>,
+) -> Vec<proxy::Service> {
+    let mut services = plan.services.clone();
+    for s in &mut services {
+        for p in &mut s.ports {
+            p.endpoints
+                .retain(|e| ready.contains(&(s.namespace.clone(), e.pod.clone())));
+        }
+    }
+    services
+}
+
+/// The pods whose every container runs and is ready, by (namespace, name).
+fn ready_pods(plan: &Plan) -> Option<BTreeSet<(String, String)>> {
+    use crate::runtime::status::State;
+    use crate::runtime::OwnerKind;
+    let status = crate::runtime::status::read(std::path::Path::new(&plan.state_dir)).ok()?;
+    let mut not_ready = BTreeSet::new();
+    for c in status
+        .containers
+        .iter()
+        .filter(|c| c.kind == OwnerKind::Pod)
+    {
+        let ok = match c.state {
+            State::Running => c.ready,
+            State::Exited => true,
+            State::Waiting | State::Failed => false,
+        };
+        if !ok {
+            not_ready.insert((c.namespace.clone().unwrap_or_default(), c.owner.clone()));
+        }
+    }
+    Some(
+        plan.pods
+            .iter()
+            .map(|p| (p.namespace.clone(), p.name.clone()))
+            .filter(|k| !not_ready.contains(k))
+            .collect(),
+    )
+}
+
+/// Keeps every node's rules following the pods: when a pod stops being
+/// ready (its container died, is restarting or failed) its endpoints leave
+/// the rotation, and come back when it is ready again. Runs for as long as
+/// the supervisor does, checking every 200 ms and re-applying only the
+/// testbed's chains, only on a change.
+pub fn follow_endpoints(plan: &Plan) {
+    if !supported(plan) || plan.services.is_empty() {
+        return;
+    }
+    let mut current = plan
+        .pods
+        .iter()
+        .map(|p| (p.namespace.clone(), p.name.clone()))
+        .collect::<BTreeSet<_>>();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let Some(ready) = ready_pods(plan) else {
+            continue;
+        };
+        if ready == current {
+            continue;
+        }
+        let rules = proxy::iptables::chains(&plan.services, &with_ready_endpoints(plan, &ready));
+        match load(plan, &rules) {
+            Ok(()) => {
+                tracing::info!(ready = ready.len(), "service endpoints updated");
+                current = ready;
+            }
+            Err(e) => tracing::warn!(error = %e, "updating service endpoints"),
+        }
+    }
+}
+
+fn load(plan: &Plan, rules: &str) -> Result<(), ServicesError> {
     for n in &plan.nodes {
         let ns = Netns::open(&n.netns)?;
         let fd = ns.file.as_raw_fd();

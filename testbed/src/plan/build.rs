@@ -233,7 +233,6 @@ impl Planner<'_, '_> {
             });
         }
         let pods = self.pods(&placements, &nodes, &mut node_if_names, pod_mtu);
-        let mut nodes = nodes;
         let services = self.services(&pods, &nodes);
         // The node that announces an external IP holds it (as a /32 on its
         // LAN interface), so it answers ARP for it, like a bare-metal L2
