@@ -29,8 +29,10 @@
 //! By default ([`RunOptions::offload`]) the queues carry virtio-net headers
 //! and the TUN has checksum and TCP segmentation offload: a read returns a
 //! TCP super-packet of up to 64 KiB, which is cut in userspace into
-//! MSS-sized packets with their own headers and checksums ([`crate::gso`])
-//! and sent with one UDP GSO `sendmmsg` message per up to 64 datagrams (the
+//! MSS-sized packets with their own headers and checksums ([`crate::gso`];
+//! only the headers are written, each segment's payload is gathered from the
+//! read buffer, uncopied) and sent with one UDP GSO `sendmmsg` message per
+//! up to 64 datagrams (the
 //! kernel cuts it into one datagram per inner packet: the wire format is
 //! flannel's). The sockets have `UDP_GRO`: a receive returns many datagrams
 //! at once, and consecutive in-order TCP segments of a flow are merged back
@@ -846,6 +848,9 @@ const OUT_SLOT: usize = 2 * SLOT;
 const GSO_MAX_BYTES: usize = 65_000;
 /// Control buffer per message, in u64 units (aligned for `cmsghdr`).
 const CTRL_WORDS: usize = 4;
+/// Pieces (headers and payloads) of gathered messages per batch: a burst's
+/// super-packets, two pieces per segment.
+const PARTS: usize = 2 * GSO_BURST * 48;
 
 #[inline]
 fn iov(b: &[u8]) -> libc::iovec {
@@ -909,6 +914,10 @@ struct SendBatch {
     /// Inner packets in each message, and their length (GSO messages).
     segs: Vec<(usize, usize)>,
     n: usize,
+    /// The pieces of gathered messages ([`SendBatch::push_gso_parts`]), and
+    /// how many are used.
+    parts: Vec<libc::iovec>,
+    np: usize,
     /// Whether UDP GSO sends work (cleared at the first refusal).
     gso_ok: bool,
 }
@@ -925,6 +934,8 @@ impl SendBatch {
             ctrl: vec![0; cap * CTRL_WORDS],
             segs: vec![(1, 0); cap],
             n: 0,
+            parts: vec![iov(&[]); PARTS],
+            np: 0,
             gso_ok: true,
         };
         for i in 0..cap {
@@ -942,6 +953,12 @@ impl SendBatch {
         self.n == self.hdrs.len()
     }
 
+    /// Whether a message of `parts` pieces fits.
+    #[inline]
+    fn has_room(&self, parts: usize) -> bool {
+        self.n < self.hdrs.len() && self.np + parts <= self.parts.len()
+    }
+
     #[inline]
     fn push(&mut self, data: &[u8], to: SocketAddrV4) {
         let i = self.n;
@@ -949,9 +966,50 @@ impl SendBatch {
         self.addrs[i] = sockaddr(to);
         self.segs[i] = (1, data.len());
         let h = &mut self.hdrs[i].msg_hdr;
+        h.msg_iov = &mut self.iovs[i];
+        h.msg_iovlen = 1;
         h.msg_control = std::ptr::null_mut();
         h.msg_controllen = 0;
         self.n += 1;
+    }
+
+    /// Queues `count` datagrams, each a header from `hdrs` (`hl` bytes each,
+    /// back to back) followed by its payload from `payload` (`seg_len - hl`
+    /// bytes each, the last may be shorter), gathered from where they are:
+    /// one UDP GSO message when `count > 1`. The caller checks
+    /// [`SendBatch::has_room`] for `2 * count` pieces first.
+    fn push_gso_parts(
+        &mut self,
+        hdrs: &[u8],
+        hl: usize,
+        payload: &[u8],
+        to: SocketAddrV4,
+        seg_len: usize,
+        count: usize,
+    ) {
+        let i = self.n;
+        let first = self.np;
+        let m = seg_len - hl;
+        for j in 0..count {
+            let p = if count == 1 {
+                payload
+            } else {
+                &payload[(j * m).min(payload.len())..((j + 1) * m).min(payload.len())]
+            };
+            self.parts[self.np] = iov(&hdrs[j * hl..(j + 1) * hl]);
+            self.parts[self.np + 1] = iov(p);
+            self.np += 2;
+        }
+        if count > 1 {
+            self.push_gso(&[], to, seg_len, count);
+        } else {
+            self.push(&[], to);
+        }
+        // The message's own iovec only records its length.
+        self.iovs[i].iov_len = hl * count + payload.len();
+        let h = &mut self.hdrs[i].msg_hdr;
+        h.msg_iov = self.parts[first..].as_mut_ptr();
+        h.msg_iovlen = (self.np - first) as _;
     }
 
     /// Queues `count` datagrams of `seg_len` bytes (the last may be shorter)
@@ -1033,10 +1091,15 @@ impl SendBatch {
         shard.add(Counter::TunToUdpPackets, packets);
         shard.add(Counter::TunToUdpBytes, bytes);
         self.n = 0;
+        self.np = 0;
     }
 
     /// Sends GSO message `i`'s datagrams one by one.
     fn send_split(&mut self, fd: RawFd, i: usize, seg_len: usize, shard: &Shard) -> (u64, u64) {
+        let h = self.hdrs[i].msg_hdr;
+        if h.msg_iovlen > 1 {
+            return self.send_split_parts(fd, i, shard);
+        }
         let (base, len) = (self.iovs[i].iov_base as *const u8, self.iovs[i].iov_len);
         // SAFETY: the message's bytes are live (see the type's contract).
         let data = unsafe { std::slice::from_raw_parts(base, len) };
@@ -1058,6 +1121,37 @@ impl SendBatch {
             } else {
                 packets += 1;
                 bytes += seg.len() as u64;
+            }
+        }
+        (packets, bytes)
+    }
+}
+
+impl SendBatch {
+    /// Sends gathered message `i`'s datagrams (header and payload pieces)
+    /// one by one.
+    fn send_split_parts(&mut self, fd: RawFd, i: usize, shard: &Shard) -> (u64, u64) {
+        let h = self.hdrs[i].msg_hdr;
+        let (mut packets, mut bytes) = (0, 0);
+        // `msg_iovlen` is a `size_t` with glibc, an `int` with musl.
+        #[allow(clippy::unnecessary_cast)]
+        let pieces = h.msg_iovlen as usize;
+        for k in (0..pieces).step_by(2) {
+            // SAFETY: the message's pieces are live (see the type's
+            // contract); each datagram is two of them.
+            let r = unsafe {
+                let mut m: libc::msghdr = std::mem::zeroed();
+                m.msg_name = h.msg_name;
+                m.msg_namelen = h.msg_namelen;
+                m.msg_iov = h.msg_iov.add(k);
+                m.msg_iovlen = 2;
+                libc::sendmsg(fd, &m, 0)
+            };
+            if r < 0 {
+                shard.inc(Counter::SendError);
+            } else {
+                packets += 1;
+                bytes += r as u64;
             }
         }
         (packets, bytes)
@@ -1309,6 +1403,37 @@ fn tx_loop(sh: &Shared, tun: RawFd, sock: RawFd, shard: &Shard) {
             }
             // A TCP super-packet: cut it into MSS-sized packets.
             let o = &mut out[i * OUT_SLOT..(i + 1) * OUT_SLOT];
+            if engine.is_none() && batch.gso_ok {
+                // Only the headers are written; the payloads are sent from
+                // the read buffer.
+                let pkt = &buf[..len];
+                let Some((segs, hl)) = gso::segment_tcp4_headers(pkt, vh.gso_size.into(), o) else {
+                    shard.inc(Counter::TunMalformed);
+                    continue;
+                };
+                shard.inc(Counter::GsoSegmented);
+                let payload = &pkt[hl..];
+                let mss = segs.seg_len - hl;
+                let per = (GSO_MAX_BYTES / segs.seg_len).clamp(1, gso::MAX_SEGMENTS);
+                let mut k = 0;
+                while k < segs.count {
+                    let c = per.min(segs.count - k);
+                    if !batch.has_room(2 * c) {
+                        batch.flush(sock, shard);
+                    }
+                    let p_end = ((k + c) * mss).min(payload.len());
+                    batch.push_gso_parts(
+                        &o[k * hl..(k + c) * hl],
+                        hl,
+                        &payload[k * mss..p_end],
+                        to,
+                        segs.seg_len,
+                        c,
+                    );
+                    k += c;
+                }
+                continue;
+            }
             let Some(segs) = gso::segment_tcp4(&buf[..len], vh.gso_size.into(), o) else {
                 shard.inc(Counter::TunMalformed);
                 continue;
@@ -1619,6 +1744,55 @@ mod tests {
         }
         let order: Vec<u64> = std::iter::from_fn(|| heap.pop().map(|h| h.seq)).collect();
         assert_eq!(order, vec![2, 3, 4, 1]);
+    }
+
+    /// Gathered GSO messages arrive as one datagram per segment, header then
+    /// payload, whether the kernel cuts them or they are sent one by one.
+    #[test]
+    fn gathered_messages_arrive_one_datagram_per_segment() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let to = match rx.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        let tx = udp_socket(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), false).unwrap();
+        let hdrs: Vec<u8> = (0..5u8).flat_map(|i| [b'h', i, i, i]).collect();
+        let payload: Vec<u8> = (0..43u32).map(|i| i as u8).collect();
+        let stats = Stats::new(1);
+        let shard = stats.shard(0);
+        let expect: Vec<Vec<u8>> = (0..5)
+            .map(|i| {
+                let mut d = hdrs[i * 4..i * 4 + 4].to_vec();
+                d.extend_from_slice(&payload[i * 10..(i * 10 + 10).min(43)]);
+                d
+            })
+            .collect();
+        let mut b = SendBatch::new(4);
+        for split in [false, true] {
+            assert!(b.has_room(10));
+            b.push_gso_parts(&hdrs, 4, &payload, to, 14, 5);
+            // And a lone segment, without GSO.
+            b.push_gso_parts(&hdrs[..4], 4, &payload[..7], to, 11, 1);
+            if split {
+                let (p, n) = b.send_split(tx.as_raw_fd(), 0, 14, shard);
+                assert_eq!((p, n), (5, 63));
+                let (p, n) = b.send_split(tx.as_raw_fd(), 1, 11, shard);
+                assert_eq!((p, n), (1, 11));
+                b.n = 0;
+                b.np = 0;
+            } else {
+                b.flush(tx.as_raw_fd(), shard);
+                assert_eq!((b.n, b.np), (0, 0));
+            }
+            let mut buf = [0u8; 100];
+            for e in &expect {
+                let n = rx.recv(&mut buf).unwrap();
+                assert_eq!(&buf[..n], &e[..], "split {split}");
+            }
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[b'h', 0, 0, 0, 0, 1, 2, 3, 4, 5, 6]);
+        }
     }
 
     #[test]

@@ -77,18 +77,27 @@ impl VnetHdr {
 }
 
 /// Adds `data` as big-endian 16-bit words to a ones' complement sum
-/// (unfolded). Reads 4 bytes at a time; an odd last byte is padded with zero.
+/// (unfolded); an odd last byte is padded with zero.
+///
+/// The data is summed as little-endian 64-bit words (each split into two
+/// 32-bit halves, so the accumulator cannot overflow below 2^32 words: a
+/// loop the compiler vectorizes, without byte swaps), folded to 16 bits and
+/// swapped once at the end: a ones' complement sum does not depend on the
+/// byte order it is computed in (RFC 1071, 2.B).
 #[inline]
 pub fn sum(data: &[u8], initial: u64) -> u64 {
-    let mut acc = initial;
-    let mut chunks = data.chunks_exact(4);
+    let mut acc = 0u64;
+    let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+        let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        acc += (v & 0xffff_ffff) + (v >> 32);
     }
     let rest = chunks.remainder();
-    let mut tail = [0u8; 4];
+    let mut tail = [0u8; 8];
     tail[..rest.len()].copy_from_slice(rest);
-    acc + u64::from(u32::from_be_bytes(tail))
+    let v = u64::from_le_bytes(tail);
+    acc += (v & 0xffff_ffff) + (v >> 32);
+    initial + u64::from(fold(acc).swap_bytes())
 }
 
 /// Folds a sum to 16 bits (not complemented).
@@ -140,6 +149,23 @@ pub struct Segments {
 /// on the first) and a full checksum. `None` if the packet is not TCP, is
 /// fragmented, or `out` is too short.
 pub fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut [u8]) -> Option<Segments> {
+    segment(pkt, mss, out, true)
+}
+
+/// [`segment_tcp4`] without copying the payload: writes only each segment's
+/// IP and TCP headers (checksums included), `hdrs` bytes each, back to back
+/// into `out`; segment `i`'s payload is `pkt[hdrs + i * mss..]` (at most
+/// `mss` bytes), to be sent from where it is. The returned [`Segments`]
+/// describe the segments as [`segment_tcp4`] would lay them out; `hdrs` is
+/// `seg_len - mss` when `count > 1`, and `total - payload` in any case.
+pub fn segment_tcp4_headers(pkt: &[u8], mss: usize, out: &mut [u8]) -> Option<(Segments, usize)> {
+    let s = segment(pkt, mss, out, false)?;
+    let h = packet::parse(pkt).ok()?;
+    let hdrs = h.header_len + usize::from(pkt[h.header_len + 12] >> 4) * 4;
+    Some((s, hdrs))
+}
+
+fn segment(pkt: &[u8], mss: usize, out: &mut [u8], copy: bool) -> Option<Segments> {
     let h = packet::parse(pkt).ok()?;
     if h.protocol != PROTO_TCP || h.fragment_offset != 0 || mss == 0 {
         return None;
@@ -154,7 +180,7 @@ pub fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut [u8]) -> Option<Segments> 
     let payload = &pkt[hdrs..];
     let count = payload.len().div_ceil(mss).max(1);
     let total = count * hdrs + payload.len();
-    if out.len() < total {
+    if out.len() < if copy { total } else { count * hdrs } {
         return None;
     }
     let ip_id = u16::from_be_bytes([pkt[4], pkt[5]]);
@@ -167,11 +193,16 @@ pub fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut [u8]) -> Option<Segments> 
         .chain(payload.is_empty().then_some(&[][..]))
         .enumerate()
     {
-        let seg = &mut out[at..at + hdrs + chunk.len()];
-        seg[..hdrs].copy_from_slice(&pkt[..hdrs]);
-        seg[hdrs..].copy_from_slice(chunk);
-        // IP header.
         let len = hdrs + chunk.len();
+        let seg = if copy {
+            let seg = &mut out[at..at + len];
+            seg[hdrs..].copy_from_slice(chunk);
+            seg
+        } else {
+            &mut out[at..at + hdrs]
+        };
+        seg[..hdrs].copy_from_slice(&pkt[..hdrs]);
+        // IP header.
         seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
         seg[4..6].copy_from_slice(&ip_id.wrapping_add(i as u16).to_be_bytes());
         seg[10..12].fill(0);
@@ -189,9 +220,14 @@ pub fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut [u8]) -> Option<Segments> 
         }
         t[13] = f;
         t[16..18].fill(0);
-        let c = !fold(sum(t, pseudo_sum(src, dst, PROTO_TCP, t.len())));
+        // The TCP header is a multiple of 4 bytes long: its sum and the
+        // payload's add up as one.
+        let c = !fold(sum(
+            &t[..doff],
+            sum(chunk, pseudo_sum(src, dst, PROTO_TCP, len - ihl)),
+        ));
         t[16..18].copy_from_slice(&c.to_be_bytes());
-        at += len;
+        at += if copy { len } else { hdrs };
     }
     Some(Segments {
         count,
@@ -502,16 +538,26 @@ mod tests {
         )) == 0xffff
     }
 
+    /// The plain big-endian 16-bit word sum.
+    fn sum_words_ref(d: &[u8]) -> u64 {
+        d.chunks(2)
+            .map(|c| u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum()
+    }
+
     #[test]
     fn sum_matches_the_reference_checksum() {
-        let data: Vec<u8> = (0..1001u32).map(|i| (i * 7 + 3) as u8).collect();
-        for n in [0, 1, 2, 3, 4, 5, 19, 20, 1000, 1001] {
-            assert_eq!(
-                !fold(sum(&data[..n], 0)),
-                packet::checksum(&data[..n]),
-                "{n}"
-            );
+        let data: Vec<u8> = (0..1004u32).map(|i| (i * 7 + 3) as u8).collect();
+        for n in (0..40).chain([1000, 1001]) {
+            for start in [0, 1, 3] {
+                let d = &data[start..start + n];
+                assert_eq!(!fold(sum(d, 0)), packet::checksum(d), "{n} {start}");
+                assert_eq!(fold(sum(d, 0xfffe)), fold(sum_words_ref(d) + 0xfffe));
+            }
         }
+        // All ones: the sum stays 0xffff, never becomes 0.
+        assert_eq!(fold(sum(&[0xff; 64], 0)), 0xffff);
+        assert_eq!(fold(sum(&[0; 64], 0)), 0);
     }
 
     #[test]
@@ -573,6 +619,16 @@ mod tests {
             segs.push(seg.to_vec());
             at += len;
         }
+        // Headers only: the same headers, the payload left where it is.
+        let mut hout = vec![0u8; 8 * 52];
+        let (hs, hl) = segment_tcp4_headers(&big, 1388, &mut hout).unwrap();
+        assert_eq!((hs, hl), (s, 52));
+        for (i, seg) in segs.iter().enumerate() {
+            assert_eq!(&hout[i * 52..(i + 1) * 52], &seg[..52], "segment {i}");
+            let p = &big[52 + i * 1388..(52 + (i + 1) * 1388).min(big.len())];
+            assert_eq!(&seg[52..], p);
+        }
+        assert_eq!(segment_tcp4_headers(&big, 1388, &mut hout[..7 * 52]), None);
         // Merge them back (without the CWR of the first, which is not mergeable).
         let mut buf = Vec::new();
         let mut c = Coalescer::new();
@@ -658,7 +714,10 @@ mod tests {
                 let j = (next() as usize) % p.len();
                 p[j] = next() as u8;
             }
-            let _ = segment_tcp4(&p, (next() % 2000) as usize, &mut out);
+            let mss = (next() % 2000) as usize;
+            let a = segment_tcp4(&p, mss, &mut out);
+            let b = segment_tcp4_headers(&p, mss, &mut out).map(|x| x.0);
+            assert_eq!(a, b);
             let _ = complete_partial_csum(&mut p, (next() % 100) as usize, (next() % 40) as usize);
             if let Ok(h) = packet::parse(&p) {
                 let mut c = Coalescer::new();
