@@ -1,4 +1,4 @@
-//! Services in iptables mode, for real: cluster IPs by name from pods on
+//! Services in the iptables and nftables modes, for real: cluster IPs by name from pods on
 //! every node and from a node, random spread over the endpoints, node ports
 //! and the external IP from a host outside the cluster, ClientIP affinity,
 //! hairpin, UDP, and ports without endpoints refused at once.
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use support::{ok, testbed, Testbed};
 
 const TOPO: &str = "
-cluster: {overlay: OVERLAY}
+cluster: {overlay: OVERLAY, proxy: PROXY}
 nodes: [{name: node1}, {name: node2}]
 hosts: [{name: client, containers: [{name: c, command: [sleep, infinity]}]}]
 replicationControllers:
@@ -64,8 +64,12 @@ fn spread(tb: &Testbed, target: &str, url: &str, n: usize) -> BTreeMap<String, u
         .collect()
 }
 
-fn services(overlay: &str) {
-    let tb = Testbed::new("svc", &TOPO.replace("OVERLAY", overlay)).up();
+fn services(overlay: &str, proxy: &str) {
+    let tb = Testbed::new(
+        "svc",
+        &TOPO.replace("OVERLAY", overlay).replace("PROXY", proxy),
+    )
+    .up();
     let plan: serde_json::Value =
         serde_json::from_str(&ok(&["plan", "--json", tb.file.to_str().expect("path")]))
             .expect("plan");
@@ -150,12 +154,17 @@ fn services(overlay: &str) {
 
 #[test]
 fn services_over_the_udp_overlay() {
-    services("udp");
+    services("udp", "iptables");
 }
 
 #[test]
 fn services_over_host_gw() {
-    services("host-gw");
+    services("host-gw", "iptables");
+}
+
+#[test]
+fn services_in_nftables_mode() {
+    services("udp", "nftables");
 }
 
 fn pid_of(tb: &Testbed, pod: &str) -> i32 {
@@ -172,11 +181,21 @@ fn pid_of(tb: &Testbed, pod: &str) -> i32 {
 
 #[test]
 fn endpoints_follow_pods() {
+    endpoints_follow("iptables");
+}
+
+#[test]
+fn endpoints_follow_pods_in_nftables_mode() {
+    endpoints_follow("nftables");
+}
+
+fn endpoints_follow(proxy: &str) {
     let http = "[sh, -c, 'd=$(mktemp -d) && hostname > $d/index.html && cd $d && exec python3 -m http.server 8080']";
     let tb = Testbed::new(
         "eps",
         &format!(
             "
+cluster: {{proxy: {proxy}}}
 nodes: [{{name: node1}}, {{name: node2}}]
 pods:
   - {{name: client, containers: [{{name: c, command: [sleep, infinity]}}]}}

@@ -158,5 +158,7 @@ fn iptables_rules_of_every_example_match_their_snapshot() {
             "rendering is pure"
         );
         insta::assert_snapshot!(format!("iptables-{}", stem(&file)), rules);
+        let nft = proxy::nftables::render(&plan.services, &plan.services);
+        insta::assert_snapshot!(format!("nftables-{}", stem(&file)), nft);
     }
 }

@@ -6,6 +6,7 @@
 //! services support.
 
 pub mod iptables;
+pub mod nftables;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -1,7 +1,9 @@
 //! Programs the service proxy of every node of a running testbed. The
 //! iptables mode renders kube-proxy-style chains (`proxy::iptables`) and
 //! loads them into each node's namespace in one `iptables-restore --noflush`
-//! transaction per node; the nftables and userspace modes are not built yet.
+//! transaction per node; the nftables mode renders one table
+//! (`proxy::nftables`) loaded with one `nft -f` transaction per node; the
+//! userspace mode is not built yet.
 
 use crate::kernel::netns::Netns;
 use crate::plan::Plan;
@@ -17,7 +19,7 @@ pub enum ServicesError {
     #[error(transparent)]
     Netns(#[from] crate::kernel::netns::NetnsError),
     /// iptables-restore failed or is missing.
-    #[error("loading the service rules into node `{node}` with iptables-restore: {message}")]
+    #[error("loading the service rules into node `{node}`: {message}")]
     Restore {
         /// The node.
         node: String,
@@ -28,7 +30,37 @@ pub enum ServicesError {
 
 /// Whether this build programs the plan's proxy mode.
 pub fn supported(plan: &Plan) -> bool {
-    plan.cluster.proxy == proxy::Mode::Iptables
+    matches!(
+        plan.cluster.proxy,
+        proxy::Mode::Iptables | proxy::Mode::Nftables
+    )
+}
+
+/// The rules for `active` (the plan's services with their current
+/// endpoints), and the program that loads them: for `up` (`first`, hooks
+/// included) or for an update.
+fn rules(
+    plan: &Plan,
+    active: &[proxy::Service],
+    first: bool,
+) -> (&'static str, &'static [&'static str], String) {
+    match plan.cluster.proxy {
+        proxy::Mode::Nftables => (
+            "nft",
+            &["-f", "-"],
+            proxy::nftables::render(&plan.services, active),
+        ),
+        _ if first => (
+            "iptables-restore",
+            &["--noflush"],
+            proxy::iptables::render(active),
+        ),
+        _ => (
+            "iptables-restore",
+            &["--noflush"],
+            proxy::iptables::chains(&plan.services, active),
+        ),
+    }
 }
 
 /// Loads the service rules into every node (iptables mode), hooks included:
@@ -37,7 +69,7 @@ pub fn program(plan: &Plan) -> Result<(), ServicesError> {
     if !supported(plan) {
         return Ok(());
     }
-    load(plan, &proxy::iptables::render(&plan.services))
+    load(plan, rules(plan, &plan.services, true))
 }
 
 /// The services with only the endpoints of ready pods.
@@ -106,8 +138,10 @@ pub fn follow_endpoints(plan: &Plan) {
         if ready == current {
             continue;
         }
-        let rules = proxy::iptables::chains(&plan.services, &with_ready_endpoints(plan, &ready));
-        match load(plan, &rules) {
+        match load(
+            plan,
+            rules(plan, &with_ready_endpoints(plan, &ready), false),
+        ) {
             Ok(()) => {
                 tracing::info!(ready = ready.len(), "service endpoints updated");
                 current = ready;
@@ -117,7 +151,7 @@ pub fn follow_endpoints(plan: &Plan) {
     }
 }
 
-fn load(plan: &Plan, rules: &str) -> Result<(), ServicesError> {
+fn load(plan: &Plan, (program, args, rules): (&str, &[&str], String)) -> Result<(), ServicesError> {
     for n in &plan.nodes {
         let ns = Netns::open(&n.netns)?;
         let fd = ns.file.as_raw_fd();
@@ -125,8 +159,8 @@ fn load(plan: &Plan, rules: &str) -> Result<(), ServicesError> {
             node: n.name.clone(),
             message,
         };
-        let mut cmd = Command::new("iptables-restore");
-        cmd.arg("--noflush")
+        let mut cmd = Command::new(program);
+        cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -143,7 +177,7 @@ fn load(plan: &Plan, rules: &str) -> Result<(), ServicesError> {
         }
         let mut child = cmd.spawn().map_err(|e| {
             restore(if e.kind() == std::io::ErrorKind::NotFound {
-                "iptables-restore is not installed (Debian: apt-get install iptables)".into()
+                format!("{program} is not installed (Debian: apt-get install iptables nftables)")
             } else {
                 e.to_string()
             })
