@@ -161,6 +161,17 @@ enum Command {
         /// The testbed's name.
         name: String,
     },
+    /// Print the service rules every node gets (iptables-restore or nft input).
+    Rules {
+        /// The topology file.
+        file: PathBuf,
+        /// The proxy mode (default: the file's `cluster.proxy`).
+        #[arg(long, value_parser = ["iptables", "nftables"])]
+        mode: Option<String>,
+        /// The rules an endpoint change loads, rather than those of `up`.
+        #[arg(long)]
+        update: bool,
+    },
     /// Draw a topology: nodes, pods, hosts, bridges, links and services.
     Graph {
         /// The topology file.
@@ -381,6 +392,19 @@ fn run(command: Command) -> Result<(), Failure> {
             }
             testbed::runtime::supervise::run_from_state(&name).context("supervisor")?;
             Ok(())
+        }
+        Command::Rules { file, mode, update } => {
+            let plan = load(&file)?.plan;
+            let nft = match mode.as_deref() {
+                Some(m) => m == "nftables",
+                None => plan.cluster.proxy == proxy::Mode::Nftables,
+            };
+            let text = match (nft, update) {
+                (true, _) => proxy::nftables::render(&plan.services, &plan.services),
+                (false, false) => proxy::iptables::render(&plan.services),
+                (false, true) => proxy::iptables::chains(&plan.services, &plan.services),
+            };
+            print(&text)
         }
         Command::Graph { file, format } => {
             let loaded = load(&file)?;
