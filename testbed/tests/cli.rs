@@ -157,3 +157,22 @@ fn help_is_available_everywhere() {
         assert!(text(&out.stdout).contains("Usage:"), "{cmd:?}");
     }
 }
+
+#[test]
+fn rules_prints_what_each_mode_loads() {
+    let ipt = text(&testbed(&["rules", "topologies/web.yaml"]).stdout);
+    assert!(
+        ipt.starts_with("*nat\n") && ipt.contains("-A PREROUTING -j TB-SERVICES"),
+        "{ipt}"
+    );
+    let update = text(&testbed(&["rules", "topologies/web.yaml", "--update"]).stdout);
+    assert!(
+        update.contains("-A TB-SERVICES") && !update.contains("PREROUTING"),
+        "{update}"
+    );
+    let nft = text(&testbed(&["rules", "topologies/web.yaml", "--mode", "nftables"]).stdout);
+    assert!(
+        nft.contains("table ip testbed {") && nft.contains("numgen random mod 2"),
+        "{nft}"
+    );
+}
