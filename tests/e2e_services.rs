@@ -78,6 +78,16 @@ fn services(overlay: &str, proxy: &str) {
         .expect("external IP")
         .to_string();
 
+    // `up` returns with services that answer: the very first request works.
+    let (code, body) = exec(
+        &tb,
+        "tester",
+        &["curl", "-s", "-m", "3", "http://web.default.svc/"],
+    );
+    assert!(
+        code == 0 && body.starts_with("web-"),
+        "first request after up: {code} {body}"
+    );
     // Cluster IP by name from pods on both nodes: 300 connections reach
     // every backend, each within a generous bound of a third.
     for from in ["tester", "tester2"] {

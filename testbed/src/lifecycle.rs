@@ -156,6 +156,8 @@ fn build(
             what: e.to_string(),
         }
     })?;
+    // Services answer once the rules hold the endpoints of the ready pods.
+    crate::services::wait_programmed(plan, deadline);
     Ok(UpOutcome::Started(timings))
 }
 

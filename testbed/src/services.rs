@@ -144,10 +144,49 @@ pub fn follow_endpoints(plan: &Plan) {
         ) {
             Ok(()) => {
                 tracing::info!(ready = ready.len(), "service endpoints updated");
+                write_programmed(plan, &ready);
                 current = ready;
             }
             Err(e) => tracing::warn!(error = %e, "updating service endpoints"),
         }
+    }
+}
+
+/// The file where the supervisor records which pods' endpoints the nodes'
+/// rules hold.
+fn programmed_path(plan: &Plan) -> std::path::PathBuf {
+    std::path::Path::new(&plan.state_dir).join("endpoints.json")
+}
+
+fn write_programmed(plan: &Plan, ready: &BTreeSet<(String, String)>) {
+    let path = programmed_path(plan);
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_string(ready).unwrap_or_default();
+    if std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .is_err()
+    {
+        tracing::warn!(path = %path.display(), "cannot record the programmed endpoints");
+    }
+}
+
+/// Waits until the nodes' rules hold the endpoints of every pod that is
+/// ready now, so that `up` returns with services that answer. Gives up
+/// quietly at `deadline` (the rules follow within a poll anyway).
+pub fn wait_programmed(plan: &Plan, deadline: std::time::Instant) {
+    if !supported(plan) || plan.services.is_empty() {
+        return;
+    }
+    while std::time::Instant::now() < deadline {
+        let want = ready_pods(plan);
+        let have: Option<BTreeSet<(String, String)>> =
+            std::fs::read_to_string(programmed_path(plan))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+        if want.is_some() && want == have {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
