@@ -253,10 +253,6 @@ fn load(file: &std::path::Path) -> Result<Loaded, Failure> {
             }
             Ok(loaded)
         }
-        Err(e @ LoadError::Read { .. }) => {
-            eprint!("{}", e.render());
-            Err(Failure::BadInput)
-        }
         Err(e) => {
             eprint!("{}", e.render());
             Err(Failure::BadInput)
@@ -394,17 +390,13 @@ fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Rules { file, mode, update } => {
-            let plan = load(&file)?.plan;
-            let nft = match mode.as_deref() {
-                Some(m) => m == "nftables",
-                None => plan.cluster.proxy == proxy::Mode::Nftables,
-            };
-            let text = match (nft, update) {
-                (true, _) => proxy::nftables::render(&plan.services, &plan.services),
-                (false, false) => proxy::iptables::render(&plan.services),
-                (false, true) => proxy::iptables::chains(&plan.services, &plan.services),
-            };
-            print(&text)
+            let mut plan = load(&file)?.plan;
+            match mode.as_deref() {
+                Some("nftables") => plan.cluster.proxy = proxy::Mode::Nftables,
+                Some(_) => plan.cluster.proxy = proxy::Mode::Iptables,
+                None => {}
+            }
+            print(&testbed::services::rendered(&plan, !update))
         }
         Command::Graph { file, format } => {
             let loaded = load(&file)?;

@@ -63,6 +63,13 @@ fn rules(
     }
 }
 
+/// The text the plan's proxy mode loads into every node with all endpoints:
+/// at `up` (`first`, hooks included) or as an update (what `testbed rules`
+/// prints).
+pub fn rendered(plan: &Plan, first: bool) -> String {
+    rules(plan, &plan.services, first).2
+}
+
 /// Loads the service rules into every node (iptables mode), hooks included:
 /// for the fresh namespaces of `up`.
 pub fn program(plan: &Plan) -> Result<(), ServicesError> {

@@ -98,6 +98,9 @@ async fn read(h: &Handle, ns: &str) -> Result<NsState, ObserveError> {
             }
         }
     }
+    let qdiscs = crate::kernel::qdisc::roots(h)
+        .await
+        .map_err(err("qdiscs"))?;
     let mut state = NsState::default();
     for l in &links {
         let mut s = LinkState {
@@ -127,13 +130,10 @@ async fn read(h: &Handle, ns: &str) -> Result<NsState, ObserveError> {
                 _ => {}
             }
         }
-        s.qdisc = match crate::kernel::qdisc::root(h, l.header.index)
-            .await
-            .map_err(err("qdiscs"))?
-        {
-            Some((kind, _)) if kind == "netem" => Some(kind),
+        s.qdisc = match qdiscs.get(&l.header.index) {
+            Some((kind, _)) if kind == "netem" => Some(kind.clone()),
             Some((kind, Some(rate))) if kind == "tbf" => {
-                Some(format!("tbf {}", crate::topology::units::Rate(rate)))
+                Some(format!("tbf {}", crate::topology::units::Rate(*rate)))
             }
             _ => None,
         };

@@ -295,21 +295,29 @@ fn tbf_rate(options: &[u8]) -> Option<u64> {
 
 /// The root qdisc kind of `ifindex` and, for tbf, its rate in bits/s.
 pub async fn root(h: &Handle, ifindex: u32) -> Result<Option<(String, Option<u64>)>, Error> {
-    let mut dump = h.qdisc().get().index(ifindex as i32).execute();
-    let mut found = None;
+    Ok(roots(h).await?.remove(&ifindex))
+}
+
+/// The root qdisc of every interface of the namespace, by interface index,
+/// from one dump: kind and, for tbf, the rate in bits/s.
+pub async fn roots(
+    h: &Handle,
+) -> Result<std::collections::HashMap<u32, (String, Option<u64>)>, Error> {
+    let mut dump = h.qdisc().get().execute();
+    let mut found = std::collections::HashMap::new();
     while let Some(msg) = dump.try_next().await? {
-        if msg.header.index != ifindex as i32 || msg.header.parent != TcHandle::ROOT {
+        if msg.header.parent != TcHandle::ROOT {
             continue;
         }
         let kind = msg.attributes.iter().find_map(|a| match a {
             TcAttribute::Kind(k) => Some(k.clone()),
             _ => None,
         });
-        if let (Some(kind), None) = (kind, &found) {
+        if let Some(kind) = kind {
             let rate = (kind == "tbf")
                 .then(|| tbf_rate(&option_bytes(&msg.attributes)))
                 .flatten();
-            found = Some((kind, rate));
+            found.entry(msg.header.index as u32).or_insert((kind, rate));
         }
     }
     Ok(found)
