@@ -1,4 +1,4 @@
-//! Services in the iptables and nftables modes, for real: cluster IPs by name from pods on
+//! Services in the iptables, nftables and userspace modes, for real: cluster IPs by name from pods on
 //! every node and from a node, random spread over the endpoints, node ports
 //! and the external IP from a host outside the cluster, ClientIP affinity,
 //! hairpin, UDP, and ports without endpoints refused at once.
@@ -159,6 +159,16 @@ fn services(overlay: &str, proxy: &str) {
         "took {:?}",
         started.elapsed()
     );
+    // What the kernel holds, node by node, is the mode's rule set.
+    let installed = ok(&["inspect", &tb.name, "--rules"]);
+    let marker = match proxy {
+        "nftables" => "numgen random mod 3 map",
+        "userspace" => "-j REDIRECT --to-ports",
+        _ => "-m statistic --mode random --probability 0.333333333",
+    };
+    assert_eq!(installed.matches("# node ").count(), 2, "{installed}");
+    assert_eq!(installed.matches(marker).count() % 2, 0, "{installed}");
+    assert!(installed.contains(marker), "{installed}");
     assert!(ok(&["verify", &tb.name]).contains("matches"));
 }
 
@@ -175,6 +185,52 @@ fn services_over_host_gw() {
 #[test]
 fn services_in_nftables_mode() {
     services("udp", "nftables");
+}
+
+#[test]
+fn services_in_userspace_mode() {
+    services("udp", "userspace");
+}
+
+/// In userspace mode the proxy takes the backends round-robin in an order
+/// shuffled with the topology's seed: two runs of the same file see the
+/// same sequence of backends.
+#[test]
+fn userspace_backend_sequence_repeats_with_the_seed() {
+    let topo = "
+seed: 42
+cluster: {proxy: userspace}
+nodes: [{name: node1}, {name: node2}]
+replicationControllers:
+  - name: web
+    replicas: 4
+    selector: {app: web}
+    template:
+      labels: {app: web}
+      containers:
+        - {name: http, command: [sh, -c, 'd=$(mktemp -d) && hostname > $d/index.html && cd $d && exec python3 -m http.server 8080'], ready: {tcp: 8080}}
+pods:
+  - {name: tester, node: node1, containers: [{name: c, command: [sleep, infinity]}]}
+services:
+  - {name: web, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
+";
+    let script = "import urllib.request\nfor i in range(12): print(urllib.request.urlopen('http://web/',timeout=3).read().decode().strip())";
+    let run = || {
+        let tb = Testbed::new("seq", topo).up();
+        let (code, out) = exec(&tb, "tester", &["python3", "-c", script]);
+        assert_eq!(code, 0, "{out}");
+        out.lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    let first = run();
+    assert_eq!(first.len(), 12, "{first:?}");
+    // Round-robin: every four requests visit each backend once.
+    for round in first.chunks(4) {
+        let mut r = round.to_vec();
+        r.sort();
+        assert_eq!(r, ["web-0", "web-1", "web-2", "web-3"], "{first:?}");
+    }
+    assert_eq!(first[..4], first[4..8], "the same order every round");
+    assert_eq!(run(), first, "the same seed, the same backends");
 }
 
 fn pid_of(tb: &Testbed, pod: &str) -> i32 {
@@ -197,6 +253,11 @@ fn endpoints_follow_pods() {
 #[test]
 fn endpoints_follow_pods_in_nftables_mode() {
     endpoints_follow("nftables");
+}
+
+#[test]
+fn endpoints_follow_pods_in_userspace_mode() {
+    endpoints_follow("userspace");
 }
 
 fn endpoints_follow(proxy: &str) {
@@ -244,6 +305,25 @@ services:
     eprintln!("endpoint removed within {:?}", killed.elapsed());
     let counts = spread(&tb, "client", "http://web/", 60);
     assert!(!counts.contains_key("once"), "{counts:?}");
+    if proxy != "userspace" {
+        // Its endpoint is gone from the rules installed on every node.
+        let plan: serde_json::Value =
+            serde_json::from_str(&ok(&["plan", "--json", tb.file.to_str().expect("path")]))
+                .expect("plan");
+        let ip = plan["pods"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "once"))
+            .and_then(|p| p["ip"].as_str())
+            .expect("once's address")
+            .to_string();
+        let installed = ok(&["inspect", &tb.name, "--rules"]);
+        assert!(
+            !installed.contains(&format!("{ip} ")) && !installed.contains(&format!("{ip}:")),
+            "{installed}"
+        );
+        let status = ok(&["status", &tb.name, "--json"]);
+        assert!(!status.contains(&format!("{ip}:8080")), "{status}");
+    }
     assert_eq!(counts.values().sum::<usize>(), 60);
     assert!(!counts.keys().any(|k| k.starts_with("error")), "{counts:?}");
     // A pod that restarts comes back once it is ready again.

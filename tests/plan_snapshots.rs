@@ -145,7 +145,7 @@ fn registry_layout_and_lease_json_match_their_snapshot() {
 }
 
 #[test]
-fn iptables_rules_of_every_example_match_their_snapshot() {
+fn service_rules_of_every_example_match_their_snapshot() {
     for file in examples() {
         let plan = testbed::load(&file).expect("valid").plan;
         if plan.services.is_empty() {
@@ -158,7 +158,35 @@ fn iptables_rules_of_every_example_match_their_snapshot() {
             "rendering is pure"
         );
         insta::assert_snapshot!(format!("iptables-{}", stem(&file)), rules);
-        let nft = proxy::nftables::render(&plan.services, &plan.services);
+        let nft = proxy::nftables::render(&plan.services);
         insta::assert_snapshot!(format!("nftables-{}", stem(&file)), nft);
+        let portals = proxy::portals::render(&plan.services, true);
+        insta::assert_snapshot!(format!("userspace-{}", stem(&file)), portals);
+        // What one endpoint leaving changes, in each mode: only its port.
+        if let Some(pod) = plan
+            .services
+            .iter()
+            .flat_map(|s| &s.ports)
+            .flat_map(|p| &p.endpoints)
+            .map(|e| e.pod.clone())
+            .next()
+        {
+            let update = ["iptables", "nftables"]
+                .iter()
+                .map(|mode| {
+                    let mut plan = plan.clone();
+                    plan.cluster.proxy = if *mode == "iptables" {
+                        proxy::Mode::Iptables
+                    } else {
+                        proxy::Mode::Nftables
+                    };
+                    format!(
+                        "# {mode}, without {pod}\n{}",
+                        testbed::services::rendered(&plan, std::slice::from_ref(&pod))
+                    )
+                })
+                .collect::<String>();
+            insta::assert_snapshot!(format!("update-{}", stem(&file)), update);
+        }
     }
 }

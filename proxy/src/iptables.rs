@@ -41,7 +41,9 @@ fn proto(p: Protocol) -> &'static str {
     }
 }
 
-fn port_id(s: &Service, p: &ServicePort) -> String {
+/// A service port's identity, as chains, comments, the proxy and its logs
+/// name it: `namespace/name:port/tcp`.
+pub fn port_id(s: &Service, p: &ServicePort) -> String {
     format!(
         "{}/{}:{}/{}",
         s.namespace,
@@ -67,20 +69,162 @@ pub fn sep_chain(s: &Service, p: &ServicePort, ip: &str, port: u16) -> String {
 /// The rules of every node, as `iptables-restore --noflush` input that also
 /// hooks the testbed's chains into the built-in ones (for a fresh namespace).
 pub fn render(services: &[Service]) -> String {
-    rules(services, services, true)
+    rules(services, true)
 }
 
 /// The testbed's chains alone, to replace those loaded before (declaring a
-/// chain in `iptables-restore --noflush` input empties it): what an
-/// endpoint change re-applies, leaving the built-in chains' hooks alone.
-/// `active` are the services with their current endpoints; the chains of
-/// every endpoint of `all` are declared too, so that those of endpoints that
-/// left are emptied rather than left behind.
-pub fn chains(all: &[Service], active: &[Service]) -> String {
-    rules(all, active, false)
+/// chain in `iptables-restore --noflush` input empties it), leaving the
+/// built-in chains' hooks alone: a full resynchronisation after a failed
+/// update.
+pub fn resync(services: &[Service]) -> String {
+    rules(services, false)
 }
 
-fn rules(all: &[Service], services: &[Service], hooks: bool) -> String {
+/// The transaction that takes the rules from the endpoints of `before` to
+/// those of `after` (the same services and ports, other endpoints): only
+/// the chains of the ports whose endpoints changed are rewritten, endpoint
+/// chains that are no longer used are deleted, and the filter chains are
+/// rewritten only when a port gained its first or lost its last endpoint.
+/// Other services' rules, and connections through them, are untouched.
+/// Empty when nothing changed.
+pub fn update(before: &[Service], after: &[Service]) -> String {
+    let mut declare = String::new();
+    let mut body = String::new();
+    let mut delete = String::new();
+    let mut filter_changed = false;
+    for (b, a) in before.iter().zip(after) {
+        for (bp, ap) in b.ports.iter().zip(&a.ports) {
+            if bp.endpoints == ap.endpoints {
+                continue;
+            }
+            filter_changed |= bp.endpoints.is_empty() != ap.endpoints.is_empty();
+            let _ = writeln!(declare, ":{} - [0:0]", svc_chain(a, ap));
+            for sep in port_rules(a, ap, &mut body) {
+                let _ = writeln!(declare, ":{sep} - [0:0]");
+            }
+            for e in &bp.endpoints {
+                if !ap.endpoints.contains(e) {
+                    let sep = sep_chain(b, bp, &e.ip.to_string(), e.port);
+                    let _ = writeln!(declare, ":{sep} - [0:0]");
+                    let _ = writeln!(delete, "-X {sep}");
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    if !declare.is_empty() {
+        out = format!("*nat\n{declare}{body}{delete}COMMIT\n");
+    }
+    if filter_changed {
+        out.push_str(&filter_rules(after, false));
+    }
+    out
+}
+
+/// The rules of one port's chain and of its endpoints' chains, appended to
+/// `out`; returns the endpoint chains.
+fn port_rules(s: &Service, p: &ServicePort, out: &mut String) -> Vec<String> {
+    let pr = proto(p.protocol);
+    let id = port_id(s, p);
+    let svc = svc_chain(s, p);
+    let seps: Vec<(String, &crate::Endpoint)> = p
+        .endpoints
+        .iter()
+        .map(|e| (sep_chain(s, p, &e.ip.to_string(), e.port), e))
+        .collect();
+    if s.session_affinity == SessionAffinity::ClientIP {
+        for (sep, _) in &seps {
+            let _ = writeln!(
+                out,
+                "-A {svc} -m recent --name {sep} --rcheck --seconds {AFFINITY_SECONDS} --reap -j {sep}"
+            );
+        }
+    }
+    let n = seps.len();
+    for (i, (sep, _)) in seps.iter().enumerate() {
+        if i + 1 < n {
+            let prob = 1.0 / (n - i) as f64;
+            let _ = writeln!(
+                out,
+                "-A {svc} -m statistic --mode random --probability {prob:.10} -j {sep}"
+            );
+        } else {
+            let _ = writeln!(out, "-A {svc} -j {sep}");
+        }
+    }
+    for (sep, e) in &seps {
+        let _ = writeln!(
+            out,
+            "-A {sep} -m comment --comment \"{id} -> {}:{}\" -j TB-MARK-MASQ",
+            e.ip, e.port
+        );
+        if s.session_affinity == SessionAffinity::ClientIP {
+            let _ = writeln!(
+                out,
+                "-A {sep} -m recent --name {sep} --set -p {pr} -j DNAT --to-destination {}:{}",
+                e.ip, e.port
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "-A {sep} -p {pr} -j DNAT --to-destination {}:{}",
+                e.ip, e.port
+            );
+        }
+    }
+    seps.into_iter().map(|(sep, _)| sep).collect()
+}
+
+/// The service's addresses for one port: the cluster IP, and the external
+/// IP of a LoadBalancer.
+fn targets(s: &Service) -> Vec<(String, &'static str)> {
+    let mut t = vec![(s.cluster_ip.to_string(), "cluster IP")];
+    if let Some(lb) = s.load_balancer_ip {
+        t.push((lb.to_string(), "external IP"));
+    }
+    t
+}
+
+/// The filter table: ports without endpoints are rejected at once (a TCP
+/// reset wherever the client is; the ICMP error for UDP).
+pub(crate) fn filter_rules(services: &[Service], hooks: bool) -> String {
+    let mut out = String::from("*filter\n:TB-SERVICES - [0:0]\n:TB-NODEPORTS - [0:0]\n");
+    if hooks {
+        out.push_str(
+            "-A INPUT -j TB-SERVICES\n-A FORWARD -j TB-SERVICES\n-A OUTPUT -j TB-SERVICES\n",
+        );
+    }
+    for s in services {
+        for p in s.ports.iter().filter(|p| p.endpoints.is_empty()) {
+            let pr = proto(p.protocol);
+            let id = port_id(s, p);
+            let reject = match p.protocol {
+                Protocol::TCP => "tcp-reset",
+                Protocol::UDP => "icmp-port-unreachable",
+            };
+            for (ip, what) in targets(s) {
+                let _ = writeln!(
+                    out,
+                    "-A TB-SERVICES -d {ip}/32 -p {pr} -m {pr} --dport {} -m comment --comment \"{id} {what} has no endpoints\" -j REJECT --reject-with {reject}",
+                    p.port
+                );
+            }
+            if let Some(np) = p.node_port {
+                let _ = writeln!(
+                    out,
+                    "-A TB-NODEPORTS -p {pr} -m {pr} --dport {np} -m comment --comment \"{id} node port has no endpoints\" -j REJECT --reject-with {reject}"
+                );
+            }
+        }
+    }
+    out.push_str("-A TB-SERVICES -m addrtype --dst-type LOCAL -j TB-NODEPORTS\nCOMMIT\n");
+    out
+}
+
+/// Every port is dispatched to its chain whether or not it has endpoints
+/// (an empty chain lets the packet on to the filter table's rejection), so
+/// that an endpoint change never rewrites the dispatch chain.
+fn rules(services: &[Service], hooks: bool) -> String {
     let mut nat_chains = vec![
         "TB-SERVICES".to_string(),
         "TB-NODEPORTS".into(),
@@ -88,7 +232,6 @@ fn rules(all: &[Service], services: &[Service], hooks: bool) -> String {
         "TB-MARK-MASQ".into(),
     ];
     let mut nat = String::new();
-    let mut filter = String::new();
     let _ = writeln!(nat, "-A TB-MARK-MASQ -j MARK --or-mark {MASQ_MARK}");
     let _ = writeln!(
         nat,
@@ -101,101 +244,21 @@ fn rules(all: &[Service], services: &[Service], hooks: bool) -> String {
         for p in &s.ports {
             let pr = proto(p.protocol);
             let id = port_id(s, p);
-            let mut targets = vec![(s.cluster_ip.to_string(), p.port, "cluster IP")];
-            if let Some(lb) = s.load_balancer_ip {
-                targets.push((lb.to_string(), p.port, "external IP"));
-            }
-            if p.endpoints.is_empty() {
-                // A TCP reset refuses a connection at once wherever the
-                // client is; UDP gets the ICMP error.
-                let reject = match p.protocol {
-                    Protocol::TCP => "tcp-reset",
-                    Protocol::UDP => "icmp-port-unreachable",
-                };
-                for (ip, port, what) in &targets {
-                    let _ = writeln!(
-                        filter,
-                        "-A TB-SERVICES -d {ip}/32 -p {pr} -m {pr} --dport {port} -m comment --comment \"{id} {what} has no endpoints\" -j REJECT --reject-with {reject}"
-                    );
-                }
-                if let Some(np) = p.node_port {
-                    let _ = writeln!(
-                        filter,
-                        "-A TB-NODEPORTS -p {pr} -m {pr} --dport {np} -m comment --comment \"{id} node port has no endpoints\" -j REJECT --reject-with {reject}"
-                    );
-                }
-                continue;
-            }
             let svc = svc_chain(s, p);
             nat_chains.push(svc.clone());
-            for (ip, port, what) in &targets {
-                let _ = writeln!(nat, "-A TB-SERVICES -d {ip}/32 -p {pr} -m {pr} --dport {port} -m comment --comment \"{id} {what}\" -j {svc}");
+            for (ip, what) in targets(s) {
+                let _ = writeln!(nat, "-A TB-SERVICES -d {ip}/32 -p {pr} -m {pr} --dport {} -m comment --comment \"{id} {what}\" -j {svc}", p.port);
             }
             if let Some(np) = p.node_port {
                 let _ = writeln!(nat, "-A TB-NODEPORTS -p {pr} -m {pr} --dport {np} -m comment --comment \"{id} node port\" -j {svc}");
             }
-            let seps: Vec<(String, &crate::Endpoint)> = p
-                .endpoints
-                .iter()
-                .map(|e| (sep_chain(s, p, &e.ip.to_string(), e.port), e))
-                .collect();
-            if s.session_affinity == SessionAffinity::ClientIP {
-                for (sep, _) in &seps {
-                    let _ = writeln!(
-                        per_port,
-                        "-A {svc} -m recent --name {sep} --rcheck --seconds {AFFINITY_SECONDS} --reap -j {sep}"
-                    );
-                }
-            }
-            let n = seps.len();
-            for (i, (sep, _)) in seps.iter().enumerate() {
-                if i + 1 < n {
-                    let prob = 1.0 / (n - i) as f64;
-                    let _ = writeln!(
-                        per_port,
-                        "-A {svc} -m statistic --mode random --probability {prob:.10} -j {sep}"
-                    );
-                } else {
-                    let _ = writeln!(per_port, "-A {svc} -j {sep}");
-                }
-            }
-            for (sep, e) in &seps {
-                nat_chains.push(sep.clone());
-                let _ = writeln!(
-                    per_port,
-                    "-A {sep} -m comment --comment \"{id} -> {}:{}\" -j TB-MARK-MASQ",
-                    e.ip, e.port
-                );
-                if s.session_affinity == SessionAffinity::ClientIP {
-                    let _ = writeln!(per_port, "-A {sep} -m recent --name {sep} --set -p {pr} -j DNAT --to-destination {}:{}", e.ip, e.port);
-                } else {
-                    let _ = writeln!(
-                        per_port,
-                        "-A {sep} -p {pr} -j DNAT --to-destination {}:{}",
-                        e.ip, e.port
-                    );
-                }
-            }
+            nat_chains.extend(port_rules(s, p, &mut per_port));
         }
     }
     let _ = writeln!(
         nat,
         "-A TB-SERVICES -m addrtype --dst-type LOCAL -j TB-NODEPORTS"
     );
-    for s in all {
-        for p in s.ports.iter().filter(|p| !p.endpoints.is_empty()) {
-            let svc = svc_chain(s, p);
-            if !nat_chains.contains(&svc) {
-                nat_chains.push(svc);
-            }
-            for e in &p.endpoints {
-                let sep = sep_chain(s, p, &e.ip.to_string(), e.port);
-                if !nat_chains.contains(&sep) {
-                    nat_chains.push(sep);
-                }
-            }
-        }
-    }
     let mut out = String::from("*nat\n");
     for c in &nat_chains {
         let _ = writeln!(out, ":{c} - [0:0]");
@@ -205,48 +268,17 @@ fn rules(all: &[Service], services: &[Service], hooks: bool) -> String {
     }
     out.push_str(&nat);
     out.push_str(&per_port);
-    out.push_str("COMMIT\n*filter\n:TB-SERVICES - [0:0]\n:TB-NODEPORTS - [0:0]\n");
-    if hooks {
-        out.push_str(
-            "-A INPUT -j TB-SERVICES\n-A FORWARD -j TB-SERVICES\n-A OUTPUT -j TB-SERVICES\n",
-        );
-    }
-    out.push_str(&filter);
-    out.push_str("-A TB-SERVICES -m addrtype --dst-type LOCAL -j TB-NODEPORTS\nCOMMIT\n");
+    out.push_str("COMMIT\n");
+    out.push_str(&filter_rules(services, hooks));
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Endpoint, ServiceType};
 
     fn svc(eps: usize, affinity: SessionAffinity) -> Service {
-        Service {
-            name: "web".into(),
-            namespace: "default".into(),
-            kind: ServiceType::NodePort,
-            cluster_ip: "10.96.0.10".parse().unwrap(),
-            load_balancer_ip: None,
-            announced_by: None,
-            session_affinity: affinity,
-            selector: Default::default(),
-            ports: vec![ServicePort {
-                name: String::new(),
-                protocol: Protocol::TCP,
-                port: 80,
-                target_port: 8080,
-                node_port: Some(30080),
-                endpoints: (0..eps)
-                    .map(|i| Endpoint {
-                        pod: format!("web-{i}"),
-                        node: "n1".into(),
-                        ip: format!("10.244.1.{}", i + 2).parse().unwrap(),
-                        port: 8080,
-                    })
-                    .collect(),
-            }],
-        }
+        crate::fixtures::svc("web", eps, affinity)
     }
 
     #[test]
@@ -260,21 +292,29 @@ mod tests {
     }
 
     #[test]
-    fn updates_leave_the_hooks_alone() {
-        let all = render(&[svc(2, SessionAffinity::None)]);
-        let update = chains(
-            &[svc(2, SessionAffinity::None)],
-            &[svc(2, SessionAffinity::None)],
-        );
-        assert!(all.contains("-A PREROUTING -j TB-SERVICES") && !update.contains("PREROUTING"));
-        assert_eq!(all.lines().count(), update.lines().count() + 6);
-        // An endpoint that left: its chain is still declared (emptied).
-        let fewer = chains(
-            &[svc(2, SessionAffinity::None)],
-            &[svc(1, SessionAffinity::None)],
-        );
-        assert_eq!(fewer.matches(":TB-SEP-").count(), 2);
-        assert_eq!(fewer.matches("-j DNAT").count(), 1);
+    fn an_update_rewrites_only_the_changed_port() {
+        let other = |eps| {
+            let mut s = svc(eps, SessionAffinity::None);
+            s.name = "other".into();
+            s
+        };
+        let before = [svc(3, SessionAffinity::None), other(2)];
+        let after = [svc(2, SessionAffinity::None), other(2)];
+        let u = update(&before, &after);
+        // The changed port's chain, its two endpoints and the one that left
+        // are declared (emptied); the one that left is deleted.
+        assert_eq!(u.matches(":TB-SVC-").count(), 1, "{u}");
+        assert_eq!(u.matches(":TB-SEP-").count(), 3, "{u}");
+        assert_eq!(u.matches("-X TB-SEP-").count(), 1, "{u}");
+        assert_eq!(u.matches("-j DNAT").count(), 2, "{u}");
+        assert!(!u.contains("TB-SERVICES") && !u.contains("*filter"), "{u}");
+        assert!(!u.contains(&svc_chain(&after[1], &after[1].ports[0])));
+        assert_eq!(update(&after, &after), "");
+        // Losing the last endpoint rewrites the filter chains to reject.
+        let u = update(&after, &[svc(0, SessionAffinity::None), other(2)]);
+        assert!(u.contains("*filter") && u.contains("tcp-reset"), "{u}");
+        assert!(!u.contains("-A INPUT"), "hooks stay: {u}");
+        assert_eq!(u.matches("-X TB-SEP-").count(), 2, "{u}");
     }
 
     #[test]
@@ -284,7 +324,9 @@ mod tests {
             r.contains("-d 10.96.0.10/32 -p tcp -m tcp --dport 80") && r.contains("REJECT"),
             "{r}"
         );
-        assert!(!r.contains("TB-SVC-"));
+        // Still dispatched to its (empty) chain, so that endpoints arriving
+        // later change only that chain.
+        assert_eq!(r.matches("-j DNAT").count(), 0, "{r}");
     }
 
     #[test]

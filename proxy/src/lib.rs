@@ -1,12 +1,17 @@
 //! Services, as the proxy sees them: a virtual IP with ports, and for each
 //! port the endpoints (pod IP and target port) traffic is spread over.
 //!
-//! These are the shapes the planner fills in and the proxy modes (iptables,
-//! nftables, userspace) will program; the modes themselves arrive with
-//! services support.
+//! These are the shapes the planner fills in and the three proxy modes
+//! program: `iptables` (kube-proxy's chains), `nftables` (one table with
+//! verdict maps) and `userspace` (`portals` rules that hand service traffic
+//! to a proxy per node, `userspace`).
 
+#[cfg(test)]
+mod fixtures;
 pub mod iptables;
 pub mod nftables;
+pub mod portals;
+pub mod userspace;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

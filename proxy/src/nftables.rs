@@ -1,13 +1,17 @@
 //! The nftables mode: one table (`ip testbed`) per node namespace. Dispatch
 //! goes through verdict maps keyed on destination address . protocol . port
-//! (constant time however many services), the endpoint is picked with
-//! `numgen random mod N`, ClientIP affinity keeps each client in a per-endpoint
-//! set with a timeout, and the whole table is replaced in one `nft -f`
-//! transaction. Marking, masquerading and rejection without endpoints are as
-//! in the iptables mode. Rendering is pure.
+//! (constant time however many services) to one chain per service port,
+//! which marks the packet for masquerading and DNATs it to an endpoint
+//! picked with `numgen random mod N` from an inline map. With ClientIP
+//! affinity the port's chain first looks the client up in a per-endpoint set
+//! with a timeout and jumps to that endpoint's chain. Ports without
+//! endpoints keep their (empty) chain and are rejected at once through the
+//! `no-endpoints` maps. The table is created in one `nft -f` transaction;
+//! an endpoint change rewrites only the changed ports' chains (and map
+//! elements), in one small transaction. Rendering is pure.
 
 use crate::iptables::{sep_chain, svc_chain, AFFINITY_SECONDS};
-use crate::{Protocol, Service, SessionAffinity};
+use crate::{Endpoint, Protocol, Service, ServicePort, SessionAffinity};
 use std::fmt::Write;
 
 /// The table's name.
@@ -25,73 +29,138 @@ fn ident(chain: &str) -> String {
     chain.to_ascii_lowercase()
 }
 
+fn addrs(s: &Service) -> Vec<String> {
+    let mut a = vec![s.cluster_ip.to_string()];
+    if let Some(lb) = s.load_balancer_ip {
+        a.push(lb.to_string());
+    }
+    a
+}
+
+/// The endpoint chain of an affinity port's endpoint.
+fn sep(s: &Service, p: &ServicePort, e: &Endpoint) -> String {
+    ident(&sep_chain(s, p, &e.ip.to_string(), e.port))
+}
+
+fn affinity(s: &Service) -> bool {
+    s.session_affinity == SessionAffinity::ClientIP
+}
+
+/// The rules of one port's chain, one per line.
+fn port_rules(s: &Service, p: &ServicePort) -> Vec<String> {
+    let pr = proto(p.protocol);
+    let n = p.endpoints.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    if affinity(s) {
+        let mut rules: Vec<String> = p
+            .endpoints
+            .iter()
+            .map(|e| {
+                let c = sep(s, p, e);
+                format!("ip saddr @{c}-clients goto {c}")
+            })
+            .collect();
+        let arms: Vec<String> = p
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| format!("{i} : goto {}", sep(s, p, e)))
+            .collect();
+        rules.push(format!(
+            "numgen random mod {n} vmap {{ {} }}",
+            arms.join(", ")
+        ));
+        return rules;
+    }
+    let arms: Vec<String> = p
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("{i} : {} . {}", e.ip, e.port))
+        .collect();
+    vec![
+        "meta mark set meta mark or 0x4000".to_string(),
+        format!(
+            "meta l4proto {pr} dnat ip addr . port to numgen random mod {n} map {{ {} }}",
+            arms.join(", ")
+        ),
+    ]
+}
+
+/// The client set and the chain of an affinity port's endpoint, as
+/// declarations inside the table block (`within`) or as commands of their
+/// own.
+fn endpoint_objects(s: &Service, p: &ServicePort, e: &Endpoint, within: bool) -> (String, String) {
+    let c = sep(s, p, e);
+    let (verb, table) = if within {
+        ("", String::new())
+    } else {
+        ("add ", format!("ip {TABLE} "))
+    };
+    let set = format!(
+        "{verb}set {table}{c}-clients {{ type ipv4_addr; flags dynamic,timeout; timeout {AFFINITY_SECONDS}s; }}"
+    );
+    let chain = format!(
+        "{verb}chain {table}{c} {{ update @{c}-clients {{ ip saddr }}; meta mark set meta mark or 0x4000; meta l4proto {} dnat to {}:{}; }}",
+        proto(p.protocol),
+        e.ip,
+        e.port
+    );
+    (set, chain)
+}
+
+fn no_endpoint_elements(s: &Service, p: &ServicePort) -> (Vec<String>, Vec<String>) {
+    let pr = proto(p.protocol);
+    let target = format!("goto reject-{pr}");
+    let by_addr = addrs(s)
+        .iter()
+        .map(|a| format!("{a} . {pr} . {} : {target}", p.port))
+        .collect();
+    let by_port = p
+        .node_port
+        .map(|np| format!("{pr} . {np} : {target}"))
+        .into_iter()
+        .collect();
+    (by_addr, by_port)
+}
+
 /// The whole table as one `nft -f` transaction that replaces any previous
-/// version of it atomically. `active` are the services with their current
-/// endpoints (`all`, with every endpoint, is what `up` started with).
-pub fn render(all: &[Service], active: &[Service]) -> String {
-    let _ = all;
+/// version of it atomically.
+pub fn render(services: &[Service]) -> String {
     let mut dispatch = Vec::new();
     let mut nodeports = Vec::new();
     let mut reject = Vec::new();
     let mut reject_np = Vec::new();
     let mut chains = String::new();
     let mut sets = String::new();
-    for s in active {
+    for s in services {
         for p in &s.ports {
             let pr = proto(p.protocol);
-            let mut addrs = vec![s.cluster_ip.to_string()];
-            if let Some(lb) = s.load_balancer_ip {
-                addrs.push(lb.to_string());
-            }
-            if p.endpoints.is_empty() {
-                let target = format!("goto reject-{pr}");
-                for a in &addrs {
-                    reject.push(format!("{a} . {pr} . {} : {target}", p.port));
-                }
-                if let Some(np) = p.node_port {
-                    reject_np.push(format!("{pr} . {np} : {target}"));
-                }
-                continue;
-            }
             let svc = ident(&svc_chain(s, p));
-            for a in &addrs {
+            for a in addrs(s) {
                 dispatch.push(format!("{a} . {pr} . {} : goto {svc}", p.port));
             }
             if let Some(np) = p.node_port {
                 nodeports.push(format!("{pr} . {np} : goto {svc}"));
             }
-            let seps: Vec<(String, &crate::Endpoint)> = p
-                .endpoints
-                .iter()
-                .map(|e| (ident(&sep_chain(s, p, &e.ip.to_string(), e.port)), e))
-                .collect();
-            let _ = writeln!(chains, "  chain {svc} {{");
-            if s.session_affinity == SessionAffinity::ClientIP {
-                for (sep, _) in &seps {
-                    let _ = writeln!(sets, "  set {sep}-clients {{ type ipv4_addr; flags dynamic,timeout; timeout {AFFINITY_SECONDS}s; }}");
-                    let _ = writeln!(chains, "    ip saddr @{sep}-clients goto {sep}");
-                }
+            if p.endpoints.is_empty() {
+                let (a, n) = no_endpoint_elements(s, p);
+                reject.extend(a);
+                reject_np.extend(n);
             }
-            let arms: Vec<String> = seps
-                .iter()
-                .enumerate()
-                .map(|(i, (sep, _))| format!("{i} : goto {sep}"))
-                .collect();
-            let _ = writeln!(
-                chains,
-                "    numgen random mod {} vmap {{ {} }}",
-                seps.len(),
-                arms.join(", ")
-            );
+            let _ = writeln!(chains, "  chain {svc} {{");
+            for r in port_rules(s, p) {
+                let _ = writeln!(chains, "    {r}");
+            }
             let _ = writeln!(chains, "  }}");
-            for (sep, e) in &seps {
-                let _ = writeln!(chains, "  chain {sep} {{");
-                if s.session_affinity == SessionAffinity::ClientIP {
-                    let _ = writeln!(chains, "    update @{sep}-clients {{ ip saddr }}");
+            if affinity(s) {
+                for e in &p.endpoints {
+                    let (set, chain) = endpoint_objects(s, p, e, true);
+                    let _ = writeln!(sets, "  {set}");
+                    let _ = writeln!(chains, "  {chain}");
                 }
-                let _ = writeln!(chains, "    meta mark set meta mark or 0x4000");
-                let _ = writeln!(chains, "    meta l4proto {pr} dnat to {}:{}", e.ip, e.port);
-                let _ = writeln!(chains, "  }}");
             }
         }
     }
@@ -141,4 +210,138 @@ pub fn render(all: &[Service], active: &[Service]) -> String {
     out.push_str(&chains);
     out.push_str("}\n");
     out
+}
+
+/// The transaction that takes the table from the endpoints of `before` to
+/// those of `after` (the same services and ports, other endpoints): each
+/// changed port's chain is flushed and refilled, the chains and client sets
+/// of affinity endpoints that left are deleted and those of new ones added,
+/// and a port that lost its last endpoint (or gained its first) moves into
+/// (or out of) the `no-endpoints` maps. Nothing else is touched. Empty when
+/// nothing changed.
+pub fn update(before: &[Service], after: &[Service]) -> String {
+    let mut out = String::new();
+    for (b, a) in before.iter().zip(after) {
+        for (bp, ap) in b.ports.iter().zip(&a.ports) {
+            if bp.endpoints == ap.endpoints {
+                continue;
+            }
+            let svc = ident(&svc_chain(a, ap));
+            let _ = writeln!(out, "flush chain ip {TABLE} {svc}");
+            if affinity(a) {
+                for e in bp.endpoints.iter().filter(|e| !ap.endpoints.contains(e)) {
+                    let c = sep(b, bp, e);
+                    let _ = writeln!(out, "delete chain ip {TABLE} {c}");
+                    let _ = writeln!(out, "delete set ip {TABLE} {c}-clients");
+                }
+                for e in ap.endpoints.iter().filter(|e| !bp.endpoints.contains(e)) {
+                    let (set, chain) = endpoint_objects(a, ap, e, false);
+                    let _ = writeln!(out, "{set}");
+                    let _ = writeln!(out, "{chain}");
+                }
+            }
+            for r in port_rules(a, ap) {
+                let _ = writeln!(out, "add rule ip {TABLE} {svc} {r}");
+            }
+            if bp.endpoints.is_empty() != ap.endpoints.is_empty() {
+                let verb = if ap.endpoints.is_empty() {
+                    "add"
+                } else {
+                    "delete"
+                };
+                let (by_addr, by_port) = no_endpoint_elements(a, ap);
+                let keys = |v: Vec<String>| {
+                    if verb == "add" {
+                        v
+                    } else {
+                        v.into_iter()
+                            .map(|e| e.split(" : ").next().unwrap_or_default().to_string())
+                            .collect()
+                    }
+                };
+                for (map, v) in [
+                    ("no-endpoints", keys(by_addr)),
+                    ("no-endpoints-nodeports", keys(by_port)),
+                ] {
+                    if !v.is_empty() {
+                        let _ = writeln!(
+                            out,
+                            "{verb} element ip {TABLE} {map} {{ {} }}",
+                            v.join(", ")
+                        );
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::fixtures::svc;
+
+    #[test]
+    fn one_chain_per_port_without_affinity() {
+        let r = render(&[svc("web", 3, SessionAffinity::None)]);
+        assert_eq!(r.matches("chain tb-svc-").count(), 1, "{r}");
+        assert!(!r.contains("tb-sep-"), "{r}");
+        assert!(r.contains("numgen random mod 3 map { 0 : 10.244.1.2 . 8080, 1 : 10.244.1.3 . 8080, 2 : 10.244.1.4 . 8080 }"), "{r}");
+    }
+
+    #[test]
+    fn affinity_keeps_endpoint_chains_and_sets() {
+        let r = render(&[svc("web", 2, SessionAffinity::ClientIP)]);
+        assert_eq!(r.matches("set tb-sep-").count(), 2, "{r}");
+        assert_eq!(r.matches("update @tb-sep-").count(), 2, "{r}");
+    }
+
+    #[test]
+    fn updates_touch_only_the_changed_port() {
+        let before = [
+            svc("web", 3, SessionAffinity::None),
+            svc("other", 2, SessionAffinity::None),
+        ];
+        let after = [
+            svc("web", 2, SessionAffinity::None),
+            svc("other", 2, SessionAffinity::None),
+        ];
+        let u = update(&before, &after);
+        assert_eq!(u.lines().count(), 3, "{u}");
+        assert!(u.starts_with("flush chain ip testbed tb-svc-"), "{u}");
+        assert!(u.contains("numgen random mod 2 map"), "{u}");
+        assert_eq!(update(&after, &after), "");
+        // The last endpoint leaves: into the rejection maps, and back.
+        let empty = [
+            svc("web", 0, SessionAffinity::None),
+            svc("other", 2, SessionAffinity::None),
+        ];
+        let u = update(&after, &empty);
+        assert!(
+            u.contains(
+                "add element ip testbed no-endpoints { 10.96.0.10 . tcp . 80 : goto reject-tcp }"
+            ),
+            "{u}"
+        );
+        assert!(
+            u.contains(
+                "add element ip testbed no-endpoints-nodeports { tcp . 30080 : goto reject-tcp }"
+            ),
+            "{u}"
+        );
+        let u = update(&empty, &after);
+        assert!(
+            u.contains("delete element ip testbed no-endpoints { 10.96.0.10 . tcp . 80 }"),
+            "{u}"
+        );
+        // Affinity endpoints that leave take their chain and set along.
+        let u = update(
+            &[svc("web", 2, SessionAffinity::ClientIP)],
+            &[svc("web", 1, SessionAffinity::ClientIP)],
+        );
+        assert_eq!(u.matches("delete chain").count(), 1, "{u}");
+        assert_eq!(u.matches("delete set").count(), 1, "{u}");
+    }
 }

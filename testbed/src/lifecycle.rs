@@ -143,9 +143,10 @@ fn build(
         on_progress("starting the overlay daemons");
         crate::overlay_run::start(plan, deadline)?;
     }
-    if !plan.services.is_empty() && crate::services::supported(plan) {
+    if !plan.services.is_empty() {
         on_progress("programming the services");
         crate::services::program(plan)?;
+        crate::services::userspace::start(plan, deadline)?;
     }
     on_progress("starting containers");
     start_supervisor(&plan.name)?;
@@ -164,18 +165,26 @@ fn build(
 /// Starts `testbed supervise NAME` detached: its own session, stdio to a log
 /// file, so it outlives this command.
 fn start_supervisor(name: &str) -> Result<(), UpError> {
-    use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().map_err(|e| UpError::Supervisor(e.to_string()))?;
     let log_path = Path::new(&teardown::state_dir(name)).join("supervisor.log");
-    let log = std::fs::File::create(&log_path)
-        .map_err(|e| UpError::Supervisor(format!("{}: {e}", log_path.display())))?;
-    let err = log
-        .try_clone()
-        .map_err(|e| UpError::Supervisor(e.to_string()))?;
+    spawn_detached(&["supervise", name], &log_path)
+        .map(drop)
+        .map_err(|e| UpError::Supervisor(format!("{}: {e}", log_path.display())))
+}
+
+/// Starts this binary with `args` detached from the caller: its own session,
+/// stdin from /dev/null, stdout and stderr to a new file at `log`, working
+/// directory `/`. The daemons of a testbed (supervisor, overlay, proxies)
+/// start this way so that they outlive `up`.
+pub fn spawn_detached(args: &[&str], log: &Path) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let out = std::fs::File::create(log)?;
+    let err = out.try_clone()?;
     let mut cmd = Command::new(exe);
-    cmd.args(["supervise", name])
+    cmd.args(args)
+        .current_dir("/")
         .stdin(Stdio::null())
-        .stdout(log)
+        .stdout(out)
         .stderr(err);
     // SAFETY: setsid is async-signal-safe and touches only the child.
     unsafe {
@@ -185,8 +194,6 @@ fn start_supervisor(name: &str) -> Result<(), UpError> {
         });
     }
     cmd.spawn()
-        .map_err(|e| UpError::Supervisor(e.to_string()))?;
-    Ok(())
 }
 
 /// Changes the impairments of node `machine` of running testbed `name`: the

@@ -76,6 +76,10 @@ enum Command {
         /// Print JSON instead of YAML.
         #[arg(long)]
         json: bool,
+        /// Print instead the service rules installed in every node, as the
+        /// kernel reports them (iptables-save or nft list).
+        #[arg(long)]
+        rules: bool,
     },
     /// Compare a testbed's live kernel state with its plan; exits 1 and lists
     /// every difference if they differ.
@@ -155,6 +159,15 @@ enum Command {
         /// The node.
         node: String,
     },
+    /// Run the userspace service proxy of a node in the foreground (`up`
+    /// starts it).
+    #[command(hide = true)]
+    ProxyDaemon {
+        /// The testbed's name.
+        name: String,
+        /// The node.
+        node: String,
+    },
     /// Run the supervisor of a testbed in the foreground (`up` starts it).
     #[command(hide = true)]
     Supervise {
@@ -166,11 +179,12 @@ enum Command {
         /// The topology file.
         file: PathBuf,
         /// The proxy mode (default: the file's `cluster.proxy`).
-        #[arg(long, value_parser = ["iptables", "nftables"])]
+        #[arg(long, value_parser = ["iptables", "nftables", "userspace"])]
         mode: Option<String>,
-        /// The rules an endpoint change loads, rather than those of `up`.
-        #[arg(long)]
-        update: bool,
+        /// Print instead the transaction that takes this pod's endpoints out,
+        /// as when it stops being ready (repeatable).
+        #[arg(long, value_name = "POD")]
+        without: Vec<String>,
     },
     /// Draw a topology: nodes, pods, hosts, bridges, links and services.
     Graph {
@@ -292,7 +306,29 @@ fn run(command: Command) -> Result<(), Failure> {
         } => up(&file, timeout, json, overlay.as_deref()),
         Command::Down { target, all } => down(target, all),
         Command::Ls { json } => ls(json),
-        Command::Inspect { target, json } => {
+        Command::Inspect {
+            target,
+            json,
+            rules: true,
+        } => {
+            let plan = target_plan(&target)?;
+            let mut by_node = serde_json::Map::new();
+            let mut text = String::new();
+            for n in &plan.nodes {
+                let installed = testbed::services::installed(plan.cluster.proxy, n)
+                    .context("reading the installed rules")?;
+                text.push_str(&format!("# node {} ({})\n{installed}", n.name, n.netns));
+                by_node.insert(n.name.clone(), installed.into());
+            }
+            if json {
+                return print(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&by_node).context("printing the rules")?
+                ));
+            }
+            print(&text)
+        }
+        Command::Inspect { target, json, .. } => {
             let plan = target_plan(&target)?;
             let have = observe(&plan)?;
             let text = if json {
@@ -348,6 +384,12 @@ fn run(command: Command) -> Result<(), Failure> {
             })?;
             follow_log(&c.log, follow)
         }
+        Command::ProxyDaemon { name, node } => {
+            let plan = testbed::lifecycle::running_plan(&name)
+                .ok_or_else(|| anyhow::anyhow!("no running testbed named `{name}`"))?;
+            testbed::services::userspace::run_daemon(&plan, &node).context("userspace proxy")?;
+            Ok(())
+        }
         Command::OverlayDaemon { name, node } => {
             let plan = testbed::lifecycle::running_plan(&name)
                 .ok_or_else(|| anyhow::anyhow!("no running testbed named `{name}`"))?;
@@ -389,14 +431,29 @@ fn run(command: Command) -> Result<(), Failure> {
             testbed::runtime::supervise::run_from_state(&name).context("supervisor")?;
             Ok(())
         }
-        Command::Rules { file, mode, update } => {
+        Command::Rules {
+            file,
+            mode,
+            without,
+        } => {
             let mut plan = load(&file)?.plan;
             match mode.as_deref() {
                 Some("nftables") => plan.cluster.proxy = proxy::Mode::Nftables,
+                Some("userspace") => plan.cluster.proxy = proxy::Mode::Userspace,
                 Some(_) => plan.cluster.proxy = proxy::Mode::Iptables,
                 None => {}
             }
-            print(&testbed::services::rendered(&plan, !update))
+            if let Some(pod) = without
+                .iter()
+                .find(|w| !plan.pods.iter().any(|p| &&p.name == w))
+            {
+                eprintln!(
+                    "error: --without {pod}: {} has no pod named `{pod}`\n  help: name a pod of the file (testbed plan {0} lists them)",
+                    file.display()
+                );
+                return Err(Failure::Reported(2));
+            }
+            print(&testbed::services::rendered(&plan, &without))
         }
         Command::Graph { file, format } => {
             let loaded = load(&file)?;

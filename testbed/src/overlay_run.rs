@@ -10,7 +10,6 @@ use overlay::impair::Impairment;
 use overlay::registry::{FileStore, LeaseAttrs, SubnetStore};
 use overlay::Backend;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Why the overlay could not be started or run.
@@ -125,32 +124,14 @@ pub fn start(plan: &Plan, deadline: Instant) -> Result<(), OverlayRunError> {
     if plan.cluster.overlay != Backend::Udp {
         return Ok(());
     }
-    let exe = std::env::current_exe().map_err(|e| OverlayRunError::Run(e.to_string()))?;
     for n in &plan.nodes {
         write_impairment(plan, n)?;
         let log_path = overlay_dir(plan).join(format!("{}.log", n.name));
-        let daemon = |message: String| OverlayRunError::Daemon {
-            node: n.name.clone(),
-            message,
-        };
-        let log = std::fs::File::create(&log_path).map_err(|e| daemon(e.to_string()))?;
-        let err = log.try_clone().map_err(|e| daemon(e.to_string()))?;
-        let mut cmd = Command::new(&exe);
-        cmd.args(["overlay-daemon", &plan.name, &n.name])
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err);
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setsid is async-signal-safe and touches only the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(|_| ())
-                    .map_err(std::io::Error::from)
-            });
-        }
-        cmd.spawn().map_err(|e| daemon(e.to_string()))?;
+        crate::lifecycle::spawn_detached(&["overlay-daemon", &plan.name, &n.name], &log_path)
+            .map_err(|e| OverlayRunError::Daemon {
+                node: n.name.clone(),
+                message: e.to_string(),
+            })?;
     }
     for n in &plan.nodes {
         let path = stats_path(plan, &n.name);

@@ -187,7 +187,8 @@ pub struct StatusReport {
     pub hosts: Vec<[String; 3]>,
     /// `namespace/name  node  address  phase  restarts`.
     pub pods: Vec<[String; 5]>,
-    /// `namespace/name  type  cluster IP  external IP  endpoints`.
+    /// `namespace/name  type  cluster IP  external IP  endpoints` (those of
+    /// ready pods: what the proxies hold).
     pub services: Vec<[String; 5]>,
     /// Each udp overlay daemon's counters, by node.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -230,6 +231,10 @@ pub fn status(plan: &Plan) -> StatusReport {
             .collect()
     };
     let base = summary(plan);
+    // Endpoints are the ready pods', as the proxies hold them.
+    let ready = crate::services::endpoints::ready_pods(plan)
+        .unwrap_or_else(|| crate::services::endpoints::all_pods(plan));
+    let live = crate::services::with_ready_endpoints(plan, &ready);
     StatusReport {
         name: plan.name.clone(),
         supervisor: !teardown::supervisors(&plan.name).is_empty(),
@@ -257,8 +262,7 @@ pub fn status(plan: &Plan) -> StatusReport {
                 [name, node, ip, phase(&cs).to_string(), restarts.to_string()]
             })
             .collect(),
-        services: plan
-            .services
+        services: live
             .iter()
             .zip(base.services)
             .map(|(s, [name, kind, ip, ext, _])| {

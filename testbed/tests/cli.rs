@@ -165,14 +165,30 @@ fn rules_prints_what_each_mode_loads() {
         ipt.starts_with("*nat\n") && ipt.contains("-A PREROUTING -j TB-SERVICES"),
         "{ipt}"
     );
-    let update = text(&testbed(&["rules", "topologies/web.yaml", "--update"]).stdout);
+    // One pod leaving rewrites only its service's chains, no hooks.
+    let update = text(&testbed(&["rules", "topologies/web.yaml", "--without", "web-0"]).stdout);
     assert!(
-        update.contains("-A TB-SERVICES") && !update.contains("PREROUTING"),
+        update.contains("-X TB-SEP-")
+            && !update.contains("PREROUTING")
+            && !update.contains("-A TB-SERVICES"),
         "{update}"
     );
     let nft = text(&testbed(&["rules", "topologies/web.yaml", "--mode", "nftables"]).stdout);
     assert!(
         nft.contains("table ip testbed {") && nft.contains("numgen random mod 2"),
         "{nft}"
+    );
+    let portals = text(&testbed(&["rules", "topologies/web.yaml", "--mode", "userspace"]).stdout);
+    assert!(
+        portals.contains("-j REDIRECT --to-ports 20000"),
+        "{portals}"
+    );
+    // A pod the file does not have is a usage error naming it.
+    let out = testbed(&["rules", "topologies/web.yaml", "--without", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no pod named `nope`"),
+        "{}",
+        text(&out.stderr)
     );
 }

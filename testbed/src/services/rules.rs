@@ -1,0 +1,191 @@
+//! The rules of each proxy mode, and loading them into the nodes'
+//! namespaces: one `iptables-restore --noflush` or `nft -f` transaction per
+//! node, run inside the node's namespace. Also reads back what is installed.
+
+use super::ServicesError;
+use crate::kernel::netns::Netns;
+use crate::plan::types::NodePlan as Node;
+use crate::plan::Plan;
+use proxy::Mode;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+
+/// The program (and its arguments) that loads the mode's rules.
+fn loader(mode: Mode) -> (&'static str, &'static [&'static str]) {
+    match mode {
+        Mode::Nftables => ("nft", &["-f", "-"]),
+        Mode::Iptables | Mode::Userspace => ("iptables-restore", &["--noflush"]),
+    }
+}
+
+/// The rules `up` loads into every node for `services` (hooks included).
+pub fn initial(mode: Mode, services: &[proxy::Service]) -> String {
+    match mode {
+        Mode::Iptables => proxy::iptables::render(services),
+        Mode::Nftables => proxy::nftables::render(services),
+        Mode::Userspace => proxy::portals::render(services, true),
+    }
+}
+
+/// The transaction that takes every node's rules from the endpoints of
+/// `before` to those of `after`; empty when the rules stay as they are.
+pub fn update(mode: Mode, before: &[proxy::Service], after: &[proxy::Service]) -> String {
+    match mode {
+        Mode::Iptables => proxy::iptables::update(before, after),
+        Mode::Nftables => proxy::nftables::update(before, after),
+        Mode::Userspace if proxy::portals::changed(before, after) => {
+            proxy::portals::render(after, false)
+        }
+        Mode::Userspace => String::new(),
+    }
+}
+
+/// Every node's rules for `services` without touching the hooks: what a
+/// follower loads to recover from a failed update.
+pub fn resync(mode: Mode, services: &[proxy::Service]) -> String {
+    match mode {
+        Mode::Iptables => proxy::iptables::resync(services),
+        Mode::Nftables => proxy::nftables::render(services),
+        Mode::Userspace => proxy::portals::render(services, false),
+    }
+}
+
+/// What `testbed rules` prints: the rules `up` loads, or with `without`, the
+/// transaction that takes those pods' endpoints out (as when they stop
+/// being ready).
+pub fn rendered(plan: &Plan, without: &[String]) -> String {
+    let mode = plan.cluster.proxy;
+    if without.is_empty() {
+        return initial(mode, &plan.services);
+    }
+    let mut after = plan.services.clone();
+    for s in &mut after {
+        for p in &mut s.ports {
+            p.endpoints.retain(|e| !without.contains(&e.pod));
+        }
+    }
+    update(mode, &plan.services, &after)
+}
+
+/// Loads the service rules into every node, hooks included: for the fresh
+/// namespaces of `up`.
+pub fn program(plan: &Plan) -> Result<(), ServicesError> {
+    if plan.services.is_empty() {
+        return Ok(());
+    }
+    let text = initial(plan.cluster.proxy, &plan.services);
+    for n in &plan.nodes {
+        load(plan.cluster.proxy, n, &text)?;
+    }
+    Ok(())
+}
+
+/// Loads `rules` into node `n`'s namespace in one transaction.
+pub fn load(mode: Mode, n: &Node, rules: &str) -> Result<(), ServicesError> {
+    let (program, args) = loader(mode);
+    let out = run_in(n, program, args, Some(rules))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ServicesError::Restore {
+            node: n.name.clone(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// The rules installed in node `n` now, as the kernel reports them: the
+/// testbed's table (nftables mode) or its chains in `iptables-save`'s
+/// format (iptables and userspace modes).
+pub fn installed(mode: Mode, n: &Node) -> Result<String, ServicesError> {
+    let out = match mode {
+        Mode::Nftables => run_in(
+            n,
+            "nft",
+            &["list", "table", "ip", proxy::nftables::TABLE],
+            None,
+        )?,
+        Mode::Iptables | Mode::Userspace => run_in(n, "iptables-save", &[], None)?,
+    };
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        // No table yet (a testbed without services) is nothing installed.
+        if err.contains("No such file or directory") {
+            return Ok(String::new());
+        }
+        return Err(ServicesError::Restore {
+            node: n.name.clone(),
+            message: err.trim().to_string(),
+        });
+    }
+    Ok(match mode {
+        Mode::Nftables => text,
+        // Only the tables' headers, the testbed's chains and the rules that
+        // are in or jump to them; the counters of the declarations dropped
+        // so that two reads compare equal.
+        Mode::Iptables | Mode::Userspace => {
+            text.lines()
+                .filter(|l| l.starts_with('*') || l.starts_with("COMMIT") || l.contains("TB-"))
+                .map(|l| match l.strip_prefix(':') {
+                    Some(decl) if decl.starts_with("TB-") => {
+                        format!(":{}", decl.split(' ').next().unwrap_or(decl))
+                    }
+                    _ => l.to_string(),
+                })
+                .filter(|l| !l.starts_with(':') || l.starts_with(":TB-"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n"
+        }
+    })
+}
+
+/// Runs `program args` inside node `n`'s namespace, feeding it `input`.
+fn run_in(
+    n: &Node,
+    program: &str,
+    args: &[&str],
+    input: Option<&str>,
+) -> Result<std::process::Output, ServicesError> {
+    let ns = Netns::open(&n.netns)?;
+    let fd = ns.file.as_raw_fd();
+    let fail = |message: String| ServicesError::Restore {
+        node: n.name.clone(),
+        message,
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setns is async-signal-safe; it moves only the child into the
+    // node's namespace before the program runs.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        fail(if e.kind() == std::io::ErrorKind::NotFound {
+            format!("{program} is not installed (Debian: apt-get install iptables nftables)")
+        } else {
+            e.to_string()
+        })
+    })?;
+    if let (Some(mut stdin), Some(text)) = (child.stdin.take(), input) {
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    child.wait_with_output().map_err(|e| fail(e.to_string()))
+}

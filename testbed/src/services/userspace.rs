@@ -1,0 +1,209 @@
+//! The userspace mode's proxy processes: `up` starts one per node
+//! (`testbed proxy-daemon NAME NODE`, detached, in its own session), each
+//! enters its node's namespace, listens on the ports the portal rules
+//! redirect to (`proxy::portals::listen_ports`) and relays connections with
+//! `proxy::userspace`. Each proxy follows the pods' readiness by itself,
+//! updates its own node's portal rules when a port gains its first or loses
+//! its last endpoint, and records what it serves so that `up` can wait for
+//! it. Teardown ends it with the rest of the node's processes.
+
+use super::endpoints::{
+    all_pods, programmed_path, ready_pods, with_ready_endpoints, write_programmed, PodSet, POLL,
+};
+use super::{rules, ServicesError};
+use crate::kernel::netns::Netns;
+use crate::plan::types::NodePlan;
+use crate::plan::Plan;
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+fn dir(plan: &Plan) -> PathBuf {
+    std::path::Path::new(&plan.state_dir).join("proxy")
+}
+
+/// A node's proxy log.
+pub fn log_path(plan: &Plan, node: &str) -> PathBuf {
+    dir(plan).join(format!("{node}.log"))
+}
+
+/// Starts every node's proxy and waits until each listens; a proxy that
+/// exits first fails `up` with what its log says.
+pub fn start(plan: &Plan, deadline: Instant) -> Result<(), ServicesError> {
+    if plan.cluster.proxy != proxy::Mode::Userspace || plan.services.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir(plan)).map_err(|e| ServicesError::Proxy {
+        node: String::new(),
+        message: format!("creating {}: {e}", dir(plan).display()),
+    })?;
+    let mut children = Vec::new();
+    for n in &plan.nodes {
+        let child = crate::lifecycle::spawn_detached(
+            &["proxy-daemon", &plan.name, &n.name],
+            &log_path(plan, &n.name),
+        )
+        .map_err(|e| ServicesError::Proxy {
+            node: n.name.clone(),
+            message: e.to_string(),
+        })?;
+        children.push((n, child));
+    }
+    for (n, child) in &mut children {
+        let path = programmed_path(plan, Some(&n.name));
+        while !path.exists() {
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                let log = std::fs::read_to_string(log_path(plan, &n.name)).unwrap_or_default();
+                return Err(ServicesError::Proxy {
+                    node: n.name.clone(),
+                    message: format!("did not start; its log says: {}", log.trim()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // The proxies outlive this command; their exit is reaped by init.
+    Ok(())
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Runs node `node`'s proxy of testbed `plan` in the foreground, inside the
+/// node's namespace, until SIGTERM or SIGINT.
+pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), ServicesError> {
+    let n = plan
+        .nodes
+        .iter()
+        .find(|x| x.name == node)
+        .ok_or_else(|| ServicesError::Proxy {
+            node: node.to_string(),
+            message: format!("testbed `{}` has no such node", plan.name),
+        })?;
+    let fail = |message: String| ServicesError::Proxy {
+        node: node.to_string(),
+        message,
+    };
+    // Enter the node's namespace before any thread starts: the runtime's
+    // workers, and every socket, are inside it.
+    let ns = Netns::open(&n.netns)?;
+    nix::sched::setns(&ns.file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| fail(format!("entering {}: {e}", n.netns)))?;
+    for sig in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe {
+            let _ = nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::Handler(on_signal));
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    rt.block_on(serve(plan, n))
+}
+
+/// The endpoints of every service port, by the port's identity.
+fn endpoints_by_port(services: &[proxy::Service]) -> Vec<(String, Vec<SocketAddrV4>)> {
+    services
+        .iter()
+        .flat_map(|s| {
+            s.ports.iter().map(move |p| {
+                (
+                    proxy::portals::port_id(s, p),
+                    p.endpoints
+                        .iter()
+                        .map(|e| SocketAddrV4::new(e.ip, e.port))
+                        .collect(),
+                )
+            })
+        })
+        .collect()
+}
+
+async fn serve(plan: &Plan, n: &NodePlan) -> Result<(), ServicesError> {
+    let fail = |message: String| ServicesError::Proxy {
+        node: n.name.clone(),
+        message,
+    };
+    let mode = proxy::Mode::Userspace;
+    let listen = proxy::portals::listen_ports(&plan.services);
+    // The portal rules `up` loaded hold every pod's endpoints.
+    let mut programmed: PodSet = all_pods(plan);
+    let mut current = ready_pods(plan).unwrap_or_else(|| programmed.clone());
+    let active = with_ready_endpoints(plan, &current);
+    let specs = plan
+        .services
+        .iter()
+        .flat_map(|s| s.ports.iter().map(move |p| (s, p)))
+        .zip(&listen)
+        .zip(endpoints_by_port(&active))
+        .map(
+            |(((s, p), (id, port)), (_, endpoints))| proxy::userspace::PortSpec {
+                id: id.clone(),
+                protocol: p.protocol,
+                listen: *port,
+                affinity: s.session_affinity,
+                endpoints,
+            },
+        )
+        .collect();
+    let config = proxy::userspace::Config {
+        seed: plan.seed,
+        ..Default::default()
+    };
+    let proxy = proxy::userspace::Proxy::start(config, specs)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    tracing::info!(node = %n.name, ports = listen.len(), "proxy listening");
+    let ack = programmed_path(plan, Some(&n.name));
+    loop {
+        if current != programmed {
+            let text = rules::update(
+                mode,
+                &with_ready_endpoints(plan, &programmed),
+                &with_ready_endpoints(plan, &current),
+            );
+            let loaded = text.is_empty()
+                || tokio::task::block_in_place(|| rules::load(mode, n, &text))
+                    .map_err(|e| tracing::warn!(error = %e, "updating the portal rules"))
+                    .is_ok();
+            if loaded {
+                programmed = current.clone();
+            }
+        }
+        if current == programmed {
+            write_programmed(&ack, &current);
+        }
+        loop {
+            tokio::time::sleep(POLL).await;
+            if STOP.load(Ordering::SeqCst) {
+                drop(proxy);
+                return Ok(());
+            }
+            match ready_pods(plan) {
+                Some(ready) if ready != current || ready != programmed => {
+                    let before = endpoints_by_port(&with_ready_endpoints(plan, &current));
+                    let after = endpoints_by_port(&with_ready_endpoints(plan, &ready));
+                    for ((id, b), (_, a)) in before.iter().zip(after) {
+                        if *b != a {
+                            tracing::info!(port = %id, endpoints = a.len(), "endpoints changed");
+                            proxy.set_endpoints(id, a);
+                        }
+                    }
+                    current = ready;
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+}
