@@ -19,15 +19,14 @@ pub const MASQ_MARK: &str = "0x4000";
 /// ClientIP affinity lifetime, kube-proxy's default (3 hours).
 pub const AFFINITY_SECONDS: u32 = 10_800;
 
-/// FNV-1a over the parts, rendered in base32 as kube-proxy names chains.
+/// FNV-1a over the parts (each followed by a zero byte), rendered in base32
+/// as kube-proxy names chains.
 fn chain_hash(parts: &[&str]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.bytes().chain(std::iter::once(0)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
+    let bytes: Vec<u8> = parts
+        .iter()
+        .flat_map(|p| p.bytes().chain(std::iter::once(0)))
+        .collect();
+    let h = crate::fnv1a(&bytes);
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     (0..12)
         .map(|i| ALPHABET[((h >> (i * 5)) & 31) as usize] as char)

@@ -132,3 +132,15 @@ pub struct Endpoint {
     /// The target port.
     pub port: u16,
 }
+
+/// The stable 64-bit FNV-1a hash of `bytes`: what every name and choice the
+/// testbed derives from text (chain names, backend orders, MACs, interface
+/// names) is hashed with, so that they are the same on every run and build.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

@@ -14,15 +14,7 @@ use std::time::{Duration, Instant};
 /// (and then at twice the size that survived the previous sweep).
 const MIN_SWEEP_AT: usize = 64;
 
-/// The stable 64-bit FNV-1a hash of `bytes`.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+pub use crate::fnv1a;
 
 /// The splitmix64 generator: tiny, fast and good enough for shuffling.
 #[derive(Clone, Debug)]

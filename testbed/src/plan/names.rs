@@ -37,18 +37,15 @@ pub fn pod_netns(prefix: &str, namespace: &str, pod: &str) -> String {
 
 /// FNV-1a, 64 bits: a hash that is the same on every machine and release.
 pub fn stable_hash(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    // The parts are separated by the byte 0xff, which no UTF-8 text holds.
+    let mut bytes = Vec::new();
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
-            h ^= 0xff;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            bytes.push(0xff);
         }
-        for b in p.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        bytes.extend_from_slice(p.as_bytes());
     }
-    h
+    proxy::fnv1a(&bytes)
 }
 
 /// Hands out MACs that are unique in the whole testbed.
