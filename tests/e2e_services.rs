@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use support::{ok, testbed, Testbed};
+use support::{daemon_pid, ok, testbed, Testbed};
 
 const TOPO: &str = "
 cluster: {overlay: OVERLAY, proxy: PROXY}
@@ -231,6 +231,58 @@ services:
     }
     assert_eq!(first[..4], first[4..8], "the same order every round");
     assert_eq!(run(), first, "the same seed, the same backends");
+}
+
+/// The testbed heals itself: a node's overlay daemon and userspace proxy
+/// killed with SIGKILL are started again, and the service works again.
+#[test]
+fn killed_daemons_are_started_again() {
+    let tb = Testbed::new(
+        "heal",
+        "
+cluster: {overlay: udp, proxy: userspace}
+nodes: [{name: node1}, {name: node2}]
+pods:
+  - {name: tester, node: node1, containers: [{name: c, command: [sleep, infinity]}]}
+  - name: web
+    node: node2
+    labels: {app: web}
+    containers:
+      - {name: http, command: [sh, -c, 'd=$(mktemp -d) && hostname > $d/index.html && cd $d && exec python3 -m http.server 8080'], ready: {tcp: 8080}}
+services:
+  - {name: web, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
+",
+    )
+    .up();
+    let get = || exec(&tb, "tester", &["curl", "-s", "-m", "2", "http://web/"]);
+    assert_eq!(get(), (0, "web".to_string()));
+    let mut before = Vec::new();
+    for kind in ["overlay-daemon", "proxy-daemon"] {
+        let pid = daemon_pid(&tb.name, kind, "node1").unwrap_or_else(|| panic!("no {kind}"));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill");
+        before.push((kind, pid));
+    }
+    let killed = Instant::now();
+    loop {
+        let again = before
+            .iter()
+            .all(|(kind, old)| daemon_pid(&tb.name, kind, "node1").is_some_and(|pid| pid != *old));
+        if again && get() == (0, "web".to_string()) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "not healed: {:?}",
+            get()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("healed within {:?}", killed.elapsed());
+    assert!(ok(&["verify", &tb.name]).contains("matches"));
 }
 
 fn pid_of(tb: &Testbed, pod: &str) -> i32 {

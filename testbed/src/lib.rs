@@ -33,6 +33,7 @@ pub mod report;
 pub mod runtime;
 pub mod services;
 pub mod topology;
+pub mod watchdog;
 
 use diag::{Diagnostic, Diagnostics};
 use plan::Plan;

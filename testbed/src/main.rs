@@ -426,7 +426,9 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Supervise { name } => {
             if let Some(plan) = testbed::lifecycle::running_plan(&name) {
+                let watched = plan.clone();
                 std::thread::spawn(move || testbed::services::follow_endpoints(&plan));
+                std::thread::spawn(move || testbed::watchdog::keep_daemons(&watched));
             }
             testbed::runtime::supervise::run_from_state(&name).context("supervisor")?;
             Ok(())

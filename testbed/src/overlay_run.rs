@@ -50,7 +50,8 @@ pub fn registry_dir(plan: &Plan) -> PathBuf {
     Path::new(&plan.state_dir).join("registry")
 }
 
-fn overlay_dir(plan: &Plan) -> PathBuf {
+/// Where the overlay daemons keep their counters, impairments and logs.
+pub fn overlay_dir(plan: &Plan) -> PathBuf {
     Path::new(&plan.state_dir).join("overlay")
 }
 

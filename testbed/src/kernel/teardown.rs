@@ -72,21 +72,56 @@ pub fn testbeds() -> Vec<String> {
 
 /// The supervisor processes of testbed `name`: `testbed supervise NAME`.
 pub fn supervisors(name: &str) -> Vec<i32> {
+    daemons(name, &["supervise"])
+        .into_iter()
+        .map(|d| d.pid)
+        .collect()
+}
+
+/// One of a testbed's own processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Daemon {
+    /// Its pid.
+    pub pid: i32,
+    /// Its kind: the subcommand (`supervise`, `overlay-daemon`, ...).
+    pub kind: String,
+    /// Its node, for a node's daemon.
+    pub node: Option<String>,
+}
+
+/// The testbed's own processes of one of `kinds` for testbed `name`:
+/// `testbed KIND NAME [NODE]`. Found by their command line, wherever they
+/// are (a daemon that has not yet entered its node's namespace too).
+pub fn daemons(name: &str, kinds: &[&str]) -> Vec<Daemon> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-                args.windows(2)
-                    .any(|w| w[0] == b"supervise" && w[1] == name.as_bytes())
-                    && args.first().is_some_and(|a| a.ends_with(b"testbed"))
+        .filter_map(|pid| {
+            let c = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            if !args.first().is_some_and(|a| a.ends_with(b"testbed")) {
+                return None;
+            }
+            let at = args.windows(2).position(|w| {
+                kinds.iter().any(|k| w[0] == k.as_bytes()) && w[1] == name.as_bytes()
+            })?;
+            let node = args
+                .get(at + 2)
+                .filter(|n| !n.is_empty())
+                .map(|n| String::from_utf8_lossy(n).into_owned());
+            Some(Daemon {
+                pid,
+                kind: String::from_utf8_lossy(args[at]).into_owned(),
+                node,
             })
         })
         .collect()
 }
+
+/// The kinds of daemon a testbed runs besides its supervisor.
+pub const NODE_DAEMONS: [&str; 2] = ["overlay-daemon", "proxy-daemon"];
 
 /// Removes testbed `name`: ends its supervisor and every process inside its
 /// namespaces, removes the namespaces and the state directory.
@@ -95,6 +130,17 @@ pub fn teardown(name: &str) -> Result<Removed, TeardownError> {
     let sup = supervisors(name);
     removed.processes += sup.len();
     let left = netns::kill_and_wait(&sup, Duration::from_secs(5));
+    if !left.is_empty() {
+        return Err(TeardownError::Survivors(left));
+    }
+    // With the supervisor gone nothing starts them again; end them by name
+    // too, in case one has not entered its namespace yet.
+    let own: Vec<i32> = daemons(name, &NODE_DAEMONS)
+        .into_iter()
+        .map(|d| d.pid)
+        .collect();
+    removed.processes += own.len();
+    let left = netns::kill_and_wait(&own, Duration::from_secs(5));
     if !left.is_empty() {
         return Err(TeardownError::Survivors(left));
     }

@@ -136,10 +136,18 @@ async fn serve(plan: &Plan, n: &NodePlan) -> Result<(), ServicesError> {
     };
     let mode = proxy::Mode::Userspace;
     let listen = proxy::portals::listen_ports(&plan.services);
-    // The portal rules `up` loaded hold every pod's endpoints.
-    let mut programmed: PodSet = all_pods(plan);
-    let mut current = ready_pods(plan).unwrap_or_else(|| programmed.clone());
+    let mut current = ready_pods(plan).unwrap_or_else(|| all_pods(plan));
     let active = with_ready_endpoints(plan, &current);
+    // Start from a known state: `up` loaded the portals of every pod, but a
+    // proxy started again after a crash finds whatever its predecessor left.
+    let mut programmed: PodSet =
+        match tokio::task::block_in_place(|| rules::load(mode, n, &rules::resync(mode, &active))) {
+            Ok(()) => current.clone(),
+            Err(e) => {
+                tracing::warn!(error = %e, "loading the portal rules");
+                all_pods(plan)
+            }
+        };
     let specs = plan
         .services
         .iter()
