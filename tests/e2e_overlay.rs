@@ -331,6 +331,15 @@ fn impairments_change_live() {
         50,
     );
     assert!(got.is_empty(), "100% loss let {} through", got.len());
+    // `up` of the same file again is not a conflict: it says the live
+    // impairments stay.
+    let again = support::testbed(&["up", tb.file.to_str().expect("path")]);
+    let said = String::from_utf8_lossy(&again.stderr).to_string();
+    assert_eq!(again.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("already up") && said.contains("impairments of node1"),
+        "{said}"
+    );
     ok(&["impair", &tb.name, "node1", "--clear"]);
     std::thread::sleep(Duration::from_millis(800));
     let got = udp_numbers(

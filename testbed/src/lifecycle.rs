@@ -63,8 +63,10 @@ pub enum UpError {
 pub enum UpOutcome {
     /// It built the testbed.
     Started(apply::Timings),
-    /// The same topology was already running: nothing changed.
-    AlreadyUp,
+    /// The same topology was already running: nothing changed. Lists the
+    /// nodes whose impairments `testbed impair` has changed since (they
+    /// keep the live ones).
+    AlreadyUp(Vec<String>),
 }
 
 /// The path of a testbed's saved plan.
@@ -96,8 +98,18 @@ pub fn up(
     }
     let name = &plan.name;
     if let Some(running) = running_plan(name) {
-        return if &running == plan {
-            Ok(UpOutcome::AlreadyUp)
+        // Live impairment changes (`testbed impair`) are not a different
+        // topology.
+        let mut as_filed = running.clone();
+        let mut impaired = Vec::new();
+        for (n, want) in as_filed.nodes.iter_mut().zip(&plan.nodes) {
+            if n.name == want.name && n.link != want.link {
+                n.link = want.link.clone();
+                impaired.push(n.name.clone());
+            }
+        }
+        return if &as_filed == plan {
+            Ok(UpOutcome::AlreadyUp(impaired))
         } else {
             Err(UpError::Conflict(name.clone()))
         };

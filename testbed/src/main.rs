@@ -583,11 +583,18 @@ fn up(
         eprint!("\r\x1b[2K");
     }
     match outcome {
-        Ok(testbed::lifecycle::UpOutcome::AlreadyUp) => {
+        Ok(testbed::lifecycle::UpOutcome::AlreadyUp(impaired)) => {
             eprintln!(
                 "{} is already up with this topology; nothing changed",
                 plan.name
             );
+            if !impaired.is_empty() {
+                eprintln!(
+                    "note: the impairments of {} were changed with `testbed impair` and stay as they are; `testbed down {}` and `up` again to return to the file's",
+                    impaired.join(", "),
+                    plan.name
+                );
+            }
         }
         Ok(testbed::lifecycle::UpOutcome::Started(t)) => {
             tracing::debug!(namespaces = ?t.namespaces, configure = ?t.configure, "applied");
