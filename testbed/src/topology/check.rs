@@ -24,6 +24,43 @@ pub fn check(topo: &Topology, diags: &mut Diagnostics) {
     );
     pod_references(topo, diags);
     selectors(topo, diags);
+    proxy_ports(topo, diags);
+}
+
+/// In userspace mode the node's proxy listens on `LISTEN_BASE` upwards in
+/// every node's namespace: a `network: host` container whose ready port is
+/// one of those would clash with it.
+fn proxy_ports(topo: &Topology, diags: &mut Diagnostics) {
+    if topo.cluster.proxy.value != proxy::Mode::Userspace {
+        return;
+    }
+    let n: usize = topo.services.iter().map(|s| s.ports.len()).sum();
+    let base = proxy::portals::LISTEN_BASE;
+    let taken = u32::from(base)..u32::from(base) + n as u32;
+    for p in topo
+        .pods
+        .iter()
+        .filter(|p| p.network.value == Network::Host)
+    {
+        for c in &p.containers {
+            if let Some(port) = c
+                .ready_tcp
+                .as_ref()
+                .filter(|t| taken.contains(&u32::from(t.value)))
+            {
+                diags.push(
+                    Diagnostic::error(
+                        &port.at,
+                        format!(
+                            "port {} is taken by the userspace proxy on every node (it listens on {base} and up, one port per service port: {n} here), and this container shares its node's namespace",
+                            port.value,
+                        ),
+                    )
+                    .help("listen on another port, or use `network: bridge` or another `cluster.proxy`"),
+                );
+            }
+        }
+    }
 }
 
 fn unique_machines(topo: &Topology, diags: &mut Diagnostics) {
