@@ -285,6 +285,83 @@ services:
     assert!(ok(&["verify", &tb.name]).contains("matches"));
 }
 
+/// A UDP client that keeps one socket is not stuck with an endpoint that
+/// left: its flow moves to another backend (iptables and nftables modes
+/// clear the flow from connection tracking; the userspace proxy moves its
+/// session).
+fn udp_flow_moves(proxy: &str) {
+    let echo = "[python3, -c, \"import socket,os\\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('0.0.0.0',9000))\\nwhile True:\\n d,a=s.recvfrom(100);s.sendto(os.uname()[1].encode(),a)\"]";
+    let http = "[sh, -c, 'd=$(mktemp -d) && cd $d && exec python3 -m http.server 8080']";
+    let tb = Testbed::new(
+        "udpmv",
+        &format!(
+            "
+cluster: {{proxy: {proxy}}}
+nodes: [{{name: node1}}, {{name: node2}}]
+pods:
+  - {{name: client, containers: [{{name: c, command: [sleep, infinity]}}]}}
+  - name: a
+    labels: {{app: echo}}
+    containers:
+      - {{name: http, command: {http}, restartPolicy: Never, ready: {{tcp: 8080}}}}
+      - {{name: echo, command: {echo}}}
+  - name: b
+    labels: {{app: echo}}
+    containers:
+      - {{name: http, command: {http}, restartPolicy: Never, ready: {{tcp: 8080}}}}
+      - {{name: echo, command: {echo}}}
+services:
+  - {{name: echo, selector: {{app: echo}}, ports: [{{port: 53, targetPort: 9000, protocol: UDP}}]}}
+"
+        ),
+    )
+    .up();
+    // One socket, a datagram every 100 ms for 6 s; each answer is printed
+    // as it comes.
+    let script = "import socket,sys,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(0.3)\nfor i in range(60):\n s.sendto(b'x',('echo',53))\n try: print(s.recv(100).decode(),flush=True)\n except Exception: print('timeout',flush=True)\n time.sleep(0.1)";
+    let mut child = std::process::Command::new(support::bin())
+        .args([
+            "exec", "-t", &tb.name, "client", "--", "python3", "-c", script,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("client");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        child.stdout.take().expect("stdout"),
+    ));
+    let first = lines.next().and_then(Result::ok).expect("a first answer");
+    assert!(first == "a" || first == "b", "{first}");
+    // The pod answering stops being ready (its server dies; its echo
+    // container lives on, so only a flow that moved stops hearing it).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid_of(&tb, &first)),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let _ = child.wait();
+    let tail = &rest[rest.len().saturating_sub(20)..];
+    assert!(
+        rest.len() > 40 && tail.iter().all(|l| l != &first && l != "timeout"),
+        "the flow stayed with {first}: {rest:?}"
+    );
+}
+
+#[test]
+fn udp_flows_leave_a_removed_endpoint() {
+    udp_flow_moves("iptables");
+}
+
+#[test]
+fn udp_flows_leave_a_removed_endpoint_in_nftables_mode() {
+    udp_flow_moves("nftables");
+}
+
+#[test]
+fn udp_flows_leave_a_removed_endpoint_in_userspace_mode() {
+    udp_flow_moves("userspace");
+}
+
 fn pid_of(tb: &Testbed, pod: &str) -> i32 {
     let v: serde_json::Value =
         serde_json::from_str(&ok(&["status", &tb.name, "--json"])).expect("status");

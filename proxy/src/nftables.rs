@@ -89,26 +89,39 @@ fn port_rules(s: &Service, p: &ServicePort) -> Vec<String> {
     ]
 }
 
-/// The client set and the chain of an affinity port's endpoint, as
-/// declarations inside the table block (`within`) or as commands of their
-/// own.
-fn endpoint_objects(s: &Service, p: &ServicePort, e: &Endpoint, within: bool) -> (String, String) {
+/// The client set and the chain of an affinity port's endpoint: as
+/// declarations inside the table block (`within`), or as commands of their
+/// own (the chain created empty, then its rules added one by one: nft before
+/// 1.0.7 drops rules written inside a standalone `add chain`).
+fn endpoint_objects(s: &Service, p: &ServicePort, e: &Endpoint, within: bool) -> Vec<String> {
     let c = sep(s, p, e);
-    let (verb, table) = if within {
-        ("", String::new())
-    } else {
-        ("add ", format!("ip {TABLE} "))
-    };
     let set = format!(
-        "{verb}set {table}{c}-clients {{ type ipv4_addr; flags dynamic,timeout; timeout {AFFINITY_SECONDS}s; }}"
+        "set {{TABLE}}{c}-clients {{ type ipv4_addr; flags dynamic,timeout; timeout {AFFINITY_SECONDS}s; }}"
     );
-    let chain = format!(
-        "{verb}chain {table}{c} {{ update @{c}-clients {{ ip saddr }}; meta mark set meta mark or 0x4000; meta l4proto {} dnat to {}:{}; }}",
-        proto(p.protocol),
-        e.ip,
-        e.port
-    );
-    (set, chain)
+    let rules = [
+        format!("update @{c}-clients {{ ip saddr }}"),
+        "meta mark set meta mark or 0x4000".to_string(),
+        format!(
+            "meta l4proto {} dnat to {}:{}",
+            proto(p.protocol),
+            e.ip,
+            e.port
+        ),
+    ];
+    if within {
+        vec![
+            set.replace("{TABLE}", ""),
+            format!("chain {c} {{ {}; }}", rules.join("; ")),
+        ]
+    } else {
+        let table = format!("ip {TABLE} ");
+        let mut out = vec![
+            format!("add {}", set.replace("{TABLE}", &table)),
+            format!("add chain {table}{c}"),
+        ];
+        out.extend(rules.iter().map(|r| format!("add rule {table}{c} {r}")));
+        out
+    }
 }
 
 fn no_endpoint_elements(s: &Service, p: &ServicePort) -> (Vec<String>, Vec<String>) {
@@ -157,9 +170,9 @@ pub fn render(services: &[Service]) -> String {
             let _ = writeln!(chains, "  }}");
             if affinity(s) {
                 for e in &p.endpoints {
-                    let (set, chain) = endpoint_objects(s, p, e, true);
-                    let _ = writeln!(sets, "  {set}");
-                    let _ = writeln!(chains, "  {chain}");
+                    let objects = endpoint_objects(s, p, e, true);
+                    let _ = writeln!(sets, "  {}", objects[0]);
+                    let _ = writeln!(chains, "  {}", objects[1]);
                 }
             }
         }
@@ -235,9 +248,9 @@ pub fn update(before: &[Service], after: &[Service]) -> String {
                     let _ = writeln!(out, "delete set ip {TABLE} {c}-clients");
                 }
                 for e in ap.endpoints.iter().filter(|e| !bp.endpoints.contains(e)) {
-                    let (set, chain) = endpoint_objects(a, ap, e, false);
-                    let _ = writeln!(out, "{set}");
-                    let _ = writeln!(out, "{chain}");
+                    for line in endpoint_objects(a, ap, e, false) {
+                        let _ = writeln!(out, "{line}");
+                    }
                 }
             }
             for r in port_rules(a, ap) {
@@ -343,5 +356,17 @@ mod tests {
         );
         assert_eq!(u.matches("delete chain").count(), 1, "{u}");
         assert_eq!(u.matches("delete set").count(), 1, "{u}");
+        // One coming back: its chain is created empty and filled rule by
+        // rule (old nft ignores rules inside a standalone `add chain`).
+        let u = update(
+            &[svc("web", 1, SessionAffinity::ClientIP)],
+            &[svc("web", 2, SessionAffinity::ClientIP)],
+        );
+        assert!(
+            !u.lines()
+                .any(|l| l.starts_with("add chain") && l.contains('{')),
+            "{u}"
+        );
+        assert_eq!(u.matches("add rule ip testbed tb-sep-").count(), 3, "{u}");
     }
 }

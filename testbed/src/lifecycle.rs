@@ -74,7 +74,13 @@ pub fn plan_path(name: &str) -> PathBuf {
     Path::new(&teardown::state_dir(name)).join("plan.json")
 }
 
-/// The plan a running testbed was started with.
+/// Where `testbed impair` keeps the plan as `up` filed it, before its first
+/// live change.
+fn filed_path(name: &str) -> PathBuf {
+    Path::new(&teardown::state_dir(name)).join("plan.filed.json")
+}
+
+/// The plan a running testbed runs (live impairment changes included).
 pub fn running_plan(name: &str) -> Option<Plan> {
     let text = std::fs::read_to_string(plan_path(name)).ok()?;
     serde_json::from_str(&text).ok()
@@ -99,16 +105,19 @@ pub fn up(
     let name = &plan.name;
     if let Some(running) = running_plan(name) {
         // Live impairment changes (`testbed impair`) are not a different
-        // topology.
-        let mut as_filed = running.clone();
-        let mut impaired = Vec::new();
-        for (n, want) in as_filed.nodes.iter_mut().zip(&plan.nodes) {
-            if n.name == want.name && n.link != want.link {
-                n.link = want.link.clone();
-                impaired.push(n.name.clone());
-            }
-        }
-        return if &as_filed == plan {
+        // topology: compare the file with the plan as it was filed.
+        let filed = std::fs::read_to_string(filed_path(name))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Plan>(&t).ok())
+            .unwrap_or_else(|| running.clone());
+        return if &filed == plan {
+            let impaired = running
+                .nodes
+                .iter()
+                .zip(&filed.nodes)
+                .filter(|(live, filed)| live.link != filed.link)
+                .map(|(live, _)| live.name.clone())
+                .collect();
             Ok(UpOutcome::AlreadyUp(impaired))
         } else {
             Err(UpError::Conflict(name.clone()))
@@ -170,7 +179,8 @@ fn build(
         }
     })?;
     // Services answer once the rules hold the endpoints of the ready pods.
-    crate::services::wait_programmed(plan, deadline);
+    crate::services::wait_programmed(plan, deadline)
+        .map_err(|what| UpError::NotReady { timeout, what })?;
     Ok(UpOutcome::Started(timings))
 }
 
@@ -187,13 +197,17 @@ fn start_supervisor(name: &str) -> Result<(), UpError> {
 /// stdin from /dev/null, stdout and stderr to a new file at `log`, working
 /// directory `/`. The daemons of a testbed (supervisor, overlay, proxies)
 /// start this way so that they outlive `up`.
+///
+/// The program is `/proc/self/exe`, which stays this very binary even
+/// after a rebuild replaced the file, and its `argv[0]` is `testbed`, by
+/// which `down` recognises the testbed's own processes.
 pub fn spawn_detached(args: &[&str], log: &Path) -> std::io::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe()?;
     let out = std::fs::File::create(log)?;
     let err = out.try_clone()?;
-    let mut cmd = Command::new(exe);
-    cmd.args(args)
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("testbed")
+        .args(args)
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(out)
@@ -231,6 +245,13 @@ pub fn impair(
     };
     node.link = link;
     let node = node.clone();
+    let filed = filed_path(name);
+    if !filed.exists() {
+        std::fs::copy(plan_path(name), &filed).map_err(|source| UpError::State {
+            path: filed.display().to_string(),
+            source,
+        })?;
+    }
     crate::overlay_run::write_impairment(&plan, &node)?;
     let json =
         serde_json::to_string_pretty(&plan).map_err(|e| UpError::Impairment(e.to_string()))?;

@@ -95,8 +95,11 @@ pub fn keep_daemons(plan: &Plan) {
                     tracing::warn!(daemon = w.kind, node = %w.node, "the daemon is gone; starting it again in {delay:?}");
                 }
                 Some(at) if now >= at => {
-                    let log = w.log.with_extension("log.previous");
-                    let _ = std::fs::rename(&w.log, &log);
+                    // Keep the log of the run that ended, not that of a
+                    // start that failed.
+                    if std::fs::metadata(&w.log).is_ok_and(|m| m.len() > 0) {
+                        let _ = std::fs::rename(&w.log, w.log.with_extension("log.previous"));
+                    }
                     match crate::lifecycle::spawn_detached(&[w.kind, &plan.name, &w.node], &w.log) {
                         Ok(child) => {
                             tracing::warn!(daemon = w.kind, node = %w.node, pid = child.id(), "daemon started again");

@@ -122,6 +122,11 @@ async fn connect_backend(
         tried.push(backend);
         match tokio::time::timeout(timeout, TcpStream::connect(backend)).await {
             Ok(Ok(stream)) => return Some((backend, stream)),
+            Ok(Err(e)) if local_shortage(&e) => {
+                // Out of descriptors or memory here: no backend is to blame.
+                tracing::warn!(port = %port.id, client = %peer, error = %e, "cannot connect to a backend");
+                return None;
+            }
             Ok(Err(e)) => {
                 tracing::debug!(port = %port.id, client = %peer, %backend, error = %e, "backend failed");
                 port.failed(backend);
@@ -133,6 +138,15 @@ async fn connect_backend(
         }
     }
     None
+}
+
+/// Whether a failed connect is this process's or machine's shortage rather
+/// than the backend's answer.
+fn local_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// Closes `stream` with a RST rather than a FIN.

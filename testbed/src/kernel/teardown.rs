@@ -127,22 +127,29 @@ pub const NODE_DAEMONS: [&str; 2] = ["overlay-daemon", "proxy-daemon"];
 /// namespaces, removes the namespaces and the state directory.
 pub fn teardown(name: &str) -> Result<Removed, TeardownError> {
     let mut removed = Removed::default();
-    let sup = supervisors(name);
-    removed.processes += sup.len();
-    let left = netns::kill_and_wait(&sup, Duration::from_secs(5));
-    if !left.is_empty() {
-        return Err(TeardownError::Survivors(left));
-    }
-    // With the supervisor gone nothing starts them again; end them by name
-    // too, in case one has not entered its namespace yet.
-    let own: Vec<i32> = daemons(name, &NODE_DAEMONS)
-        .into_iter()
-        .map(|d| d.pid)
-        .collect();
-    removed.processes += own.len();
-    let left = netns::kill_and_wait(&own, Duration::from_secs(5));
-    if !left.is_empty() {
-        return Err(TeardownError::Survivors(left));
+    // The supervisor first (nothing starts daemons again once it is gone),
+    // then the daemons, found by their command lines. Scanning again until
+    // a pass finds nothing also catches a daemon the supervisor was forking
+    // as it died: until it execs, it still looks like `supervise NAME`.
+    let kinds = ["supervise", NODE_DAEMONS[0], NODE_DAEMONS[1]];
+    for pass in 0.. {
+        let found: Vec<i32> = if pass == 0 {
+            supervisors(name)
+        } else {
+            daemons(name, &kinds).into_iter().map(|d| d.pid).collect()
+        };
+        if found.is_empty() && pass > 0 {
+            break;
+        }
+        removed.processes += found.len();
+        let left = netns::kill_and_wait(&found, Duration::from_secs(5));
+        if !left.is_empty() {
+            return Err(TeardownError::Survivors(left));
+        }
+        if pass > 10 {
+            // Something keeps starting them: give up rather than loop.
+            return Err(TeardownError::Survivors(found));
+        }
     }
     let spaces = namespaces_of(name);
     let inodes: Vec<u64> = spaces

@@ -806,6 +806,11 @@ impl Planner<'_, '_> {
                 })
                 .filter(|p| !s.selector.map.is_empty() && p.network != "none")
                 .collect();
+            // Pods sharing an address (`container:` or `host` networking)
+            // are one endpoint: the first of them stands for it.
+            let mut seen = std::collections::BTreeSet::new();
+            let selected: Vec<&PodPlan> =
+                selected.into_iter().filter(|p| seen.insert(p.ip)).collect();
             let (lb_ip, announced_by) = if s.kind.value == ServiceType::LoadBalancer {
                 let ip = lb_next.next();
                 let key = format!("{}/{}", s.namespace.value, s.name.value);
@@ -1137,5 +1142,32 @@ impl Plan {
             out.push_str(&format!("{}\t{}\n", r.ip, r.name));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pods_sharing_an_address_are_one_endpoint() {
+        let yaml = "
+name: t
+nodes: [{name: node1}]
+pods:
+  - {name: a, labels: {app: web}, containers: [{name: c, command: [sleep, infinity]}]}
+  - {name: b, labels: {app: web}, network: 'container:a', containers: [{name: c, command: [sleep, infinity]}]}
+  - {name: c, labels: {app: web}, containers: [{name: c, command: [sleep, infinity]}]}
+services:
+  - {name: web, selector: {app: web}, ports: [{port: 80}]}
+";
+        let plan = crate::load_str("t.yaml", yaml.to_string())
+            .map_err(|e| e.to_string())
+            .expect("valid")
+            .plan;
+        let pods: Vec<&str> = plan.services[0].ports[0]
+            .endpoints
+            .iter()
+            .map(|e| e.pod.as_str())
+            .collect();
+        assert_eq!(pods, ["a", "c"]);
     }
 }

@@ -36,31 +36,38 @@ pub fn all_pods(plan: &Plan) -> PodSet {
         .collect()
 }
 
-/// The pods whose every container runs and is ready; `None` while the
-/// supervisor has not written its status.
+/// The pods that can serve: at least one container running, and every
+/// container running and ready or finished successfully (a sidecar that
+/// ran to completion). `None` while the supervisor has not written its
+/// status.
 pub fn ready_pods(plan: &Plan) -> Option<PodSet> {
     use crate::runtime::status::State;
     use crate::runtime::OwnerKind;
+    use std::collections::BTreeMap;
     let status = crate::runtime::status::read(Path::new(&plan.state_dir)).ok()?;
-    let mut not_ready = BTreeSet::new();
+    // (namespace, pod) -> (any container running, all fine)
+    let mut pods: BTreeMap<(String, String), (bool, bool)> = BTreeMap::new();
     for c in status
         .containers
         .iter()
         .filter(|c| c.kind == OwnerKind::Pod)
     {
-        let ok = match c.state {
-            State::Running => c.ready,
-            State::Exited => true,
-            State::Waiting | State::Failed => false,
-        };
-        if !ok {
-            not_ready.insert((c.namespace.clone().unwrap_or_default(), c.owner.clone()));
+        let e = pods
+            .entry((c.namespace.clone().unwrap_or_default(), c.owner.clone()))
+            .or_insert((false, true));
+        match c.state {
+            State::Running => {
+                e.0 = true;
+                e.1 &= c.ready;
+            }
+            State::Exited => {}
+            State::Waiting | State::Failed => e.1 = false,
         }
     }
     Some(
-        all_pods(plan)
-            .into_iter()
-            .filter(|k| !not_ready.contains(k))
+        pods.into_iter()
+            .filter(|(_, (running, fine))| *running && *fine)
+            .map(|(k, _)| k)
             .collect(),
     )
 }
@@ -69,49 +76,78 @@ pub fn ready_pods(plan: &Plan) -> Option<PodSet> {
 /// modes): when a pod stops being ready (its container died, is restarting
 /// or failed) its endpoints leave the rotation, and come back when it is
 /// ready again. Runs for as long as the supervisor does, looking every
-/// `POLL`; on a change it loads only the changed ports' rules.
+/// `POLL`; on a change it loads into each node only the changed ports'
+/// rules. A node whose update fails gets the whole rule set instead, and
+/// while any node fails the follower backs off (up to 5 s) and tries again.
 pub fn follow_endpoints(plan: &Plan) {
     if plan.cluster.proxy == proxy::Mode::Userspace || plan.services.is_empty() {
         return;
     }
-    // `up` loaded every pod's endpoints.
-    let mut current = all_pods(plan);
-    write_programmed(&programmed_path(plan, None), &current);
     let mode = plan.cluster.proxy;
-    let load_all = |text: &str| {
-        plan.nodes
-            .iter()
-            .try_for_each(|n| rules::load(mode, n, text))
-    };
+    // What each node's rules hold (`up` loaded every pod's endpoints);
+    // `None`: unknown after a failure, so load everything.
+    let mut have: Vec<Option<PodSet>> = vec![Some(all_pods(plan)); plan.nodes.len()];
+    let mut recorded: Option<PodSet> = None;
+    let mut pause = POLL;
     loop {
-        std::thread::sleep(POLL);
+        std::thread::sleep(pause);
         let Some(ready) = ready_pods(plan) else {
             continue;
         };
-        if ready == current {
-            continue;
-        }
-        let started = Instant::now();
         let after = with_ready_endpoints(plan, &ready);
-        let text = rules::update(mode, &with_ready_endpoints(plan, &current), &after);
-        let loaded = if text.is_empty() {
-            Ok(())
-        } else {
-            load_all(&text)
-        };
-        // After a failed update the nodes may differ: load everything.
-        let loaded = loaded.or_else(|e| {
-            tracing::warn!(error = %e, "updating service endpoints; resynchronising");
-            load_all(&rules::resync(mode, &after))
-        });
-        match loaded {
-            Ok(()) => {
-                tracing::info!(ready = ready.len(), took = ?started.elapsed(), "service endpoints updated");
-                write_programmed(&programmed_path(plan, None), &ready);
-                current = ready;
+        let mut failed = false;
+        for (n, held) in plan.nodes.iter().zip(&mut have) {
+            if held.as_ref() == Some(&ready) {
+                continue;
             }
-            Err(e) => tracing::warn!(error = %e, "resynchronising the service rules"),
+            let started = Instant::now();
+            let full = || rules::load(mode, n, &rules::resync(mode, &after));
+            let result = match held {
+                Some(before) => {
+                    let text = rules::update(mode, &with_ready_endpoints(plan, before), &after);
+                    if text.is_empty() {
+                        Ok(())
+                    } else {
+                        rules::load(mode, n, &text)
+                    }
+                    .or_else(|e| {
+                        tracing::warn!(node = %n.name, error = %e, "updating service endpoints; loading all rules");
+                        full()
+                    })
+                }
+                None => full(),
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(node = %n.name, ready = ready.len(), took = ?started.elapsed(), "service endpoints updated");
+                    // Flows already DNATed to endpoints that left go too.
+                    let gone = match held {
+                        Some(before) => {
+                            rules::udp_endpoints_gone(&with_ready_endpoints(plan, before), &after)
+                        }
+                        None => rules::udp_endpoints_gone(&plan.services, &after),
+                    };
+                    if let Err(e) = rules::forget_udp_flows(n, &gone) {
+                        tracing::warn!(node = %n.name, error = %e, "clearing the UDP flows of endpoints that left");
+                    }
+                    *held = Some(ready.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(node = %n.name, error = %e, "loading the service rules");
+                    *held = None;
+                    failed = true;
+                }
+            }
         }
+        if have.iter().all(|h| h.as_ref() == Some(&ready)) && recorded.as_ref() != Some(&ready) {
+            write_programmed(&programmed_path(plan, None), &ready);
+            recorded = Some(ready);
+        }
+        pause = if failed {
+            (pause * 2).min(Duration::from_secs(5))
+        } else {
+            POLL
+        };
     }
 }
 
@@ -145,23 +181,43 @@ fn read_programmed(path: &Path) -> Option<PodSet> {
 
 /// Waits until the nodes' rules (or proxies) hold the endpoints of every
 /// pod that is ready now, so that `up` returns with services that answer.
-/// Gives up quietly at `deadline` (they follow within a poll anyway).
-pub fn wait_programmed(plan: &Plan, deadline: Instant) {
+/// At `deadline`, says which do not.
+pub fn wait_programmed(plan: &Plan, deadline: Instant) -> Result<(), String> {
     if plan.services.is_empty() {
-        return;
+        return Ok(());
     }
-    let paths: Vec<PathBuf> = if plan.cluster.proxy == proxy::Mode::Userspace {
+    let paths: Vec<(String, PathBuf)> = if plan.cluster.proxy == proxy::Mode::Userspace {
         plan.nodes
             .iter()
-            .map(|n| programmed_path(plan, Some(&n.name)))
+            .map(|n| {
+                (
+                    format!("the userspace proxy of node {}", n.name),
+                    programmed_path(plan, Some(&n.name)),
+                )
+            })
             .collect()
     } else {
-        vec![programmed_path(plan, None)]
+        vec![(
+            "the nodes' service rules".to_string(),
+            programmed_path(plan, None),
+        )]
     };
-    while Instant::now() < deadline {
+    loop {
         let want = ready_pods(plan);
-        if want.is_some() && paths.iter().all(|p| read_programmed(p) == want) {
-            return;
+        let lagging: Vec<&str> = paths
+            .iter()
+            .filter(|(_, p)| want.is_none() || read_programmed(p) != want)
+            .map(|(what, _)| what.as_str())
+            .collect();
+        if lagging.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} do not hold the endpoints of the ready pods yet (the logs in {} say why)",
+                lagging.join(", "),
+                plan.state_dir
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -95,6 +95,62 @@ pub fn load(mode: Mode, n: &Node, rules: &str) -> Result<(), ServicesError> {
     }
 }
 
+/// The UDP endpoints (address, port) of `before` that `after` no longer
+/// has.
+pub fn udp_endpoints_gone(
+    before: &[proxy::Service],
+    after: &[proxy::Service],
+) -> Vec<(std::net::Ipv4Addr, u16)> {
+    let mut gone = Vec::new();
+    for (b, a) in before.iter().zip(after) {
+        for (bp, ap) in b.ports.iter().zip(&a.ports) {
+            if bp.protocol != proxy::Protocol::UDP {
+                continue;
+            }
+            for e in bp.endpoints.iter().filter(|e| !ap.endpoints.contains(e)) {
+                if !gone.contains(&(e.ip, e.port)) {
+                    gone.push((e.ip, e.port));
+                }
+            }
+        }
+    }
+    gone
+}
+
+/// Ends the UDP flows that node `n`'s connection tracking still sends to
+/// endpoints that left (`gone`), as kube-proxy does: a UDP client that keeps
+/// one socket would otherwise keep reaching the old endpoint for as long as
+/// it sends, whatever the rules now say. Its next datagram is a new flow and
+/// meets the current rules. Needs the `conntrack` program.
+pub fn forget_udp_flows(n: &Node, gone: &[(std::net::Ipv4Addr, u16)]) -> Result<(), ServicesError> {
+    for (ip, port) in gone {
+        let (ip, port) = (ip.to_string(), port.to_string());
+        let out = run_in(
+            n,
+            "conntrack",
+            &[
+                "-D",
+                "-p",
+                "udp",
+                "--reply-src",
+                &ip,
+                "--reply-port-src",
+                &port,
+            ],
+            None,
+        )?;
+        // Exit code 1 with "0 flow entries" is nothing to delete.
+        let said = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && !said.contains("0 flow entries") {
+            return Err(ServicesError::Restore {
+                node: n.name.clone(),
+                message: format!("conntrack -D: {}", said.trim()),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The rules installed in node `n` now, as the kernel reports them: the
 /// testbed's table (nftables mode) or its chains in `iptables-save`'s
 /// format (iptables and userspace modes).
@@ -177,15 +233,24 @@ fn run_in(
     }
     let mut child = cmd.spawn().map_err(|e| {
         fail(if e.kind() == std::io::ErrorKind::NotFound {
-            format!("{program} is not installed (Debian: apt-get install iptables nftables)")
+            format!(
+                "{program} is not installed (Debian: apt-get install iptables nftables conntrack)"
+            )
         } else {
             e.to_string()
         })
     })?;
-    if let (Some(mut stdin), Some(text)) = (child.stdin.take(), input) {
-        stdin
-            .write_all(text.as_bytes())
-            .map_err(|e| fail(e.to_string()))?;
+    // A program that stops reading early (it found an error) closes the
+    // pipe: what it says on stderr is the real story, so always wait for it.
+    let written = match (child.stdin.take(), input) {
+        (Some(mut stdin), Some(text)) => stdin.write_all(text.as_bytes()),
+        _ => Ok(()),
+    };
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe && out.status.success() => {
+            Err(fail(format!("writing to {program}: {e}")))
+        }
+        _ => Ok(out),
     }
-    child.wait_with_output().map_err(|e| fail(e.to_string()))
 }

@@ -103,6 +103,14 @@ pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), ServicesError> {
             let _ = nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::Handler(on_signal));
         }
     }
+    // Each relayed TCP connection holds six descriptors (two sockets, two
+    // pipes): allow as many as the hard limit does.
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -138,16 +146,10 @@ async fn serve(plan: &Plan, n: &NodePlan) -> Result<(), ServicesError> {
     let listen = proxy::portals::listen_ports(&plan.services);
     let mut current = ready_pods(plan).unwrap_or_else(|| all_pods(plan));
     let active = with_ready_endpoints(plan, &current);
-    // Start from a known state: `up` loaded the portals of every pod, but a
-    // proxy started again after a crash finds whatever its predecessor left.
-    let mut programmed: PodSet =
-        match tokio::task::block_in_place(|| rules::load(mode, n, &rules::resync(mode, &active))) {
-            Ok(()) => current.clone(),
-            Err(e) => {
-                tracing::warn!(error = %e, "loading the portal rules");
-                all_pods(plan)
-            }
-        };
+    // What the node's portal rules hold; `None`: unknown, load them all.
+    // `up` loaded the portals of every pod, but a proxy started again after
+    // a crash finds whatever its predecessor left, so start from scratch.
+    let mut programmed: Option<PodSet> = None;
     let specs = plan
         .services
         .iter()
@@ -173,32 +175,36 @@ async fn serve(plan: &Plan, n: &NodePlan) -> Result<(), ServicesError> {
         .map_err(|e| fail(e.to_string()))?;
     tracing::info!(node = %n.name, ports = listen.len(), "proxy listening");
     let ack = programmed_path(plan, Some(&n.name));
+    let mut pause = POLL;
     loop {
-        if current != programmed {
-            let text = rules::update(
-                mode,
-                &with_ready_endpoints(plan, &programmed),
-                &with_ready_endpoints(plan, &current),
-            );
+        if programmed.as_ref() != Some(&current) {
+            let after = with_ready_endpoints(plan, &current);
+            let text = match &programmed {
+                Some(before) => rules::update(mode, &with_ready_endpoints(plan, before), &after),
+                None => rules::resync(mode, &after),
+            };
             let loaded = text.is_empty()
                 || tokio::task::block_in_place(|| rules::load(mode, n, &text))
-                    .map_err(|e| tracing::warn!(error = %e, "updating the portal rules"))
+                    .map_err(|e| tracing::warn!(error = %e, "loading the portal rules"))
                     .is_ok();
-            if loaded {
-                programmed = current.clone();
-            }
+            // After a failure, load everything on the next round, later.
+            (programmed, pause) = if loaded {
+                (Some(current.clone()), POLL)
+            } else {
+                (None, (pause * 2).min(std::time::Duration::from_secs(5)))
+            };
         }
-        if current == programmed {
+        if programmed.as_ref() == Some(&current) {
             write_programmed(&ack, &current);
         }
         loop {
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(pause).await;
             if STOP.load(Ordering::SeqCst) {
                 drop(proxy);
                 return Ok(());
             }
             match ready_pods(plan) {
-                Some(ready) if ready != current || ready != programmed => {
+                Some(ready) if ready != current || programmed.as_ref() != Some(&ready) => {
                     let before = endpoints_by_port(&with_ready_endpoints(plan, &current));
                     let after = endpoints_by_port(&with_ready_endpoints(plan, &ready));
                     for ((id, b), (_, a)) in before.iter().zip(after) {

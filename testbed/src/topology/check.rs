@@ -34,9 +34,21 @@ fn proxy_ports(topo: &Topology, diags: &mut Diagnostics) {
     if topo.cluster.proxy.value != proxy::Mode::Userspace {
         return;
     }
-    let n: usize = topo.services.iter().map(|s| s.ports.len()).sum();
+    // The listen ports in plan order, one per service port; a ready check
+    // is TCP, so only the TCP ones can clash.
     let base = proxy::portals::LISTEN_BASE;
-    let taken = u32::from(base)..u32::from(base) + n as u32;
+    let all: Vec<proxy::Protocol> = topo
+        .services
+        .iter()
+        .flat_map(|s| s.ports.iter().map(|p| p.protocol))
+        .collect();
+    let n = all.len();
+    let tcp: Vec<u32> = all
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| **p == proxy::Protocol::TCP)
+        .map(|(i, _)| u32::from(base) + i as u32)
+        .collect();
     for p in topo
         .pods
         .iter()
@@ -46,7 +58,7 @@ fn proxy_ports(topo: &Topology, diags: &mut Diagnostics) {
             if let Some(port) = c
                 .ready_tcp
                 .as_ref()
-                .filter(|t| taken.contains(&u32::from(t.value)))
+                .filter(|t| tcp.contains(&u32::from(t.value)))
             {
                 diags.push(
                     Diagnostic::error(
