@@ -176,6 +176,7 @@ async fn serve(plan: &Plan, n: &NodePlan) -> Result<(), ServicesError> {
     tracing::info!(node = %n.name, ports = listen.len(), "proxy listening");
     let ack = programmed_path(plan, Some(&n.name));
     let mut pause = POLL;
+    let mut acked: Option<PodSet> = None;
     loop {
         if programmed.as_ref() != Some(&current) {
             let after = with_ready_endpoints(plan, &current);
@@ -191,33 +192,28 @@ async fn serve(plan: &Plan, n: &NodePlan) -> Result<(), ServicesError> {
             (programmed, pause) = if loaded {
                 (Some(current.clone()), POLL)
             } else {
-                (None, (pause * 2).min(std::time::Duration::from_secs(5)))
+                (None, (pause * 2).min(Duration::from_secs(5)))
             };
         }
-        if programmed.as_ref() == Some(&current) {
+        if programmed.as_ref() == Some(&current) && acked.as_ref() != Some(&current) {
             write_programmed(&ack, &current);
+            acked = Some(current.clone());
         }
-        loop {
-            tokio::time::sleep(pause).await;
-            if STOP.load(Ordering::SeqCst) {
-                drop(proxy);
-                return Ok(());
-            }
-            match ready_pods(plan) {
-                Some(ready) if ready != current || programmed.as_ref() != Some(&ready) => {
-                    let before = endpoints_by_port(&with_ready_endpoints(plan, &current));
-                    let after = endpoints_by_port(&with_ready_endpoints(plan, &ready));
-                    for ((id, b), (_, a)) in before.iter().zip(after) {
-                        if *b != a {
-                            tracing::info!(port = %id, endpoints = a.len(), "endpoints changed");
-                            proxy.set_endpoints(id, a);
-                        }
-                    }
-                    current = ready;
-                    break;
+        tokio::time::sleep(pause).await;
+        if STOP.load(Ordering::SeqCst) {
+            drop(proxy);
+            return Ok(());
+        }
+        if let Some(ready) = ready_pods(plan).filter(|r| *r != current) {
+            let before = endpoints_by_port(&with_ready_endpoints(plan, &current));
+            let after = endpoints_by_port(&with_ready_endpoints(plan, &ready));
+            for ((id, b), (_, a)) in before.iter().zip(after) {
+                if *b != a {
+                    tracing::info!(port = %id, endpoints = a.len(), "endpoints changed");
+                    proxy.set_endpoints(id, a);
                 }
-                _ => {}
             }
+            current = ready;
         }
     }
 }
