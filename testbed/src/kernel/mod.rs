@@ -1,8 +1,10 @@
 //! The kernel side: creating the plan's namespaces and network objects
 //! (`apply`), reading them back (`observe`), and removing everything a
-//! testbed owns (`teardown`). Talks netlink in-process; spawns nothing.
+//! testbed owns (`teardown`); deleting connection-tracking entries
+//! (`conntrack`). Talks netlink in-process; spawns nothing.
 
 pub mod apply;
+pub mod conntrack;
 pub mod links;
 pub mod netns;
 pub mod observe;

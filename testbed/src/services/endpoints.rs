@@ -127,8 +127,14 @@ pub fn follow_endpoints(plan: &Plan) {
                         }
                         None => rules::udp_endpoints_gone(&plan.services, &after),
                     };
-                    if let Err(e) = rules::forget_udp_flows(n, &gone) {
-                        tracing::warn!(node = %n.name, error = %e, "clearing the UDP flows of endpoints that left");
+                    match rules::forget_udp_flows(n, &gone) {
+                        Ok(0) => {}
+                        Ok(flows) => {
+                            tracing::info!(node = %n.name, flows, "UDP flows of endpoints that left deleted")
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = %n.name, error = %e, "deleting the UDP flows of endpoints that left")
+                        }
                     }
                     *held = Some(ready.clone());
                 }

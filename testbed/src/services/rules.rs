@@ -121,34 +121,12 @@ pub fn udp_endpoints_gone(
 /// endpoints that left (`gone`), as kube-proxy does: a UDP client that keeps
 /// one socket would otherwise keep reaching the old endpoint for as long as
 /// it sends, whatever the rules now say. Its next datagram is a new flow and
-/// meets the current rules. Needs the `conntrack` program.
-pub fn forget_udp_flows(n: &Node, gone: &[(std::net::Ipv4Addr, u16)]) -> Result<(), ServicesError> {
-    for (ip, port) in gone {
-        let (ip, port) = (ip.to_string(), port.to_string());
-        let out = run_in(
-            n,
-            "conntrack",
-            &[
-                "-D",
-                "-p",
-                "udp",
-                "--reply-src",
-                &ip,
-                "--reply-port-src",
-                &port,
-            ],
-            None,
-        )?;
-        // Exit code 1 with "0 flow entries" is nothing to delete.
-        let said = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() && !said.contains("0 flow entries") {
-            return Err(ServicesError::Restore {
-                node: n.name.clone(),
-                message: format!("conntrack -D: {}", said.trim()),
-            });
-        }
-    }
-    Ok(())
+/// meets the current rules.
+pub fn forget_udp_flows(
+    n: &Node,
+    gone: &[(std::net::Ipv4Addr, u16)],
+) -> Result<usize, crate::kernel::conntrack::ConntrackError> {
+    crate::kernel::conntrack::delete_udp_replying_from(&n.netns, gone)
 }
 
 /// The rules installed in node `n` now, as the kernel reports them: the
@@ -233,9 +211,7 @@ fn run_in(
     }
     let mut child = cmd.spawn().map_err(|e| {
         fail(if e.kind() == std::io::ErrorKind::NotFound {
-            format!(
-                "{program} is not installed (Debian: apt-get install iptables nftables conntrack)"
-            )
+            format!("{program} is not installed (Debian: apt-get install iptables nftables)")
         } else {
             e.to_string()
         })
