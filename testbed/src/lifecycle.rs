@@ -247,10 +247,12 @@ pub fn impair(
     let node = node.clone();
     let filed = filed_path(name);
     if !filed.exists() {
-        std::fs::copy(plan_path(name), &filed).map_err(|source| UpError::State {
-            path: filed.display().to_string(),
-            source,
-        })?;
+        std::fs::read_to_string(plan_path(name))
+            .and_then(|text| write_atomic(&filed, &text))
+            .map_err(|source| UpError::State {
+                path: filed.display().to_string(),
+                source,
+            })?;
     }
     crate::overlay_run::write_impairment(&plan, &node)?;
     let json =

@@ -24,6 +24,8 @@ struct Wanted {
     /// by `up`, found by its command line.
     child: Option<Child>,
     started: Instant,
+    /// How long the last run lasted, once it is over.
+    ran: Duration,
     delay: Duration,
     next_start: Option<Instant>,
 }
@@ -39,6 +41,7 @@ fn wanted(plan: &Plan) -> Vec<Wanted> {
                 log,
                 child: None,
                 started: Instant::now(),
+                ran: Duration::ZERO,
                 delay: Duration::from_millis(100),
                 next_start: None,
             })
@@ -88,16 +91,19 @@ pub fn keep_daemons(plan: &Plan) {
             let now = Instant::now();
             match w.next_start {
                 None => {
-                    let (delay, next) = backoff(w.delay, now - w.started);
+                    w.ran = now - w.started;
+                    let (delay, next) = backoff(w.delay, w.ran);
                     w.delay = next;
                     w.next_start = Some(now + delay);
                     w.child = None;
                     tracing::warn!(daemon = w.kind, node = %w.node, "the daemon is gone; starting it again in {delay:?}");
                 }
                 Some(at) if now >= at => {
-                    // Keep the log of the run that ended, not that of a
-                    // start that failed.
-                    if std::fs::metadata(&w.log).is_ok_and(|m| m.len() > 0) {
+                    // Keep the log of a run that crashed, not that of a
+                    // start that failed at once.
+                    if w.ran > Duration::from_secs(1)
+                        && std::fs::metadata(&w.log).is_ok_and(|m| m.len() > 0)
+                    {
                         let _ = std::fs::rename(&w.log, w.log.with_extension("log.previous"));
                     }
                     match crate::lifecycle::spawn_detached(&[w.kind, &plan.name, &w.node], &w.log) {

@@ -34,6 +34,7 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_ID: u16 = 12;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
@@ -141,8 +142,9 @@ impl Socket {
                     continue;
                 }
                 match kind {
-                    NLMSG_DONE => return Ok(0),
-                    NLMSG_ERROR => {
+                    // Both carry an errno (negative, 0 for success): an
+                    // ack, the end of a dump, or why either failed.
+                    NLMSG_DONE | NLMSG_ERROR => {
                         let code = msg
                             .get(16..20)
                             .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
@@ -192,8 +194,27 @@ pub fn delete_udp_replying_from(
         })?,
         netns: netns.to_string(),
     };
+    // The kernel answers at once; never hang the caller on a lost answer.
+    let timeout = libc::timeval {
+        tv_sec: 2,
+        tv_usec: 0,
+    };
+    // SAFETY: the option value is a valid timeval of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            sock.fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(sock.err("setting a receive timeout"));
+    }
     let dump = libc::NLM_F_REQUEST as u16 | libc::NLM_F_DUMP as u16;
     sock.send(&request(IPCTNL_MSG_CT_GET, dump, 1, &[]))?;
+    // Each flow's delete request body: its original tuple and its id.
     let mut doomed: Vec<Vec<u8>> = Vec::new();
     let code = sock.answer(1, |body| {
         let (Some(orig), Some(reply)) = (
@@ -206,7 +227,13 @@ pub fn delete_udp_replying_from(
         };
         if let Some((ip, proto, port)) = tuple_source(reply) {
             if proto == libc::IPPROTO_UDP as u8 && sources.contains(&(ip, port)) {
-                doomed.push(orig.2.to_vec());
+                // The original tuple names the flow; its id makes sure a
+                // newer flow with the same tuple is not the one deleted.
+                let mut key = orig.2.to_vec();
+                if let Some((_, _, id)) = attrs(body).into_iter().find(|(k, _, _)| *k == CTA_ID) {
+                    key.extend_from_slice(id);
+                }
+                doomed.push(key);
             }
         }
     })?;
@@ -219,9 +246,9 @@ pub fn delete_udp_replying_from(
     }
     let ack = libc::NLM_F_REQUEST as u16 | libc::NLM_F_ACK as u16;
     let mut deleted = 0;
-    for (i, orig) in doomed.iter().enumerate() {
+    for (i, key) in doomed.iter().enumerate() {
         let seq = 2 + i as u32;
-        sock.send(&request(IPCTNL_MSG_CT_DELETE, ack, seq, orig))?;
+        sock.send(&request(IPCTNL_MSG_CT_DELETE, ack, seq, key))?;
         match sock.answer(seq, |_| {})? {
             0 => deleted += 1,
             // Gone already (it expired meanwhile).

@@ -83,19 +83,21 @@ impl Netns {
             .try_clone()
             .map_err(|e| sys("opening namespace", &self.name, e))?;
         let name = self.name.clone();
-        std::thread::spawn(move || {
-            setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
-                .map_err(|e| sys("entering namespace", &name, e))?;
-            Ok(f())
-        })
-        .join()
-        .unwrap_or_else(|_| {
-            Err(sys(
-                "entering namespace",
-                &self.name,
-                std::io::Error::other("thread panicked"),
-            ))
-        })
+        std::thread::Builder::new()
+            .spawn(move || {
+                setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| sys("entering namespace", &name, e))?;
+                Ok(f())
+            })
+            .map_err(|e| sys("entering namespace", &self.name, e))?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(sys(
+                    "entering namespace",
+                    &self.name,
+                    std::io::Error::other("thread panicked"),
+                ))
+            })
     }
 }
 

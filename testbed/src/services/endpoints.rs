@@ -72,88 +72,121 @@ pub fn ready_pods(plan: &Plan) -> Option<PodSet> {
     )
 }
 
+/// The longest a follower waits before trying a failing node again.
+pub const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// What the follower knows of one node.
+struct NodeState {
+    /// The pods whose endpoints its rules hold (`up` loaded every pod's);
+    /// `None`: unknown after a failure, so load everything.
+    held: Option<PodSet>,
+    /// UDP endpoints that left whose flows are still to be deleted.
+    flows: Vec<(std::net::Ipv4Addr, u16)>,
+    /// When to try again after a failure, and the wait after that.
+    retry_at: Instant,
+    pause: Duration,
+}
+
 /// Keeps every node's rules following the pods (iptables and nftables
 /// modes): when a pod stops being ready (its container died, is restarting
 /// or failed) its endpoints leave the rotation, and come back when it is
 /// ready again. Runs for as long as the supervisor does, looking every
 /// `POLL`; on a change it loads into each node only the changed ports'
-/// rules. A node whose update fails gets the whole rule set instead, and
-/// while any node fails the follower backs off (up to 5 s) and tries again.
+/// rules, then deletes the UDP flows still going to endpoints that left. A
+/// node whose update fails gets the whole rule set instead; a node that
+/// keeps failing is tried again with a back-off of its own (up to
+/// `MAX_RETRY`), without holding up the others.
 pub fn follow_endpoints(plan: &Plan) {
     if plan.cluster.proxy == proxy::Mode::Userspace || plan.services.is_empty() {
         return;
     }
     let mode = plan.cluster.proxy;
-    // What each node's rules hold (`up` loaded every pod's endpoints);
-    // `None`: unknown after a failure, so load everything.
-    let mut have: Vec<Option<PodSet>> = vec![Some(all_pods(plan)); plan.nodes.len()];
+    let mut nodes: Vec<NodeState> = plan
+        .nodes
+        .iter()
+        .map(|_| NodeState {
+            held: Some(all_pods(plan)),
+            flows: Vec::new(),
+            retry_at: Instant::now(),
+            pause: POLL,
+        })
+        .collect();
     let mut recorded: Option<PodSet> = None;
-    let mut pause = POLL;
     loop {
-        std::thread::sleep(pause);
+        std::thread::sleep(POLL);
         let Some(ready) = ready_pods(plan) else {
             continue;
         };
         let after = with_ready_endpoints(plan, &ready);
-        let mut failed = false;
-        for (n, held) in plan.nodes.iter().zip(&mut have) {
-            if held.as_ref() == Some(&ready) {
+        let now = Instant::now();
+        for (n, st) in plan.nodes.iter().zip(&mut nodes) {
+            if (st.held.as_ref() == Some(&ready) && st.flows.is_empty()) || now < st.retry_at {
                 continue;
             }
-            let started = Instant::now();
-            let full = || rules::load(mode, n, &rules::resync(mode, &after));
-            let result = match held {
-                Some(before) => {
-                    let text = rules::update(mode, &with_ready_endpoints(plan, before), &after);
-                    if text.is_empty() {
-                        Ok(())
-                    } else {
-                        rules::load(mode, n, &text)
+            let mut ok = true;
+            if st.held.as_ref() != Some(&ready) {
+                let before = match &st.held {
+                    Some(held) => with_ready_endpoints(plan, held),
+                    None => plan.services.clone(),
+                };
+                let full = || rules::load(mode, n, &rules::resync(mode, &after));
+                let result = match st.held {
+                    Some(_) => {
+                        let text = rules::update(mode, &before, &after);
+                        if text.is_empty() {
+                            Ok(())
+                        } else {
+                            rules::load(mode, n, &text)
+                        }
+                        .or_else(|e| {
+                            tracing::warn!(node = %n.name, error = %e, "updating service endpoints; loading all rules");
+                            full()
+                        })
                     }
-                    .or_else(|e| {
-                        tracing::warn!(node = %n.name, error = %e, "updating service endpoints; loading all rules");
-                        full()
-                    })
-                }
-                None => full(),
-            };
-            match result {
-                Ok(()) => {
-                    tracing::info!(node = %n.name, ready = ready.len(), took = ?started.elapsed(), "service endpoints updated");
-                    // Flows already DNATed to endpoints that left go too.
-                    let gone = match held {
-                        Some(before) => {
-                            rules::udp_endpoints_gone(&with_ready_endpoints(plan, before), &after)
+                    None => full(),
+                };
+                match result {
+                    Ok(()) => {
+                        tracing::info!(node = %n.name, ready = ready.len(), took = ?now.elapsed(), "service endpoints updated");
+                        for gone in rules::udp_endpoints_gone(&before, &after) {
+                            if !st.flows.contains(&gone) {
+                                st.flows.push(gone);
+                            }
                         }
-                        None => rules::udp_endpoints_gone(&plan.services, &after),
-                    };
-                    match rules::forget_udp_flows(n, &gone) {
-                        Ok(0) => {}
-                        Ok(flows) => {
-                            tracing::info!(node = %n.name, flows, "UDP flows of endpoints that left deleted")
-                        }
-                        Err(e) => {
-                            tracing::warn!(node = %n.name, error = %e, "deleting the UDP flows of endpoints that left")
-                        }
+                        st.held = Some(ready.clone());
                     }
-                    *held = Some(ready.clone());
-                }
-                Err(e) => {
-                    tracing::warn!(node = %n.name, error = %e, "loading the service rules");
-                    *held = None;
-                    failed = true;
+                    Err(e) => {
+                        tracing::warn!(node = %n.name, error = %e, "loading the service rules");
+                        st.held = None;
+                        ok = false;
+                    }
                 }
             }
+            // Flows already DNATed to endpoints that left go too.
+            if ok && !st.flows.is_empty() {
+                match rules::forget_udp_flows(n, &st.flows) {
+                    Ok(deleted) => {
+                        tracing::info!(node = %n.name, deleted, "UDP flows of endpoints that left deleted");
+                        st.flows.clear();
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %n.name, error = %e, "deleting the UDP flows of endpoints that left");
+                        ok = false;
+                    }
+                }
+            }
+            (st.retry_at, st.pause) = if ok {
+                (now, POLL)
+            } else {
+                (now + st.pause, (st.pause * 2).min(MAX_RETRY))
+            };
         }
-        if have.iter().all(|h| h.as_ref() == Some(&ready)) && recorded.as_ref() != Some(&ready) {
+        if nodes.iter().all(|st| st.held.as_ref() == Some(&ready))
+            && recorded.as_ref() != Some(&ready)
+        {
             write_programmed(&programmed_path(plan, None), &ready);
             recorded = Some(ready);
         }
-        pause = if failed {
-            (pause * 2).min(Duration::from_secs(5))
-        } else {
-            POLL
-        };
     }
 }
 

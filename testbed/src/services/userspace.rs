@@ -175,10 +175,12 @@ async fn serve(plan: &Plan, n: &NodePlan) -> Result<(), ServicesError> {
         .map_err(|e| fail(e.to_string()))?;
     tracing::info!(node = %n.name, ports = listen.len(), "proxy listening");
     let ack = programmed_path(plan, Some(&n.name));
-    let mut pause = POLL;
+    // After a failed load, the rules are tried again later (back-off); the
+    // endpoints in memory and the stop signal are looked at every `POLL`.
+    let (mut retry_at, mut pause) = (Instant::now(), POLL);
     let mut acked: Option<PodSet> = None;
     loop {
-        if programmed.as_ref() != Some(&current) {
+        if programmed.as_ref() != Some(&current) && Instant::now() >= retry_at {
             let after = with_ready_endpoints(plan, &current);
             let text = match &programmed {
                 Some(before) => rules::update(mode, &with_ready_endpoints(plan, before), &after),
@@ -188,18 +190,22 @@ async fn serve(plan: &Plan, n: &NodePlan) -> Result<(), ServicesError> {
                 || tokio::task::block_in_place(|| rules::load(mode, n, &text))
                     .map_err(|e| tracing::warn!(error = %e, "loading the portal rules"))
                     .is_ok();
-            // After a failure, load everything on the next round, later.
-            (programmed, pause) = if loaded {
-                (Some(current.clone()), POLL)
+            // After a failure, load everything next time.
+            (programmed, retry_at, pause) = if loaded {
+                (Some(current.clone()), Instant::now(), POLL)
             } else {
-                (None, (pause * 2).min(Duration::from_secs(5)))
+                (
+                    None,
+                    Instant::now() + pause,
+                    (pause * 2).min(super::endpoints::MAX_RETRY),
+                )
             };
         }
         if programmed.as_ref() == Some(&current) && acked.as_ref() != Some(&current) {
             write_programmed(&ack, &current);
             acked = Some(current.clone());
         }
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(POLL).await;
         if STOP.load(Ordering::SeqCst) {
             drop(proxy);
             return Ok(());
