@@ -416,6 +416,18 @@ services:
         )
         .expect("kill");
     };
+    if proxy == "nftables" {
+        // Someone removed the table on every node: the next update cannot
+        // apply, so the follower loads the whole table again.
+        for node in ["node1", "node2"] {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &tb.ns(&format!("node.{node}"))])
+                .args(["nft", "delete", "table", "ip", "testbed"])
+                .output()
+                .expect("nft");
+            assert!(out.status.success(), "{out:?}");
+        }
+    }
     // A pod that is gone for good leaves the rotation promptly: soon every
     // request succeeds and none reaches it.
     kill("once");
