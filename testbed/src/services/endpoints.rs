@@ -36,22 +36,23 @@ pub fn all_pods(plan: &Plan) -> PodSet {
         .collect()
 }
 
+/// The pods that can serve, by the supervisor's status (`None` while it
+/// has not written one).
+pub fn ready_pods(plan: &Plan) -> Option<PodSet> {
+    let status = crate::runtime::status::read(Path::new(&plan.state_dir)).ok()?;
+    Some(serving(&status.containers))
+}
+
 /// The pods that can serve: at least one container running, and every
 /// container running and ready or finished successfully (a sidecar that
-/// ran to completion). `None` while the supervisor has not written its
-/// status.
-pub fn ready_pods(plan: &Plan) -> Option<PodSet> {
+/// ran to completion).
+pub fn serving(containers: &[crate::runtime::status::ContainerStatus]) -> PodSet {
     use crate::runtime::status::State;
     use crate::runtime::OwnerKind;
     use std::collections::BTreeMap;
-    let status = crate::runtime::status::read(Path::new(&plan.state_dir)).ok()?;
     // (namespace, pod) -> (any container running, all fine)
     let mut pods: BTreeMap<(String, String), (bool, bool)> = BTreeMap::new();
-    for c in status
-        .containers
-        .iter()
-        .filter(|c| c.kind == OwnerKind::Pod)
-    {
+    for c in containers.iter().filter(|c| c.kind == OwnerKind::Pod) {
         let e = pods
             .entry((c.namespace.clone().unwrap_or_default(), c.owner.clone()))
             .or_insert((false, true));
@@ -64,12 +65,10 @@ pub fn ready_pods(plan: &Plan) -> Option<PodSet> {
             State::Waiting | State::Failed => e.1 = false,
         }
     }
-    Some(
-        pods.into_iter()
-            .filter(|(_, (running, fine))| *running && *fine)
-            .map(|(k, _)| k)
-            .collect(),
-    )
+    pods.into_iter()
+        .filter(|(_, (running, fine))| *running && *fine)
+        .map(|(k, _)| k)
+        .collect()
 }
 
 /// The longest a follower waits before trying a failing node again.
@@ -259,5 +258,45 @@ pub fn wait_programmed(plan: &Plan, deadline: Instant) -> Result<(), String> {
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serving;
+    use crate::runtime::status::{ContainerStatus, State};
+    use crate::runtime::OwnerKind;
+
+    fn c(pod: &str, state: State, ready: bool) -> ContainerStatus {
+        ContainerStatus {
+            kind: OwnerKind::Pod,
+            namespace: Some("default".into()),
+            owner: pod.into(),
+            container: "c".into(),
+            pid: None,
+            state,
+            restarts: 0,
+            last_exit: None,
+            ready,
+            ready_tcp: None,
+            error: None,
+            log: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_pod_serves_while_a_container_runs_and_none_is_down() {
+        let got = serving(&[
+            c("up", State::Running, true),
+            c("sidecar-done", State::Running, true),
+            c("sidecar-done", State::Exited, false),
+            c("not-ready", State::Running, false),
+            c("all-exited", State::Exited, false),
+            c("restarting", State::Running, true),
+            c("restarting", State::Waiting, false),
+            c("failed", State::Failed, false),
+        ]);
+        let names: Vec<&str> = got.iter().map(|(_, p)| p.as_str()).collect();
+        assert_eq!(names, ["sidecar-done", "up"]);
     }
 }
