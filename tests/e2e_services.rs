@@ -100,6 +100,22 @@ fn services(overlay: &str, proxy: &str) {
             );
         }
     }
+    // By IP too, from a pod on each node.
+    let vip = plan["services"][0]["clusterIP"]
+        .as_str()
+        .expect("cluster IP")
+        .to_string();
+    for from in ["tester", "tester2"] {
+        let (code, body) = exec(
+            &tb,
+            from,
+            &["curl", "-s", "-m", "3", &format!("http://{vip}/")],
+        );
+        assert!(
+            code == 0 && body.starts_with("web-"),
+            "{from} -> {vip}: {code} {body}"
+        );
+    }
     // From a node itself.
     let out = std::process::Command::new("ip")
         .args([
