@@ -231,9 +231,13 @@ pub fn status(plan: &Plan) -> StatusReport {
             .collect()
     };
     let base = summary(plan);
-    // Endpoints are the ready pods', as the proxies hold them.
-    let ready = crate::services::endpoints::ready_pods(plan)
-        .unwrap_or_else(|| crate::services::endpoints::all_pods(plan));
+    // Endpoints are the serving pods', as the proxies hold them (every
+    // pod's while the supervisor has said nothing yet).
+    let ready = if containers.is_empty() {
+        crate::services::endpoints::all_pods(plan)
+    } else {
+        crate::services::endpoints::serving(&containers)
+    };
     let live = crate::services::with_ready_endpoints(plan, &ready);
     StatusReport {
         name: plan.name.clone(),

@@ -15,14 +15,23 @@ use std::time::{Duration, Instant};
 /// How often the watchdog looks.
 const TICK: Duration = Duration::from_millis(250);
 
+/// A daemon's current run, as the watchdog knows it.
+enum Run {
+    /// Started by this watchdog (reaped here).
+    Child(Child),
+    /// Started by `up`: its pid, found once by its command line.
+    Adopted(i32),
+    /// Not running.
+    Gone,
+}
+
 /// One daemon the testbed needs.
 struct Wanted {
     kind: &'static str,
     node: String,
     log: PathBuf,
-    /// The run this watchdog started (reaped here); `None` for one started
-    /// by `up`, found by its command line.
-    child: Option<Child>,
+    /// The current run.
+    run: Run,
     started: Instant,
     /// How long the last run lasted, once it is over.
     ran: Duration,
@@ -39,7 +48,7 @@ fn wanted(plan: &Plan) -> Vec<Wanted> {
                 kind,
                 node: n.name.clone(),
                 log,
-                child: None,
+                run: Run::Gone,
                 started: Instant::now(),
                 ran: Duration::ZERO,
                 delay: Duration::from_millis(100),
@@ -69,21 +78,26 @@ pub fn keep_daemons(plan: &Plan) {
     if all.is_empty() {
         return;
     }
+    // The daemons `up` started: one look at /proc; after that each is
+    // checked by its own pid.
+    for d in daemons(&plan.name, &NODE_DAEMONS) {
+        if let Some(w) = all
+            .iter_mut()
+            .find(|w| d.kind == w.kind && d.node.as_deref() == Some(w.node.as_str()))
+        {
+            w.run = Run::Adopted(d.pid);
+        }
+    }
     loop {
         std::thread::sleep(TICK);
-        // One look at /proc a round, for the daemons this watchdog did not
-        // start itself.
-        let running = if all.iter().any(|w| w.child.is_none()) {
-            daemons(&plan.name, &NODE_DAEMONS)
-        } else {
-            Vec::new()
-        };
         for w in &mut all {
-            let alive = match &mut w.child {
-                Some(c) => matches!(c.try_wait(), Ok(None)),
-                None => running
-                    .iter()
-                    .any(|d| d.kind == w.kind && d.node.as_deref() == Some(w.node.as_str())),
+            let args = [w.kind, plan.name.as_str(), w.node.as_str()].join("\0");
+            let alive = match &mut w.run {
+                Run::Child(c) => matches!(c.try_wait(), Ok(None)),
+                // The pid still runs this daemon (not a reused pid).
+                Run::Adopted(pid) => std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.windows(args.len()).any(|x| x == args.as_bytes())),
+                Run::Gone => false,
             };
             if alive {
                 continue;
@@ -95,7 +109,7 @@ pub fn keep_daemons(plan: &Plan) {
                     let (delay, next) = backoff(w.delay, w.ran);
                     w.delay = next;
                     w.next_start = Some(now + delay);
-                    w.child = None;
+                    w.run = Run::Gone;
                     tracing::warn!(daemon = w.kind, node = %w.node, "the daemon is gone; starting it again in {delay:?}");
                 }
                 Some(at) if now >= at => {
@@ -109,7 +123,7 @@ pub fn keep_daemons(plan: &Plan) {
                     match crate::lifecycle::spawn_detached(&[w.kind, &plan.name, &w.node], &w.log) {
                         Ok(child) => {
                             tracing::warn!(daemon = w.kind, node = %w.node, pid = child.id(), "daemon started again");
-                            w.child = Some(child);
+                            w.run = Run::Child(child);
                             w.started = now;
                             w.next_start = None;
                         }

@@ -226,12 +226,8 @@ pub fn leftovers(name: &str) -> Vec<String> {
 /// The pid of testbed `name`'s daemon of `kind` (`overlay-daemon`,
 /// `proxy-daemon`) for `node`, found by its command line.
 pub fn daemon_pid(name: &str, kind: &str, node: &str) -> Option<i32> {
-    let want: Vec<u8> = [kind, name, node].join("\0").into_bytes();
-    std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.windows(want.len()).any(|w| w == want.as_slice()))
-        })
+    testbed::kernel::teardown::daemons(name, &[kind])
+        .into_iter()
+        .find(|d| d.node.as_deref() == Some(node))
+        .map(|d| d.pid)
 }

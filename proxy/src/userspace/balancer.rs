@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// (and then at twice the size that survived the previous sweep).
 const MIN_SWEEP_AT: usize = 64;
 
-pub use crate::fnv1a;
+use crate::fnv1a;
 
 /// The splitmix64 generator: tiny, fast and good enough for shuffling.
 #[derive(Clone, Debug)]

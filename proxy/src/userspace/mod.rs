@@ -26,7 +26,7 @@ mod balancer;
 mod tcp;
 mod udp;
 
-pub use balancer::{fnv1a, Balancer, SplitMix64};
+pub use balancer::{Balancer, SplitMix64};
 
 use crate::{Protocol, SessionAffinity};
 use std::collections::BTreeMap;
