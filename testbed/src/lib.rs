@@ -23,6 +23,7 @@ macro_rules! serde_as_text {
     )*};
 }
 
+pub mod daemons;
 pub mod diag;
 pub mod graph;
 pub mod kernel;
@@ -32,6 +33,7 @@ pub mod plan;
 pub mod report;
 pub mod runtime;
 pub mod services;
+pub mod state;
 pub mod topology;
 pub mod watchdog;
 

@@ -4,10 +4,11 @@
 //! of it again. The state directory holds the plan (`plan.json`), the
 //! supervisor's pid, status and logs; teardown does not need it.
 
+use crate::daemons::{self, DaemonKind};
 use crate::kernel::{apply, teardown};
 use crate::plan::Plan;
+use crate::state::{self, NameError, TestbedName};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Why `up` failed. Nothing is left behind in any of these cases.
@@ -16,6 +17,9 @@ pub enum UpError {
     /// Not running as root.
     #[error("testbed up needs root to create network namespaces: run it with sudo")]
     NotRoot,
+    /// The plan's name is not a testbed name (a hand-made plan).
+    #[error(transparent)]
+    Name(#[from] NameError),
     /// The same name runs with another topology.
     #[error("a testbed named `{0}` is already running with a different topology; run `testbed down {0}` first, or rename this one")]
     Conflict(String),
@@ -67,29 +71,38 @@ pub enum UpOutcome {
     /// nodes whose impairments `testbed impair` has changed since (they
     /// keep the live ones).
     AlreadyUp(Vec<String>),
+    /// The same topology was running without its supervisor (it had died):
+    /// `up` started it again, it took over the containers still running,
+    /// and everything is ready again.
+    SupervisorRestarted(Vec<String>),
 }
 
 /// The path of a testbed's saved plan.
-pub fn plan_path(name: &str) -> PathBuf {
-    Path::new(&teardown::state_dir(name)).join("plan.json")
+pub fn plan_path(name: &TestbedName) -> PathBuf {
+    name.dir().join("plan.json")
 }
 
 /// Where `testbed impair` keeps the plan as `up` filed it, before its first
 /// live change.
-fn filed_path(name: &str) -> PathBuf {
-    Path::new(&teardown::state_dir(name)).join("plan.filed.json")
+fn filed_path(name: &TestbedName) -> PathBuf {
+    name.dir().join("plan.filed.json")
 }
 
 /// The plan a running testbed runs (live impairment changes included).
-pub fn running_plan(name: &str) -> Option<Plan> {
+pub fn running_plan(name: &TestbedName) -> Option<Plan> {
     let text = std::fs::read_to_string(plan_path(name)).ok()?;
     serde_json::from_str(&text).ok()
 }
 
-fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+/// The nodes whose live impairments differ from the plan as filed.
+fn impaired_nodes(running: &Plan, filed: &Plan) -> Vec<String> {
+    running
+        .nodes
+        .iter()
+        .zip(&filed.nodes)
+        .filter(|(live, filed)| live.link != filed.link)
+        .map(|(live, _)| live.name.clone())
+        .collect()
 }
 
 /// Brings `plan` up and waits until it is ready; on any failure removes
@@ -102,35 +115,37 @@ pub fn up(
     if !nix::unistd::geteuid().is_root() {
         return Err(UpError::NotRoot);
     }
-    let name = &plan.name;
-    if let Some(running) = running_plan(name) {
+    let name = TestbedName::new(&plan.name)?;
+    if let Some(running) = running_plan(&name) {
         // Live impairment changes (`testbed impair`) are not a different
         // topology: compare the file with the plan as it was filed.
-        let filed = std::fs::read_to_string(filed_path(name))
+        let filed = std::fs::read_to_string(filed_path(&name))
             .ok()
             .and_then(|t| serde_json::from_str::<Plan>(&t).ok())
             .unwrap_or_else(|| running.clone());
-        return if &filed == plan {
-            let impaired = running
-                .nodes
-                .iter()
-                .zip(&filed.nodes)
-                .filter(|(live, filed)| live.link != filed.link)
-                .map(|(live, _)| live.name.clone())
-                .collect();
-            Ok(UpOutcome::AlreadyUp(impaired))
-        } else {
-            Err(UpError::Conflict(name.clone()))
-        };
+        if &filed != plan {
+            return Err(UpError::Conflict(plan.name.clone()));
+        }
+        let impaired = impaired_nodes(&running, &filed);
+        if state::pids::supervisor(&name.dir()).is_some() {
+            return Ok(UpOutcome::AlreadyUp(impaired));
+        }
+        // The supervisor died: start it again on the running plan; it
+        // takes over the containers that still run.
+        on_progress("starting the supervisor again");
+        let deadline = Instant::now() + timeout;
+        start_supervisor(&name, &running)?;
+        wait_ready(&running, timeout, deadline)?;
+        return Ok(UpOutcome::SupervisorRestarted(impaired));
     }
-    let left = teardown::namespaces_of(name);
-    if !left.is_empty() || Path::new(&teardown::state_dir(name)).exists() {
-        return Err(UpError::Leftovers(name.clone(), left.len()));
+    let left = teardown::namespaces_of(&name);
+    if !left.is_empty() || name.dir().exists() {
+        return Err(UpError::Leftovers(plan.name.clone(), left.len()));
     }
     crate::runtime::launch::check(plan).map_err(|e| UpError::Command(e.to_string()))?;
-    let result = build(plan, timeout, on_progress);
+    let result = build(plan, &name, timeout, on_progress);
     if result.is_err() {
-        if let Err(e) = teardown::teardown(name) {
+        if let Err(e) = teardown::teardown(&name, &mut |_| {}) {
             tracing::warn!(error = %e, "rollback after a failed up");
         }
     }
@@ -139,19 +154,24 @@ pub fn up(
 
 fn build(
     plan: &Plan,
+    name: &TestbedName,
     timeout: Duration,
     on_progress: &mut dyn FnMut(&str),
 ) -> Result<UpOutcome, UpError> {
     let deadline = Instant::now() + timeout;
-    let dir = teardown::state_dir(&plan.name);
+    let dir = name.dir();
     let state_err = |source| UpError::State {
-        path: dir.clone(),
+        path: dir.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(&dir).map_err(state_err)?;
+    state::create_private_dir(Path::new(state::ROOT)).map_err(state_err)?;
+    state::create_private_dir(&dir).map_err(state_err)?;
+    if let Err(e) = state::mount_tmpfs(&dir) {
+        tracing::debug!(error = %e, "no tmpfs for the state directory: an ordinary directory");
+    }
     let json =
         serde_json::to_string_pretty(plan).map_err(|e| state_err(std::io::Error::other(e)))?;
-    write_atomic(&plan_path(&plan.name), &json).map_err(state_err)?;
+    state::write_atomic(&plan_path(name), json.as_bytes()).map_err(state_err)?;
     crate::runtime::files::prepare(plan)
         .map_err(|e| state_err(std::io::Error::other(e.to_string())))?;
     on_progress(&format!(
@@ -169,10 +189,22 @@ fn build(
         crate::services::program(plan)?;
         crate::services::userspace::start(plan, deadline)?;
     }
-    on_progress("starting containers");
-    start_supervisor(&plan.name)?;
+    on_progress(&format!("starting {} containers", container_count(plan)));
+    start_supervisor(name, plan)?;
     on_progress("waiting for containers to be ready");
-    crate::runtime::status::wait_ready(Path::new(&dir), deadline).map_err(|e| {
+    wait_ready(plan, timeout, deadline)?;
+    Ok(UpOutcome::Started(timings))
+}
+
+fn container_count(plan: &Plan) -> usize {
+    let pods: usize = plan.pods.iter().map(|p| p.containers.len()).sum();
+    pods + plan.hosts.iter().map(|h| h.containers.len()).sum::<usize>()
+}
+
+/// Waits until every container is ready and the services hold the ready
+/// pods' endpoints.
+fn wait_ready(plan: &Plan, timeout: Duration, deadline: Instant) -> Result<(), UpError> {
+    crate::runtime::status::wait_ready(Path::new(&plan.state_dir), deadline).map_err(|e| {
         UpError::NotReady {
             timeout,
             what: e.to_string(),
@@ -180,53 +212,47 @@ fn build(
     })?;
     // Services answer once the rules hold the endpoints of the ready pods.
     crate::services::wait_programmed(plan, deadline)
-        .map_err(|what| UpError::NotReady { timeout, what })?;
-    Ok(UpOutcome::Started(timings))
+        .map_err(|what| UpError::NotReady { timeout, what })
 }
 
-/// Starts `testbed supervise NAME` detached: its own session, stdio to a log
-/// file, so it outlives this command.
-fn start_supervisor(name: &str) -> Result<(), UpError> {
-    let log_path = Path::new(&teardown::state_dir(name)).join("supervisor.log");
-    spawn_detached(&["supervise", name], &log_path)
-        .map(drop)
-        .map_err(|e| UpError::Supervisor(format!("{}: {e}", log_path.display())))
-}
-
-/// Starts this binary with `args` detached from the caller: its own session,
-/// stdin from /dev/null, stdout and stderr to a new file at `log`, working
-/// directory `/`. The daemons of a testbed (supervisor, overlay, proxies)
-/// start this way so that they outlive `up`.
-///
-/// The program is `/proc/self/exe`, which stays this very binary even
-/// after a rebuild replaced the file, and its `argv[0]` is `testbed`, by
-/// which `down` recognises the testbed's own processes.
-pub fn spawn_detached(args: &[&str], log: &Path) -> std::io::Result<std::process::Child> {
-    use std::os::unix::process::CommandExt;
-    let out = std::fs::File::create(log)?;
-    let err = out.try_clone()?;
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0("testbed")
-        .args(args)
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    // SAFETY: setsid is async-signal-safe and touches only the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        });
+/// Starts `testbed supervise NAME` detached, inside the fabric's namespace
+/// (so that `down` finds it there), with its log in the state directory.
+fn start_supervisor(name: &TestbedName, plan: &Plan) -> Result<(), UpError> {
+    let log_path = name.dir().join("supervisor.log");
+    let fail =
+        |what: String| UpError::Supervisor(format!("{what} (its log: {})", log_path.display()));
+    let mut child = daemons::spawn(
+        DaemonKind::Supervisor,
+        name,
+        None,
+        &plan.fabric.netns,
+        &log_path,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    // Running once it holds its pid file (from then on `status` and
+    // `wait_ready` see it).
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if crate::state::pids::supervisor(&name.dir()) == Some(pid) {
+            return Ok(());
+        }
+        if let Ok(Some(exit)) = child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(fail(format!("it exited ({exit}): {}", log.trim())));
+        }
+        if Instant::now() > deadline {
+            return Err(fail("it did not start within 10 s".into()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
-    cmd.spawn()
 }
 
 /// Changes the impairments of node `machine` of running testbed `name`: the
 /// node's overlay daemon picks them up at once, and the saved plan records
 /// them.
 pub fn impair(
-    name: &str,
+    name: &TestbedName,
     machine: &str,
     link: Option<crate::plan::types::LinkPlan>,
 ) -> Result<(), UpError> {
@@ -247,8 +273,8 @@ pub fn impair(
     let node = node.clone();
     let filed = filed_path(name);
     if !filed.exists() {
-        std::fs::read_to_string(plan_path(name))
-            .and_then(|text| write_atomic(&filed, &text))
+        std::fs::read(plan_path(name))
+            .and_then(|text| state::write_atomic(&filed, &text))
             .map_err(|source| UpError::State {
                 path: filed.display().to_string(),
                 source,
@@ -257,7 +283,7 @@ pub fn impair(
     crate::overlay_run::write_impairment(&plan, &node)?;
     let json =
         serde_json::to_string_pretty(&plan).map_err(|e| UpError::Impairment(e.to_string()))?;
-    write_atomic(&plan_path(name), &json).map_err(|source| UpError::State {
+    state::write_atomic(&plan_path(name), json.as_bytes()).map_err(|source| UpError::State {
         path: plan_path(name).display().to_string(),
         source,
     })

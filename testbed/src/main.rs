@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use testbed::state::TestbedName;
 use testbed::{diag, graph, plan::render, LoadError, Loaded};
 
 /// Declarative network emulation: a Kubernetes-style cluster out of Linux
@@ -226,6 +227,9 @@ impl From<anyhow::Error> for Failure {
 }
 
 fn main() -> ExitCode {
+    // Everything the testbed writes (plans with the containers' environments,
+    // logs, pid files) is for root alone; containers get the usual 022.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => tracing::Level::WARN,
@@ -385,14 +389,14 @@ fn run(command: Command) -> Result<(), Failure> {
             follow_log(&c.log, follow)
         }
         Command::ProxyDaemon { name, node } => {
-            let plan = testbed::lifecycle::running_plan(&name)
-                .ok_or_else(|| anyhow::anyhow!("no running testbed named `{name}`"))?;
+            let plan = running_plan(&checked_name(&name)?)?;
+            checked_node(&node)?;
             testbed::services::userspace::run_daemon(&plan, &node).context("userspace proxy")?;
             Ok(())
         }
         Command::OverlayDaemon { name, node } => {
-            let plan = testbed::lifecycle::running_plan(&name)
-                .ok_or_else(|| anyhow::anyhow!("no running testbed named `{name}`"))?;
+            let plan = running_plan(&checked_name(&name)?)?;
+            checked_node(&node)?;
             testbed::overlay_run::run_daemon(&plan, &node).context("overlay daemon")?;
             Ok(())
         }
@@ -425,6 +429,7 @@ fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Supervise { name } => {
+            let name = checked_name(&name)?;
             if let Some(plan) = testbed::lifecycle::running_plan(&name) {
                 let watched = plan.clone();
                 std::thread::spawn(move || testbed::services::follow_endpoints(&plan));
@@ -524,25 +529,65 @@ fn target_plan(target: &str) -> Result<testbed::plan::Plan, Failure> {
     if path.is_file() {
         return Ok(load(path)?.plan);
     }
-    testbed::lifecycle::running_plan(target).ok_or_else(|| {
+    let name = checked_name(target)?;
+    running_plan(&name)
+}
+
+/// The plan of running testbed `name`.
+fn running_plan(name: &TestbedName) -> Result<testbed::plan::Plan, Failure> {
+    testbed::lifecycle::running_plan(name).ok_or_else(|| {
         Failure::Runtime(anyhow::anyhow!(
-            "no running testbed named `{target}` (and no such file); `testbed ls` lists them"
+            "no running testbed named `{name}`; `testbed ls` lists them"
         ))
     })
 }
 
 /// The name a command line target stands for, without needing its state.
-fn target_name(target: &str) -> Result<String, Failure> {
+fn target_name(target: &str) -> Result<TestbedName, Failure> {
     let path = std::path::Path::new(target);
     if path.is_file() {
-        return Ok(load(path)?.plan.name);
+        let plan = load(path)?.plan;
+        return checked_name(&plan.name);
     }
-    Ok(target.to_string())
+    checked_name(target)
+}
+
+/// A testbed name from the command line, checked before it reaches any
+/// path: a bad one is exit 2.
+fn checked_name(name: &str) -> Result<TestbedName, Failure> {
+    TestbedName::new(name).map_err(|e| {
+        eprintln!(
+            "error: {e}\n  = help: {}; or give the path of a topology file",
+            testbed::state::NameError::RULE
+        );
+        Failure::BadInput
+    })
+}
+
+/// A node name from the command line (the daemons' argument), checked as
+/// the file checks names.
+fn checked_node(node: &str) -> Result<(), Failure> {
+    let ok = !node.is_empty()
+        && node.len() <= 63
+        && node.starts_with(|c: char| c.is_ascii_lowercase())
+        && node
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        return Ok(());
+    }
+    eprintln!(
+        "error: `{}` is not a node name: a name is lowercase letters, digits and `-`, starting with a letter",
+        node.escape_default()
+    );
+    Err(Failure::BadInput)
 }
 
 fn observe(plan: &testbed::plan::Plan) -> Result<testbed::plan::state::KernelState, Failure> {
     let mut names: Vec<String> = testbed::plan::state::desired(plan).into_keys().collect();
-    names.extend(testbed::kernel::teardown::namespaces_of(&plan.name));
+    if let Ok(name) = TestbedName::new(&plan.name) {
+        names.extend(testbed::kernel::teardown::namespaces_of(&name));
+    }
     names.sort();
     names.dedup();
     Ok(
@@ -596,6 +641,18 @@ fn up(
                 );
             }
         }
+        Ok(testbed::lifecycle::UpOutcome::SupervisorRestarted(impaired)) => {
+            eprintln!(
+                "{}'s supervisor was not running: started it again; it took over the running containers and everything is ready",
+                plan.name
+            );
+            if !impaired.is_empty() {
+                eprintln!(
+                    "note: the impairments of {} were changed with `testbed impair` and stay as they are",
+                    impaired.join(", ")
+                );
+            }
+        }
         Ok(testbed::lifecycle::UpOutcome::Started(t)) => {
             tracing::debug!(namespaces = ?t.namespaces, configure = ?t.configure, "applied");
             eprintln!(
@@ -620,11 +677,7 @@ fn up(
 }
 
 fn down(target: Option<String>, all: bool) -> Result<(), Failure> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err(Failure::Runtime(anyhow::anyhow!(
-            "testbed down needs root: run it with sudo"
-        )));
-    }
+    use std::io::IsTerminal;
     let names = match (all, target) {
         (true, _) => testbed::kernel::teardown::testbeds(),
         (false, Some(t)) => vec![target_name(&t)?],
@@ -633,8 +686,25 @@ fn down(target: Option<String>, all: bool) -> Result<(), Failure> {
             return Err(Failure::BadInput);
         }
     };
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "testbed down needs root: run it with sudo"
+        )));
+    }
+    let tty = std::io::stderr().is_terminal();
     for n in names {
-        let r = testbed::kernel::teardown::teardown(&n).with_context(|| format!("removing {n}"))?;
+        let mut progress = |msg: &str| {
+            if tty {
+                eprint!("\r\x1b[2K{n}: {msg}");
+            } else {
+                eprintln!("{n}: {msg}");
+            }
+        };
+        let result = testbed::kernel::teardown::teardown(&n, &mut progress);
+        if tty {
+            eprint!("\r\x1b[2K");
+        }
+        let r = result.with_context(|| format!("removing {n}"))?;
         eprintln!(
             "{n}: removed {} network namespaces and {} processes",
             r.namespaces, r.processes
@@ -658,19 +728,22 @@ fn one_testbed(target: Option<String>) -> Result<testbed::plan::Plan, Failure> {
     if let Some(t) = target {
         return target_plan(&t);
     }
-    let running: Vec<String> = testbed::kernel::teardown::testbeds()
+    let running: Vec<TestbedName> = testbed::kernel::teardown::testbeds()
         .into_iter()
         .filter(|n| testbed::lifecycle::running_plan(n).is_some())
         .collect();
     match running.as_slice() {
-        [one] => target_plan(one),
+        [one] => running_plan(one),
         [] => Err(Failure::Runtime(anyhow::anyhow!(
             "no testbed is running; `testbed up FILE` starts one"
         ))),
         many => Err(Failure::Runtime(anyhow::anyhow!(
             "{} testbeds are running ({}); name one with --testbed",
             many.len(),
-            many.join(", ")
+            many.iter()
+                .map(TestbedName::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
@@ -701,10 +774,7 @@ fn status(target: Option<String>, json: bool) -> Result<(), Failure> {
     };
     let mut reports = Vec::new();
     for n in names {
-        let plan = testbed::lifecycle::running_plan(&n).ok_or_else(|| {
-            anyhow::anyhow!("no running testbed named `{n}`; `testbed ls` lists them")
-        })?;
-        reports.push(testbed::report::status(&plan));
+        reports.push(testbed::report::status(&running_plan(&n)?));
     }
     let text = if json {
         render::to_json(&reports).context("printing")?

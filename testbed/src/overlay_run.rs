@@ -55,6 +55,11 @@ pub fn overlay_dir(plan: &Plan) -> PathBuf {
     Path::new(&plan.state_dir).join("overlay")
 }
 
+/// A node daemon's log.
+pub fn log_path(plan: &Plan, node: &str) -> PathBuf {
+    overlay_dir(plan).join(format!("{node}.log"))
+}
+
 /// A node daemon's counters file.
 pub fn stats_path(plan: &Plan, node: &str) -> PathBuf {
     overlay_dir(plan).join(format!("{node}.stats.json"))
@@ -125,22 +130,27 @@ pub fn start(plan: &Plan, deadline: Instant) -> Result<(), OverlayRunError> {
     if plan.cluster.overlay != Backend::Udp {
         return Ok(());
     }
+    let name = crate::state::TestbedName::new(&plan.name)
+        .map_err(|e| OverlayRunError::Run(e.to_string()))?;
     for n in &plan.nodes {
         write_impairment(plan, n)?;
-        let log_path = overlay_dir(plan).join(format!("{}.log", n.name));
-        crate::lifecycle::spawn_detached(&["overlay-daemon", &plan.name, &n.name], &log_path)
-            .map_err(|e| OverlayRunError::Daemon {
-                node: n.name.clone(),
-                message: e.to_string(),
-            })?;
+        crate::daemons::spawn(
+            crate::daemons::DaemonKind::Overlay,
+            &name,
+            Some(&n.name),
+            &n.netns,
+            &log_path(plan, &n.name),
+        )
+        .map_err(|e| OverlayRunError::Daemon {
+            node: n.name.clone(),
+            message: e.to_string(),
+        })?;
     }
     for n in &plan.nodes {
         let path = stats_path(plan, &n.name);
         while !path.exists() {
             if Instant::now() > deadline {
-                let log =
-                    std::fs::read_to_string(overlay_dir(plan).join(format!("{}.log", n.name)))
-                        .unwrap_or_default();
+                let log = std::fs::read_to_string(log_path(plan, &n.name)).unwrap_or_default();
                 return Err(OverlayRunError::Daemon {
                     node: n.name.clone(),
                     message: format!("did not start; its log says: {}", log.trim()),
@@ -165,8 +175,16 @@ pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), OverlayRunError> {
         .overlay
         .as_ref()
         .ok_or_else(|| OverlayRunError::Run(format!("node {node} has no overlay device")))?;
-    // Enter the node's namespace for good: every thread started after this
-    // (the data path's workers) is inside it too.
+    // One daemon per node: the pid file is held for as long as this runs.
+    let pid_path = crate::state::pids::pid_path(
+        Path::new(&plan.state_dir),
+        crate::state::pids::DaemonKind::Overlay,
+        Some(node),
+    );
+    let _pid_file = crate::state::pids::PidFile::claim(&pid_path)
+        .map_err(|e| OverlayRunError::Run(e.to_string()))?;
+    // Enter the node's namespace for good (`up` starts the daemon inside
+    // it already): every thread started after this is inside it too.
     let ns = Netns::open(&n.netns)?;
     nix::sched::setns(&ns.file, nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| OverlayRunError::Run(format!("entering {}: {e}", n.netns)))?;

@@ -141,7 +141,7 @@ pub fn list() -> Vec<Listed> {
         .into_iter()
         .map(|name| {
             let plan = crate::lifecycle::running_plan(&name);
-            let state = match (&plan, teardown::supervisors(&name).is_empty()) {
+            let state = match (&plan, crate::state::pids::supervisor(&name.dir()).is_none()) {
                 (None, _) => "leftovers",
                 (Some(_), false) => "running",
                 (Some(_), true) => "stopped",
@@ -150,7 +150,7 @@ pub fn list() -> Vec<Listed> {
                 namespaces: teardown::namespaces_of(&name).len(),
                 pods: plan.map_or(0, |p| p.pods.len()),
                 state: state.into(),
-                name,
+                name: name.to_string(),
             }
         })
         .collect()
@@ -241,7 +241,7 @@ pub fn status(plan: &Plan) -> StatusReport {
     let live = crate::services::with_ready_endpoints(plan, &ready);
     StatusReport {
         name: plan.name.clone(),
-        supervisor: !teardown::supervisors(&plan.name).is_empty(),
+        supervisor: crate::state::pids::supervisor(std::path::Path::new(&plan.state_dir)).is_some(),
         nodes: base.nodes,
         hosts: plan
             .hosts

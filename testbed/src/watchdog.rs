@@ -5,9 +5,11 @@
 //! long run); the supervisor's log says so, and the daemon's previous log is
 //! kept beside the new one (`NODE.log.previous`).
 
-use crate::kernel::teardown::{daemons, NODE_DAEMONS};
+use crate::daemons::{self, DaemonKind};
 use crate::plan::Plan;
 use crate::runtime::supervise::backoff;
+use crate::state::pids::{self, Identity};
+use crate::state::TestbedName;
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -19,16 +21,18 @@ const TICK: Duration = Duration::from_millis(250);
 enum Run {
     /// Started by this watchdog (reaped here).
     Child(Child),
-    /// Started by `up`: its pid, found once by its command line.
-    Adopted(i32),
+    /// Started before (by `up`, or an earlier supervisor): the process its
+    /// pid file names.
+    Adopted(Identity),
     /// Not running.
     Gone,
 }
 
 /// One daemon the testbed needs.
 struct Wanted {
-    kind: &'static str,
+    kind: DaemonKind,
     node: String,
+    netns: String,
     log: PathBuf,
     /// The current run.
     run: Run,
@@ -43,10 +47,11 @@ struct Wanted {
 fn wanted(plan: &Plan) -> Vec<Wanted> {
     let mut out = Vec::new();
     for n in &plan.nodes {
-        let mut add = |kind: &'static str, log: PathBuf| {
+        let mut add = |kind: DaemonKind, log: PathBuf| {
             out.push(Wanted {
                 kind,
                 node: n.name.clone(),
+                netns: n.netns.clone(),
                 log,
                 run: Run::Gone,
                 started: Instant::now(),
@@ -57,13 +62,13 @@ fn wanted(plan: &Plan) -> Vec<Wanted> {
         };
         if plan.cluster.overlay == overlay::Backend::Udp {
             add(
-                NODE_DAEMONS[0],
-                crate::overlay_run::overlay_dir(plan).join(format!("{}.log", n.name)),
+                DaemonKind::Overlay,
+                crate::overlay_run::log_path(plan, &n.name),
             );
         }
         if plan.cluster.proxy == proxy::Mode::Userspace && !plan.services.is_empty() {
             add(
-                NODE_DAEMONS[1],
+                DaemonKind::Proxy,
                 crate::services::userspace::log_path(plan, &n.name),
             );
         }
@@ -75,66 +80,78 @@ fn wanted(plan: &Plan) -> Vec<Wanted> {
 /// supervisor does.
 pub fn keep_daemons(plan: &Plan) {
     let mut all = wanted(plan);
+    let Ok(name) = TestbedName::new(&plan.name) else {
+        return;
+    };
     if all.is_empty() {
         return;
     }
-    // The daemons `up` started: one look at /proc; after that each is
-    // checked by its own pid.
-    for d in daemons(&plan.name, &NODE_DAEMONS) {
-        if let Some(w) = all
-            .iter_mut()
-            .find(|w| d.kind == w.kind && d.node.as_deref() == Some(w.node.as_str()))
-        {
-            w.run = Run::Adopted(d.pid);
+    let state_dir = std::path::Path::new(&plan.state_dir);
+    // The daemons already running (started by `up`, or by a supervisor
+    // before this one): their pid files name them; after that each is
+    // checked by its own identity.
+    for w in &mut all {
+        if let Some(id) = pids::holder(&pids::pid_path(state_dir, w.kind, Some(&w.node))) {
+            w.run = Run::Adopted(id);
         }
     }
     loop {
         std::thread::sleep(TICK);
         for w in &mut all {
-            let args = [w.kind, plan.name.as_str(), w.node.as_str()].join("\0");
             let alive = match &mut w.run {
                 Run::Child(c) => matches!(c.try_wait(), Ok(None)),
-                // The pid still runs this daemon (not a reused pid).
-                Run::Adopted(pid) => std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.windows(args.len()).any(|x| x == args.as_bytes())),
+                // The same process (not a reused pid).
+                Run::Adopted(id) => id.alive(),
                 Run::Gone => false,
             };
-            if alive {
-                continue;
-            }
-            let now = Instant::now();
-            match w.next_start {
-                None => {
-                    w.ran = now - w.started;
-                    let (delay, next) = backoff(w.delay, w.ran);
-                    w.delay = next;
-                    w.next_start = Some(now + delay);
-                    w.run = Run::Gone;
-                    tracing::warn!(daemon = w.kind, node = %w.node, "the daemon is gone; starting it again in {delay:?}");
-                }
-                Some(at) if now >= at => {
-                    // Keep the log of a run that crashed, not that of a
-                    // start that failed at once.
-                    if w.ran > Duration::from_secs(1)
-                        && std::fs::metadata(&w.log).is_ok_and(|m| m.len() > 0)
-                    {
-                        let _ = std::fs::rename(&w.log, w.log.with_extension("log.previous"));
-                    }
-                    match crate::lifecycle::spawn_detached(&[w.kind, &plan.name, &w.node], &w.log) {
-                        Ok(child) => {
-                            tracing::warn!(daemon = w.kind, node = %w.node, pid = child.id(), "daemon started again");
-                            w.run = Run::Child(child);
-                            w.started = now;
-                            w.next_start = None;
-                        }
-                        Err(e) => {
-                            tracing::warn!(daemon = w.kind, node = %w.node, error = %e, "starting the daemon again");
-                            w.next_start = None;
-                        }
-                    }
-                }
-                Some(_) => {}
+            if !alive {
+                restart(&name, state_dir, w);
             }
         }
+    }
+}
+
+/// Schedules the start of a daemon that is gone, or starts it when its
+/// back-off has passed.
+fn restart(name: &TestbedName, state_dir: &std::path::Path, w: &mut Wanted) {
+    let now = Instant::now();
+    // One that runs after all (started by someone else meanwhile) is taken
+    // over, not doubled.
+    if let Some(id) = pids::holder(&pids::pid_path(state_dir, w.kind, Some(&w.node))) {
+        w.run = Run::Adopted(id);
+        w.next_start = None;
+        return;
+    }
+    match w.next_start {
+        None => {
+            w.ran = now - w.started;
+            let (delay, next) = backoff(w.delay, w.ran);
+            w.delay = next;
+            w.next_start = Some(now + delay);
+            w.run = Run::Gone;
+            tracing::warn!(daemon = w.kind.subcommand(), node = %w.node, "the daemon is gone; starting it again in {delay:?}");
+        }
+        Some(at) if now >= at => {
+            // Keep the log of a run that crashed, not that of a start that
+            // failed at once.
+            if w.ran > Duration::from_secs(1)
+                && std::fs::metadata(&w.log).is_ok_and(|m| m.len() > 0)
+            {
+                let _ = std::fs::rename(&w.log, w.log.with_extension("log.previous"));
+            }
+            match daemons::spawn(w.kind, name, Some(&w.node), &w.netns, &w.log) {
+                Ok(child) => {
+                    tracing::warn!(daemon = w.kind.subcommand(), node = %w.node, pid = child.id(), "daemon started again");
+                    w.run = Run::Child(child);
+                    w.started = now;
+                    w.next_start = None;
+                }
+                Err(e) => {
+                    tracing::warn!(daemon = w.kind.subcommand(), node = %w.node, error = %e, "starting the daemon again");
+                    w.next_start = None;
+                }
+            }
+        }
+        Some(_) => {}
     }
 }

@@ -224,10 +224,14 @@ pub fn leftovers(name: &str) -> Vec<String> {
 }
 
 /// The pid of testbed `name`'s daemon of `kind` (`overlay-daemon`,
-/// `proxy-daemon`) for `node`, found by its command line.
+/// `proxy-daemon`) for `node`, found by its pid file.
 pub fn daemon_pid(name: &str, kind: &str, node: &str) -> Option<i32> {
-    testbed::kernel::teardown::daemons(name, &[kind])
-        .into_iter()
-        .find(|d| d.node.as_deref() == Some(node))
-        .map(|d| d.pid)
+    use testbed::state::pids::{holder, pid_path, DaemonKind};
+    let kind = match kind {
+        "overlay-daemon" => DaemonKind::Overlay,
+        "proxy-daemon" => DaemonKind::Proxy,
+        other => panic!("no daemon kind {other}"),
+    };
+    let dir = testbed::state::TestbedName::new(name).ok()?.dir();
+    holder(&pid_path(&dir, kind, Some(node))).map(|id| id.pid)
 }

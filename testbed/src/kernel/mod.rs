@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod conntrack;
+pub mod exiting;
 pub mod links;
 pub mod netns;
 pub mod observe;

@@ -45,6 +45,8 @@ pub(crate) enum Step {
     Chdir { path: CString },
     /// `chroot(path)`.
     Chroot { path: CString },
+    /// `umask(mask)`.
+    Umask { mask: libc::mode_t },
 }
 
 /// The steps with a description of each for error messages.
@@ -160,6 +162,10 @@ unsafe fn call(step: &Step) -> Result<(), i32> {
         Step::Symlink { target, path } => check(libc::symlink(target.as_ptr(), path.as_ptr())),
         Step::Chdir { path } => check(libc::chdir(path.as_ptr())),
         Step::Chroot { path } => check(libc::chroot(path.as_ptr())),
+        Step::Umask { mask } => {
+            libc::umask(*mask);
+            Ok(())
+        }
     }
 }
 

@@ -8,10 +8,14 @@
 //! that says otherwise (a hand-edited `plan.json`) is refused, so this never
 //! writes anywhere else on the host.
 
+use crate::plan::hosts::HostsFiles;
 use crate::plan::Plan;
+use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use tracing::debug;
 
 /// Why the state files could not be prepared.
@@ -56,11 +60,17 @@ nameserver 127.0.0.1\noptions timeout:1 attempts:1 ndots:0\n";
 /// log directories.
 pub fn prepare(plan: &Plan) -> Result<(), FilesError> {
     let state = state_dir(&plan.state_dir)?;
-    mkdir(state)?;
+    crate::state::create_private_dir(state).map_err(|source| FilesError::Io {
+        what: "create directory",
+        path: state.to_path_buf(),
+        source,
+    })?;
     write_if_changed(&state.join(RESOLV_CONF), RESOLV_TEXT)?;
+    let mut hosts = HostsFiles::new(plan);
+    let mut placed = Placed::default();
     for pod in &plan.pods {
-        let text = plan.hosts_file(&pod.namespace, &pod.hostname, pod.ip);
-        write_if_changed(&inside(state, &pod.hosts_file)?, &text)?;
+        let text = hosts.text(&pod.namespace, &pod.hostname, pod.ip);
+        placed.place(&inside(state, &pod.hosts_file)?, text)?;
         for v in &pod.volumes {
             mkdir(&inside(state, &v.path)?)?;
         }
@@ -69,14 +79,53 @@ pub fn prepare(plan: &Plan) -> Result<(), FilesError> {
         }
     }
     for host in &plan.hosts {
-        let text = plan.hosts_file("default", &host.name, Some(host.ip));
-        write_if_changed(&inside(state, &host.hosts_file)?, &text)?;
+        let text = hosts.text("default", &host.name, Some(host.ip));
+        placed.place(&inside(state, &host.hosts_file)?, text)?;
         for c in &host.containers {
             log_dir(state, &c.log)?;
         }
     }
     debug!(state_dir = %plan.state_dir, "state files prepared");
     Ok(())
+}
+
+/// Hosts files written so far, by text: the first file of a text is
+/// written, every other one is a hard link to it, so that thousands of pods
+/// of one namespace share one file's bytes.
+#[derive(Default)]
+struct Placed {
+    /// By the address of the shared text (kept alive here): its first
+    /// file and that file's inode.
+    first: HashMap<usize, (PathBuf, u64, Arc<str>)>,
+}
+
+impl Placed {
+    fn place(&mut self, path: &Path, text: Arc<str>) -> Result<(), FilesError> {
+        let key = Arc::as_ptr(&text) as *const u8 as usize;
+        let io = |what, source| FilesError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        };
+        let Some((first, inode, _)) = self.first.get(&key) else {
+            write_if_changed(path, &text)?;
+            let inode = fs::metadata(path).map_err(|e| io("read", e))?.ino();
+            self.first.insert(key, (path.to_path_buf(), inode, text));
+            return Ok(());
+        };
+        match fs::metadata(path) {
+            Ok(m) if m.ino() == *inode => Ok(()),
+            // A file of its own: rewritten in place if it differs (a
+            // running container has it bind-mounted).
+            Ok(_) => write_if_changed(path, &text),
+            Err(_) => {
+                if let Some(dir) = path.parent() {
+                    mkdir(dir)?;
+                }
+                fs::hard_link(first, path).map_err(|e| io("link", e))
+            }
+        }
+    }
 }
 
 /// Moves every path of `plan` that lies under its state directory to the

@@ -26,6 +26,7 @@
 //! rather than an exit code 127 in a log. [`check`] does that for a whole
 //! plan, for `up` to report before starting anything.
 
+use super::basens::BaseMounts;
 use super::child::{self, cstring, ReportPipe, Script, Step};
 use super::mounts::{self, Kind, MountError, Want};
 use super::{OwnerKind, Sandbox, NETNS_DIR};
@@ -155,6 +156,13 @@ pub(crate) enum Mode {
 /// A command ready to spawn, with what is needed to explain a failure.
 pub(crate) struct Prepared {
     command: Command,
+    /// The mount namespace to make the container's from (see
+    /// [`super::basens`]); without it, the caller's.
+    base_mounts: Option<std::os::fd::RawFd>,
+    /// What the child runs between `fork` and `exec`.
+    steps: Vec<Step>,
+    /// The pod's network namespace, open until the child has entered it.
+    netns: File,
     report: ReportPipe,
     descriptions: Vec<String>,
     who: String,
@@ -177,9 +185,16 @@ pub(crate) fn quoted(sandbox: &Sandbox) -> String {
 
 /// Starts `container` of `sandbox` as a detached container process. The
 /// caller owns the child: it must reap it (`waitpid`).
-pub fn spawn(sandbox: &Sandbox, container: &ContainerPlan) -> Result<Child, LaunchError> {
+pub fn spawn(
+    sandbox: &Sandbox,
+    container: &ContainerPlan,
+    base: Option<&BaseMounts>,
+) -> Result<Child, LaunchError> {
     let who = who(sandbox, &container.name);
-    let prepared = prepare(sandbox, container, &container.command, Mode::Detached, who)?;
+    let mut prepared = prepare(sandbox, container, &container.command, Mode::Detached, who)?;
+    if let Some(base) = base {
+        prepared.base_mounts = Some(base.fd());
+    }
     let child = start(prepared)?;
     info!(pid = child.id(), container = %container.name, owner = %sandbox, "container started");
     Ok(child)
@@ -285,6 +300,7 @@ pub(crate) fn prepare(
         },
         format!("entering network namespace {netns_path}"),
     );
+    script.push(Step::Umask { mask: 0o022 }, "setting the umask");
     script.push(
         Step::Unshare {
             flags: libc::CLONE_NEWUTS | libc::CLONE_NEWNS,
@@ -306,6 +322,14 @@ pub(crate) fn prepare(
             data: None,
         },
         "making / private",
+    );
+    // Copies of the testbeds' namespace mounts (when not made from the
+    // base namespace) would pin those namespaces while this runs.
+    script.push(
+        Step::UmountQuiet {
+            target: cstring(NETNS_DIR).ok_or_else(|| nul(NETNS_DIR))?,
+        },
+        "dropping the namespace mounts",
     );
     script.extend(mount_plan.script);
     script.push(
@@ -348,19 +372,12 @@ pub(crate) fn prepare(
                 .stderr(Stdio::inherit());
         }
     }
-    let setup = ChildSetup {
-        steps,
-        _netns: netns,
-        report: report.write.as_raw_fd(),
-    };
-    // SAFETY: the closure only walks prepared steps making raw system calls
-    // (async-signal-safe); it allocates nothing.
-    unsafe {
-        command.pre_exec(move || setup.run());
-    }
     debug!(%who, program = %program.display(), "prepared");
     Ok(Prepared {
         command,
+        base_mounts: None,
+        steps,
+        netns,
         report,
         descriptions,
         who,
@@ -387,11 +404,39 @@ impl ChildSetup {
 pub(crate) fn start(prepared: Prepared) -> Result<Child, LaunchError> {
     let Prepared {
         mut command,
+        base_mounts,
+        mut steps,
+        netns,
         report,
-        descriptions,
+        mut descriptions,
         who,
         program,
     } = prepared;
+    if let Some(fd) = base_mounts {
+        // Right before the container's own mount namespace is made.
+        let at = steps
+            .iter()
+            .position(|s| matches!(s, Step::Unshare { .. }))
+            .unwrap_or(0);
+        steps.insert(
+            at,
+            Step::Setns {
+                fd,
+                nstype: libc::CLONE_NEWNS,
+            },
+        );
+        descriptions.insert(at, "entering the base mount namespace".into());
+    }
+    let setup = ChildSetup {
+        steps,
+        _netns: netns,
+        report: report.write.as_raw_fd(),
+    };
+    // SAFETY: the closure only walks prepared steps making raw system calls
+    // (async-signal-safe); it allocates nothing.
+    unsafe {
+        command.pre_exec(move || setup.run());
+    }
     let result = command.spawn();
     // Closes the parent's copies of the descriptors the child needed.
     drop(command);
@@ -555,7 +600,7 @@ pods:
     volumes: [{{name: shared}}, {{name: other}}]
     containers:
       - name: probe
-        command: [sh, -c, 'hostname; echo "hosts:"; cat /etc/hosts; echo "pwd=$(pwd)"; echo "net=$(readlink /proc/self/ns/net)"; echo "greeting=$GREETING"; echo "err-line" >&2; echo written-by-probe > /{unique}/from-probe; echo into-existing > {existing}/from-probe; ls /usr/bin/env /proc/self/status > /dev/null && echo "root-ok"; echo "session=$(cut -d" " -f6 /proc/$$/stat) pid=$$"']
+        command: [sh, -c, 'hostname; echo "hosts:"; cat /etc/hosts; echo "pwd=$(pwd)"; echo "net=$(readlink /proc/self/ns/net)"; echo "greeting=$GREETING"; echo "err-line" >&2; echo written-by-probe > /{unique}/from-probe; echo into-existing > {existing}/from-probe; ls /usr/bin/env /proc/self/status > /dev/null && echo "root-ok"; echo "session=$(cut -d" " -f6 /proc/$$/stat) pid=$$"; echo "nsfs=$(grep -c " - nsfs " /proc/self/mountinfo)"; echo "umask=$(umask)"']
         env: {{GREETING: hello world}}
         workingDir: /var/tmp/{unique}-wd
         volumeMounts:
@@ -594,7 +639,8 @@ pods:
         let sandbox = Sandbox::pod(&plan, &plan.pods[0]);
         let my_hostname = nix::unistd::gethostname().unwrap();
 
-        let probe = spawn(&sandbox, &plan.pods[0].containers[0]).expect("spawn probe");
+        let base = BaseMounts::create(Path::new(&plan.state_dir)).expect("base mount namespace");
+        let probe = spawn(&sandbox, &plan.pods[0].containers[0], Some(&base)).expect("spawn probe");
         assert_eq!(wait_child(probe), Some(0), "log: {}", log_of(&plan, 0));
         let log = log_of(&plan, 0);
         let lines: Vec<&str> = log.lines().collect();
@@ -629,6 +675,11 @@ pods:
         let (sid, pid) = session.split_once(" pid=").expect("sid and pid");
         assert_eq!(sid, pid, "{log}");
         assert_ne!(sid, nix::unistd::getsid(None).unwrap().to_string());
+        // Made from the base mount namespace: no copy of any network
+        // namespace mount (the test's own is mounted in the host's), and
+        // the usual umask, not the testbed's own 077.
+        assert!(log.contains("nsfs=0\n"), "{log}");
+        assert!(log.contains("umask=0022\n"), "{log}");
 
         // The volumes hold what the container wrote; the host's / and
         // /var/tmp do not have the mount point or the working directory, the
@@ -650,12 +701,12 @@ pods:
         assert_eq!(nix::unistd::gethostname().unwrap(), my_hostname);
 
         // A second container of the pod sees the same volume.
-        let reader = spawn(&sandbox, &plan.pods[0].containers[1]).expect("spawn reader");
+        let reader = spawn(&sandbox, &plan.pods[0].containers[1], None).expect("spawn reader");
         assert_eq!(wait_child(reader), Some(0));
         assert_eq!(log_of(&plan, 1), "written-by-probe\n");
 
         // The environment is exactly the planned one plus the defaults.
-        let envdump = spawn(&sandbox, &plan.pods[0].containers[2]).expect("spawn env");
+        let envdump = spawn(&sandbox, &plan.pods[0].containers[2], None).expect("spawn env");
         assert_eq!(wait_child(envdump), Some(0));
         let mut vars: Vec<String> = log_of(&plan, 2).lines().map(String::from).collect();
         vars.sort();
@@ -672,7 +723,7 @@ pods:
         );
 
         // Logs are appended to, not truncated.
-        let again = spawn(&sandbox, &plan.pods[0].containers[1]).expect("spawn reader again");
+        let again = spawn(&sandbox, &plan.pods[0].containers[1], None).expect("spawn reader again");
         assert_eq!(wait_child(again), Some(0));
         assert_eq!(log_of(&plan, 1), "written-by-probe\nwritten-by-probe\n");
     }
@@ -684,7 +735,7 @@ pods:
         let plan = load_plan(&topo("tbrt-unused", "/tmp"), &dir, Some(&ns));
         files::prepare(&plan).unwrap();
         let sandbox = Sandbox::pod(&plan, &plan.pods[0]);
-        let err = spawn(&sandbox, &plan.pods[0].containers[3])
+        let err = spawn(&sandbox, &plan.pods[0].containers[3], None)
             .unwrap_err()
             .to_string();
         assert!(
@@ -717,7 +768,7 @@ pods:
         let plan = load_plan(&topo("tbrt-unused", "/tmp"), &dir, None);
         files::prepare(&plan).unwrap();
         let sandbox = Sandbox::pod(&plan, &plan.pods[0]);
-        let err = spawn(&sandbox, &plan.pods[0].containers[2])
+        let err = spawn(&sandbox, &plan.pods[0].containers[2], None)
             .unwrap_err()
             .to_string();
         assert!(
@@ -736,7 +787,7 @@ pods:
         let mut sandbox = Sandbox::pod(&plan, &plan.pods[0]);
         let long = "h".repeat(100); // longer than HOST_NAME_MAX (64)
         sandbox.hostname = &long;
-        let err = spawn(&sandbox, &plan.pods[0].containers[2])
+        let err = spawn(&sandbox, &plan.pods[0].containers[2], None)
             .unwrap_err()
             .to_string();
         assert!(

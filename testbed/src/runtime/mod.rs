@@ -11,11 +11,14 @@
 //! their mount paths). Nothing here changes the host's filesystem outside the
 //! state directory, or touches a process it did not start.
 
+pub mod basens;
 mod child;
 pub mod exec;
 pub mod files;
 pub mod launch;
 pub mod mounts;
+mod probe;
+mod procs;
 pub mod status;
 pub mod supervise;
 

@@ -6,7 +6,7 @@
 use super::{owner_label, OwnerKind};
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,11 @@ pub struct ContainerStatus {
     /// Its process, while it runs.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub pid: Option<i32>,
+    /// When that process started (clock ticks after boot, as
+    /// `/proc/PID/stat` says): with the pid, it names the process for
+    /// sure, so a supervisor started again can take it over.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub start_time: Option<u64>,
     /// What it is doing.
     pub state: State,
     /// How often it was started again.
@@ -88,6 +93,9 @@ pub enum Exit {
     Code(i32),
     /// A signal killed it.
     Signal(i32),
+    /// It ended while no supervisor was its parent (it was taken over by a
+    /// supervisor started again), so how is unknown; counts as a failure.
+    Unknown,
 }
 
 impl Exit {
@@ -105,6 +113,10 @@ impl std::fmt::Display for Exit {
                 Ok(sig) => write!(f, "killed by signal {s} ({})", sig.as_str()),
                 Err(_) => write!(f, "killed by signal {s}"),
             },
+            Exit::Unknown => write!(
+                f,
+                "ended (how is unknown: it was started by an earlier supervisor)"
+            ),
         }
     }
 }
@@ -205,15 +217,9 @@ pub fn read(state_dir: &Path) -> Result<Status, StatusError> {
 /// Writes `STATE_DIR/status.json` atomically: a temporary file in the same
 /// directory, renamed over the old one.
 pub fn write(state_dir: &Path, status: &Status) -> io::Result<()> {
-    let path = state_dir.join(STATUS_FILE);
-    let tmp = state_dir.join(format!(".{STATUS_FILE}.tmp"));
     let mut text = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
     text.push(b'\n');
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(&text)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, &path)
+    crate::state::write_atomic(&state_dir.join(STATUS_FILE), &text)
 }
 
 /// Waits until every container is settled (running and ready, or ended
@@ -295,6 +301,7 @@ mod tests {
             owner: "web-0".into(),
             container: "http".into(),
             pid: None,
+            start_time: None,
             state,
             restarts: 3,
             last_exit: Some(Exit::Code(127)),

@@ -18,31 +18,30 @@
 //! - **Stopping**: SIGTERM or SIGINT make it send SIGTERM to every
 //!   container's process group, SIGKILL to those still there 2 s later, reap
 //!   them, write the final status and return (exit 0).
-//! - **One per testbed**: it holds an open-file-description lock on
-//!   `STATE_DIR/supervisor.pid` (which holds its pid) while it runs; a second
-//!   supervisor fails, and [`supervisor_pid`] tells whether one runs. The
-//!   file stays after it exits; the lock is what counts.
+//! - **One per testbed**: it holds its pid file `STATE_DIR/supervisor.pid`
+//!   (`state::pids`) while it runs; a second supervisor fails, and
+//!   [`supervisor_pid`] tells whether one runs. The file stays after it
+//!   exits; the lock is what counts.
 //!
 //! Containers are not its children in any way that would end them with it:
 //! a `kill -9` of the supervisor leaves them running (and not restarted).
 
+use super::basens::BaseMounts;
 use super::files;
 use super::launch;
+use super::probe::{spawn_probe, Probe};
+use super::procs::{parallel_map, reap_one, signal_group, STARTERS};
 use super::status::{self, ContainerStatus, Exit, State, Status};
-use super::{Sandbox, NETNS_DIR};
-use crate::plan::build::STATE_ROOT;
+use super::Sandbox;
 use crate::plan::types::ContainerPlan;
 use crate::plan::Plan;
+use crate::state::{pids, TestbedName};
 use crate::topology::model::RestartPolicy;
 use nix::errno::Errno;
-use nix::sched::{setns, CloneFlags};
-use nix::sys::signal::{killpg, SaFlags, SigAction, SigHandler, SigSet, Signal};
-use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::Pid;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -67,8 +66,6 @@ pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// How often the supervisor looks at its children.
 const TICK: Duration = Duration::from_millis(50);
-/// How often a readiness check connects.
-const PROBE_EVERY: Duration = Duration::from_millis(100);
 
 /// Why the supervisor could not run.
 #[derive(Debug, thiserror::Error)]
@@ -81,9 +78,6 @@ pub enum SuperviseError {
         /// The state directory.
         state_dir: String,
     },
-    /// The testbed name is not a valid name.
-    #[error("`{0}` is not a testbed name")]
-    BadName(String),
     /// The plan file cannot be read.
     #[error("cannot read the plan {path}: {source} (is the testbed up?)")]
     ReadPlan {
@@ -130,16 +124,8 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
 
 /// Runs the supervisor of the testbed `name` with the plan in
 /// `/run/testbed/NAME/plan.json`, until SIGTERM or SIGINT.
-pub fn run_from_state(name: &str) -> Result<(), SuperviseError> {
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !valid {
-        return Err(SuperviseError::BadName(name.to_string()));
-    }
-    let path = Path::new(STATE_ROOT).join(name).join(PLAN_FILE);
+pub fn run_from_state(name: &TestbedName) -> Result<(), SuperviseError> {
+    let path = name.dir().join(PLAN_FILE);
     let text = fs::read_to_string(&path).map_err(|source| SuperviseError::ReadPlan {
         path: path.clone(),
         source,
@@ -170,7 +156,14 @@ pub fn run(plan: &Plan) -> Result<(), SuperviseError> {
 /// container and returns. (What [`run`] does, without signal handlers.)
 pub fn run_until(plan: &Plan, stop: &AtomicBool) -> Result<(), SuperviseError> {
     let state_dir = files::state_dir(&plan.state_dir)?.to_path_buf();
-    let _lock = PidLock::acquire(&state_dir)?;
+    let pid_path = pids::pid_path(&state_dir, pids::DaemonKind::Supervisor, None);
+    let _lock = pids::PidFile::claim(&pid_path).map_err(|e| match e {
+        pids::PidFileError::AlreadyRunning { pid, .. } => SuperviseError::AlreadyRunning {
+            pid: pid as u32,
+            state_dir: state_dir.display().to_string(),
+        },
+        pids::PidFileError::Io { path, source } => SuperviseError::PidFile { path, source },
+    })?;
     files::prepare(plan)?;
     info!(testbed = %plan.name, pid = std::process::id(), "supervisor started");
     let mut sup = Supervisor::new(plan, state_dir);
@@ -192,85 +185,7 @@ pub fn run_until(plan: &Plan, stop: &AtomicBool) -> Result<(), SuperviseError> {
 /// The pid of the supervisor running for `state_dir`, if one runs (holds
 /// the lock on its pid file).
 pub fn supervisor_pid(state_dir: &Path) -> Option<u32> {
-    let path = state_dir.join(PID_FILE);
-    let mut file = File::open(&path).ok()?;
-    let mut lock = whole_file_lock();
-    // SAFETY: F_OFD_GETLK fills the flock struct it is given.
-    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
-    if r < 0 || lock.l_type == libc::F_UNLCK as libc::c_short {
-        return None;
-    }
-    // Locked: the pid is written right after the lock is taken.
-    for _ in 0..50 {
-        let mut text = String::new();
-        if file.read_to_string(&mut text).is_ok() {
-            if let Ok(pid) = text.trim().parse() {
-                return Some(pid);
-            }
-        }
-        thread::sleep(Duration::from_millis(10));
-        file = File::open(&path).ok()?;
-    }
-    Some(0)
-}
-
-fn whole_file_lock() -> libc::flock {
-    // SAFETY: flock is plain data; zero is a valid start.
-    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = libc::F_WRLCK as libc::c_short;
-    lock.l_whence = libc::SEEK_SET as libc::c_short;
-    lock
-}
-
-/// The pid file, locked while the supervisor runs.
-struct PidLock {
-    _file: File,
-}
-
-impl PidLock {
-    fn acquire(state_dir: &Path) -> Result<PidLock, SuperviseError> {
-        let path = state_dir.join(PID_FILE);
-        let err = |source| SuperviseError::PidFile {
-            path: path.clone(),
-            source,
-        };
-        fs::create_dir_all(state_dir).map_err(err)?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(err)?;
-        let lock = whole_file_lock();
-        // SAFETY: F_OFD_SETLK reads the flock struct it is given.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } < 0 {
-            let e = io::Error::last_os_error();
-            if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
-                return Err(SuperviseError::AlreadyRunning {
-                    pid: supervisor_pid(state_dir).unwrap_or(0),
-                    state_dir: state_dir.display().to_string(),
-                });
-            }
-            return Err(err(e));
-        }
-        file.set_len(0).map_err(err)?;
-        writeln!(file, "{}", std::process::id()).map_err(err)?;
-        Ok(PidLock { _file: file })
-    }
-}
-
-/// A readiness check's finding.
-enum Probe {
-    Ready {
-        slot: usize,
-        generation: u64,
-    },
-    Failed {
-        slot: usize,
-        generation: u64,
-        message: String,
-    },
+    crate::state::pids::supervisor(state_dir).map(|p| p as u32)
 }
 
 /// One container and where it stands.
@@ -290,6 +205,11 @@ struct Slot<'a> {
     generation: u64,
     /// Set to end the running readiness check.
     probe_cancel: Option<Arc<AtomicBool>>,
+    /// When its process started (clock ticks), to know it again.
+    start_time: Option<u64>,
+    /// Its process was started by an earlier supervisor: not a child of
+    /// this one, so watched, not reaped.
+    adopted: bool,
 }
 
 impl Slot<'_> {
@@ -322,6 +242,8 @@ pub fn backoff(current: Duration, ran: Duration) -> (Duration, Duration) {
 
 struct Supervisor<'a> {
     plan: &'a Plan,
+    /// The mount namespace containers are made from.
+    base: Option<BaseMounts>,
     state_dir: PathBuf,
     slots: Vec<Slot<'a>>,
     probes_tx: Sender<Probe>,
@@ -350,59 +272,129 @@ impl<'a> Supervisor<'a> {
                     next_start: Some(now),
                     generation: 0,
                     probe_cancel: None,
+                    start_time: None,
+                    adopted: false,
                 })
             })
             .collect();
         let (probes_tx, probes_rx) = channel();
-        Supervisor {
+        let base = BaseMounts::create(&state_dir)
+            .map_err(|e| {
+                warn!("containers get copies of every mount: no base mount namespace: {e}")
+            })
+            .ok();
+        let mut sup = Supervisor {
             plan,
+            base,
             state_dir,
             slots,
             probes_tx,
             probes_rx,
             dirty: true,
             stopping: false,
+        };
+        sup.adopt();
+        sup
+    }
+
+    /// Takes over the containers an earlier supervisor of this testbed
+    /// started and that still run (it died; `up` started this one): they
+    /// keep running, are watched, and are started again per their policy
+    /// when they end.
+    fn adopt(&mut self) {
+        let Ok(previous) = status::read(&self.state_dir) else {
+            return;
+        };
+        let mut adopted = 0;
+        for old in previous.containers {
+            let (Some(pid), Some(start)) = (old.pid, old.start_time) else {
+                continue;
+            };
+            if !same_process(pid, start) {
+                continue;
+            }
+            let Some(i) = self.slots.iter().position(|s| {
+                s.sandbox.kind == old.kind
+                    && s.sandbox.namespace == old.namespace.as_deref()
+                    && s.sandbox.name == old.owner
+                    && s.container.name == old.container
+            }) else {
+                continue;
+            };
+            let slot = &mut self.slots[i];
+            slot.pid = Some(Pid::from_raw(pid));
+            slot.start_time = Some(start);
+            slot.adopted = true;
+            slot.state = State::Running;
+            slot.attempts = old.restarts + 1;
+            slot.last_exit = old.last_exit;
+            slot.next_start = None;
+            slot.generation += 1;
+            self.watch_readiness(i);
+            adopted += 1;
+        }
+        if adopted > 0 {
+            info!("took over {adopted} running containers of an earlier supervisor");
         }
     }
 
-    /// Starts every container whose time has come.
+    /// Starts the readiness check of container `i`, which just started (or
+    /// was taken over); one without a check is ready at once.
+    fn watch_readiness(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        match slot.container.ready_tcp {
+            Some(port) => {
+                slot.ready = false;
+                let cancel = Arc::new(AtomicBool::new(false));
+                slot.probe_cancel = Some(cancel.clone());
+                spawn_probe(
+                    slot.sandbox.netns.to_string(),
+                    port,
+                    cancel,
+                    self.probes_tx.clone(),
+                    i,
+                    slot.generation,
+                );
+            }
+            None => slot.ready = true,
+        }
+    }
+
+    /// Starts every container whose time has come, several at once (a
+    /// start is mostly the kernel's work in the new process, on any core).
     fn start_due(&mut self) {
         let now = Instant::now();
-        for i in 0..self.slots.len() {
-            if self.slots[i].next_start.is_some_and(|t| t <= now) {
-                self.start(i);
-            }
+        let due: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].next_start.is_some_and(|t| t <= now))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let base = self.base.as_ref();
+        let slots = &self.slots;
+        let launch_one = |i: usize| launch::spawn(&slots[i].sandbox, slots[i].container, base);
+        for (k, result) in parallel_map(&due, STARTERS, launch_one) {
+            self.started(due[k], result);
         }
     }
 
-    fn start(&mut self, i: usize) {
+    /// Records the start of container `i` (or its failure).
+    fn started(&mut self, i: usize, result: Result<std::process::Child, launch::LaunchError>) {
         let slot = &mut self.slots[i];
         slot.next_start = None;
         slot.attempts += 1;
         slot.generation += 1;
         slot.started = Instant::now();
         self.dirty = true;
-        match launch::spawn(&slot.sandbox, slot.container) {
+        match result {
             Ok(child) => {
-                slot.pid = Some(Pid::from_raw(child.id() as i32));
+                let pid = child.id() as i32;
+                slot.pid = Some(Pid::from_raw(pid));
+                slot.start_time = pids::start_time(pid);
+                slot.adopted = false;
                 slot.state = State::Running;
                 slot.error = None;
-                match slot.container.ready_tcp {
-                    Some(port) => {
-                        slot.ready = false;
-                        let cancel = Arc::new(AtomicBool::new(false));
-                        slot.probe_cancel = Some(cancel.clone());
-                        spawn_probe(
-                            slot.sandbox.netns.to_string(),
-                            port,
-                            cancel,
-                            self.probes_tx.clone(),
-                            i,
-                            slot.generation,
-                        );
-                    }
-                    None => slot.ready = true,
-                }
+                self.watch_readiness(i);
             }
             Err(e) => {
                 error!("{e}");
@@ -412,12 +404,22 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    /// Reaps every container that exited.
+    /// Reaps every container that exited (and notices the end of those
+    /// taken over, which are not this process's children).
     fn reap(&mut self) {
         for i in 0..self.slots.len() {
             let Some(pid) = self.slots[i].pid else {
                 continue;
             };
+            if self.slots[i].adopted {
+                let start = self.slots[i].start_time.unwrap_or(0);
+                if !same_process(pid.as_raw(), start) {
+                    // The rest of its process group, as for a child.
+                    let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
+                    self.ended(i, Some(Exit::Unknown));
+                }
+                continue;
+            }
             if let Some(exit) = reap_one(pid, false) {
                 self.ended(i, Some(exit));
             }
@@ -431,6 +433,8 @@ impl<'a> Supervisor<'a> {
         let slot = &mut self.slots[i];
         let ran = slot.started.elapsed();
         slot.pid = None;
+        slot.start_time = None;
+        slot.adopted = false;
         slot.ready = false;
         slot.cancel_probe();
         if exit.is_some() {
@@ -514,7 +518,11 @@ impl<'a> Supervisor<'a> {
                     launch::who(&self.slots[i].sandbox, &self.slots[i].container.name)
                 );
                 signal_group(pid, Signal::SIGKILL);
-                let exit = reap_one(pid, true);
+                let exit = if self.slots[i].adopted {
+                    Some(Exit::Signal(libc::SIGKILL))
+                } else {
+                    reap_one(pid, true)
+                };
                 self.ended(i, exit.or(Some(Exit::Signal(libc::SIGKILL))));
             }
         }
@@ -535,6 +543,7 @@ impl<'a> Supervisor<'a> {
                     owner: s.sandbox.name.to_string(),
                     container: s.container.name.clone(),
                     pid: s.pid.map(Pid::as_raw),
+                    start_time: s.start_time,
                     state: s.state,
                     restarts: s.attempts.saturating_sub(1),
                     last_exit: s.last_exit,
@@ -567,88 +576,10 @@ impl Drop for Supervisor<'_> {
     }
 }
 
-/// Sends `signal` to the process group of the container led by `pid` (its
-/// session, see `launch`), or to `pid` alone if the group is gone.
-fn signal_group(pid: Pid, signal: Signal) {
-    if killpg(pid, signal).is_err() {
-        let _ = nix::sys::signal::kill(pid, signal);
-    }
-}
-
-/// Reaps the container process `pid` if it exited (or waits for it, with
-/// `block`): first the rest of its process group is killed, while the
-/// unreaped leader still holds the group's id, then the leader is reaped.
-fn reap_one(pid: Pid, block: bool) -> Option<Exit> {
-    let mut flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
-    if !block {
-        flags |= WaitPidFlag::WNOHANG;
-    }
-    match waitid(Id::Pid(pid), flags) {
-        Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => return None,
-        Ok(_) => {}
-        Err(e) => {
-            // Not our child (any more): nothing to reap.
-            warn!(pid = pid.as_raw(), "waitid: {e}");
-            return Some(Exit::Code(-1));
-        }
-    }
-    let _ = killpg(pid, Signal::SIGKILL);
-    loop {
-        match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => return Some(Exit::Code(code)),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return Some(Exit::Signal(sig as i32)),
-            Ok(_) | Err(Errno::EINTR) => continue,
-            Err(e) => {
-                warn!(pid = pid.as_raw(), "waitpid: {e}");
-                return Some(Exit::Code(-1));
-            }
-        }
-    }
-}
-
-/// Starts a thread that enters the network namespace `netns` and connects
-/// to 127.0.0.1:`port` until that works or `cancel` is set.
-fn spawn_probe(
-    netns: String,
-    port: u16,
-    cancel: Arc<AtomicBool>,
-    tx: Sender<Probe>,
-    slot: usize,
-    generation: u64,
-) {
-    let fail_tx = tx.clone();
-    let body = move || {
-        let path = format!("{NETNS_DIR}/{netns}");
-        let entered = File::open(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|f| setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string()));
-        if let Err(e) = entered {
-            let _ = tx.send(Probe::Failed {
-                slot,
-                generation,
-                message: format!("readiness check cannot enter {path}: {e}"),
-            });
-            return;
-        }
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        while !cancel.load(Ordering::SeqCst) {
-            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-                let _ = tx.send(Probe::Ready { slot, generation });
-                return;
-            }
-            thread::sleep(PROBE_EVERY);
-        }
-    };
-    if let Err(e) = thread::Builder::new()
-        .name(format!("ready-{port}"))
-        .spawn(body)
-    {
-        let _ = fail_tx.send(Probe::Failed {
-            slot,
-            generation,
-            message: format!("cannot start the readiness check: {e}"),
-        });
-    }
+/// Whether process `pid` runs and is the one that started at `start`
+/// (not a zombie, not a reused pid).
+fn same_process(pid: i32, start: u64) -> bool {
+    pids::start_time(pid) == Some(start) && !pids::is_zombie(pid)
 }
 
 #[cfg(test)]
@@ -858,7 +789,7 @@ pods:
             wait_ready(&sup.state_dir, Instant::now() + Duration::from_secs(15)).expect("ready");
         assert!(status.containers.iter().all(|c| c.ready));
         // The listener is in the pod's namespace, not here.
-        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
         assert!(fs::read_to_string(&plan.pods[0].containers[0].log)
             .unwrap()
             .contains("listening"));
@@ -907,17 +838,5 @@ pods:
         ));
         assert!(should_restart(RestartPolicy::Always, Some(Exit::Code(0))));
         assert!(!should_restart(RestartPolicy::Never, Some(Exit::Code(1))));
-    }
-
-    #[test]
-    fn run_from_state_refuses_bad_names() {
-        assert!(matches!(
-            run_from_state("../etc"),
-            Err(SuperviseError::BadName(_))
-        ));
-        assert!(matches!(
-            run_from_state(""),
-            Err(SuperviseError::BadName(_))
-        ));
     }
 }

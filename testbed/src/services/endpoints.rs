@@ -274,6 +274,7 @@ mod tests {
             owner: pod.into(),
             container: "c".into(),
             pid: None,
+            start_time: None,
             state,
             restarts: 0,
             last_exit: None,

@@ -34,14 +34,21 @@ pub fn start(plan: &Plan, deadline: Instant) -> Result<(), ServicesError> {
     if plan.cluster.proxy != proxy::Mode::Userspace || plan.services.is_empty() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir(plan)).map_err(|e| ServicesError::Proxy {
+    crate::state::create_private_dir(&dir(plan)).map_err(|e| ServicesError::Proxy {
         node: String::new(),
         message: format!("creating {}: {e}", dir(plan).display()),
     })?;
+    let name = crate::state::TestbedName::new(&plan.name).map_err(|e| ServicesError::Proxy {
+        node: String::new(),
+        message: e.to_string(),
+    })?;
     let mut children = Vec::new();
     for n in &plan.nodes {
-        let child = crate::lifecycle::spawn_detached(
-            &["proxy-daemon", &plan.name, &n.name],
+        let child = crate::daemons::spawn(
+            crate::daemons::DaemonKind::Proxy,
+            &name,
+            Some(&n.name),
+            &n.netns,
             &log_path(plan, &n.name),
         )
         .map_err(|e| ServicesError::Proxy {
@@ -89,8 +96,17 @@ pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), ServicesError> {
         node: node.to_string(),
         message,
     };
-    // Enter the node's namespace before any thread starts: the runtime's
-    // workers, and every socket, are inside it.
+    // One proxy per node: the pid file is held for as long as this runs.
+    let pid_path = crate::state::pids::pid_path(
+        std::path::Path::new(&plan.state_dir),
+        crate::state::pids::DaemonKind::Proxy,
+        Some(node),
+    );
+    let _pid_file =
+        crate::state::pids::PidFile::claim(&pid_path).map_err(|e| fail(e.to_string()))?;
+    // Enter the node's namespace before any thread starts (`up` starts the
+    // proxy inside it already): the runtime's workers, and every socket,
+    // are inside it.
     let ns = Netns::open(&n.netns)?;
     nix::sched::setns(&ns.file, nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| fail(format!("entering {}: {e}", n.netns)))?;

@@ -498,10 +498,7 @@ impl Decoder<'_> {
             .required(&obj, "name", "the topology", "demo")
             .and_then(|(n, p)| {
                 let t = self.text(n, &p, "the topology's `name`")?;
-                let ok = (1..=12).contains(&t.value.len())
-                    && t.value.starts_with(|c: char| c.is_ascii_lowercase())
-                    && t.value.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
-                if ok {
+                if crate::state::check_name(&t.value).is_ok() {
                     Some(t)
                 } else {
                     self.err(
