@@ -191,11 +191,14 @@ fn names_modes_and_volumes() {
 }
 
 fn container(st: &Value, owner: &str, name: &str) -> Value {
-    st["containers"]
-        .as_array()
-        .expect("containers")
+    ["pods", "hosts"]
         .iter()
-        .find(|c| c["owner"] == owner && c["container"] == name)
+        .filter_map(|kind| st[kind].as_array())
+        .flatten()
+        .filter(|o| o["name"] == owner)
+        .filter_map(|o| o["containers"].as_array())
+        .flatten()
+        .find(|c| c["name"] == name)
         .cloned()
         .unwrap_or_else(|| panic!("no {owner}/{name} in {st}"))
 }

@@ -366,16 +366,21 @@ hosts: [{name: client, link: {rate: 20mbit}}]
     assert!(ok(&["verify", &tb.name]).contains("matches"));
     let state = ok(&["inspect", &tb.name, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&state).expect("inspect JSON");
+    let qdisc = |ns: &str, link: &str| {
+        let named = |list: &serde_json::Value, name: &str| {
+            list.as_array()
+                .and_then(|l| l.iter().find(|x| x["name"] == name))
+                .cloned()
+                .unwrap_or_default()
+        };
+        named(&named(&v["namespaces"], ns)["links"], link)["qdisc"].clone()
+    };
     assert_eq!(
-        v[tb.ns("host.client")]["links"]["eth0"]["qdisc"],
+        qdisc(&tb.ns("host.client"), "eth0"),
         "tbf 20mbit",
         "{state}"
     );
-    assert_eq!(
-        v[tb.ns("fabric")]["links"]["h-client"]["qdisc"],
-        "tbf 20mbit",
-        "{state}"
-    );
+    assert_eq!(qdisc(&tb.ns("fabric"), "h-client"), "tbf 20mbit", "{state}");
     // Through the limit: about 20 Mbit/s from the host to the node.
     let node = tb.ns("node.node1");
     let client = tb.ns("host.client");

@@ -381,12 +381,12 @@ fn udp_flows_leave_a_removed_endpoint_in_userspace_mode() {
 fn pid_of(tb: &Testbed, pod: &str) -> i32 {
     let v: serde_json::Value =
         serde_json::from_str(&ok(&["status", &tb.name, "--json"])).expect("status");
-    v[0]["containers"]
+    v[0]["pods"]
         .as_array()
-        .expect("containers")
+        .expect("pods")
         .iter()
-        .find(|c| c["owner"] == pod)
-        .and_then(|c| c["pid"].as_i64())
+        .find(|p| p["name"] == pod)
+        .and_then(|p| p["containers"][0]["pid"].as_i64())
         .unwrap_or_else(|| panic!("no running container in {pod}")) as i32
 }
 

@@ -316,25 +316,16 @@ fn run(command: Command) -> Result<(), Failure> {
             rules: true,
         } => {
             let plan = target_plan(&target)?;
-            let mut by_node = serde_json::Map::new();
-            let mut text = String::new();
-            for n in &plan.nodes {
-                let installed = testbed::services::installed(plan.cluster.proxy, n)
-                    .context("reading the installed rules")?;
-                text.push_str(&format!("# node {} ({})\n{installed}", n.name, n.netns));
-                by_node.insert(n.name.clone(), installed.into());
-            }
+            let rules = testbed::report::inspect::installed(&plan)
+                .context("reading the installed rules")?;
             if json {
-                return print(&format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&by_node).context("printing the rules")?
-                ));
+                return print(&render::to_json(&rules).context("printing the rules")?);
             }
-            print(&text)
+            print(&rules.iter().map(|r| r.to_string()).collect::<String>())
         }
         Command::Inspect { target, json, .. } => {
             let plan = target_plan(&target)?;
-            let have = observe(&plan)?;
+            let have = testbed::report::inspect::kernel(&plan.name, &observe(&plan)?);
             let text = if json {
                 render::to_json(&have)
             } else {
@@ -477,39 +468,25 @@ fn run(command: Command) -> Result<(), Failure> {
 fn validate(file: &std::path::Path, json: bool) -> Result<(), Failure> {
     if !json {
         let loaded = load(file)?;
-        let p = &loaded.plan;
-        return print(&format!(
-            "{}: ok: testbed `{}` with {} nodes, {} hosts, {} pods and {} services\n",
-            file.display(),
-            p.name,
-            p.nodes.len(),
-            p.hosts.len(),
-            p.pods.len(),
-            p.services.len()
-        ));
-    }
-    #[derive(serde::Serialize)]
-    struct Report<'a> {
-        file: String,
-        valid: bool,
-        diagnostics: &'a [diag::Diagnostic],
+        let report = testbed::report::validate::validation(
+            &file.display().to_string(),
+            Some(&loaded.plan),
+            &loaded.warnings,
+        );
+        return print(&report.to_string());
     }
     let result = testbed::load(file);
-    let (valid, diags) = match &result {
-        Ok(l) => (true, l.warnings.as_slice()),
-        Err(LoadError::Invalid { diagnostics, .. }) => (false, diagnostics.as_slice()),
+    let (plan, diags) = match &result {
+        Ok(l) => (Some(&l.plan), l.warnings.as_slice()),
+        Err(LoadError::Invalid { diagnostics, .. }) => (None, diagnostics.as_slice()),
         Err(e @ LoadError::Read { .. }) => {
             eprint!("{}", e.render());
             return Err(Failure::BadInput);
         }
     };
-    let report = Report {
-        file: file.display().to_string(),
-        valid,
-        diagnostics: diags,
-    };
+    let report = testbed::report::validate::validation(&file.display().to_string(), plan, diags);
     print(&render::to_json(&report).context("printing the report")?)?;
-    if valid {
+    if report.valid {
         Ok(())
     } else {
         Err(Failure::BadInput)

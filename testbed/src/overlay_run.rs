@@ -244,8 +244,9 @@ pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), OverlayRunError> {
     overlay::daemon::run(cfg, &STOP).map_err(|e| OverlayRunError::Run(e.to_string()))
 }
 
-/// The counters every node's daemon last reported, by node.
-pub fn stats(plan: &Plan) -> Vec<(String, serde_json::Value)> {
+/// The counters every node's daemon last reported, by node (nodes without
+/// a readable stats file are left out).
+pub fn stats(plan: &Plan) -> std::collections::BTreeMap<String, overlay::stats::StatsSnapshot> {
     plan.nodes
         .iter()
         .filter_map(|n| {

@@ -1,81 +1,180 @@
-//! What the CLI prints about testbeds: the summary after `up`, the list of
-//! testbeds (`ls`), each as a human table or as JSON.
+//! What the CLI prints about testbeds, as typed data: each report is both
+//! the `--json` output (objects with named, typed, camelCase fields; absent
+//! values omitted, never null; shapes documented in docs/json.md) and the
+//! source of the human tables. Here: the summary after `up` and the list of
+//! testbeds (`ls`); `status` (a running testbed), `inspect` (its kernel
+//! state and installed rules) and `validate` (a file's problems) have their
+//! own modules.
+
+pub mod inspect;
+pub mod status;
+pub mod validate;
+
+pub use status::{status, StatusReport};
 
 use crate::kernel::teardown;
+use crate::plan::types::{HostPlan, NodePlan, PodPlan};
 use crate::plan::Plan;
-use serde::Serialize;
+use overlay::Ipv4Net;
+use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::net::Ipv4Addr;
 
 /// The short summary `up` prints: nodes, hosts, pods and services with
 /// their addresses.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Summary {
     /// The testbed.
     pub name: String,
-    /// `name  address  pod subnet`.
-    pub nodes: Vec<[String; 3]>,
-    /// `name  address`.
-    pub hosts: Vec<[String; 2]>,
-    /// `namespace/name  node  address`.
-    pub pods: Vec<[String; 3]>,
-    /// `namespace/name  type  cluster IP  external IP  ports`.
-    pub services: Vec<[String; 5]>,
+    /// Its nodes.
+    pub nodes: Vec<Node>,
+    /// Its hosts.
+    pub hosts: Vec<Host>,
+    /// Its pods.
+    pub pods: Vec<Pod>,
+    /// Its services, with the endpoints the plan gives them (every selected
+    /// pod).
+    pub services: Vec<proxy::Service>,
+}
+
+/// A node: its name and addresses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Node {
+    /// Its name.
+    pub name: String,
+    /// Its LAN address.
+    pub address: Ipv4Addr,
+    /// The subnet its pods' addresses come from.
+    pub pod_subnet: Ipv4Net,
+}
+
+impl From<&NodePlan> for Node {
+    fn from(n: &NodePlan) -> Node {
+        Node {
+            name: n.name.clone(),
+            address: n.ip,
+            pod_subnet: n.lease.subnet,
+        }
+    }
+}
+
+/// A host outside the cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Host {
+    /// Its name.
+    pub name: String,
+    /// Its LAN address.
+    pub address: Ipv4Addr,
+}
+
+impl From<&HostPlan> for Host {
+    fn from(h: &HostPlan) -> Host {
+        Host {
+            name: h.name.clone(),
+            address: h.ip,
+        }
+    }
+}
+
+/// A pod: where it runs and how it is connected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pod {
+    /// Its Kubernetes-style namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The node it runs on.
+    pub node: String,
+    /// Its IP address (absent for `none` pods).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub address: Option<Ipv4Addr>,
+    /// Its network mode.
+    pub network: NetworkMode,
+    /// The pod whose network namespace it shares (`container` mode only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub network_pod: Option<String>,
+}
+
+/// How a pod is connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Its own namespace on the node's bridge.
+    Bridge,
+    /// The node's namespace.
+    Host,
+    /// Its own namespace with loopback only.
+    None,
+    /// Another pod's namespace.
+    Container,
+}
+
+impl From<&PodPlan> for Pod {
+    fn from(p: &PodPlan) -> Pod {
+        let (network, network_pod) = match p.network.as_str() {
+            "bridge" => (NetworkMode::Bridge, None),
+            "host" => (NetworkMode::Host, None),
+            "none" => (NetworkMode::None, None),
+            other => (
+                NetworkMode::Container,
+                Some(other.trim_start_matches("container:").to_string()),
+            ),
+        };
+        Pod {
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            node: p.node.clone(),
+            address: p.ip,
+            network,
+            network_pod,
+        }
+    }
+}
+
+impl Pod {
+    /// `namespace/name`.
+    pub fn qualified(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The address column: the IP, followed by the mode unless it is bridge.
+    fn address_cell(&self) -> String {
+        let mode = match (self.network, &self.network_pod) {
+            (NetworkMode::Bridge, _) => None,
+            (NetworkMode::Host, _) => Some("host".to_string()),
+            (NetworkMode::None, _) => Some("none".to_string()),
+            (NetworkMode::Container, pod) => {
+                Some(format!("container:{}", pod.as_deref().unwrap_or("")))
+            }
+        };
+        match (self.address, mode) {
+            (Some(ip), None) => ip.to_string(),
+            (Some(ip), Some(mode)) => format!("{ip} ({mode})"),
+            (None, mode) => format!("- ({})", mode.unwrap_or_default()),
+        }
+    }
 }
 
 /// The summary of `plan`.
 pub fn summary(plan: &Plan) -> Summary {
     Summary {
         name: plan.name.clone(),
-        nodes: plan
-            .nodes
-            .iter()
-            .map(|n| [n.name.clone(), n.ip.to_string(), n.lease.subnet.to_string()])
-            .collect(),
-        hosts: plan
-            .hosts
-            .iter()
-            .map(|h| [h.name.clone(), h.ip.to_string()])
-            .collect(),
-        pods: plan
-            .pods
-            .iter()
-            .map(|p| {
-                let ip = match (&p.ip, p.network.as_str()) {
-                    (Some(ip), "bridge") => ip.to_string(),
-                    (Some(ip), mode) => format!("{ip} ({mode})"),
-                    (None, mode) => format!("- ({mode})"),
-                };
-                [format!("{}/{}", p.namespace, p.name), p.node.clone(), ip]
-            })
-            .collect(),
-        services: plan
-            .services
-            .iter()
-            .map(|s| {
-                let ports: Vec<String> = s
-                    .ports
-                    .iter()
-                    .map(|p| match p.node_port {
-                        Some(np) => format!("{}:{np}/{}", p.port, p.protocol),
-                        None => format!("{}/{}", p.port, p.protocol),
-                    })
-                    .collect();
-                [
-                    format!("{}/{}", s.namespace, s.name),
-                    format!("{:?}", s.kind),
-                    s.cluster_ip.to_string(),
-                    s.load_balancer_ip.map_or("-".into(), |ip| ip.to_string()),
-                    ports.join(","),
-                ]
-            })
-            .collect(),
+        nodes: plan.nodes.iter().map(Node::from).collect(),
+        hosts: plan.hosts.iter().map(Host::from).collect(),
+        pods: plan.pods.iter().map(Pod::from).collect(),
+        services: plan.services.clone(),
     }
 }
 
-/// Formats rows as aligned columns under a header.
-pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+/// Formats rows of cells as aligned columns under a header.
+fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [String; N]>) -> String {
+    let rows: Vec<[String; N]> = rows.into_iter().collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
+    for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
@@ -92,47 +191,140 @@ pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String 
         s.trim_end().to_string() + "\n"
     };
     let mut out = line(header.to_vec());
-    for r in rows {
+    for r in &rows {
         out.push_str(&line(r.iter().map(String::as_str).collect()));
     }
     out
 }
 
+/// The node table (`NODE  ADDRESS  POD SUBNET`).
+fn nodes_table<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> String {
+    table(
+        ["NODE", "ADDRESS", "POD SUBNET"],
+        nodes.into_iter().map(|n| {
+            [
+                n.name.clone(),
+                n.address.to_string(),
+                n.pod_subnet.to_string(),
+            ]
+        }),
+    )
+}
+
+/// `namespace/name`, type, cluster IP and external IP (`-` when none) of a
+/// service: the first columns of its row.
+fn service_cells(s: &proxy::Service) -> [String; 4] {
+    [
+        format!("{}/{}", s.namespace, s.name),
+        format!("{:?}", s.kind),
+        s.cluster_ip.to_string(),
+        s.load_balancer_ip.map_or("-".into(), |ip| ip.to_string()),
+    ]
+}
+
+/// Writes `section` after a blank line, unless it has no rows.
+fn section(
+    f: &mut fmt::Formatter<'_>,
+    rows: usize,
+    section: impl FnOnce() -> String,
+) -> fmt::Result {
+    if rows == 0 {
+        return Ok(());
+    }
+    f.write_str("\n")?;
+    f.write_str(&section())
+}
+
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&table(["NODE", "ADDRESS", "POD SUBNET"], &self.nodes))?;
-        if !self.hosts.is_empty() {
-            f.write_str("\n")?;
-            f.write_str(&table(["HOST", "ADDRESS"], &self.hosts))?;
-        }
-        if !self.pods.is_empty() {
-            f.write_str("\n")?;
-            f.write_str(&table(["POD", "NODE", "ADDRESS"], &self.pods))?;
-        }
-        if !self.services.is_empty() {
-            f.write_str("\n")?;
-            f.write_str(&table(
+        f.write_str(&nodes_table(&self.nodes))?;
+        section(f, self.hosts.len(), || {
+            table(
+                ["HOST", "ADDRESS"],
+                self.hosts
+                    .iter()
+                    .map(|h| [h.name.clone(), h.address.to_string()]),
+            )
+        })?;
+        section(f, self.pods.len(), || {
+            table(
+                ["POD", "NODE", "ADDRESS"],
+                self.pods
+                    .iter()
+                    .map(|p| [p.qualified(), p.node.clone(), p.address_cell()]),
+            )
+        })?;
+        section(f, self.services.len(), || {
+            table(
                 ["SERVICE", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORTS"],
-                &self.services,
-            ))?;
-        }
-        Ok(())
+                self.services.iter().map(|s| {
+                    let ports: Vec<String> = s
+                        .ports
+                        .iter()
+                        .map(|p| match p.node_port {
+                            Some(np) => format!("{}:{np}/{}", p.port, p.protocol),
+                            None => format!("{}/{}", p.port, p.protocol),
+                        })
+                        .collect();
+                    let [name, kind, ip, ext] = service_cells(s);
+                    [name, kind, ip, ext, ports.join(",")]
+                }),
+            )
+        })
     }
 }
 
 /// One testbed found on this machine.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Listed {
     /// Its name.
     pub name: String,
-    /// running (supervisor alive), stopped (supervisor gone), or leftovers
-    /// (namespaces without a state directory).
-    pub state: String,
+    /// Whether it runs.
+    pub state: ListedState,
     /// Its network namespaces.
     pub namespaces: usize,
     /// Pods in its plan.
     pub pods: usize,
+}
+
+/// Whether a testbed found on this machine runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListedState {
+    /// Its plan is there and its supervisor runs.
+    Running,
+    /// Its plan is there but its supervisor is gone.
+    Stopped,
+    /// Namespaces or a state directory without a plan.
+    Leftovers,
+}
+
+impl ListedState {
+    /// The word `ls` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListedState::Running => "running",
+            ListedState::Stopped => "stopped",
+            ListedState::Leftovers => "leftovers",
+        }
+    }
+}
+
+/// What `ls` says of testbed `name`, given its plan (if it has one), how
+/// many namespaces it has and whether its supervisor runs.
+pub fn listed(name: &str, plan: Option<&Plan>, namespaces: usize, supervised: bool) -> Listed {
+    let state = match (plan, supervised) {
+        (None, _) => ListedState::Leftovers,
+        (Some(_), true) => ListedState::Running,
+        (Some(_), false) => ListedState::Stopped,
+    };
+    Listed {
+        name: name.to_string(),
+        state,
+        namespaces,
+        pods: plan.map_or(0, |p| p.pods.len()),
+    }
 }
 
 /// Every testbed on this machine.
@@ -141,228 +333,28 @@ pub fn list() -> Vec<Listed> {
         .into_iter()
         .map(|name| {
             let plan = crate::lifecycle::running_plan(&name);
-            let state = match (&plan, crate::state::pids::supervisor(&name.dir()).is_none()) {
-                (None, _) => "leftovers",
-                (Some(_), false) => "running",
-                (Some(_), true) => "stopped",
-            };
-            Listed {
-                namespaces: teardown::namespaces_of(&name).len(),
-                pods: plan.map_or(0, |p| p.pods.len()),
-                state: state.into(),
-                name: name.to_string(),
-            }
+            let supervised = crate::state::pids::supervisor(&name.dir()).is_some();
+            listed(
+                name.as_str(),
+                plan.as_ref(),
+                teardown::namespaces_of(&name).len(),
+                supervised,
+            )
         })
         .collect()
 }
 
 /// `ls` as a table.
 pub fn list_table(list: &[Listed]) -> String {
-    let rows: Vec<[String; 4]> = list
-        .iter()
-        .map(|l| {
+    table(
+        ["NAME", "STATE", "NAMESPACES", "PODS"],
+        list.iter().map(|l| {
             [
                 l.name.clone(),
-                l.state.clone(),
+                l.state.as_str().to_string(),
                 l.namespaces.to_string(),
                 l.pods.to_string(),
             ]
-        })
-        .collect();
-    table(["NAME", "STATE", "NAMESPACES", "PODS"], &rows)
-}
-
-/// `testbed status`: machines, pods with their phase and restarts, services
-/// with their endpoints.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatusReport {
-    /// The testbed.
-    pub name: String,
-    /// Whether its supervisor runs.
-    pub supervisor: bool,
-    /// `name  address  pod subnet`.
-    pub nodes: Vec<[String; 3]>,
-    /// `name  address  phase`.
-    pub hosts: Vec<[String; 3]>,
-    /// `namespace/name  node  address  phase  restarts`.
-    pub pods: Vec<[String; 5]>,
-    /// `namespace/name  type  cluster IP  external IP  endpoints` (those of
-    /// ready pods: what the proxies hold).
-    pub services: Vec<[String; 5]>,
-    /// Each udp overlay daemon's counters, by node.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub overlay: Vec<(String, serde_json::Value)>,
-    /// The supervisor's word on every container.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub containers: Vec<crate::runtime::status::ContainerStatus>,
-}
-
-/// A pod's or host's phase from its containers, as Kubernetes names them:
-/// Running (all running and ready), Succeeded (all ended well), Failed (one
-/// failed for good), Pending otherwise.
-fn phase(cs: &[&crate::runtime::status::ContainerStatus]) -> &'static str {
-    use crate::runtime::status::State;
-    if cs.is_empty() {
-        return "Unknown";
-    }
-    if cs.iter().any(|c| c.state == State::Failed) {
-        "Failed"
-    } else if cs.iter().all(|c| c.state == State::Exited) {
-        "Succeeded"
-    } else if cs.iter().all(|c| c.settled()) {
-        "Running"
-    } else {
-        "Pending"
-    }
-}
-
-/// The status of running testbed `plan`.
-pub fn status(plan: &Plan) -> StatusReport {
-    use crate::runtime::status::ContainerStatus;
-    let containers: Vec<ContainerStatus> =
-        crate::runtime::status::read(std::path::Path::new(&plan.state_dir))
-            .map(|s| s.containers)
-            .unwrap_or_default();
-    let of = |ns: Option<&str>, owner: &str| -> Vec<&ContainerStatus> {
-        containers
-            .iter()
-            .filter(|c| c.owner == owner && c.namespace.as_deref() == ns)
-            .collect()
-    };
-    let base = summary(plan);
-    // Endpoints are the serving pods', as the proxies hold them (every
-    // pod's while the supervisor has said nothing yet).
-    let ready = if containers.is_empty() {
-        crate::services::endpoints::all_pods(plan)
-    } else {
-        crate::services::endpoints::serving(&containers)
-    };
-    let live = crate::services::with_ready_endpoints(plan, &ready);
-    StatusReport {
-        name: plan.name.clone(),
-        supervisor: crate::state::pids::supervisor(std::path::Path::new(&plan.state_dir)).is_some(),
-        nodes: base.nodes,
-        hosts: plan
-            .hosts
-            .iter()
-            .map(|h| {
-                let cs = of(None, &h.name);
-                let phase = if h.containers.is_empty() {
-                    "-"
-                } else {
-                    phase(&cs)
-                };
-                [h.name.clone(), h.ip.to_string(), phase.to_string()]
-            })
-            .collect(),
-        pods: plan
-            .pods
-            .iter()
-            .zip(base.pods)
-            .map(|(p, [name, node, ip])| {
-                let cs = of(Some(&p.namespace), &p.name);
-                let restarts: u32 = cs.iter().map(|c| c.restarts).sum();
-                [name, node, ip, phase(&cs).to_string(), restarts.to_string()]
-            })
-            .collect(),
-        services: live
-            .iter()
-            .zip(base.services)
-            .map(|(s, [name, kind, ip, ext, _])| {
-                let mut eps: Vec<String> = s
-                    .ports
-                    .iter()
-                    .flat_map(|p| p.endpoints.iter().map(|e| format!("{}:{}", e.ip, e.port)))
-                    .collect();
-                eps.dedup();
-                let eps = if eps.is_empty() {
-                    "<none>".to_string()
-                } else {
-                    eps.join(",")
-                };
-                [name, kind, ip, ext, eps]
-            })
-            .collect(),
-        overlay: crate::overlay_run::stats(plan),
-        containers,
-    }
-}
-
-/// One line of a daemon's counters: packets each way and drops by reason.
-fn overlay_line(node: &str, v: &serde_json::Value) -> [String; 4] {
-    let n = |path: &[&str]| path.iter().fold(v, |x, k| &x[*k]).as_u64().unwrap_or(0);
-    let drops: Vec<String> = v["drops"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, x)| x.as_u64().filter(|c| *c > 0).map(|c| format!("{k}={c}")))
-                .collect()
-        })
-        .unwrap_or_default();
-    [
-        node.to_string(),
-        format!(
-            "{} pkts / {} B",
-            n(&["tunToUdp", "packets"]),
-            n(&["tunToUdp", "bytes"])
-        ),
-        format!(
-            "{} pkts / {} B",
-            n(&["udpToTun", "packets"]),
-            n(&["udpToTun", "bytes"])
-        ),
-        if drops.is_empty() {
-            "-".into()
-        } else {
-            drops.join(" ")
-        },
-    ]
-}
-
-impl fmt::Display for StatusReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "testbed {} (supervisor {})\n",
-            self.name,
-            if self.supervisor {
-                "running"
-            } else {
-                "not running"
-            }
-        )?;
-        f.write_str(&table(["NODE", "ADDRESS", "POD SUBNET"], &self.nodes))?;
-        if !self.hosts.is_empty() {
-            f.write_str("\n")?;
-            f.write_str(&table(["HOST", "ADDRESS", "PHASE"], &self.hosts))?;
-        }
-        if !self.pods.is_empty() {
-            f.write_str("\n")?;
-            f.write_str(&table(
-                ["POD", "NODE", "ADDRESS", "PHASE", "RESTARTS"],
-                &self.pods,
-            ))?;
-        }
-        if !self.services.is_empty() {
-            f.write_str("\n")?;
-            f.write_str(&table(
-                ["SERVICE", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "ENDPOINTS"],
-                &self.services,
-            ))?;
-        }
-        if !self.overlay.is_empty() {
-            let rows: Vec<[String; 4]> = self
-                .overlay
-                .iter()
-                .map(|(n, v)| overlay_line(n, v))
-                .collect();
-            f.write_str("\n")?;
-            f.write_str(&table(
-                ["OVERLAY", "SENT (TUN->UDP)", "RECEIVED (UDP->TUN)", "DROPS"],
-                &rows,
-            ))?;
-        }
-        Ok(())
-    }
+        }),
+    )
 }

@@ -85,9 +85,10 @@ pub enum State {
     Failed,
 }
 
-/// How a process ended.
+/// How a process ended. As JSON an object with exactly one field: `code`,
+/// `signal` or `unknown` (true).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "ExitRepr", into = "ExitRepr")]
 pub enum Exit {
     /// It exited with this code.
     Code(i32),
@@ -96,6 +97,53 @@ pub enum Exit {
     /// It ended while no supervisor was its parent (it was taken over by a
     /// supervisor started again), so how is unknown; counts as a failure.
     Unknown,
+}
+
+/// [`Exit`] as JSON.
+#[derive(Serialize, Deserialize)]
+struct ExitRepr {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    signal: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    unknown: Option<bool>,
+}
+
+impl From<Exit> for ExitRepr {
+    fn from(e: Exit) -> ExitRepr {
+        let none = ExitRepr {
+            code: None,
+            signal: None,
+            unknown: None,
+        };
+        match e {
+            Exit::Code(c) => ExitRepr {
+                code: Some(c),
+                ..none
+            },
+            Exit::Signal(s) => ExitRepr {
+                signal: Some(s),
+                ..none
+            },
+            Exit::Unknown => ExitRepr {
+                unknown: Some(true),
+                ..none
+            },
+        }
+    }
+}
+
+impl TryFrom<ExitRepr> for Exit {
+    type Error = &'static str;
+    fn try_from(r: ExitRepr) -> Result<Exit, Self::Error> {
+        match (r.code, r.signal, r.unknown) {
+            (Some(c), None, None) => Ok(Exit::Code(c)),
+            (None, Some(s), None) => Ok(Exit::Signal(s)),
+            (None, None, Some(true)) => Ok(Exit::Unknown),
+            _ => Err("an exit is exactly one of `code`, `signal` or `unknown: true`"),
+        }
+    }
 }
 
 impl Exit {
@@ -293,6 +341,20 @@ fn lines(containers: &[&ContainerStatus]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exits_are_objects_with_one_field() {
+        for (exit, json) in [
+            (Exit::Code(3), r#"{"code":3}"#),
+            (Exit::Signal(9), r#"{"signal":9}"#),
+            (Exit::Unknown, r#"{"unknown":true}"#),
+        ] {
+            assert_eq!(serde_json::to_string(&exit).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Exit>(json).unwrap(), exit);
+        }
+        assert!(serde_json::from_str::<Exit>(r#"{"code":1,"signal":9}"#).is_err());
+        assert!(serde_json::from_str::<Exit>(r#"{"unknown":false}"#).is_err());
+    }
 
     fn container(state: State, ready: bool) -> ContainerStatus {
         ContainerStatus {
