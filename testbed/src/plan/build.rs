@@ -18,6 +18,7 @@ mod cluster;
 mod dns;
 mod place;
 mod services;
+mod suggest;
 
 use cluster::cluster_config;
 use dns::dns;
@@ -76,17 +77,7 @@ impl Planner<'_, '_> {
     fn plan(&mut self) -> Option<Plan> {
         let topo = self.topo;
         let c = &topo.cluster;
-        let subnets = match self.config.lease_subnets(topo.nodes.len()) {
-            Ok(s) => s,
-            Err(e) => {
-                self.err(
-                    &c.pod_cidr.at,
-                    e.to_string(),
-                    "use a larger podCIDR (a shorter prefix) or a longer subnetLen; flannel leaves the first and last subnet unused",
-                );
-                return None;
-            }
-        };
+        let subnets = self.node_subnets()?;
         let (node_ips, host_ips) = self.underlay_addresses()?;
         let placements = self.place_pods(&subnets, &node_ips);
         let pod_mtu = c.mtu.value - c.overlay.value.overhead();
@@ -213,6 +204,7 @@ impl Planner<'_, '_> {
                 overlay: c.overlay.value,
                 proxy: c.proxy.value,
                 network_config: self.config.clone(),
+                container_log_max_bytes: c.container_log_max_size.value.0,
             },
             fabric,
             nodes,

@@ -16,7 +16,10 @@ mod cluster;
 mod service;
 mod workload;
 
-pub use cluster::{defaults, MTU_RANGE};
+pub use cluster::{
+    defaults, derived_lb_cidr, derived_subnet_len, lb_derivation, MIN_CONTAINER_LOG_MAX_SIZE,
+    MTU_RANGE,
+};
 pub use workload::MAX_REPLICAS;
 
 /// Decodes a parsed topology file; problems go to `diags`.

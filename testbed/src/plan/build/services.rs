@@ -1,8 +1,12 @@
 //! Services: cluster IPs, node ports, external IPs and endpoints.
 
-use super::{Planner, NODE_PORTS};
+use super::cluster::point;
+use super::{suggest, Planner, NODE_PORTS};
+use crate::diag::At;
 use crate::plan::names;
 use crate::plan::types::*;
+use crate::topology::model::Sp;
+use overlay::Ipv4Net;
 use proxy::{Endpoint, Service, ServicePort, ServiceType};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -10,31 +14,9 @@ use std::net::Ipv4Addr;
 impl Planner<'_, '_> {
     pub(super) fn services(&mut self, pods: &[PodPlan], nodes: &[NodePlan]) -> Vec<Service> {
         let topo = self.topo;
-        let c = &topo.cluster;
         let cluster_ips = self.cluster_ips();
         let node_ports = self.node_ports();
-        // External IPs: the addresses of loadBalancerCIDR that are LAN host
-        // addresses, in order.
-        let lb_pool: Vec<Ipv4Addr> = (0..c.lb_cidr.value.size())
-            .filter_map(|i| c.lb_cidr.value.nth(i))
-            .filter(|ip| c.underlay_cidr.value.is_host(*ip))
-            .collect();
-        let lb_wanted = topo
-            .services
-            .iter()
-            .filter(|s| s.kind.value == ServiceType::LoadBalancer)
-            .count();
-        if lb_wanted > lb_pool.len() {
-            self.err(
-                &c.lb_cidr.at,
-                format!(
-                    "`loadBalancerCIDR` {} has {} external IPs but {lb_wanted} LoadBalancer services need one each",
-                    c.lb_cidr.value,
-                    lb_pool.len()
-                ),
-                "use a larger loadBalancerCIDR (a shorter prefix) inside underlayCIDR, or make some services NodePort",
-            );
-        }
+        let lb_pool = self.external_ips();
         let mut lb_next = lb_pool.into_iter();
         let mut out = Vec::new();
         for (si, s) in topo.services.iter().enumerate() {
@@ -103,6 +85,51 @@ impl Planner<'_, '_> {
         out
     }
 
+    /// External IPs: the addresses of loadBalancerCIDR that are LAN host
+    /// addresses, in order.
+    fn external_ips(&mut self) -> Vec<Ipv4Addr> {
+        let topo = self.topo;
+        let c = &topo.cluster;
+        let (lb, lan) = (&c.lb_cidr, &c.underlay_cidr);
+        let pool: Vec<Ipv4Addr> = (0..lb.value.size())
+            .filter_map(|i| lb.value.nth(i))
+            .filter(|ip| lan.value.is_host(*ip))
+            .collect();
+        let wanting: Vec<&At> = topo
+            .services
+            .iter()
+            .filter(|s| s.kind.value == ServiceType::LoadBalancer)
+            .map(|s| &s.kind.at)
+            .collect();
+        if wanting.len() <= pool.len() {
+            return pool;
+        }
+        let machines = (topo.nodes.len() + topo.hosts.len()) as u64;
+        let wanted = wanting.len() as u64;
+        let help = match suggest::top_range(lan.value, wanted, machines) {
+            Some(r) => format!("use a larger range at the top of the LAN, e.g. `loadBalancerCIDR: {r}`, or make some services NodePort"),
+            None => {
+                let others = [c.pod_cidr.value, c.service_cidr.value];
+                match suggest::lan_with_range(lan.value, wanted, machines, &others) {
+                    Some((w, r)) => format!("use a larger LAN with a larger range at its top, e.g. `underlayCIDR: {w}` and `loadBalancerCIDR: {r}`, or make some services NodePort"),
+                    None => "use a larger underlayCIDR and loadBalancerCIDR, or make some services NodePort".into(),
+                }
+            }
+        };
+        self.err(
+            &point(topo, lb, Some(wanting[pool.len()])),
+            format!(
+                "{} {} has {} external IPs but {} LoadBalancer services need one each",
+                lb.named("loadBalancerCIDR"),
+                lb.value,
+                pool.len(),
+                wanting.len()
+            ),
+            help,
+        );
+        pool
+    }
+
     /// Cluster IPs: pins first; every other service hashes its
     /// `namespace/name` to a starting point and takes the next free address,
     /// so adding or removing a service leaves the others' addresses alone.
@@ -112,27 +139,13 @@ impl Planner<'_, '_> {
         let mut out = vec![None; topo.services.len()];
         let mut taken: HashMap<Ipv4Addr, usize> = HashMap::new();
         if topo.services.len() as u64 > net.host_count() {
-            self.err(
-                &topo.cluster.service_cidr.at,
-                format!(
-                    "`serviceCIDR` {net} has {} addresses but {} services need one each",
-                    net.host_count(),
-                    topo.services.len()
-                ),
-                "use a larger serviceCIDR (a shorter prefix), e.g. 10.96.0.0/16",
-            );
+            self.service_cidr_too_small();
             return out;
         }
         for (i, s) in topo.services.iter().enumerate() {
             let Some(ip) = &s.cluster_ip else { continue };
             if !net.contains(ip.value) {
-                self.err(
-                    &ip.at,
-                    format!("clusterIP {} is outside `serviceCIDR` {net}", ip.value),
-                    format!(
-                        "pick an address in {net}, or remove `clusterIP` to have one allocated"
-                    ),
-                );
+                self.outside_service_cidr(ip);
             } else if !net.is_host(ip.value) {
                 self.err(
                     &ip.at,
@@ -181,6 +194,59 @@ impl Planner<'_, '_> {
             }
         }
         out
+    }
+
+    fn service_cidr_too_small(&mut self) {
+        let topo = self.topo;
+        let c = &topo.cluster;
+        let net = &c.service_cidr;
+        let count = topo.services.len() as u64;
+        let others = [c.pod_cidr.value, c.underlay_cidr.value];
+        let wide =
+            suggest::len_for_hosts(count).and_then(|l| suggest::widened(net.value, l, &others));
+        let help = match wide {
+            Some(w) => format!("use a larger serviceCIDR, e.g. `serviceCIDR: {w}`"),
+            None => "use a larger serviceCIDR (a shorter prefix)".to_string(),
+        };
+        let first_without = topo
+            .services
+            .get(net.value.host_count() as usize)
+            .map(|s| &s.name.at);
+        self.err(
+            &point(topo, net, first_without),
+            format!(
+                "{} {} has {} addresses but {count} services need one each",
+                net.named("serviceCIDR"),
+                net.value,
+                net.value.host_count(),
+            ),
+            help,
+        );
+    }
+
+    fn outside_service_cidr(&mut self, ip: &Sp<Ipv4Addr>) {
+        let c = &self.topo.cluster;
+        let net = &c.service_cidr;
+        let mut help = format!(
+            "pick an address in {}, or remove `clusterIP` to have one allocated",
+            net.value
+        );
+        // With the default network, the file more likely meant its own.
+        let own = Ipv4Net::new(ip.value, net.value.prefix_len());
+        let others = [c.pod_cidr.value, c.underlay_cidr.value];
+        if !net.is_written() && !others.iter().any(|o| o.overlaps(&own)) {
+            help.push_str(&format!(", or set `serviceCIDR: {own}` in `cluster`"));
+        }
+        self.err(
+            &ip.at,
+            format!(
+                "clusterIP {} is outside {} {}",
+                ip.value,
+                net.named("serviceCIDR"),
+                net.value
+            ),
+            help,
+        );
     }
 
     /// Node ports: pins first, then each other port of a NodePort or

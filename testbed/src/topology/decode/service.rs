@@ -46,7 +46,7 @@ impl Decoder<'_> {
                     ],
                 )
             })
-            .unwrap_or_else(|| Sp::new(ServiceType::ClusterIP, obj.key_at("type")));
+            .unwrap_or_else(|| Sp::defaulted(ServiceType::ClusterIP, obj.at()));
         let cluster_ip = obj.get("clusterIP").and_then(|(n, p)| {
             self.parsed::<Ipv4Addr>(
                 n,
@@ -83,7 +83,7 @@ impl Decoder<'_> {
             }
             let several = items.len() > 1;
             for (pn, pp) in items {
-                if let Some(port) = self.service_port(pn, &pp, kind.value, several) {
+                if let Some(port) = self.service_port(pn, &pp, &kind, several) {
                     if let Some(first) = ports
                         .iter()
                         .find(|o| o.port.value == port.port.value && o.protocol == port.protocol)
@@ -123,7 +123,7 @@ impl Decoder<'_> {
         &mut self,
         node: &Node,
         path: &str,
-        kind: ServiceType,
+        kind: &Sp<ServiceType>,
         several: bool,
     ) -> Option<Port> {
         let obj = self.obj(node, path, "a service port", PORT)?;
@@ -145,7 +145,9 @@ impl Decoder<'_> {
             .and_then(|(n, p)| self.port(n, &p, "`port`"));
         let target_port = match obj.get("targetPort") {
             Some((n, p)) => self.port(n, &p, "`targetPort`"),
-            None => port.clone(),
+            None => port
+                .as_ref()
+                .map(|p| Sp::derived(p.value, p, "port", "as the same number")),
         };
         let protocol = obj
             .get("protocol")
@@ -167,10 +169,18 @@ impl Decoder<'_> {
                 32767,
                 "a nodePort is from 30000 to 32767, or leave it out to have one allocated",
             )?;
-            if kind == ServiceType::ClusterIP {
+            if kind.value == ServiceType::ClusterIP {
+                let msg = if kind.is_written() {
+                    "`nodePort` is set on a ClusterIP service".to_string()
+                } else {
+                    format!(
+                        "`nodePort` is set on a ClusterIP service: {} is ClusterIP",
+                        kind.named("type")
+                    )
+                };
                 self.err(
                     &np.at,
-                    "`nodePort` is set on a ClusterIP service",
+                    msg,
                     "set `type: NodePort` (or LoadBalancer) on the service, or remove `nodePort`",
                 );
                 return None;

@@ -132,7 +132,7 @@ impl Decoder<'_> {
     pub(super) fn namespace(&mut self, obj: &Obj) -> Sp<String> {
         obj.get("namespace")
             .and_then(|(n, p)| self.name(n, &p, "the namespace", 63))
-            .unwrap_or_else(|| Sp::new("default".into(), obj.key_at("namespace")))
+            .unwrap_or_else(|| Sp::defaulted("default".into(), obj.at()))
     }
 
     /// The fields a pod shares with a controller's template.
@@ -163,7 +163,7 @@ impl Decoder<'_> {
                 };
                 Some(Sp::new(mode, t.at))
             })
-            .unwrap_or_else(|| Sp::new(Network::Bridge, obj.key_at("network")));
+            .unwrap_or_else(|| Sp::defaulted(Network::Bridge, obj.at()));
         let node = obj
             .get("node")
             .and_then(|(n, p)| self.name(n, &p, "`node`", 63));
@@ -213,7 +213,7 @@ impl Decoder<'_> {
         };
         keep.then(|| Pod {
             name: Sp::new(String::new(), obj.at()),
-            namespace: Sp::new("default".into(), obj.key_at("namespace")),
+            namespace: Sp::defaulted("default".into(), obj.at()),
             node,
             labels,
             network,
