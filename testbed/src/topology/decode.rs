@@ -24,12 +24,48 @@ pub use workload::MAX_REPLICAS;
 
 /// Decodes a parsed topology file; problems go to `diags`.
 pub fn decode(root: &Node, diags: &mut Diagnostics) -> Topology {
-    let mut d = Decoder { diags };
+    let mut d = Decoder {
+        diags,
+        examples: Examples::of(
+            &defaults::pod_cidr(),
+            defaults::SUBNET_LEN,
+            &defaults::service_cidr(),
+        ),
+    };
     d.topology(root)
 }
 
 struct Decoder<'d> {
     diags: &'d mut Diagnostics,
+    /// Addresses for "e.g." in messages, from the file's own networks once
+    /// its `cluster` section is read.
+    examples: Examples,
+}
+
+/// Example addresses inside the cluster's networks.
+struct Examples {
+    /// A pod address of the first node's subnet.
+    pod_ip: std::net::Ipv4Addr,
+    /// A cluster IP.
+    cluster_ip: std::net::Ipv4Addr,
+}
+
+impl Examples {
+    fn of(
+        pod_cidr: &overlay::Ipv4Net,
+        subnet_len: u8,
+        service_cidr: &overlay::Ipv4Net,
+    ) -> Examples {
+        let first = pod_cidr.subnet(subnet_len, 1).unwrap_or(*pod_cidr);
+        Examples {
+            pod_ip: first
+                .nth(50.min(first.size() - 1))
+                .unwrap_or(first.network()),
+            cluster_ip: service_cidr
+                .nth(10.min(service_cidr.size() - 1))
+                .unwrap_or(service_cidr.network()),
+        }
+    }
 }
 
 /// A mapping whose keys were checked against the known fields.
@@ -462,6 +498,11 @@ impl Decoder<'_> {
             })
             .unwrap_or(0);
         let cluster = self.cluster(&obj);
+        self.examples = Examples::of(
+            &cluster.pod_cidr.value,
+            cluster.subnet_len.value,
+            &cluster.service_cidr.value,
+        );
         let nodes = match self.required(&obj, "nodes", "the topology", "[{name: node1}]") {
             Some((n, p)) => {
                 let items = self.list(n, &p, "`nodes`");

@@ -83,11 +83,14 @@ const CLUSTER: &[&str] = &[
 ];
 
 impl Decoder<'_> {
-    /// A network the file wrote, if it did and it is valid.
-    fn cidr(&mut self, obj: &Obj, key: &str) -> Option<Sp<Ipv4Net>> {
-        obj.get(key).and_then(|(n, p)| {
-            self.parsed::<Ipv4Net>(n, &p, &format!("`{key}`"), "write an IPv4 network as ADDRESS/LENGTH with the host bits zero, e.g. 10.244.0.0/16")
-        })
+    /// A network the file wrote, if it did and it is valid; `example` is
+    /// what the field would be without it.
+    fn cidr(&mut self, obj: &Obj, key: &str, example: Ipv4Net) -> Option<Sp<Ipv4Net>> {
+        let (n, p) = obj.get(key)?;
+        let help = format!(
+            "write an IPv4 network as ADDRESS/LENGTH with the host bits zero, e.g. {example}"
+        );
+        self.parsed::<Ipv4Net>(n, &p, &format!("`{key}`"), &help)
     }
 
     pub(super) fn cluster(&mut self, top: &Obj) -> Cluster {
@@ -111,20 +114,16 @@ impl Decoder<'_> {
         let here = written.clone().unwrap_or_else(|| top.key_at("cluster"));
 
         let pod_cidr = self
-            .cidr(&obj, "podCIDR")
+            .cidr(&obj, "podCIDR", defaults::pod_cidr())
             .unwrap_or_else(|| Sp::defaulted(defaults::pod_cidr(), here.clone()));
+        let help = format!(
+            "subnetLen is a prefix length from {} (podCIDR's + 2) up to 30, e.g. {}",
+            pod_cidr.value.prefix_len() + 2,
+            derived_subnet_len(pod_cidr.value)
+        );
         let subnet_len = obj
             .get("subnetLen")
-            .and_then(|(n, p)| {
-                self.int(
-                    n,
-                    &p,
-                    "`subnetLen`",
-                    0,
-                    32,
-                    "subnetLen is a prefix length from 2 more than podCIDR's up to 30, e.g. 24",
-                )
-            })
+            .and_then(|(n, p)| self.int(n, &p, "`subnetLen`", 0, 32, &help))
             .map(|s| Sp::new(s.value as u8, s.at))
             .unwrap_or_else(|| {
                 let len = derived_subnet_len(pod_cidr.value);
@@ -136,22 +135,28 @@ impl Decoder<'_> {
                 Sp::derived(len, &pod_cidr, "podCIDR", how)
             });
         let underlay_cidr = self
-            .cidr(&obj, "underlayCIDR")
+            .cidr(&obj, "underlayCIDR", defaults::underlay_cidr())
             .unwrap_or_else(|| Sp::defaulted(defaults::underlay_cidr(), here.clone()));
-        let lb_cidr = self.cidr(&obj, "loadBalancerCIDR").unwrap_or_else(|| {
-            Sp::derived(
+        let lb_cidr = self
+            .cidr(
+                &obj,
+                "loadBalancerCIDR",
                 derived_lb_cidr(underlay_cidr.value),
-                &underlay_cidr,
-                "underlayCIDR",
-                lb_derivation(underlay_cidr.value),
             )
-        });
+            .unwrap_or_else(|| {
+                Sp::derived(
+                    derived_lb_cidr(underlay_cidr.value),
+                    &underlay_cidr,
+                    "underlayCIDR",
+                    lb_derivation(underlay_cidr.value),
+                )
+            });
         Cluster {
             at: written,
             pod_cidr,
             subnet_len,
             service_cidr: self
-                .cidr(&obj, "serviceCIDR")
+                .cidr(&obj, "serviceCIDR", defaults::service_cidr())
                 .unwrap_or_else(|| Sp::defaulted(defaults::service_cidr(), here.clone())),
             underlay_cidr,
             lb_cidr,
@@ -290,5 +295,32 @@ mod tests {
         assert_eq!(derived_subnet_len(net("10.244.0.0/24")), 26);
         assert_eq!(derived_subnet_len(net("10.244.0.0/28")), 30);
         assert_eq!(derived_subnet_len(net("10.244.0.0/32")), 32);
+    }
+
+    /// Examples in the help of a malformed address come from the file's own
+    /// networks, not the defaults.
+    #[test]
+    fn examples_follow_the_files_networks() {
+        let yaml = "name: t
+cluster: {podCIDR: 10.1.0.0/16, serviceCIDR: 10.2.0.0/16, subnetLen: 25}
+nodes: [{name: n1}]
+pods: [{name: a, ip: nonsense, containers: [{name: c, command: [sleep, infinity]}]}]
+services: [{name: s, clusterIP: nonsense, selector: {app: a}, ports: [{port: 80}]}]
+";
+        let Err(crate::LoadError::Invalid { diagnostics, .. }) =
+            crate::load_str("t.yaml", yaml.to_string())
+        else {
+            panic!("accepted");
+        };
+        let help = |path: &str| {
+            let d = diagnostics.iter().find(|d| d.path == path).expect(path);
+            d.help.clone().unwrap_or_default()
+        };
+        assert!(
+            help("pods[0].ip").ends_with("e.g. 10.1.0.178"),
+            "{}",
+            help("pods[0].ip")
+        );
+        assert!(help("services[0].clusterIP").ends_with("e.g. 10.2.0.10"));
     }
 }

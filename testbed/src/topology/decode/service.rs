@@ -47,14 +47,13 @@ impl Decoder<'_> {
                 )
             })
             .unwrap_or_else(|| Sp::defaulted(ServiceType::ClusterIP, obj.at()));
-        let cluster_ip = obj.get("clusterIP").and_then(|(n, p)| {
-            self.parsed::<Ipv4Addr>(
-                n,
-                &p,
-                "`clusterIP`",
-                "write an IPv4 address inside serviceCIDR, e.g. 10.96.0.10",
-            )
-        });
+        let help = format!(
+            "write an IPv4 address inside serviceCIDR, e.g. {}",
+            self.examples.cluster_ip
+        );
+        let cluster_ip = obj
+            .get("clusterIP")
+            .and_then(|(n, p)| self.parsed::<Ipv4Addr>(n, &p, "`clusterIP`", &help));
         let affinity = obj
             .get("sessionAffinity")
             .and_then(|(n, p)| {

@@ -118,14 +118,13 @@ impl Decoder<'_> {
         let mut pod = self.pod_body(&obj, name.is_some())?;
         pod.name = name?;
         pod.namespace = self.namespace(&obj);
-        pod.ip = obj.get("ip").and_then(|(n, p)| {
-            self.parsed::<Ipv4Addr>(
-                n,
-                &p,
-                "`ip`",
-                "write an IPv4 address inside the node's pod subnet, e.g. 10.244.1.50",
-            )
-        });
+        let help = format!(
+            "write an IPv4 address inside the node's pod subnet, e.g. {}",
+            self.examples.pod_ip
+        );
+        pod.ip = obj
+            .get("ip")
+            .and_then(|(n, p)| self.parsed::<Ipv4Addr>(n, &p, "`ip`", &help));
         Some(pod)
     }
 
