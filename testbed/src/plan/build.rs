@@ -510,10 +510,7 @@ pods:
 services:
   - {name: web, selector: {app: web}, ports: [{port: 80}]}
 ";
-        let plan = crate::load_str("t.yaml", yaml.to_string())
-            .map_err(|e| e.to_string())
-            .expect("valid")
-            .plan;
+        let plan = crate::plan::testutil::plan(yaml);
         let pods: Vec<&str> = plan.services[0].ports[0]
             .endpoints
             .iter()

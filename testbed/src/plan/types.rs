@@ -438,13 +438,7 @@ serde_as_text!(Mac, IfAddr);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn plan(yaml: &str) -> Plan {
-        match crate::load_str("t.yaml", yaml.to_string()) {
-            Ok(l) => l.plan,
-            Err(e) => panic!("{}", e.render()),
-        }
-    }
+    use crate::plan::testutil::plan;
 
     #[test]
     fn container_log_size_is_planned_in_bytes() {

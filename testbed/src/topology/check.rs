@@ -361,10 +361,7 @@ fn selector_help(topo: &Topology, svc: &Service) -> String {
 #[cfg(test)]
 mod tests {
     fn warnings(yaml: &str) -> Vec<crate::diag::Diagnostic> {
-        match crate::load_str("t.yaml", yaml.to_string()) {
-            Ok(l) => l.warnings,
-            Err(e) => panic!("{}", e.render()),
-        }
+        crate::plan::testutil::load(yaml).warnings
     }
 
     /// A service whose namespace is the default, selecting pods of another

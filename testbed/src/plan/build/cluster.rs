@@ -301,14 +301,7 @@ impl Planner<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::plan::Plan;
-
-    fn plan(yaml: &str) -> Plan {
-        match crate::load_str("t.yaml", yaml.to_string()) {
-            Ok(l) => l.plan,
-            Err(e) => panic!("{}", e.render()),
-        }
-    }
+    use crate::plan::testutil::plan;
 
     /// Issue 9, defect 5: a LAN of the user's own and a LoadBalancer
     /// service, no loadBalancerCIDR: the external IP comes from the top /28

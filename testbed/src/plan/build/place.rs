@@ -401,12 +401,7 @@ impl Planner<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    fn load(yaml: &str) -> crate::Loaded {
-        match crate::load_str("t.yaml", yaml.to_string()) {
-            Ok(l) => l,
-            Err(e) => panic!("{}", e.render()),
-        }
-    }
+    use crate::plan::testutil::load;
 
     const HOST_PODS: &str = "
   - {name: a, node: n1, network: host, containers: [{name: c, command: [sleep, infinity], ready: {tcp: 8080}}]}
