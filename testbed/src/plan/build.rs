@@ -93,6 +93,72 @@ impl Planner<'_, '_> {
             },
         };
         let mut fabric_names = IfNames::with(&[LAN_BRIDGE, "lo"]);
+        let (mut nodes, mut node_if_names) = self.node_plans(
+            &subnets,
+            &node_ips,
+            pod_mtu,
+            &fabric_netns,
+            &mut fabric_names,
+        );
+        let hosts = self.host_plans(&host_ips, &fabric_netns, &mut fabric_names);
+        let pods = self.pods(&placements, &nodes, &mut node_if_names, pod_mtu);
+        let services = self.services(&pods, &nodes);
+        // The node that announces an external IP holds it (as a /32 on its
+        // LAN interface), so it answers ARP for it, like a bare-metal L2
+        // load balancer.
+        for svc in &services {
+            if let (Some(ip), Some(by)) = (svc.load_balancer_ip, &svc.announced_by) {
+                if let Some(n) = nodes.iter_mut().find(|n| &n.name == by) {
+                    n.uplink.inner.addresses.push(IfAddr { ip, prefix_len: 32 });
+                }
+            }
+        }
+        let dns = dns(&nodes, &hosts, &pods, &services);
+        Some(Plan {
+            version: PLAN_VERSION,
+            name: topo.name.value.clone(),
+            seed: topo.seed,
+            prefix: self.prefix.clone(),
+            state_dir: self.state_dir.clone(),
+            cluster: self.cluster_plan(pod_mtu),
+            fabric,
+            nodes,
+            hosts,
+            pods,
+            services,
+            dns,
+        })
+    }
+
+    fn cluster_plan(&self, pod_mtu: u32) -> ClusterPlan {
+        let c = &self.topo.cluster;
+        ClusterPlan {
+            pod_cidr: c.pod_cidr.value,
+            subnet_len: c.subnet_len.value,
+            service_cidr: c.service_cidr.value,
+            underlay_cidr: c.underlay_cidr.value,
+            load_balancer_cidr: c.lb_cidr.value,
+            mtu: c.mtu.value,
+            pod_mtu,
+            overlay: c.overlay.value,
+            proxy: c.proxy.value,
+            network_config: self.config.clone(),
+            container_log_max_bytes: c.container_log_max_size.value.0,
+        }
+    }
+
+    /// Each node's namespace, uplink, bridge, overlay device and routes, and
+    /// the interface names taken in it.
+    fn node_plans(
+        &mut self,
+        subnets: &[Ipv4Net],
+        node_ips: &[Ipv4Addr],
+        pod_mtu: u32,
+        fabric_netns: &str,
+        fabric_names: &mut IfNames,
+    ) -> (Vec<NodePlan>, Vec<IfNames>) {
+        let topo = self.topo;
+        let c = &topo.cluster;
         let vtep_macs: Vec<Option<Mac>> = topo
             .nodes
             .iter()
@@ -113,13 +179,13 @@ impl Planner<'_, '_> {
                 &n.name.value,
                 "node",
                 node_ips[i],
-                &fabric_netns,
-                &mut fabric_names,
+                fabric_netns,
+                fabric_names,
             );
             let subnet = subnets[i];
             let bridge_ip = subnet.nth(1).unwrap_or(subnet.network());
             let overlay = self.overlay_device(c.overlay.value, subnet, pod_mtu, vtep_macs[i]);
-            let (routes, neighbours, fdb) = self.node_routes(i, &subnets, &node_ips, &vtep_macs);
+            let (routes, neighbours, fdb) = self.node_routes(i, subnets, node_ips, &vtep_macs);
             let mut sysctls = BTreeMap::new();
             sysctls.insert("net.ipv4.ip_forward".to_string(), "1".to_string());
             let mut fixed = vec!["lo", "eth0", POD_BRIDGE];
@@ -154,14 +220,24 @@ impl Planner<'_, '_> {
                 link: n.link.as_ref().map(link_plan),
             });
         }
+        (nodes, node_if_names)
+    }
+
+    fn host_plans(
+        &mut self,
+        host_ips: &[Ipv4Addr],
+        fabric_netns: &str,
+        fabric_names: &mut IfNames,
+    ) -> Vec<HostPlan> {
+        let topo = self.topo;
         let mut hosts = Vec::new();
         for (i, h) in topo.hosts.iter().enumerate() {
             let uplink = self.uplink(
                 &h.name.value,
                 "host",
                 host_ips[i],
-                &fabric_netns,
-                &mut fabric_names,
+                fabric_netns,
+                fabric_names,
             );
             let dir = format!("{}/hosts/{}", self.state_dir, h.name.value);
             hosts.push(HostPlan {
@@ -174,45 +250,7 @@ impl Planner<'_, '_> {
                 containers: containers(h.containers.iter(), &dir),
             });
         }
-        let pods = self.pods(&placements, &nodes, &mut node_if_names, pod_mtu);
-        let services = self.services(&pods, &nodes);
-        // The node that announces an external IP holds it (as a /32 on its
-        // LAN interface), so it answers ARP for it, like a bare-metal L2
-        // load balancer.
-        for svc in &services {
-            if let (Some(ip), Some(by)) = (svc.load_balancer_ip, &svc.announced_by) {
-                if let Some(n) = nodes.iter_mut().find(|n| &n.name == by) {
-                    n.uplink.inner.addresses.push(IfAddr { ip, prefix_len: 32 });
-                }
-            }
-        }
-        let dns = dns(&nodes, &hosts, &pods, &services);
-        Some(Plan {
-            version: PLAN_VERSION,
-            name: topo.name.value.clone(),
-            seed: topo.seed,
-            prefix: self.prefix.clone(),
-            state_dir: self.state_dir.clone(),
-            cluster: ClusterPlan {
-                pod_cidr: c.pod_cidr.value,
-                subnet_len: c.subnet_len.value,
-                service_cidr: c.service_cidr.value,
-                underlay_cidr: c.underlay_cidr.value,
-                load_balancer_cidr: c.lb_cidr.value,
-                mtu: c.mtu.value,
-                pod_mtu,
-                overlay: c.overlay.value,
-                proxy: c.proxy.value,
-                network_config: self.config.clone(),
-                container_log_max_bytes: c.container_log_max_size.value.0,
-            },
-            fabric,
-            nodes,
-            hosts,
-            pods,
-            services,
-            dns,
-        })
+        hosts
     }
 
     fn uplink(
