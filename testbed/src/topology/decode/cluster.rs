@@ -116,17 +116,16 @@ impl Decoder<'_> {
         let pod_cidr = self
             .cidr(&obj, "podCIDR", defaults::pod_cidr())
             .unwrap_or_else(|| Sp::defaulted(defaults::pod_cidr(), here.clone()));
+        let len = derived_subnet_len(pod_cidr.value);
         let help = format!(
-            "subnetLen is a prefix length from {} (podCIDR's + 2) up to 30, e.g. {}",
+            "subnetLen is a prefix length from {} (podCIDR's + 2) up to 30, e.g. {len}",
             pod_cidr.value.prefix_len() + 2,
-            derived_subnet_len(pod_cidr.value)
         );
         let subnet_len = obj
             .get("subnetLen")
             .and_then(|(n, p)| self.int(n, &p, "`subnetLen`", 0, 32, &help))
             .map(|s| Sp::new(s.value as u8, s.at))
             .unwrap_or_else(|| {
-                let len = derived_subnet_len(pod_cidr.value);
                 let how = if len == defaults::SUBNET_LEN {
                     "as flannel does: 24 for a /22 or larger"
                 } else {
@@ -137,19 +136,12 @@ impl Decoder<'_> {
         let underlay_cidr = self
             .cidr(&obj, "underlayCIDR", defaults::underlay_cidr())
             .unwrap_or_else(|| Sp::defaulted(defaults::underlay_cidr(), here.clone()));
+        let top_28 = derived_lb_cidr(underlay_cidr.value);
         let lb_cidr = self
-            .cidr(
-                &obj,
-                "loadBalancerCIDR",
-                derived_lb_cidr(underlay_cidr.value),
-            )
+            .cidr(&obj, "loadBalancerCIDR", top_28)
             .unwrap_or_else(|| {
-                Sp::derived(
-                    derived_lb_cidr(underlay_cidr.value),
-                    &underlay_cidr,
-                    "underlayCIDR",
-                    lb_derivation(underlay_cidr.value),
-                )
+                let how = lb_derivation(underlay_cidr.value);
+                Sp::derived(top_28, &underlay_cidr, "underlayCIDR", how)
             });
         Cluster {
             at: written,
