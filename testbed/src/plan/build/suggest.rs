@@ -84,12 +84,21 @@ pub(super) fn pod_len_for(len: u8, nodes: u64) -> u8 {
         .unwrap_or(0)
 }
 
-/// Addresses of `range` that are host addresses of `lan`.
+/// Addresses of `range` that are host addresses of `lan` (two networks
+/// either nest or share nothing).
 pub(super) fn hosts_of(range: Ipv4Net, lan: Ipv4Net) -> u64 {
-    (0..range.size())
-        .filter_map(|i| range.nth(i))
-        .filter(|ip| lan.is_host(*ip))
-        .count() as u64
+    if range.covers(&lan) {
+        return lan.host_count();
+    }
+    if !lan.covers(&range) {
+        return 0;
+    }
+    let edges = [lan.network(), lan.broadcast()];
+    let not_hosts = edges
+        .iter()
+        .filter(|ip| range.contains(**ip) && !lan.is_host(**ip))
+        .count() as u64;
+    range.size() - not_hosts
 }
 
 /// The smallest range at the top of `lan` with `wanted` external IPs that
@@ -179,6 +188,31 @@ mod tests {
         assert_eq!(pod_len_for(24, 4), 21);
         assert_eq!(pod_len_for(24, 254), 16);
         assert_eq!(pod_len_for(24, 255), 15);
+    }
+
+    #[test]
+    fn host_addresses_of_a_range() {
+        let lan = net("10.77.0.0/24");
+        assert_eq!(hosts_of(net("10.77.0.240/28"), lan), 15);
+        assert_eq!(hosts_of(net("10.77.0.0/28"), lan), 15);
+        assert_eq!(hosts_of(net("10.77.0.16/28"), lan), 16);
+        assert_eq!(hosts_of(net("10.77.0.255/32"), lan), 0);
+        assert_eq!(hosts_of(net("10.77.0.0/16"), lan), 254);
+        assert_eq!(hosts_of(net("10.78.0.0/28"), lan), 0);
+        assert_eq!(hosts_of(net("10.77.0.0/24"), net("10.77.0.0/31")), 2);
+        // The same as counting one by one.
+        for len in 24..=32u8 {
+            for i in [0u64, 1, 7] {
+                let Some(r) = lan.subnet(len, i.min(lan.subnet_count(len) - 1)) else {
+                    continue;
+                };
+                let slow = (0..r.size())
+                    .filter_map(|k| r.nth(k))
+                    .filter(|ip| lan.is_host(*ip))
+                    .count();
+                assert_eq!(hosts_of(r, lan), slow as u64, "{r}");
+            }
+        }
     }
 
     #[test]
