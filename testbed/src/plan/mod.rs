@@ -10,3 +10,22 @@ pub mod state;
 pub mod types;
 
 pub use types::Plan;
+
+/// Planning topologies given as text, for unit tests.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::Plan;
+
+    /// Loads `yaml`, which must plan (warnings allowed).
+    pub(crate) fn load(yaml: &str) -> crate::Loaded {
+        match crate::load_str("t.yaml", yaml.to_string()) {
+            Ok(l) => l,
+            Err(e) => panic!("{}", e.render()),
+        }
+    }
+
+    /// The plan of `yaml`, which must plan.
+    pub(crate) fn plan(yaml: &str) -> Plan {
+        load(yaml).plan
+    }
+}

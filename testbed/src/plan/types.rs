@@ -73,6 +73,15 @@ pub struct ClusterPlan {
     pub proxy: proxy::Mode,
     /// The overlay's flannel network configuration.
     pub network_config: NetworkConfig,
+    /// The size in bytes at which each container's log is cut and rotated
+    /// (`cluster.containerLogMaxSize`). A plan written before the field
+    /// existed reads as the default, 10 MiB.
+    #[serde(default = "default_container_log_max_bytes")]
+    pub container_log_max_bytes: u64,
+}
+
+fn default_container_log_max_bytes() -> u64 {
+    crate::topology::decode::defaults::CONTAINER_LOG_MAX_SIZE
 }
 
 /// The shared LAN: a bridge in a namespace of its own.
@@ -425,3 +434,31 @@ impl std::str::FromStr for IfAddr {
 }
 
 serde_as_text!(Mac, IfAddr);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::testutil::plan;
+
+    #[test]
+    fn container_log_size_is_planned_in_bytes() {
+        let p = plan("name: t\nnodes: [{name: n1}]\n");
+        assert_eq!(p.cluster.container_log_max_bytes, 10 << 20);
+        let p = plan("name: t\ncluster: {containerLogMaxSize: 64Ki}\nnodes: [{name: n1}]\n");
+        assert_eq!(p.cluster.container_log_max_bytes, 64 << 10);
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["cluster"]["containerLogMaxBytes"], 65536);
+    }
+
+    /// A plan.json written before `containerLogMaxBytes` existed still reads,
+    /// with the default.
+    #[test]
+    fn an_older_plan_without_the_log_size_reads_as_the_default() {
+        let p = plan("name: t\ncluster: {containerLogMaxSize: 4Ki}\nnodes: [{name: n1}]\n");
+        let mut json = serde_json::to_value(&p).unwrap();
+        let cluster = json["cluster"].as_object_mut().unwrap();
+        assert!(cluster.remove("containerLogMaxBytes").is_some());
+        let back: Plan = serde_json::from_value(json).unwrap();
+        assert_eq!(back.cluster.container_log_max_bytes, 10 << 20);
+    }
+}

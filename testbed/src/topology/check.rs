@@ -3,7 +3,7 @@
 //! cycles, pins that fit the pod's network mode, selectors that select.
 
 use crate::diag::{did_you_mean, Diagnostic, Diagnostics};
-use crate::topology::model::{Network, Pod, Sp, Topology};
+use crate::topology::model::{Network, Pod, Service, Sp, Topology};
 use std::collections::{BTreeMap, HashMap};
 
 /// Adds every problem found between entries of `topo` to `diags`.
@@ -227,7 +227,12 @@ fn pod_references(topo: &Topology, diags: &mut Diagnostics) {
                 .map(|p| p.name.value.as_str())
                 .collect();
             let elsewhere = topo.pods.iter().find(|p| &p.name.value == target);
-            let help = if let Some(p) = elsewhere {
+            let help = if let Some(p) = elsewhere.filter(|_| !pod.namespace.is_written()) {
+                format!(
+                    "`{target}` is in namespace `{0}`, and this pod is in `{ns}` because its `namespace` is not set: add `namespace: {0}` to this pod",
+                    p.namespace.value
+                )
+            } else if let Some(p) = elsewhere {
                 format!(
                     "`{target}` is in namespace `{}`; a pod can only share the network of a pod in its own namespace (`{ns}`)",
                     p.namespace.value
@@ -311,7 +316,7 @@ fn selectors(topo: &Topology, diags: &mut Diagnostics) {
                         text.join(", ")
                     ),
                 )
-                .help("check the selector against the pods' labels and namespace"),
+                .help(selector_help(topo, svc)),
             );
         }
         for p in selected {
@@ -328,5 +333,56 @@ fn selectors(topo: &Topology, diags: &mut Diagnostics) {
                 );
             }
         }
+    }
+}
+
+/// Advice for a service that selects no pod of its namespace: when pods of
+/// another namespace carry its labels, which `namespace` to set (saying
+/// which side left it to the default).
+fn selector_help(topo: &Topology, svc: &Service) -> String {
+    let ns = &svc.namespace.value;
+    let Some(pod) = topo.pods.iter().find(|p| p.labels.matches(&svc.selector)) else {
+        return "check the selector against the pods' labels and namespace".into();
+    };
+    let theirs = &pod.namespace.value;
+    if !svc.namespace.is_written() {
+        format!("pods with these labels are in namespace `{theirs}`, and this service is in `{ns}` because its `namespace` is not set: add `namespace: {theirs}` to the service")
+    } else if !pod.namespace.is_written() {
+        let whose = match &pod.owner {
+            Some(rc) => format!("replication controller `{rc}`"),
+            None => format!("pod `{}` and the others", pod.name.value),
+        };
+        format!("pods with these labels are in `{theirs}` because their `namespace` is not set: add `namespace: {ns}` to {whose}, or put the service in `{theirs}`")
+    } else {
+        format!("pods with these labels are in namespace `{theirs}`: a service selects pods of its own namespace (`{ns}`) only")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn warnings(yaml: &str) -> Vec<crate::diag::Diagnostic> {
+        crate::plan::testutil::load(yaml).warnings
+    }
+
+    /// A service whose namespace is the default, selecting pods of another
+    /// namespace: the advice says which namespace was left to the default.
+    #[test]
+    fn a_selector_missing_by_namespace_says_which_side_defaulted() {
+        let pods = "pods:\n  - {name: web, namespace: shop, labels: {app: web}, containers: [{name: c, command: [sleep, infinity]}]}\n";
+        let w = warnings(&format!("name: t\nnodes: [{{name: n1}}]\n{pods}services:\n  - {{name: web, selector: {{app: web}}, ports: [{{port: 80}}]}}\n"));
+        let help = w[0].help.as_deref().unwrap_or("");
+        assert!(
+            help.contains("add `namespace: shop` to the service"),
+            "{help}"
+        );
+        let pods = pods.replace("namespace: shop, ", "");
+        let w = warnings(&format!("name: t\nnodes: [{{name: n1}}]\n{pods}services:\n  - {{name: web, namespace: shop, selector: {{app: web}}, ports: [{{port: 80}}]}}\n"));
+        let help = w[0].help.as_deref().unwrap_or("");
+        assert!(
+            help.contains(
+                "because their `namespace` is not set: add `namespace: shop` to pod `web`"
+            ),
+            "{help}"
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! The topology as the user wrote it, decoded and typed, with every value
-//! remembering where in the file it came from (`Sp`).
+//! remembering where in the file it came from (`Sp`), and whether the file
+//! wrote it at all (`Origin`).
 
 use crate::diag::At;
-use crate::topology::units::{Duration, Percent, Rate};
+use crate::topology::units::{Duration, Percent, Rate, Size};
 use overlay::{Backend, Ipv4Net};
 use proxy::{Mode, Protocol, ServiceType, SessionAffinity};
 use std::collections::BTreeMap;
@@ -13,14 +14,86 @@ use std::net::Ipv4Addr;
 pub struct Sp<T> {
     /// The value.
     pub value: T,
-    /// Its position and field path.
+    /// Its position and field path: the value's own text when the file wrote
+    /// it; otherwise the text it was derived from, or the smallest enclosing
+    /// thing the file wrote (see `Origin`).
     pub at: At,
+    /// Whether the file wrote it.
+    pub origin: Origin,
+}
+
+/// Whether a value was written in the file, and if not, where it came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// Written in the file.
+    #[default]
+    Written,
+    /// Not written: the format's default. `at` is the smallest enclosing
+    /// thing the file wrote (the `cluster:` key, the entry).
+    Default,
+    /// Not written: computed from another field; `at` is that field's value.
+    Derived {
+        /// The field it was derived from, e.g. `underlayCIDR`.
+        from: String,
+        /// How, e.g. `as its top /28`.
+        how: String,
+    },
 }
 
 impl<T> Sp<T> {
-    /// A value at `at`.
+    /// A value the file wrote at `at`.
     pub fn new(value: T, at: At) -> Sp<T> {
-        Sp { value, at }
+        Sp {
+            value,
+            at,
+            origin: Origin::Written,
+        }
+    }
+
+    /// A default the file did not write; `at` is the smallest enclosing
+    /// thing it did write.
+    pub fn defaulted(value: T, at: At) -> Sp<T> {
+        Sp {
+            value,
+            at,
+            origin: Origin::Default,
+        }
+    }
+
+    /// A value the file did not write, computed from `source` (the field
+    /// `from`) as `how` says. Derived from a default, it is a default.
+    pub fn derived<U>(value: T, source: &Sp<U>, from: &str, how: impl Into<String>) -> Sp<T> {
+        let origin = match source.origin {
+            Origin::Written => Origin::Derived {
+                from: from.to_string(),
+                how: how.into(),
+            },
+            _ => Origin::Default,
+        };
+        Sp {
+            value,
+            at: source.at.clone(),
+            origin,
+        }
+    }
+
+    /// Whether the file wrote this value.
+    pub fn is_written(&self) -> bool {
+        self.origin == Origin::Written
+    }
+
+    /// How a message names the field `field` holding this value: "`mtu`"
+    /// when the file wrote it, "`mtu` (not set: the default)" or
+    /// "`loadBalancerCIDR` (not set: derived from `underlayCIDR` as its top
+    /// /28)" when it did not.
+    pub fn named(&self, field: &str) -> String {
+        match &self.origin {
+            Origin::Written => format!("`{field}`"),
+            Origin::Default => format!("`{field}` (not set: the default)"),
+            Origin::Derived { from, how } => {
+                format!("`{field}` (not set: derived from `{from}` {how})")
+            }
+        }
     }
 }
 
@@ -48,6 +121,9 @@ pub struct Topology {
 /// Cluster-wide settings.
 #[derive(Clone, Debug)]
 pub struct Cluster {
+    /// The `cluster:` key, when the file has one: where errors about a
+    /// default of this section point when nothing closer was written.
+    pub at: Option<At>,
     /// The overlay network (flannel's `Network`).
     pub pod_cidr: Sp<Ipv4Net>,
     /// Each node's subnet length (flannel's `SubnetLen`).
@@ -64,6 +140,9 @@ pub struct Cluster {
     pub overlay: Sp<Backend>,
     /// The service proxy mode.
     pub proxy: Sp<Mode>,
+    /// The size at which a container's log is cut (kubelet's
+    /// `containerLogMaxSize`).
+    pub container_log_max_size: Sp<Size>,
 }
 
 /// Labels, as key/value pairs.

@@ -1,6 +1,8 @@
-//! The units of link impairments: durations (`us`, `ms`, `s`), percentages
-//! (`%`) and rates (`kbit`, `mbit`, `gbit`). Values are kept as integers so
-//! that plans print the same bytes everywhere, and print in a canonical form.
+//! The units of the topology file: durations (`us`, `ms`, `s`), percentages
+//! (`%`) and rates (`kbit`, `mbit`, `gbit`) of link impairments, and sizes
+//! (`Ki`, `Mi`, `Gi`, as Kubernetes writes them) of logs. Values are kept as
+//! integers so that plans print the same bytes everywhere, and print in a
+//! canonical form.
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,6 +18,10 @@ pub struct Percent(pub u32);
 /// A rate in bits per second.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Rate(pub u64);
+
+/// A size in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Size(pub u64);
 
 /// Why a text is not a valid quantity; the text says how to write one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -186,7 +192,113 @@ impl fmt::Display for Percent {
     }
 }
 
-serde_as_text!(Duration, Percent, Rate);
+/// The binary units of a size, largest first (a bare number is bytes).
+const SIZE_UNITS: &[(&str, u64)] = &[
+    ("Gi", 1 << 30),
+    ("GiB", 1 << 30),
+    ("Mi", 1 << 20),
+    ("MiB", 1 << 20),
+    ("Ki", 1 << 10),
+    ("KiB", 1 << 10),
+];
+
+/// What to write instead of a unit that is not a size unit: a decimal unit
+/// (`MB`) or a wrong case (`mi`) becomes its binary unit.
+fn size_unit_hint(unit: &str) -> String {
+    let lower = unit.to_ascii_lowercase();
+    let binary = |c: char| match c {
+        'k' => "Ki",
+        'm' => "Mi",
+        _ => "Gi",
+    };
+    let first = lower.chars().next().unwrap_or(' ');
+    let rest = lower.get(1..).unwrap_or("");
+    if "kmg".contains(first) && matches!(rest, "" | "b") {
+        return format!(
+            "`{unit}` is a decimal unit (powers of 1000): did you mean `{}` (1{0} = {} bytes)?",
+            binary(first),
+            SIZE_UNITS
+                .iter()
+                .find(|(u, _)| *u == binary(first))
+                .map_or(0, |(_, v)| *v)
+        );
+    }
+    if "kmg".contains(first) && matches!(rest, "i" | "ib") {
+        let right = if rest == "i" {
+            binary(first).to_string()
+        } else {
+            format!("{}B", binary(first))
+        };
+        return format!(
+            "`{unit}` is not a unit of size: did you mean `{right}`? Units are case-sensitive"
+        );
+    }
+    let names: Vec<&str> = SIZE_UNITS.iter().map(|(u, _)| *u).collect();
+    match crate::diag::did_you_mean(unit, &names) {
+        Some(s) => format!("`{unit}` is not a unit of size: did you mean `{s}`?"),
+        None => format!(
+            "`{unit}` is not a unit of size: use Ki, Mi or Gi (or KiB, MiB, GiB), or none for bytes"
+        ),
+    }
+}
+
+impl FromStr for Size {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
+        let t = s.trim();
+        let units = "Ki, Mi or Gi (or KiB, MiB, GiB), or none for bytes, e.g. 10Mi";
+        if t.starts_with('-') {
+            return Err(UnitError(format!(
+                "`{s}` is negative; a size is above zero, e.g. 10Mi"
+            )));
+        }
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let unit = unit.trim();
+        if num.is_empty() {
+            return Err(UnitError(format!(
+                "`{s}` is not a size: write a whole number followed by {units}"
+            )));
+        }
+        if unit.starts_with('.') {
+            return Err(UnitError(format!(
+                "`{s}` is not a whole number; write the size in a smaller unit, e.g. 1536Ki for 1.5Mi"
+            )));
+        }
+        let scale = match SIZE_UNITS.iter().find(|(u, _)| *u == unit) {
+            Some((_, scale)) => *scale,
+            None if unit.is_empty() => 1,
+            None => return Err(UnitError(size_unit_hint(unit))),
+        };
+        let too_big = || UnitError(format!("`{s}` is too large"));
+        let bytes = num
+            .parse::<u64>()
+            .map_err(|_| too_big())?
+            .checked_mul(scale)
+            .ok_or_else(too_big)?;
+        if bytes == 0 {
+            return Err(UnitError(format!(
+                "`{s}` is no size at all: a size must be above zero"
+            )));
+        }
+        Ok(Size(bytes))
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = SIZE_UNITS
+            .iter()
+            .filter(|(u, _)| !u.ends_with('B'))
+            .find(|(_, scale)| self.0 % scale == 0);
+        match unit {
+            Some((u, scale)) => write!(f, "{}{u}", self.0 / scale),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+serde_as_text!(Duration, Percent, Rate, Size);
 
 #[cfg(test)]
 mod tests {
@@ -226,5 +338,49 @@ mod tests {
         assert_eq!("512kbit".parse::<Rate>().unwrap().to_string(), "512kbit");
         assert!("fast".parse::<Rate>().is_err());
         assert!("0mbit".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        let ok = |s: &str| s.parse::<Size>().unwrap();
+        let err = |s: &str| s.parse::<Size>().unwrap_err().0;
+        assert_eq!(ok("10Mi"), Size(10 << 20));
+        assert_eq!(ok("10MiB"), Size(10 << 20));
+        assert_eq!(ok("4Ki"), Size(4096));
+        assert_eq!(ok("4KiB"), Size(4096));
+        assert_eq!(ok("2Gi"), Size(2 << 30));
+        assert_eq!(ok("2GiB"), Size(2 << 30));
+        assert_eq!(ok("4096"), Size(4096));
+        assert_eq!(ok("10 Mi"), Size(10 << 20));
+        assert_eq!(ok("10MiB").to_string(), "10Mi");
+        assert_eq!(ok("1024Ki").to_string(), "1Mi");
+        assert_eq!(ok("5000").to_string(), "5000");
+        assert_eq!(ok("3072Mi").to_string(), "3Gi");
+        // Zero, negative, overflow, fractions, no number.
+        assert!(err("0Mi").contains("above zero"), "{}", err("0Mi"));
+        assert!(err("0").contains("above zero"));
+        assert!(err("-1Mi").contains("negative"));
+        assert!(err("18446744073709551615Ki").contains("too large"));
+        assert!(err("99999999999999999999999").contains("too large"));
+        assert_eq!(ok("18446744073709551615"), Size(u64::MAX));
+        assert!(err("1.5Mi").contains("1536Ki"), "{}", err("1.5Mi"));
+        assert!(err("Mi").contains("not a size"));
+        assert!(err("").contains("not a size"));
+        // Decimal units and wrong cases get their binary unit.
+        assert!(err("10MB").contains("did you mean `Mi`"), "{}", err("10MB"));
+        assert!(err("10M").contains("decimal"), "{}", err("10M"));
+        assert!(err("10k").contains("`Ki`"), "{}", err("10k"));
+        assert!(err("1GB").contains("`Gi`"), "{}", err("1GB"));
+        assert!(err("10mi").contains("did you mean `Mi`"), "{}", err("10mi"));
+        assert!(
+            err("10mib").contains("did you mean `MiB`"),
+            "{}",
+            err("10mib")
+        );
+        assert!(err("10Mo").contains("did you mean `Mi`"), "{}", err("10Mo"));
+        assert!(err("10 bytes").contains("not a unit of size"));
+        for s in ["1Ki", "7Mi", "12345", "3Gi"] {
+            assert_eq!(ok(&ok(s).to_string()), ok(s));
+        }
     }
 }
