@@ -1,7 +1,8 @@
 //! Services in the iptables, nftables and userspace modes, for real: cluster IPs by name from pods on
 //! every node and from a node, random spread over the endpoints, node ports
 //! and the external IP from a host outside the cluster, ClientIP affinity,
-//! hairpin, UDP, and ports without endpoints refused at once.
+//! hairpin, UDP, and ports without endpoints refused at once; in userspace
+//! mode, the proxy's own ports refuse whatever no portal sent there.
 
 mod support;
 
@@ -186,6 +187,128 @@ fn services(overlay: &str, proxy: &str) {
     assert_eq!(installed.matches(marker).count() % 2, 0, "{installed}");
     assert!(installed.contains(marker), "{installed}");
     assert!(ok(&["verify", &tb.name]).contains("matches"));
+    if proxy == "userspace" {
+        proxy_ports_refuse_direct_traffic(&tb, &plan);
+    }
+}
+
+/// Tries each `address:port:tcp|udp` and prints it with `open` (a TCP
+/// connection was accepted), `answered` (a UDP reply came), `refused` (a
+/// reset or ICMP port unreachable) or what else happened. A UDP probe
+/// that hears nothing is sent again: the kernel sends a peer at most 6
+/// ICMP errors at once, then one a second.
+const PROBE: &str = "import socket,sys
+def udp(a,p):
+    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(1.5); s.connect((a,p))
+    for i in range(3):
+        try:
+            s.send(b'x'); s.recv(100); return 'answered'
+        except socket.timeout: pass
+    return 'timeout'
+def probe(a,p,proto):
+    try:
+        if proto=='tcp':
+            socket.create_connection((a,p),timeout=2).close(); return 'open'
+        return udp(a,p)
+    except ConnectionRefusedError: return 'refused'
+    except Exception as e: return type(e).__name__
+for t in sys.argv[1:]:
+    a,p,proto=t.split(':'); print(t, probe(a,int(p),proto), flush=True)";
+
+/// The userspace proxy listens on 0.0.0.0 (20000 upwards) in each node's
+/// namespace, but only traffic a portal rule sent there reaches it: a LAN
+/// host, a pod (at the node's LAN address, or at its bridge address, where
+/// the portals redirect to) and the node itself (at 127.0.0.1, where its
+/// own portals DNAT to) are refused, TCP and UDP, while the same services
+/// answer through their service addresses.
+fn proxy_ports_refuse_direct_traffic(tb: &Testbed, plan: &serde_json::Value) {
+    let services = testbed::load(&tb.file).expect("valid").plan.services;
+    let listen = proxy::portals::listen_ports(&services);
+    let port_of = |id: &str| {
+        listen
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, p)| *p)
+            .unwrap_or_else(|| panic!("no listen port for {id}: {listen:?}"))
+    };
+    let (http, dns) = (port_of("default/web:80/tcp"), port_of("default/web:53/udp"));
+    let node = |i: usize, field: &str| -> String {
+        let v = match field {
+            "ip" => &plan["nodes"][i]["ip"],
+            _ => &plan["nodes"][i]["bridge"]["addresses"][0],
+        };
+        let s = v.as_str().expect("address");
+        s.split('/').next().unwrap_or(s).to_string()
+    };
+    let (n1, n2, bridge1) = (node(0, "ip"), node(1, "ip"), node(0, "bridge"));
+    let vip = plan["services"][0]["clusterIP"]
+        .as_str()
+        .expect("cluster IP")
+        .to_string();
+    let cases: Vec<(&str, Vec<(String, &str)>)> = vec![
+        (
+            "host:client",
+            vec![
+                (format!("{n1}:{http}:tcp"), "refused"),
+                (format!("{n1}:{dns}:udp"), "refused"),
+                (format!("{n2}:{http}:tcp"), "refused"),
+                (format!("{n2}:{dns}:udp"), "refused"),
+                (format!("{n1}:30080:tcp"), "open"),
+            ],
+        ),
+        (
+            "tester",
+            vec![
+                (format!("{bridge1}:{http}:tcp"), "refused"),
+                (format!("{bridge1}:{dns}:udp"), "refused"),
+                (format!("{n1}:{http}:tcp"), "refused"),
+                (format!("{n2}:{dns}:udp"), "refused"),
+                (format!("{vip}:80:tcp"), "open"),
+                (format!("{vip}:53:udp"), "answered"),
+            ],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (from, probes) in &cases {
+        let mut args = vec!["python3", "-c", PROBE];
+        args.extend(probes.iter().map(|(t, _)| t.as_str()));
+        let (code, out) = exec(tb, from, &args);
+        assert_eq!(code, 0, "{from}: {out}");
+        for (target, want) in probes {
+            let line = format!("{target} {want}");
+            if !out.lines().any(|l| l == line) {
+                wrong.push(format!("{from} -> {target}: want {want}, got {out:?}"));
+            }
+        }
+    }
+    // The node itself, at the loopback address its portals DNAT to.
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &tb.ns("node.node1"),
+            "python3",
+            "-c",
+            PROBE,
+        ])
+        .args([
+            format!("127.0.0.1:{http}:tcp"),
+            format!("127.0.0.1:{dns}:udp"),
+            format!("{vip}:80:tcp"),
+        ])
+        .output()
+        .expect("probe from the node");
+    let out = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        format!("127.0.0.1:{http}:tcp refused"),
+        format!("127.0.0.1:{dns}:udp refused"),
+        format!("{vip}:80:tcp open"),
+    ] {
+        if !out.lines().any(|l| l == want) {
+            wrong.push(format!("node1: want {want}, got {out:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
 #[test]

@@ -115,7 +115,7 @@ pub fn update(before: &[Service], after: &[Service]) -> String {
         out = format!("*nat\n{declare}{body}{delete}COMMIT\n");
     }
     if filter_changed {
-        out.push_str(&filter_rules(after, false));
+        out.push_str(&filter_rules(after, false, None));
     }
     out
 }
@@ -184,14 +184,35 @@ fn targets(s: &Service) -> Vec<(String, &'static str)> {
     t
 }
 
+/// A chain another mode adds to the filter table: its name, the built-in
+/// chain that jumps to it (with the hooks), and its rules.
+pub(crate) struct FilterChain<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) hook: &'a str,
+    pub(crate) rules: &'a str,
+}
+
 /// The filter table: ports without endpoints are rejected at once (a TCP
-/// reset wherever the client is; the ICMP error for UDP).
-pub(crate) fn filter_rules(services: &[Service], hooks: bool) -> String {
+/// reset wherever the client is; the ICMP error for UDP); and `extra`.
+pub(crate) fn filter_rules(
+    services: &[Service],
+    hooks: bool,
+    extra: Option<&FilterChain>,
+) -> String {
     let mut out = String::from("*filter\n:TB-SERVICES - [0:0]\n:TB-NODEPORTS - [0:0]\n");
+    if let Some(c) = extra {
+        let _ = writeln!(out, ":{} - [0:0]", c.name);
+    }
     if hooks {
         out.push_str(
             "-A INPUT -j TB-SERVICES\n-A FORWARD -j TB-SERVICES\n-A OUTPUT -j TB-SERVICES\n",
         );
+        if let Some(c) = extra {
+            let _ = writeln!(out, "-A {} -j {}", c.hook, c.name);
+        }
+    }
+    if let Some(c) = extra {
+        out.push_str(c.rules);
     }
     for s in services {
         for p in s.ports.iter().filter(|p| p.endpoints.is_empty()) {
@@ -268,7 +289,7 @@ fn rules(services: &[Service], hooks: bool) -> String {
     out.push_str(&nat);
     out.push_str(&per_port);
     out.push_str("COMMIT\n");
-    out.push_str(&filter_rules(services, hooks));
+    out.push_str(&filter_rules(services, hooks, None));
     out
 }
 

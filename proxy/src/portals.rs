@@ -4,8 +4,10 @@
 //! (`listen_port`). Traffic arriving from pods or from outside is
 //! `REDIRECT`ed to the proxy; traffic the node itself sends is DNATed to the
 //! proxy on the loopback address. Ports without endpoints get no portal, so
-//! the filter table rejects them at once as in the iptables mode. The rules
-//! are the same on every node; rendering is pure.
+//! the filter table rejects them at once as in the iptables mode. The
+//! proxy's own ports are reachable only through a portal: the filter table
+//! rejects what arrives at them without having been NATed (`guard`). The
+//! rules are the same on every node; rendering is pure.
 
 use crate::{Protocol, Service};
 use std::fmt::Write;
@@ -15,6 +17,10 @@ use std::fmt::Write;
 pub const LISTEN_BASE: u16 = 20000;
 
 pub use crate::iptables::port_id;
+
+/// The filter chain (hooked into INPUT) that refuses traffic to the
+/// proxy's ports that no portal rule sent there.
+pub const GUARD_CHAIN: &str = "TB-PROXY-GUARD";
 
 /// The proxy's port for each service port, in plan order: `LISTEN_BASE`
 /// plus the port's position among all services' ports.
@@ -88,7 +94,47 @@ pub fn render(services: &[Service], hooks: bool) -> String {
         }
     }
     out.push_str("COMMIT\n");
-    out.push_str(&crate::iptables::filter_rules(services, hooks));
+    let rules = guard(&ports);
+    let chain = crate::iptables::FilterChain {
+        name: GUARD_CHAIN,
+        hook: "INPUT",
+        rules: &rules,
+    };
+    out.push_str(&crate::iptables::filter_rules(
+        services,
+        hooks,
+        Some(&chain),
+    ));
+    out
+}
+
+/// The guard's rules: a connection or datagram to the proxy's port range
+/// whose connection-tracking entry was not destination-NATed (a portal's
+/// `REDIRECT` or DNAT sets that status, and replies and later packets of
+/// the flow share it) is rejected: a TCP reset, or ICMP port unreachable.
+/// So a LAN host or a pod that sends straight to a node's address (or a
+/// local process to 127.0.0.1) at 20000 upwards is refused, while service
+/// traffic is not. The whole range is the proxy's: both protocols are
+/// guarded on every port of it.
+fn guard(ports: &[(String, u16)]) -> String {
+    let (Some(first), Some(last)) = (
+        ports.iter().map(|p| p.1).min(),
+        ports.iter().map(|p| p.1).max(),
+    ) else {
+        return String::new();
+    };
+    let range = if first == last {
+        first.to_string()
+    } else {
+        format!("{first}:{last}")
+    };
+    let mut out = String::new();
+    for (pr, reject) in [("tcp", "tcp-reset"), ("udp", "icmp-port-unreachable")] {
+        let _ = writeln!(
+            out,
+            "-A {GUARD_CHAIN} -p {pr} -m {pr} --dport {range} -m conntrack ! --ctstate DNAT -m comment --comment \"proxy ports only through a portal\" -j REJECT --reject-with {reject}"
+        );
+    }
     out
 }
 
@@ -122,11 +168,28 @@ mod tests {
         );
         assert!(r.contains("--dport 30080 -m comment --comment \"default/web:80/tcp node port\" -j REDIRECT --to-ports 20001"), "{r}");
         // The port without endpoints has no portal and is rejected.
-        assert!(!r.contains("20000"), "{r}");
+        assert!(
+            !r.contains("--to-ports 20000") && !r.contains("127.0.0.1:20000"),
+            "{r}"
+        );
         assert!(
             r.contains("default/a:80/tcp cluster IP has no endpoints"),
             "{r}"
         );
+        // The proxy's ports refuse what no portal sent, both protocols.
+        assert!(r.contains(":TB-PROXY-GUARD - [0:0]\n"), "{r}");
+        assert!(r.contains("-A INPUT -j TB-PROXY-GUARD\n"), "{r}");
+        assert!(r.contains("-A TB-PROXY-GUARD -p tcp -m tcp --dport 20000:20001 -m conntrack ! --ctstate DNAT -m comment --comment \"proxy ports only through a portal\" -j REJECT --reject-with tcp-reset\n"), "{r}");
+        assert!(
+            r.contains(
+                "-A TB-PROXY-GUARD -p udp -m udp --dport 20000:20001 -m conntrack ! --ctstate DNAT"
+            ),
+            "{r}"
+        );
+        let resync = render(&[svc("a", 0), svc("web", 2)], false);
+        assert!(!resync.contains("-A INPUT"), "{resync}");
+        assert!(resync.contains("-A TB-PROXY-GUARD -p tcp"), "{resync}");
+        assert!(render(&[svc("web", 1)], true).contains("--dport 20000 -m conntrack"));
         assert!(changed(&[svc("a", 1)], &[svc("a", 0)]));
         assert!(!changed(&[svc("a", 2)], &[svc("a", 1)]));
     }

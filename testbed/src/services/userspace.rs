@@ -120,19 +120,30 @@ pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), ServicesError> {
         }
     }
     // Each relayed TCP connection holds six descriptors (two sockets, two
-    // pipes): allow as many as the hard limit does.
-    if let Ok((_, hard)) =
-        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-    {
-        let _ =
-            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
-    }
+    // pipes): allow as many as the hard limit does, and size the per-port
+    // bounds so that all ports together stay within it.
+    let fd_budget = raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| fail(e.to_string()))?;
-    rt.block_on(serve(plan, n))
+    rt.block_on(serve(plan, n, fd_budget))
+}
+
+/// Raises the soft descriptor limit to the hard one; returns the limit in
+/// force (None if it cannot be read or is unlimited).
+fn raise_fd_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let soft = match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => hard,
+        Err(e) => {
+            tracing::warn!(error = %e, soft, hard, "cannot raise the descriptor limit");
+            soft
+        }
+    };
+    (soft != RLIM_INFINITY).then_some(soft)
 }
 
 /// The endpoints of every service port, by the port's identity.
@@ -153,7 +164,7 @@ fn endpoints_by_port(services: &[proxy::Service]) -> Vec<(String, Vec<SocketAddr
         .collect()
 }
 
-async fn serve(plan: &Plan, n: &NodePlan) -> Result<(), ServicesError> {
+async fn serve(plan: &Plan, n: &NodePlan, fd_budget: Option<u64>) -> Result<(), ServicesError> {
     let fail = |message: String| ServicesError::Proxy {
         node: n.name.clone(),
         message,
@@ -184,6 +195,7 @@ async fn serve(plan: &Plan, n: &NodePlan) -> Result<(), ServicesError> {
         .collect();
     let config = proxy::userspace::Config {
         seed: plan.seed,
+        fd_budget,
         ..Default::default()
     };
     let proxy = proxy::userspace::Proxy::start(config, specs)
