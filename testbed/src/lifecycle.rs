@@ -218,7 +218,7 @@ fn wait_ready(plan: &Plan, timeout: Duration, deadline: Instant) -> Result<(), U
 /// Starts `testbed supervise NAME` detached, inside the fabric's namespace
 /// (so that `down` finds it there), with its log in the state directory.
 fn start_supervisor(name: &TestbedName, plan: &Plan) -> Result<(), UpError> {
-    let log_path = name.dir().join("supervisor.log");
+    let log_path = name.dir().join(crate::runtime::supervise::SUPERVISOR_LOG);
     let fail =
         |what: String| UpError::Supervisor(format!("{what} (its log: {})", log_path.display()));
     let mut child = daemons::spawn(

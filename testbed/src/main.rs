@@ -380,14 +380,16 @@ fn run(command: Command) -> Result<(), Failure> {
             follow_log(&c.log, follow)
         }
         Command::ProxyDaemon { name, node } => {
-            let plan = running_plan(&checked_name(&name)?)?;
+            let name = checked_name(&name)?;
             checked_node(&node)?;
+            let plan = running_plan(&name)?;
             testbed::services::userspace::run_daemon(&plan, &node).context("userspace proxy")?;
             Ok(())
         }
         Command::OverlayDaemon { name, node } => {
-            let plan = running_plan(&checked_name(&name)?)?;
+            let name = checked_name(&name)?;
             checked_node(&node)?;
+            let plan = running_plan(&name)?;
             testbed::overlay_run::run_daemon(&plan, &node).context("overlay daemon")?;
             Ok(())
         }
@@ -725,22 +727,23 @@ fn one_testbed(target: Option<String>) -> Result<testbed::plan::Plan, Failure> {
     }
 }
 
+/// Prints a log (its rotated part first) and, with `follow`, what is
+/// appended to it, across rotations.
 fn follow_log(path: &str, follow: bool) -> Result<(), Failure> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
-    let mut pos = 0u64;
+    use testbed::runtime::logs;
+    let path = std::path::Path::new(path);
+    let (mut follower, shown) =
+        logs::Follower::start(path).with_context(|| format!("reading {}", path.display()))?;
+    print(&String::from_utf8_lossy(&shown))?;
+    if !follow {
+        return Ok(());
+    }
     loop {
-        let mut buf = Vec::new();
-        file.seek(SeekFrom::Start(pos)).context("reading the log")?;
-        file.read_to_end(&mut buf).context("reading the log")?;
-        pos += buf.len() as u64;
-        if !buf.is_empty() {
-            print(&String::from_utf8_lossy(&buf))?;
-        }
-        if !follow {
-            return Ok(());
-        }
         std::thread::sleep(std::time::Duration::from_millis(200));
+        let more = follower.poll().context("reading the log")?;
+        if !more.is_empty() {
+            print(&String::from_utf8_lossy(&more))?;
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //! containers; a daemon that is gone (crashed, killed) is started again
 //! with the containers' back-off (0.1 s doubling to 10 s, reset after a
 //! long run); the supervisor's log says so, and the daemon's previous log is
-//! kept beside the new one (`NODE.log.previous`).
+//! kept beside the new one (`NODE.log.previous`). It also caps the
+//! daemons' logs as the supervisor caps the containers' (`runtime::logs`).
 
 use crate::daemons::{self, DaemonKind};
 use crate::plan::Plan;
@@ -95,8 +96,19 @@ pub fn keep_daemons(plan: &Plan) {
             w.run = Run::Adopted(id);
         }
     }
+    let max = plan.cluster.container_log_max_bytes;
+    let mut rotated = Instant::now();
     loop {
         std::thread::sleep(TICK);
+        if rotated.elapsed() >= Duration::from_secs(1) {
+            // Daemons' logs are capped as containers' are.
+            for w in &all {
+                if let Err(e) = crate::runtime::logs::rotate_if_larger(&w.log, max) {
+                    tracing::warn!("cannot rotate {}: {e}", w.log.display());
+                }
+            }
+            rotated = Instant::now();
+        }
         for w in &mut all {
             let alive = match &mut w.run {
                 Run::Child(c) => matches!(c.try_wait(), Ok(None)),

@@ -142,7 +142,9 @@ fn wait_exit(mut pids: Vec<i32>, progress: &mut dyn FnMut(&str)) -> Vec<i32> {
             Verdict::Wait => {}
         }
         if now - last_report >= PROGRESS_EVERY {
-            progress(&format!("waiting for {} processes to exit", pids.len()));
+            let n = pids.len();
+            let s = if n == 1 { "" } else { "es" };
+            progress(&format!("waiting for {n} process{s} to exit"));
             last_report = now;
         }
         // Look less often while many remain: a look reads one /proc file

@@ -16,6 +16,7 @@ mod child;
 pub mod exec;
 pub mod files;
 pub mod launch;
+pub mod logs;
 pub mod mounts;
 mod probe;
 mod procs;

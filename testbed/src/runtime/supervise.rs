@@ -29,6 +29,7 @@
 use super::basens::BaseMounts;
 use super::files;
 use super::launch;
+use super::logs;
 use super::probe::{spawn_probe, Probe};
 use super::procs::{parallel_map, reap_one, signal_group, STARTERS};
 use super::status::{self, ContainerStatus, Exit, State, Status};
@@ -52,6 +53,8 @@ use tracing::{debug, error, info, warn};
 
 /// The plan a supervisor runs, in the state directory.
 pub const PLAN_FILE: &str = "plan.json";
+/// The supervisor's log, in the state directory.
+pub const SUPERVISOR_LOG: &str = "supervisor.log";
 /// The supervisor's pid file (and lock), in the state directory.
 pub const PID_FILE: &str = "supervisor.pid";
 
@@ -63,6 +66,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 pub const BACKOFF_RESET: Duration = Duration::from_secs(10);
 /// How long stopping containers get between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// How often the supervisor looks at the size of the logs.
+const ROTATE_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the supervisor looks at its children.
 const TICK: Duration = Duration::from_millis(50);
@@ -168,12 +174,17 @@ pub fn run_until(plan: &Plan, stop: &AtomicBool) -> Result<(), SuperviseError> {
     info!(testbed = %plan.name, pid = std::process::id(), "supervisor started");
     let mut sup = Supervisor::new(plan, state_dir);
     sup.write_status();
+    let mut rotated = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         sup.reap();
         sup.take_probe_results();
         sup.start_due();
         if sup.dirty {
             sup.write_status();
+        }
+        if rotated.elapsed() >= ROTATE_EVERY {
+            sup.rotate_logs();
+            rotated = Instant::now();
         }
         thread::sleep(TICK);
     }
@@ -489,6 +500,23 @@ impl<'a> Supervisor<'a> {
                 }
             }
             self.dirty = true;
+        }
+    }
+
+    /// Rotates every container's log, and the supervisor's own, that has
+    /// grown past the testbed's cap (see [`super::logs`]).
+    fn rotate_logs(&mut self) {
+        let max = self.plan.cluster.container_log_max_bytes;
+        let own = self.state_dir.join(SUPERVISOR_LOG);
+        let logs = self
+            .slots
+            .iter()
+            .map(|s| Path::new(&s.container.log))
+            .chain(std::iter::once(own.as_path()));
+        for log in logs {
+            if let Err(e) = logs::rotate_if_larger(log, max) {
+                warn!("cannot rotate {}: {e}", log.display());
+            }
         }
     }
 

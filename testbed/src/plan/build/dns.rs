@@ -55,8 +55,7 @@ pub(super) fn dns(
     namespaces.dedup();
     let mut bare = BTreeMap::new();
     for ns in namespaces {
-        let mut seen: std::collections::HashSet<&str> =
-            machines.iter().map(|(n, _)| *n).collect();
+        let mut seen: std::collections::HashSet<&str> = machines.iter().map(|(n, _)| *n).collect();
         let mut list = Vec::new();
         for s in services.iter().filter(|s| s.namespace == ns) {
             list.push(Record {
