@@ -1,28 +1,42 @@
 #!/usr/bin/env python3
-"""Measures `testbed up` and `testbed down` at scale.
+"""Measures `testbed up` and `testbed down` at scale, against Mininet.
 
-Builds topologies of 50, 200 and 1000 pods spread over 10 nodes (host-gw
-overlay, one `sleep infinity` container per pod), brings each up and down
-several times, and prints the median up, down and total seconds and the peak
-memory of the testbed processes. Run as root from the repository:
+Builds topologies of 50 to 10,000 pods (host-gw overlay, one `sleep
+infinity` container per pod, at most 125 pods per node: 10 nodes up to 1,000
+pods, then 20, 40 and 80), brings each up and down and prints, per size, the
+median up, down and total seconds, the peak memory of the testbed's own
+processes (the `up` command and the supervisor), and the kernel memory the
+testbed costs per pod (slab, kernel stacks, page tables and per-CPU memory
+while it is up, less before). In the same run it times the reference:
+Mininet creating and removing 200 hosts on one Linux bridge
+(`mn --topo single,200 --switch lxbr --controller none --test none`), run in
+a throwaway network and mount namespace so that it cannot touch this
+machine's (Debian: `apt-get install mininet`; without it the table says so).
 
-    sudo python3 bench/updown.py [--runs 5] [--sizes 50,200,1000] [--bin target/release/testbed]
+Run as root from the repository, after `cargo build --release`:
 
-Reference (same 2-core machine kind): Mininet creates and removes 200 hosts
-on one bridge in about 9 s.
+    sudo python3 bench/updown.py [--runs 3] [--sizes 50,200,1000,2500,5000,10000]
 """
 import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+KERNEL_FIELDS = ("Slab", "KernelStack", "PageTables", "Percpu")
 
-def topology(name, pods, nodes=10):
+
+def nodes_for(pods):
+    return max(10, -(-pods // 125))
+
+
+def topology(name, pods):
+    nodes = nodes_for(pods)
     lines = [f"name: {name}", "cluster: {overlay: host-gw}", "nodes:"]
     lines += [f"  - name: node{i}" for i in range(1, nodes + 1)]
     lines.append("pods:")
@@ -31,61 +45,117 @@ def topology(name, pods, nodes=10):
     return "\n".join(lines) + "\n"
 
 
-def run(cmd):
+def run(cmd, timeout=900):
     t = time.monotonic()
-    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                       timeout=timeout)
     if r.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed: {r.stderr}")
     return time.monotonic() - t
 
 
+def kernel_kib():
+    """The kernel's own memory (KiB): slab, stacks, page tables, per-CPU."""
+    total = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            key, rest = line.split(":", 1)
+            if key in KERNEL_FIELDS:
+                total += int(rest.split()[0])
+    return total
+
+
 def supervisor_peak_mib(name):
     """The peak resident memory of the testbed's supervisor, from /proc."""
     try:
-        pid = open(f"/run/testbed/{name}/supervisor.pid").read().split()[0]
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, IndexError, ValueError):
+        with open(f"/run/testbed/{name}/supervisor.pid") as f:
+            pid = json.load(f)["pid"]
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, KeyError):
         pass
     return 0.0
 
 
+def settle():
+    """Lets the kernel finish freeing the previous run's namespaces."""
+    time.sleep(3)
+
+
+def mininet_seconds(runs):
+    """Mininet creating and removing 200 hosts, median of `runs`, or None."""
+    if shutil.which("mn") is None:
+        return None
+    script = ("mount -t tmpfs tmpfs /run && ip link set lo up && "
+              "mn --topo single,200 --switch lxbr --controller none --test none")
+    times = []
+    for _ in range(runs):
+        settle()
+        t = time.monotonic()
+        r = subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "--fork",
+                            "sh", "-c", script], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, timeout=900)
+        if r.returncode != 0:
+            sys.exit(f"mininet failed: {r.stderr[-2000:]}")
+        times.append(time.monotonic() - t)
+    return statistics.median(times)
+
+
+def measure(binary, size, runs):
+    name = f"bench{size}"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "topology.yaml")
+        with open(path, "w") as f:
+            f.write(topology(name, size))
+        subprocess.run([binary, "down", name], capture_output=True)
+        ups, downs, sup, per_pod = [], [], 0.0, []
+        for _ in range(runs):
+            settle()
+            before = kernel_kib()
+            ups.append(run([binary, "up", path, "--timeout", "600s"]))
+            per_pod.append((kernel_kib() - before) / size)
+            sup = max(sup, supervisor_peak_mib(name))
+            downs.append(run([binary, "down", name]))
+    up, down = statistics.median(ups), statistics.median(downs)
+    return {"pods": size, "nodes": nodes_for(size), "upS": round(up, 3),
+            "downS": round(down, 3), "totalS": round(up + down, 3),
+            "supervisorMib": round(sup, 1),
+            "kernelKibPerPod": round(statistics.median(per_pod), 1), "runs": runs}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--sizes", default="50,200,1000")
+    ap.add_argument("--runs", type=int, default=3, help="runs per size (median)")
+    ap.add_argument("--big-runs", type=int, default=1, help="runs for 5,000 pods and more")
+    ap.add_argument("--sizes", default="50,200,1000,2500,5000,10000")
+    ap.add_argument("--mininet-runs", type=int, default=3)
     ap.add_argument("--bin", default="target/release/testbed")
-    ap.add_argument("--json", action="store_true", help="print the rows as JSON")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the benchmark creates network namespaces")
+    reference = mininet_seconds(a.mininet_runs)
     rows = []
     for size in [int(s) for s in a.sizes.split(",")]:
-        name = f"bench{size}"
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            f.write(topology(name, size))
-            path = f.name
-        ups, downs, sup = [], [], 0.0
-        subprocess.run([a.bin, "down", name], capture_output=True)
-        for _ in range(a.runs):
-            ups.append(run([a.bin, "up", path, "--timeout", "120s"]))
-            sup = max(sup, supervisor_peak_mib(name))
-            downs.append(run([a.bin, "down", name]))
-        os.unlink(path)
-        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        up, down = statistics.median(ups), statistics.median(downs)
-        rows.append({"pods": size, "nodes": 10, "up_s": round(up, 3), "down_s": round(down, 3),
-                     "total_s": round(up + down, 3), "peak_rss_mib": round(peak_mib, 1),
-                     "supervisor_peak_mib": round(sup, 1), "runs": a.runs})
+        rows.append(measure(a.bin, size, a.big_runs if size >= 5000 else a.runs))
+        print(f"  {size} pods done", file=sys.stderr, flush=True)
+    cli_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     if a.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"mininet200S": reference, "cliPeakMib": round(cli_mib, 1),
+                          "rows": rows}, indent=2))
         return
-    print(f"{'pods':>5} {'nodes':>5} {'up s':>7} {'down s':>7} {'total s':>8} {'CLI peak MiB':>13} {'supervisor MiB':>15}")
+    ref = f"{reference:.2f} s" if reference else "not measured (mn not installed)"
+    print(f"| pods | nodes | up s | down s | total s | vs Mininet 200 hosts | supervisor MiB | kernel KiB/pod |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"{r['pods']:>5} {r['nodes']:>5} {r['up_s']:>7.3f} {r['down_s']:>7.3f} {r['total_s']:>8.3f}"
-              f" {r['peak_rss_mib']:>13.1f} {r['supervisor_peak_mib']:>15.1f}")
-    print(f"median of {a.runs} runs; reference: Mininet, 200 hosts on one bridge, about 9 s up and down")
+        ratio = f"{r['totalS'] / reference:.2f}x" if reference else "-"
+        print(f"| {r['pods']:,} | {r['nodes']} | {r['upS']:.2f} | {r['downS']:.2f} | {r['totalS']:.2f} "
+              f"| {ratio} | {r['supervisorMib']:.1f} | {r['kernelKibPerPod']:.0f} |")
+    print(f"\nMininet, 200 hosts on one bridge, up and down: {ref} (median of {a.mininet_runs});"
+          f" peak of the `up`/`down` commands: {cli_mib:.1f} MiB; medians of {a.runs} runs"
+          f" ({a.big_runs} from 5,000 pods)")
 
 
 if __name__ == "__main__":

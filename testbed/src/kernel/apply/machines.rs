@@ -1,0 +1,239 @@
+//! The machines of a plan: the fabric's LAN bridge, each node's pod bridge,
+//! the uplinks from the LAN to every node and host, their addresses and
+//! routes, each node's overlay device (a backend is one arm of
+//! [`configure_node`]) and the link impairments the kernel applies.
+
+use super::{nl, route_text, uplink_up, ApplyError, Ns};
+use crate::kernel::netns::NetnsError;
+use crate::kernel::{links, qdisc};
+use crate::plan::state::{kernel_impaired, needs_netem};
+use crate::plan::types::{LinkPlan, NodePlan};
+use crate::plan::Plan;
+use futures::future::try_join_all;
+use overlay::Backend;
+use rtnetlink::Handle;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, RawFd};
+
+/// Configures the fabric, the nodes and the hosts; returns each node's pod
+/// bridge index (in plan order), for the pods' interfaces.
+pub(super) async fn configure(
+    plan: &Plan,
+    ns: &HashMap<&str, &Ns>,
+) -> Result<Vec<u32>, ApplyError> {
+    let get = |name: &str| -> Result<&Ns, ApplyError> {
+        ns.get(name)
+            .copied()
+            .ok_or_else(|| ApplyError::Unsupported(format!("namespace `{name}` was not created")))
+    };
+    let fabric = get(&plan.fabric.netns)?;
+
+    // Stage 1: bridges and loopbacks.
+    let lan = async {
+        links::add_bridge(&fabric.handle, &plan.fabric.bridge)
+            .await
+            .map_err(nl("creating the LAN bridge".into(), &fabric.netns.name))
+    };
+    let bridges = try_join_all(plan.nodes.iter().map(|n| async move {
+        let h = &get(&n.netns)?.handle;
+        links::add_bridge(h, &n.bridge)
+            .await
+            .map_err(nl(format!("creating bridge {}", n.bridge.name), &n.netns))
+    }));
+    let loopbacks = try_join_all(ns.values().map(|n| async move {
+        links::set_up(&n.handle, "lo")
+            .await
+            .map_err(nl("bringing up lo".into(), &n.netns.name))
+    }));
+    let (lan_idx, bridge_idx, _) = futures::try_join!(lan, bridges, loopbacks)?;
+
+    // Stage 2: veth pairs. The fabric makes every uplink; each node makes
+    // its pods' interfaces. Requests on one handle are pipelined.
+    let fd = |name: &str| -> Result<RawFd, ApplyError> { Ok(get(name)?.netns.file.as_raw_fd()) };
+    let uplinks = try_join_all(
+        plan.nodes
+            .iter()
+            .map(|n| (&n.uplink, n.netns.as_str()))
+            .chain(plan.hosts.iter().map(|h| (&h.uplink, h.netns.as_str())))
+            .map(|(up, machine)| async move {
+                let peer_fd = fd(machine)?;
+                links::add_veth(&fabric.handle, &up.peer, Some(lan_idx), &up.inner, peer_fd)
+                    .await
+                    .map_err(nl(
+                        format!("creating uplink {} for {machine}", up.peer.name),
+                        &fabric.netns.name,
+                    ))
+            }),
+    );
+    uplinks.await?;
+
+    // Stage 3: addresses, routes and the overlay.
+    let nodes = try_join_all(
+        plan.nodes
+            .iter()
+            .zip(bridge_idx.iter())
+            .map(|(n, &br)| async move {
+                let ns = get(&n.netns)?;
+                configure_node(plan, n, ns, br).await
+            }),
+    );
+    let hosts = try_join_all(plan.hosts.iter().map(|m| async move {
+        let h = &get(&m.netns)?.handle;
+        let eth = uplink_up(h, &m.netns).await?;
+        for a in &m.uplink.inner.addresses {
+            links::add_address(h, eth, *a)
+                .await
+                .map_err(nl(format!("adding {a} to eth0"), &m.netns))?;
+        }
+        Ok::<(), ApplyError>(())
+    }));
+    futures::try_join!(nodes, hosts)?;
+
+    // Stage 4: link impairments the kernel applies (the udp overlay applies
+    // its nodes' in its own data path).
+    try_join_all(
+        kernel_impaired(plan)
+            .into_iter()
+            .map(|(machine, netns, up, link)| async move {
+                let inner = get(netns)?;
+                impair_link(machine, netns, &inner.handle, &up.inner.name, link).await?;
+                impair_link(
+                    machine,
+                    &fabric.netns.name,
+                    &fabric.handle,
+                    &up.peer.name,
+                    link,
+                )
+                .await
+            }),
+    )
+    .await?;
+    Ok(bridge_idx)
+}
+
+/// One end of an impaired link: netem when anything but a rate is asked
+/// (the kernel must have it), tbf for a rate alone.
+async fn impair_link(
+    machine: &str,
+    ns: &str,
+    h: &Handle,
+    dev: &str,
+    link: &LinkPlan,
+) -> Result<(), ApplyError> {
+    let idx = links::index(h, dev)
+        .await
+        .map_err(nl(format!("finding {dev}"), ns))?;
+    if needs_netem(link) {
+        let known = qdisc::probe(h, idx, "netem")
+            .await
+            .map_err(nl("asking the kernel for netem".into(), ns))?;
+        if !known {
+            return Err(ApplyError::Unsupported(format!(
+                "the link impairments of `{machine}` need the kernel's netem qdisc (sch_netem), and this kernel has none; impairments of nodes are applied without the kernel with `cluster.overlay: udp`, and a rate alone uses tbf"
+            )));
+        }
+        qdisc::add_netem(h, idx, link)
+            .await
+            .map_err(nl(format!("adding netem to {dev} of {machine}"), ns))
+    } else if let Some(rate) = link.rate {
+        qdisc::add_tbf(h, idx, rate.0)
+            .await
+            .map_err(nl(format!("adding tbf to {dev} of {machine}"), ns))
+    } else {
+        Ok(())
+    }
+}
+
+/// A node's addresses, its overlay device and routes. The overlay backend is
+/// the pluggable part: host-gw needs only routes, vxlan a device with
+/// neighbour and FDB entries, udp a daemon (not built yet).
+async fn configure_node(
+    plan: &Plan,
+    n: &NodePlan,
+    node_ns: &Ns,
+    bridge: u32,
+) -> Result<(), ApplyError> {
+    let h = &node_ns.handle;
+    let ns = n.netns.as_str();
+    let eth = uplink_up(h, ns).await?;
+    for a in &n.uplink.inner.addresses {
+        links::add_address(h, eth, *a)
+            .await
+            .map_err(nl(format!("adding {a} to eth0"), ns))?;
+    }
+    for a in &n.bridge.addresses {
+        links::add_address(h, bridge, *a)
+            .await
+            .map_err(nl(format!("adding {a} to {}", n.bridge.name), ns))?;
+    }
+    let mut devices: HashMap<String, u32> =
+        HashMap::from([("eth0".to_string(), eth), (n.bridge.name.clone(), bridge)]);
+    match (plan.cluster.overlay, &n.overlay) {
+        (Backend::HostGw, _) => {}
+        (Backend::Udp, Some(dev)) => {
+            // A persistent TUN device, made from inside the node's namespace;
+            // the node's overlay daemon attaches to it.
+            let name = dev.iface.name.clone();
+            node_ns
+                .netns
+                .run_in(move || overlay::tun::create_persistent(&name))?
+                .map_err(|e| {
+                    ApplyError::Netns(NetnsError::Sys {
+                        what: "creating the TUN device",
+                        name: format!("{ns}: {}", dev.iface.name),
+                        source: e,
+                    })
+                })?;
+            let idx = links::index(h, &dev.iface.name)
+                .await
+                .map_err(nl(format!("finding {}", dev.iface.name), ns))?;
+            links::set_mtu_up(h, idx, dev.iface.mtu)
+                .await
+                .map_err(nl(format!("bringing up {}", dev.iface.name), ns))?;
+            for a in &dev.iface.addresses {
+                links::add_address(h, idx, *a)
+                    .await
+                    .map_err(nl(format!("adding {a} to {}", dev.iface.name), ns))?;
+            }
+            devices.insert(dev.iface.name.clone(), idx);
+        }
+        (Backend::Vxlan, Some(dev)) => {
+            let idx = links::add_vxlan(h, &dev.iface, dev.vni.unwrap_or(1), eth, n.ip, dev.port)
+                .await
+                .map_err(nl(format!("creating vxlan device {}", dev.iface.name), ns))?;
+            for a in &dev.iface.addresses {
+                links::add_address(h, idx, *a)
+                    .await
+                    .map_err(nl(format!("adding {a} to {}", dev.iface.name), ns))?;
+            }
+            devices.insert(dev.iface.name.clone(), idx);
+        }
+        (backend, _) => {
+            return Err(ApplyError::Unsupported(format!(
+                "the {backend} overlay cannot be applied yet"
+            )));
+        }
+    }
+    let dev = |name: &str| {
+        devices
+            .get(name)
+            .copied()
+            .ok_or_else(|| ApplyError::Unsupported(format!("no device `{name}` in {ns}")))
+    };
+    for nb in &n.neighbours {
+        links::add_neighbour(h, dev(&nb.dev)?, nb.ip, nb.mac)
+            .await
+            .map_err(nl(format!("adding neighbour {} on {}", nb.ip, nb.dev), ns))?;
+    }
+    for f in &n.fdb {
+        links::add_fdb(h, dev(&f.dev)?, f.mac, f.dst)
+            .await
+            .map_err(nl(format!("adding FDB entry {} -> {}", f.mac, f.dst), ns))?;
+    }
+    for r in &n.routes {
+        links::add_route(h, r, dev(&r.dev)?)
+            .await
+            .map_err(nl(route_text(r), ns))?;
+    }
+    Ok(())
+}
