@@ -362,6 +362,17 @@ impl fmt::Display for StatusReport {
                 ["OVERLAY", "SENT (TUN->UDP)", "RECEIVED (UDP->TUN)", "DROPS"],
                 &rows,
             ))?;
+            for (node, v) in &self.overlay {
+                for b in v["badLeases"].as_array().into_iter().flatten() {
+                    let text = |k: &str| b[k].as_str().unwrap_or("?").to_string();
+                    writeln!(
+                        f,
+                        "{node}: lease file {} skipped ({}); the lease it last held is kept",
+                        text("file"),
+                        text("error")
+                    )?;
+                }
+            }
         }
         Ok(())
     }
