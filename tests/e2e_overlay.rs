@@ -8,7 +8,7 @@ mod support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
-use support::{in_netns, ok, tcp_roundtrip, Testbed};
+use support::{daemon_pid, in_netns, ok, tcp_roundtrip, Testbed};
 
 const TOPO: &str = "
 seed: SEED
@@ -198,6 +198,28 @@ fn the_udp_data_path_guards_itself() {
     );
     tcp_roundtrip(&c, addr("10.244.2.2:7301"), &a).expect("traffic after the garbage");
 
+    // Issue 9: a 33-byte TCP packet (13 bytes of TCP header) from a lease
+    // holder once panicked node2's receive workers, and traffic stopped.
+    // Sent from many source ports, so that every worker's socket gets some:
+    // the same daemon goes on (not restarted), and so does traffic.
+    let pid = daemon_pid(&tb.name, "overlay-daemon", "node2").expect("node2's daemon");
+    let short = ipv4_short_tcp([10, 244, 1, 2], [10, 244, 2, 2]);
+    in_netns(&tb.ns("node.node1"), move || {
+        for _ in 0..32 {
+            let s = UdpSocket::bind("192.168.96.1:0").expect("socket");
+            for _ in 0..4 {
+                s.send_to(&short, "192.168.96.2:8285").expect("send");
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    tcp_roundtrip(&c, addr("10.244.2.2:7304"), &a).expect("traffic after short TCP packets");
+    assert_eq!(
+        daemon_pid(&tb.name, "overlay-daemon", "node2"),
+        Some(pid),
+        "node2's daemon was restarted"
+    );
+
     // The registry is followed live: without node2's lease node1 cannot
     // reach it; with the lease back it can, without restarting anything.
     let lease = format!("/run/testbed/{}/registry/subnets/10.244.2.0-24", tb.name);
@@ -208,9 +230,45 @@ fn the_udp_data_path_guards_itself() {
         tcp_roundtrip(&c, addr("10.244.2.2:7302"), &a).is_err(),
         "reached a node without a lease"
     );
-    std::fs::write(&lease, text).expect("lease back");
+    std::fs::write(&lease, &text).expect("lease back");
     std::thread::sleep(Duration::from_millis(700));
     tcp_roundtrip(&c, addr("10.244.2.2:7303"), &a).expect("reachable again once the lease is back");
+
+    // Issue 9: an unreadable lease file keeps the lease it held (it once
+    // emptied the daemons' whole lease set), and `status` names it.
+    std::fs::write(&lease, "{\"PublicIP\": ").expect("corrupt the lease");
+    std::thread::sleep(Duration::from_millis(700));
+    tcp_roundtrip(&c, addr("10.244.2.2:7305"), &a).expect("the last good lease is kept");
+    let status = ok(&["status", &tb.name]);
+    assert!(
+        status.contains("lease file") && status.contains("10.244.2.0-24"),
+        "{status}"
+    );
+    std::fs::write(&lease, &text).expect("lease back");
+}
+
+/// A valid IPv4 header with total length 33 and 13 bytes of a TCP header.
+fn ipv4_short_tcp(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let mut p = ipv4_udp(src, dst, b"")[..20].to_vec();
+    p[2..4].copy_from_slice(&33u16.to_be_bytes());
+    p[9] = 6;
+    p[10..12].fill(0);
+    let ck = ip_checksum(&p);
+    p[10..12].copy_from_slice(&ck.to_be_bytes());
+    p.extend_from_slice(&[0x1f, 0x90, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 0, 0x50]);
+    p
+}
+
+/// The checksum of a 20-byte IPv4 header whose checksum field is 0.
+fn ip_checksum(h: &[u8]) -> u16 {
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 /// An IPv4/UDP packet with a correct header checksum.
@@ -232,14 +290,7 @@ fn ipv4_udp(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
     ];
     p.extend_from_slice(&src);
     p.extend_from_slice(&dst);
-    let mut sum: u32 = p
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let ck = !(sum as u16);
+    let ck = ip_checksum(&p);
     p[10] = (ck >> 8) as u8;
     p[11] = ck as u8;
     let ulen = 8 + payload.len();

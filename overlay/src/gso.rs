@@ -13,7 +13,8 @@
 //! processes one packet where it would have processed up to 45 (what GRO
 //! does on a NIC).
 
-use crate::packet::{self, IPV4_MIN_HEADER, PROTO_TCP, PROTO_UDP};
+use crate::packet::{self, bytes, bytes_mut, IPV4_MIN_HEADER, PROTO_TCP, PROTO_UDP};
+use std::ops::Range;
 
 /// The size of `struct virtio_net_hdr` (without `num_buffers`).
 pub const VNET_HDR_LEN: usize = 10;
@@ -31,6 +32,9 @@ pub const GSO_ECN: u8 = 0x80;
 /// The most segments one UDP GSO send carries (the kernel's limit), and the
 /// most packets merged into one super-packet.
 pub const MAX_SEGMENTS: usize = 64;
+
+/// The longest IPv4 and TCP headers together (60 bytes each at most).
+pub const MAX_HEADERS: usize = 120;
 
 /// `struct virtio_net_hdr`, in the host's byte order (the TUN's default for
 /// a little-endian host, and legacy virtio's everywhere).
@@ -53,26 +57,24 @@ pub struct VnetHdr {
 impl VnetHdr {
     /// Reads a header from the first [`VNET_HDR_LEN`] bytes.
     pub fn parse(b: &[u8]) -> Option<VnetHdr> {
-        let b = b.get(..VNET_HDR_LEN)?;
-        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        let b = bytes::<VNET_HDR_LEN>(b, 0)?;
         Some(VnetHdr {
             flags: b[0],
             gso_type: b[1],
-            hdr_len: u(2),
-            gso_size: u(4),
-            csum_start: u(6),
-            csum_offset: u(8),
+            hdr_len: u16::from_ne_bytes([b[2], b[3]]),
+            gso_size: u16::from_ne_bytes([b[4], b[5]]),
+            csum_start: u16::from_ne_bytes([b[6], b[7]]),
+            csum_offset: u16::from_ne_bytes([b[8], b[9]]),
         })
     }
 
-    /// Writes the header into the first [`VNET_HDR_LEN`] bytes of `out`.
-    pub fn write(&self, out: &mut [u8]) {
-        out[0] = self.flags;
-        out[1] = self.gso_type;
-        out[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
-        out[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
-        out[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
-        out[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+    /// The header's bytes.
+    pub fn to_bytes(&self) -> [u8; VNET_HDR_LEN] {
+        let [h0, h1] = self.hdr_len.to_ne_bytes();
+        let [g0, g1] = self.gso_size.to_ne_bytes();
+        let [s0, s1] = self.csum_start.to_ne_bytes();
+        let [o0, o1] = self.csum_offset.to_ne_bytes();
+        [self.flags, self.gso_type, h0, h1, g0, g1, s0, s1, o0, o1]
     }
 }
 
@@ -92,9 +94,10 @@ pub fn sum(data: &[u8], initial: u64) -> u64 {
         let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
         acc += (v & 0xffff_ffff) + (v >> 32);
     }
-    let rest = chunks.remainder();
     let mut tail = [0u8; 8];
-    tail[..rest.len()].copy_from_slice(rest);
+    for (t, r) in tail.iter_mut().zip(chunks.remainder()) {
+        *t = *r;
+    }
     let v = u64::from_le_bytes(tail);
     acc += (v & 0xffff_ffff) + (v >> 32);
     initial + u64::from(fold(acc).swap_bytes())
@@ -117,17 +120,28 @@ pub fn pseudo_sum(src: &[u8], dst: &[u8], proto: u8, len: usize) -> u64 {
 
 /// Finishes a partial checksum (`NEEDS_CSUM`): the field at
 /// `start + offset` holds the pseudo-header's sum; the checksum of
-/// everything from `start` replaces it. False if the offsets do not fit.
+/// everything from `start` replaces it. False (the packet unchanged) if the
+/// offsets do not fit.
 pub fn complete_partial_csum(pkt: &mut [u8], start: usize, offset: usize) -> bool {
-    let field = start + offset;
-    if start >= pkt.len() || field + 2 > pkt.len() {
+    let Some(field) = start.checked_add(offset) else {
+        return false;
+    };
+    if bytes::<2>(pkt, field).is_none() {
         return false;
     }
-    let c = !fold(sum(&pkt[start..], 0));
+    let Some(covered) = pkt.get(start..) else {
+        return false;
+    };
+    let c = !fold(sum(covered, 0));
     // A UDP checksum of 0 means "none"; send 0xffff instead (RFC 768).
     let c = if c == 0 && offset == 6 { 0xffff } else { c };
-    pkt[field..field + 2].copy_from_slice(&c.to_be_bytes());
-    true
+    match bytes_mut::<2>(pkt, field) {
+        Some(f) => {
+            *f = c.to_be_bytes();
+            true
+        }
+        None => false,
+    }
 }
 
 /// Where [`segment_tcp4`] put the segments.
@@ -141,15 +155,26 @@ pub struct Segments {
     pub total: usize,
 }
 
+impl Segments {
+    /// Where each segment lies in the output, in order.
+    pub fn ranges(&self) -> impl Iterator<Item = Range<usize>> {
+        let (seg_len, total) = (self.seg_len.max(1), self.total);
+        (0..self.count).map(move |i| {
+            let start = (i * seg_len).min(total);
+            start..(start + seg_len).min(total)
+        })
+    }
+}
+
 /// Cuts a TCP/IPv4 super-packet (one that [`packet::parse`] accepted) into
 /// segments of `mss` payload bytes, written back to back into `out`, each a
 /// complete IPv4 packet: the IP header with its own total length,
 /// identification (incremented per segment) and checksum; the TCP header
 /// with its sequence number, flags (FIN and PSH only on the last, CWR only
-/// on the first) and a full checksum. `None` if the packet is not TCP, is
-/// fragmented, or `out` is too short.
+/// on the first) and a full checksum. `None` if the packet is not a valid
+/// TCP/IPv4 packet, is fragmented, `mss` is 0, or `out` is too short.
 pub fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut [u8]) -> Option<Segments> {
-    segment(pkt, mss, out, true)
+    segment(pkt, mss, out, true).map(|(s, _)| s)
 }
 
 /// [`segment_tcp4`] without copying the payload: writes only each segment's
@@ -159,34 +184,33 @@ pub fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut [u8]) -> Option<Segments> 
 /// describe the segments as [`segment_tcp4`] would lay them out; `hdrs` is
 /// `seg_len - mss` when `count > 1`, and `total - payload` in any case.
 pub fn segment_tcp4_headers(pkt: &[u8], mss: usize, out: &mut [u8]) -> Option<(Segments, usize)> {
-    let s = segment(pkt, mss, out, false)?;
-    let h = packet::parse(pkt).ok()?;
-    let hdrs = h.header_len + usize::from(pkt[h.header_len + 12] >> 4) * 4;
-    Some((s, hdrs))
+    segment(pkt, mss, out, false)
 }
 
-fn segment(pkt: &[u8], mss: usize, out: &mut [u8], copy: bool) -> Option<Segments> {
+fn segment(pkt: &[u8], mss: usize, out: &mut [u8], copy: bool) -> Option<(Segments, usize)> {
     let h = packet::parse(pkt).ok()?;
     if h.protocol != PROTO_TCP || h.fragment_offset != 0 || mss == 0 {
         return None;
     }
-    let pkt = &pkt[..h.total_len];
+    let pkt = pkt.get(..h.total_len)?;
     let ihl = h.header_len;
-    let doff = usize::from(*pkt.get(ihl + 12)? >> 4) * 4;
-    if doff < 20 || ihl + doff > pkt.len() {
+    let ip = bytes::<IPV4_MIN_HEADER>(pkt, 0)?;
+    let tcp = bytes::<20>(pkt, ihl)?;
+    let doff = usize::from(tcp[12] >> 4) * 4;
+    if doff < 20 {
         return None;
     }
     let hdrs = ihl + doff;
-    let payload = &pkt[hdrs..];
+    let head = pkt.get(..hdrs)?;
+    let payload = pkt.get(hdrs..)?;
     let count = payload.len().div_ceil(mss).max(1);
-    let total = count * hdrs + payload.len();
-    if out.len() < if copy { total } else { count * hdrs } {
-        return None;
-    }
-    let ip_id = u16::from_be_bytes([pkt[4], pkt[5]]);
-    let seq = u32::from_be_bytes([pkt[ihl + 4], pkt[ihl + 5], pkt[ihl + 6], pkt[ihl + 7]]);
-    let flags = pkt[ihl + 13];
-    let (src, dst) = (&pkt[12..16], &pkt[16..20]);
+    let headers = count.checked_mul(hdrs)?;
+    let total = headers.checked_add(payload.len())?;
+    let out = out.get_mut(..if copy { total } else { headers })?;
+    let ip_id = u16::from_be_bytes([ip[4], ip[5]]);
+    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    let flags = tcp[13];
+    let (src, dst) = (&ip[12..16], &ip[16..20]);
     let mut at = 0;
     for (i, chunk) in payload
         .chunks(mss)
@@ -194,22 +218,23 @@ fn segment(pkt: &[u8], mss: usize, out: &mut [u8], copy: bool) -> Option<Segment
         .enumerate()
     {
         let len = hdrs + chunk.len();
-        let seg = if copy {
-            let seg = &mut out[at..at + len];
-            seg[hdrs..].copy_from_slice(chunk);
-            seg
-        } else {
-            &mut out[at..at + hdrs]
-        };
-        seg[..hdrs].copy_from_slice(&pkt[..hdrs]);
+        let step = if copy { len } else { hdrs };
+        let seg = out.get_mut(at..at + step)?;
+        let (seg_hdrs, seg_payload) = seg.split_at_mut_checked(hdrs)?;
+        seg_hdrs.copy_from_slice(head);
+        if copy {
+            seg_payload.copy_from_slice(chunk);
+        }
+        let (seg_ip, seg_tcp) = seg_hdrs.split_at_mut_checked(ihl)?;
         // IP header.
-        seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-        seg[4..6].copy_from_slice(&ip_id.wrapping_add(i as u16).to_be_bytes());
-        seg[10..12].fill(0);
-        let c = packet::checksum(&seg[..ihl]);
-        seg[10..12].copy_from_slice(&c.to_be_bytes());
+        let sip = bytes_mut::<IPV4_MIN_HEADER>(seg_ip, 0)?;
+        sip[2..4].copy_from_slice(&u16::try_from(len).ok()?.to_be_bytes());
+        sip[4..6].copy_from_slice(&ip_id.wrapping_add(i as u16).to_be_bytes());
+        sip[10..12].fill(0);
+        let c = packet::checksum(seg_ip);
+        bytes_mut::<IPV4_MIN_HEADER>(seg_ip, 0)?[10..12].copy_from_slice(&c.to_be_bytes());
         // TCP header.
-        let t = &mut seg[ihl..];
+        let t = bytes_mut::<20>(seg_tcp, 0)?;
         t[4..8].copy_from_slice(&seq.wrapping_add((i * mss) as u32).to_be_bytes());
         let mut f = flags;
         if i + 1 < count {
@@ -223,16 +248,77 @@ fn segment(pkt: &[u8], mss: usize, out: &mut [u8], copy: bool) -> Option<Segment
         // The TCP header is a multiple of 4 bytes long: its sum and the
         // payload's add up as one.
         let c = !fold(sum(
-            &t[..doff],
+            seg_tcp,
             sum(chunk, pseudo_sum(src, dst, PROTO_TCP, len - ihl)),
         ));
-        t[16..18].copy_from_slice(&c.to_be_bytes());
-        at += if copy { len } else { hdrs };
+        bytes_mut::<20>(seg_tcp, 0)?[16..18].copy_from_slice(&c.to_be_bytes());
+        at += step;
     }
-    Some(Segments {
+    let segs = Segments {
         count,
         seg_len: if count > 1 { hdrs + mss } else { total },
         total,
+    };
+    Some((segs, hdrs))
+}
+
+/// One UDP GSO message of a super-packet cut by [`segment_tcp4_headers`]:
+/// its headers in the headers buffer, its payload in the super-packet's
+/// payload, and how many datagrams it carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GsoGroup {
+    /// The segments' headers, `count * hdrs` bytes of the headers buffer.
+    pub headers: Range<usize>,
+    /// Their payloads, back to back, in the payload (after the headers).
+    pub payload: Range<usize>,
+    /// Datagrams in the message (at most [`MAX_SEGMENTS`]).
+    pub count: usize,
+}
+
+/// Splits the segments `s` (with `hdrs` bytes of headers each and
+/// `payload_len` bytes of payload in all) into UDP GSO messages of at most
+/// `max_bytes` bytes and [`MAX_SEGMENTS`] datagrams (at least one datagram
+/// each). The ranges lie within `s.count * hdrs` and `payload_len` bytes and
+/// cover them exactly, in order; nothing comes out when `s` and `hdrs` do not
+/// describe such segments.
+pub fn gso_groups(
+    s: Segments,
+    hdrs: usize,
+    payload_len: usize,
+    max_bytes: usize,
+) -> impl Iterator<Item = GsoGroup> {
+    let mss = s.seg_len.saturating_sub(hdrs);
+    let whole = s
+        .count
+        .checked_mul(hdrs)
+        .and_then(|h| h.checked_add(payload_len));
+    let consistent = hdrs > 0
+        && s.count > 0
+        && s.seg_len >= hdrs
+        && whole == Some(s.total)
+        && if s.count == 1 {
+            s.seg_len == s.total
+        } else {
+            mss > 0
+                && (s.count - 1)
+                    .checked_mul(mss)
+                    .is_some_and(|x| x < payload_len)
+                && s.count.checked_mul(mss).is_some_and(|x| x >= payload_len)
+        };
+    let per = (max_bytes / s.seg_len.max(1)).clamp(1, MAX_SEGMENTS);
+    let count = if consistent { s.count } else { 0 };
+    (0..count).step_by(per).map(move |k| {
+        let c = per.min(count - k);
+        let end = if k + c == count {
+            payload_len
+        } else {
+            (k + c) * mss
+        };
+        GsoGroup {
+            headers: k * hdrs..(k + c) * hdrs,
+            payload: (k * mss).min(end)..end,
+            count: c,
+        }
     })
 }
 
@@ -250,29 +336,39 @@ struct TcpSeg {
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
 
+/// The flow of a TCP or UDP packet: addresses and ports.
+fn flow_of(pkt: &[u8], header_len: usize) -> Option<[u8; 12]> {
+    let ip = bytes::<IPV4_MIN_HEADER>(pkt, 0)?;
+    let ports = bytes::<4>(pkt, header_len)?;
+    let mut flow = [0u8; 12];
+    flow[..8].copy_from_slice(&ip[12..20]);
+    flow[8..].copy_from_slice(ports);
+    Some(flow)
+}
+
 /// A segment eligible for merging: TCP over IPv4 without IP options or
-/// fragmentation, with payload, and with no flag but ACK (and PSH).
+/// fragmentation, with a whole TCP header and payload, and with no flag but
+/// ACK (and PSH).
 fn mergeable(pkt: &[u8], h: &packet::Ipv4Header) -> Option<TcpSeg> {
+    let ip = bytes::<IPV4_MIN_HEADER>(pkt, 0)?;
     if h.protocol != PROTO_TCP
         || h.header_len != IPV4_MIN_HEADER
         || h.fragment_offset != 0
-        || pkt[6] & 0x20 != 0
+        || ip[6] & 0x20 != 0
     {
         return None;
     }
-    let t = pkt.get(20..h.total_len)?;
-    let doff = usize::from(*t.get(12)? >> 4) * 4;
-    let flags = t[13];
+    let t = pkt.get(IPV4_MIN_HEADER..h.total_len)?;
+    let th = bytes::<20>(t, 0)?;
+    let doff = usize::from(th[12] >> 4) * 4;
+    let flags = th[13];
     if doff < 20 || doff >= t.len() || flags & !TCP_PSH != TCP_ACK {
         return None;
     }
-    let mut flow = [0u8; 12];
-    flow[..8].copy_from_slice(&pkt[12..20]);
-    flow[8..].copy_from_slice(&t[..4]);
     Some(TcpSeg {
-        flow,
-        seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
-        hdrs: 20 + doff,
+        flow: flow_of(pkt, IPV4_MIN_HEADER)?,
+        seq: u32::from_be_bytes([th[4], th[5], th[6], th[7]]),
+        hdrs: IPV4_MIN_HEADER + doff,
         payload: t.len() - doff,
         flags,
     })
@@ -280,13 +376,17 @@ fn mergeable(pkt: &[u8], h: &packet::Ipv4Header) -> Option<TcpSeg> {
 
 /// Whether `b`'s headers allow it to follow `a` in one super-packet: the
 /// same TOS, DF, TTL and protocol, the same TCP ack, window, urgent pointer
-/// and options.
+/// and options (`hdrs` bytes of IP and TCP headers, at least 40).
 fn same_headers(a: &[u8], b: &[u8], hdrs: usize) -> bool {
-    a[1] == b[1]
-        && a[6..10] == b[6..10]
-        && a[28..33] == b[28..33]
-        && a[34..36] == b[34..36]
-        && a[38..hdrs] == b[38..hdrs]
+    let (Some(x), Some(y)) = (bytes::<40>(a, 0), bytes::<40>(b, 0)) else {
+        return false;
+    };
+    x[1] == y[1]
+        && x[6..10] == y[6..10]
+        && x[28..33] == y[28..33]
+        && x[34..36] == y[34..36]
+        && x[38..] == y[38..]
+        && matches!((a.get(40..hdrs), b.get(40..hdrs)), (Some(p), Some(q)) if p == q)
 }
 
 /// One flow's run of merged segments: where its packets are.
@@ -355,54 +455,36 @@ impl Coalescer {
         self.writes.clear();
     }
 
-    /// Adds a valid IPv4 packet `buf[off..off + len]` (parsed as `h`).
-    pub fn push(&mut self, buf: &[u8], off: usize, h: &packet::Ipv4Header) {
+    /// Adds the IPv4 packet `buf[off..off + h.total_len]` (parsed as `h`).
+    /// False, and nothing added, when those bytes are not in `buf`.
+    pub fn push(&mut self, buf: &[u8], off: usize, h: &packet::Ipv4Header) -> bool {
         let len = h.total_len;
+        let Some(pkt) = off.checked_add(len).and_then(|end| buf.get(off..end)) else {
+            return false;
+        };
         let idx = self.packets.len();
         self.packets.push((off, len));
         self.next.push(usize::MAX);
-        let pkt = &buf[off..off + len];
         let Some(seg) = mergeable(pkt, h) else {
             // Keep the order of its flow: end any run of the same flow.
             if h.protocol == PROTO_TCP || h.protocol == PROTO_UDP {
-                if let Some(t) = pkt.get(h.header_len..h.header_len + 4) {
-                    let mut flow = [0u8; 12];
-                    flow[..8].copy_from_slice(&pkt[12..20]);
-                    flow[8..].copy_from_slice(t);
+                if let Some(flow) = flow_of(pkt, h.header_len) {
                     self.close_flow(&flow);
                 }
             }
             self.writes.push(Write::Single(idx));
-            return;
+            return true;
         };
         if let Some(pos) = self
             .open
             .iter()
-            .position(|&r| self.runs[r].seg.flow == seg.flow)
+            .position(|&r| self.runs.get(r).is_some_and(|x| x.seg.flow == seg.flow))
         {
-            let r = self.open[pos];
-            let run = &self.runs[r];
-            let (fo, _) = self.packets[run.first];
-            let first = &buf[fo..];
-            if !run.closed
-                && seg.seq == run.next_seq
-                && seg.hdrs == run.seg.hdrs
-                && seg.payload <= run.seg.payload
-                && run.bytes + seg.payload <= MAX_MERGED
-                && run.count < MAX_SEGMENTS
-                && same_headers(first, pkt, seg.hdrs)
-            {
-                let run = &mut self.runs[r];
-                self.next[run.last] = idx;
-                run.last = idx;
-                run.count += 1;
-                run.next_seq = seg.seq.wrapping_add(seg.payload as u32);
-                run.bytes += seg.payload;
-                run.psh |= seg.flags & TCP_PSH != 0;
-                run.closed = seg.payload < run.seg.payload || seg.flags & TCP_PSH != 0;
-                return;
+            let r = self.open.remove(pos);
+            if self.extend(r, idx, &seg, buf, pkt) {
+                self.open.insert(pos, r);
+                return true;
             }
-            self.open.remove(pos);
         }
         if self.open.len() == MAX_OPEN {
             self.open.remove(0);
@@ -420,11 +502,50 @@ impl Coalescer {
         });
         self.open.push(r);
         self.writes.push(Write::Merged { run: r });
+        true
+    }
+
+    /// Appends packet `idx` (`pkt`, segment `seg`) to run `r` if it follows
+    /// the run's last packet.
+    fn extend(&mut self, r: usize, idx: usize, seg: &TcpSeg, buf: &[u8], pkt: &[u8]) -> bool {
+        let Some(run) = self.runs.get(r) else {
+            return false;
+        };
+        let first = self
+            .packets
+            .get(run.first)
+            .and_then(|&(fo, fl)| buf.get(fo..fo.saturating_add(fl)))
+            .unwrap_or_default();
+        if run.closed
+            || seg.seq != run.next_seq
+            || seg.hdrs != run.seg.hdrs
+            || seg.payload > run.seg.payload
+            || run.bytes + seg.payload > MAX_MERGED
+            || run.count >= MAX_SEGMENTS
+            || !same_headers(first, pkt, seg.hdrs)
+        {
+            return false;
+        }
+        let last = run.last;
+        if let Some(n) = self.next.get_mut(last) {
+            *n = idx;
+        }
+        let Some(run) = self.runs.get_mut(r) else {
+            return false;
+        };
+        run.last = idx;
+        run.count += 1;
+        run.next_seq = seg.seq.wrapping_add(seg.payload as u32);
+        run.bytes += seg.payload;
+        run.psh |= seg.flags & TCP_PSH != 0;
+        run.closed = seg.payload < run.seg.payload || seg.flags & TCP_PSH != 0;
+        true
     }
 
     fn close_flow(&mut self, flow: &[u8; 12]) {
         let runs = &self.runs;
-        self.open.retain(|&r| runs[r].seg.flow != *flow);
+        self.open
+            .retain(|&r| runs.get(r).is_some_and(|x| x.seg.flow != *flow));
     }
 
     /// The writes, in order, for this burst.
@@ -433,71 +554,68 @@ impl Coalescer {
     }
 
     /// The `(offset, length)` of packet `i`.
-    pub fn packet(&self, i: usize) -> (usize, usize) {
-        self.packets[i]
+    pub fn packet(&self, i: usize) -> Option<(usize, usize)> {
+        self.packets.get(i).copied()
     }
 
     /// The packets of run `r`, in order: `(offset, length)` each.
     pub fn run_packets(&self, r: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
-        let mut i = self.runs[r].first;
+        let mut i = self.runs.get(r).map_or(usize::MAX, |x| x.first);
         std::iter::from_fn(move || {
-            if i == usize::MAX {
-                return None;
-            }
-            let p = self.packets[i];
-            i = self.next[i];
+            let p = self.packets.get(i).copied()?;
+            i = self.next.get(i).copied().unwrap_or(usize::MAX);
             Some(p)
         })
     }
 
     /// The number of packets in run `r`.
     pub fn run_len(&self, r: usize) -> usize {
-        self.runs[r].count
+        self.runs.get(r).map_or(0, |x| x.count)
     }
 
     /// The header length (IP + TCP) of run `r`'s packets.
     pub fn run_hdrs(&self, r: usize) -> usize {
-        self.runs[r].seg.hdrs
+        self.runs.get(r).map_or(0, |x| x.seg.hdrs)
     }
 
     /// Writes into `out` the virtio header and the IP and TCP headers of run
     /// `r` as one super-packet (`count` >= 2), whose payload is the payloads
     /// of [`Coalescer::run_packets`] (each after [`Coalescer::run_hdrs`]
-    /// bytes). Returns the bytes written to `out`.
-    pub fn render(&self, r: usize, buf: &[u8], out: &mut [u8]) -> usize {
-        let run = &self.runs[r];
+    /// bytes). Returns the bytes written to `out` (at most
+    /// `VNET_HDR_LEN + MAX_HEADERS`), or `None` when `out` is too short or
+    /// `buf` is not the buffer the packets were pushed from.
+    pub fn render(&self, r: usize, buf: &[u8], out: &mut [u8]) -> Option<usize> {
+        let run = self.runs.get(r)?;
         let hdrs = run.seg.hdrs;
-        let (fo, _) = self.packets[run.first];
-        let first = &buf[fo..fo + hdrs];
-        let total = hdrs + run.bytes;
-        VnetHdr {
+        let (fo, _) = self.packet(run.first)?;
+        let first = buf.get(fo..fo.checked_add(hdrs)?)?;
+        let total = u16::try_from(hdrs + run.bytes).ok()?;
+        let vnet = VnetHdr {
             flags: F_NEEDS_CSUM,
             gso_type: GSO_TCPV4,
             hdr_len: hdrs as u16,
             gso_size: run.seg.payload as u16,
             csum_start: IPV4_MIN_HEADER as u16,
             csum_offset: 16,
-        }
-        .write(out);
-        let o = &mut out[VNET_HDR_LEN..VNET_HDR_LEN + hdrs];
+        };
+        let (v, o) = out
+            .get_mut(..VNET_HDR_LEN + hdrs)?
+            .split_first_chunk_mut::<VNET_HDR_LEN>()?;
+        *v = vnet.to_bytes();
         o.copy_from_slice(first);
-        o[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        o[10..12].fill(0);
-        let c = packet::checksum(&o[..IPV4_MIN_HEADER]);
-        o[10..12].copy_from_slice(&c.to_be_bytes());
+        let h = bytes_mut::<40>(o, 0)?;
+        h[2..4].copy_from_slice(&total.to_be_bytes());
+        h[10..12].fill(0);
+        let c = packet::checksum(&h[..IPV4_MIN_HEADER]);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
         if run.psh {
-            o[33] |= TCP_PSH;
+            h[33] |= TCP_PSH;
         }
         // CHECKSUM_PARTIAL: the field holds the pseudo-header's sum.
-        let tcp_len = total - IPV4_MIN_HEADER;
-        let p = fold(pseudo_sum(
-            &first[12..16],
-            &first[16..20],
-            PROTO_TCP,
-            tcp_len,
-        ));
-        o[36..38].copy_from_slice(&p.to_be_bytes());
-        VNET_HDR_LEN + hdrs
+        let tcp_len = usize::from(total) - IPV4_MIN_HEADER;
+        let p = fold(pseudo_sum(&h[12..16], &h[16..20], PROTO_TCP, tcp_len));
+        h[36..38].copy_from_slice(&p.to_be_bytes());
+        Some(VNET_HDR_LEN + hdrs)
     }
 }
 
@@ -570,8 +688,7 @@ mod tests {
             csum_start: 20,
             csum_offset: 16,
         };
-        let mut b = [0u8; VNET_HDR_LEN];
-        h.write(&mut b);
+        let b = h.to_bytes();
         assert_eq!(VnetHdr::parse(&b), Some(h));
         assert_eq!(VnetHdr::parse(&b[..9]), None);
     }
@@ -600,16 +717,10 @@ mod tests {
         assert_eq!(s.seg_len, 20 + 32 + 1388);
         assert_eq!(s.total, 8 * 52 + 10_000);
         let mut segs = Vec::new();
-        let mut at = 0;
-        for i in 0..s.count {
-            let len = if i + 1 < s.count {
-                s.seg_len
-            } else {
-                s.total - at
-            };
-            let seg = &out[at..at + len];
+        for (i, r) in s.ranges().enumerate() {
+            let seg = &out[r];
             let h = packet::parse(seg).unwrap();
-            assert_eq!(h.total_len, len);
+            assert_eq!(h.total_len, seg.len());
             assert!(tcp_valid(seg), "segment {i}");
             let seq = u32::from_be_bytes(seg[24..28].try_into().unwrap());
             assert_eq!(seq, 1000 + 1388 * i as u32);
@@ -617,7 +728,6 @@ mod tests {
             assert_eq!(flags & TCP_PSH != 0, i + 1 == s.count);
             assert_eq!(flags & 0x80 != 0, i == 0);
             segs.push(seg.to_vec());
-            at += len;
         }
         // Headers only: the same headers, the payload left where it is.
         let mut hout = vec![0u8; 8 * 52];
@@ -637,12 +747,12 @@ mod tests {
             let off = buf.len();
             buf.extend_from_slice(seg);
             let h = packet::parse(seg).unwrap();
-            c.push(&buf, off, &h);
+            assert!(c.push(&buf, off, &h));
         }
         assert_eq!(c.writes(), &[Write::Merged { run: 0 }]);
         assert_eq!(c.run_len(0), 8);
         let mut hdr = [0u8; 128];
-        let n = c.render(0, &buf, &mut hdr);
+        let n = c.render(0, &buf, &mut hdr).unwrap();
         let v = VnetHdr::parse(&hdr).unwrap();
         assert_eq!((v.gso_type, v.gso_size, v.hdr_len), (GSO_TCPV4, 1388, 52));
         let mut merged = hdr[VNET_HDR_LEN..n].to_vec();
@@ -665,7 +775,7 @@ mod tests {
             let off = buf.len();
             buf.extend_from_slice(&p);
             let h = packet::parse(&p).unwrap();
-            c.push(&buf, off, &h);
+            assert!(c.push(&buf, off, &h));
         };
         add(tcp_packet(0, TCP_ACK, &[1; 100], &[]), &mut c);
         add(tcp_packet(100, TCP_ACK, &[1; 100], &[]), &mut c);
@@ -721,8 +831,8 @@ mod tests {
             let _ = complete_partial_csum(&mut p, (next() % 100) as usize, (next() % 40) as usize);
             if let Ok(h) = packet::parse(&p) {
                 let mut c = Coalescer::new();
-                c.push(&p, 0, &h);
-                c.push(&p, 0, &h);
+                assert!(c.push(&p, 0, &h));
+                assert!(c.push(&p, 0, &h));
                 for w in c.writes().to_vec() {
                     if let Write::Merged { run } = w {
                         if c.run_len(run) > 1 {
@@ -734,5 +844,27 @@ mod tests {
             }
             let _ = i;
         }
+    }
+
+    /// The packet that stopped the overlay (issue 9): a valid IPv4 header
+    /// and 13 bytes of TCP header, so the flags byte (13) is missing.
+    #[test]
+    fn a_33_byte_tcp_packet_is_not_merged_and_does_not_panic() {
+        let mut p = tcp_packet(1, TCP_ACK, b"", &[]);
+        p.truncate(33);
+        p[2..4].copy_from_slice(&33u16.to_be_bytes());
+        p[10..12].fill(0);
+        let c = packet::checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        let h = packet::parse(&p).unwrap();
+        assert_eq!((h.total_len, h.protocol), (33, PROTO_TCP));
+        assert!(mergeable(&p, &h).is_none());
+        let mut c = Coalescer::new();
+        assert!(c.push(&p, 0, &h));
+        assert_eq!(c.writes(), &[Write::Single(0)]);
+        assert_eq!(segment_tcp4(&p, 1000, &mut [0u8; 4096]), None);
+        // A lying header (its length beyond the buffer) is refused, not read.
+        assert!(!c.push(&p[..30], 0, &h));
+        assert!(!c.push(&p, usize::MAX, &h));
     }
 }

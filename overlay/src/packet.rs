@@ -85,6 +85,20 @@ impl Ipv4Header {
     }
 }
 
+/// `N` bytes of `buf` from offset `at`, or `None` when they are not all
+/// there: the checked way to read a header (constant indexes into the array
+/// it returns cannot fail).
+#[inline]
+pub fn bytes<const N: usize>(buf: &[u8], at: usize) -> Option<&[u8; N]> {
+    buf.get(at..at.checked_add(N)?)?.try_into().ok()
+}
+
+/// [`bytes`], writable.
+#[inline]
+pub fn bytes_mut<const N: usize>(buf: &mut [u8], at: usize) -> Option<&mut [u8; N]> {
+    buf.get_mut(at..at.checked_add(N)?)?.try_into().ok()
+}
+
 /// The IP version of a packet (the high nibble of its first byte).
 #[inline]
 pub fn version(buf: &[u8]) -> Option<u8> {
@@ -103,31 +117,32 @@ pub fn parse(buf: &[u8]) -> Result<Ipv4Header, Malformed> {
     if version != 4 {
         return Err(Malformed::NotIpv4(version));
     }
-    if buf.len() < IPV4_MIN_HEADER {
+    let Some(b) = bytes::<IPV4_MIN_HEADER>(buf, 0) else {
         return Err(Malformed::Truncated(buf.len()));
-    }
-    let header_len = usize::from(first & 0x0f) * 4;
-    if header_len < IPV4_MIN_HEADER || header_len > buf.len() {
-        return Err(Malformed::HeaderLength(header_len));
-    }
-    let total_len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+    };
+    let header_len = usize::from(b[0] & 0x0f) * 4;
+    let header = match buf.get(..header_len) {
+        Some(h) if header_len >= IPV4_MIN_HEADER => h,
+        _ => return Err(Malformed::HeaderLength(header_len)),
+    };
+    let total_len = usize::from(u16::from_be_bytes([b[2], b[3]]));
     if total_len < header_len || total_len > buf.len() {
         return Err(Malformed::TotalLength {
             total: total_len,
             available: buf.len(),
         });
     }
-    if checksum(&buf[..header_len]) != 0 {
+    if checksum(header) != 0 {
         return Err(Malformed::Checksum);
     }
     Ok(Ipv4Header {
-        src: Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]),
-        dst: Ipv4Addr::new(buf[16], buf[17], buf[18], buf[19]),
-        ttl: buf[8],
-        protocol: buf[9],
+        src: Ipv4Addr::new(b[12], b[13], b[14], b[15]),
+        dst: Ipv4Addr::new(b[16], b[17], b[18], b[19]),
+        ttl: b[8],
+        protocol: b[9],
         header_len,
         total_len,
-        fragment_offset: u16::from_be_bytes([buf[6], buf[7]]) & 0x1fff,
+        fragment_offset: u16::from_be_bytes([b[6], b[7]]) & 0x1fff,
     })
 }
 
@@ -164,26 +179,53 @@ pub fn checksum(data: &[u8]) -> u16 {
 /// Decrements the TTL of a packet that [`parse`] accepted, updating the
 /// header checksum incrementally (RFC 1624, eqn. 3: `HC' = ~(~HC + ~m + m')`
 /// over the 16-bit word holding TTL and protocol). Returns the new TTL, or
-/// `None` (leaving the packet unchanged) when the TTL is 0 or 1: a router
-/// must then drop the packet.
+/// `None` (leaving the packet unchanged) when the TTL is 0 or 1 (a router
+/// must then drop the packet) or the buffer is shorter than a header.
 #[inline]
 pub fn decrement_ttl(buf: &mut [u8]) -> Option<u8> {
-    if buf.len() < IPV4_MIN_HEADER || buf[8] <= 1 {
+    let b = bytes_mut::<IPV4_MIN_HEADER>(buf, 0)?;
+    if b[8] <= 1 {
         return None;
     }
-    let old_word = u16::from_be_bytes([buf[8], buf[9]]);
-    let new_ttl = buf[8] - 1;
-    let new_word = u16::from_be_bytes([new_ttl, buf[9]]);
-    let old_check = u16::from_be_bytes([buf[10], buf[11]]);
+    let old_word = u16::from_be_bytes([b[8], b[9]]);
+    let new_ttl = b[8] - 1;
+    let new_word = u16::from_be_bytes([new_ttl, b[9]]);
+    let old_check = u16::from_be_bytes([b[10], b[11]]);
     let sum = u64::from(!old_check) + u64::from(!old_word) + u64::from(new_word);
-    let new_check = !fold(sum);
-    buf[8] = new_ttl;
-    buf[10..12].copy_from_slice(&new_check.to_be_bytes());
+    let [c0, c1] = (!fold(sum)).to_be_bytes();
+    b[8] = new_ttl;
+    b[10] = c0;
+    b[11] = c1;
     Some(new_ttl)
 }
 
 fn never_answered(addr: Ipv4Addr) -> bool {
     addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() || addr.is_loopback()
+}
+
+/// A 20-byte IPv4 header without options, its checksum computed.
+#[allow(clippy::too_many_arguments)]
+fn ipv4_header(
+    tos: u8,
+    total: u16,
+    flags_fragment: u16,
+    ttl: u8,
+    protocol: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+) -> [u8; IPV4_MIN_HEADER] {
+    let mut h = [0u8; IPV4_MIN_HEADER];
+    h[0] = 0x45;
+    h[1] = tos;
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[6..8].copy_from_slice(&flags_fragment.to_be_bytes());
+    h[8] = ttl;
+    h[9] = protocol;
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&dst.octets());
+    let c = checksum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h
 }
 
 /// Builds into `out` an ICMP error of `icmp_type`/`code` from `src` to the
@@ -216,32 +258,23 @@ pub fn icmp_error(
             return None;
         }
     }
-    let quoted = h.header_len + (h.total_len - h.header_len).min(8);
-    let total = IPV4_MIN_HEADER + 8 + quoted;
     if out.len() < ICMP_ERROR_MAX {
         return None;
     }
-    let out = &mut out[..total];
-    // IP header.
-    out[0] = 0x45;
-    out[1] = 0xc0; // precedence: internetwork control, as Linux sends errors
-    out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    out[4..8].fill(0); // identification, flags, fragment offset
-    out[8] = ICMP_TTL;
-    out[9] = PROTO_ICMP;
-    out[10..12].fill(0);
-    out[12..16].copy_from_slice(&src.octets());
-    out[16..20].copy_from_slice(&h.src.octets());
-    let ip_check = checksum(&out[..IPV4_MIN_HEADER]);
-    out[10..12].copy_from_slice(&ip_check.to_be_bytes());
-    // ICMP header and the quote.
-    let icmp = &mut out[IPV4_MIN_HEADER..];
-    icmp[0] = icmp_type;
-    icmp[1] = code;
-    icmp[2..8].fill(0);
-    icmp[8..].copy_from_slice(&orig[..quoted]);
-    let icmp_check = checksum(icmp);
-    icmp[2..4].copy_from_slice(&icmp_check.to_be_bytes());
+    let quoted = h.header_len + h.total_len.saturating_sub(h.header_len).min(8);
+    let quote = orig.get(..quoted)?;
+    let total = IPV4_MIN_HEADER + 8 + quoted;
+    let (ip, icmp) = out
+        .get_mut(..total)?
+        .split_first_chunk_mut::<IPV4_MIN_HEADER>()?;
+    // Precedence "internetwork control", as Linux sends errors.
+    *ip = ipv4_header(0xc0, total as u16, 0, ICMP_TTL, PROTO_ICMP, src, h.src);
+    // The ICMP header and the quote.
+    let (head, body) = icmp.split_first_chunk_mut::<8>()?;
+    *head = [icmp_type, code, 0, 0, 0, 0, 0, 0];
+    body.get_mut(..quote.len())?.copy_from_slice(quote);
+    let c = checksum(icmp).to_be_bytes();
+    icmp.get_mut(2..4)?.copy_from_slice(&c);
     Some(total)
 }
 
@@ -256,8 +289,9 @@ pub fn icmp_time_exceeded(orig: &[u8], src: Ipv4Addr, out: &mut [u8]) -> Option<
 }
 
 /// Builds a valid IPv4 packet (for tests and tools): a 20-byte header with
-/// the given fields and checksum, followed by `payload`. Returns the length,
-/// or `None` if `out` is too short or the packet longer than 65535 bytes.
+/// the given fields and checksum (DF set), followed by `payload`. Returns the
+/// length, or `None` if `out` is too short or the packet longer than 65535
+/// bytes.
 pub fn build_ipv4(
     out: &mut [u8],
     src: Ipv4Addr,
@@ -267,22 +301,12 @@ pub fn build_ipv4(
     payload: &[u8],
 ) -> Option<usize> {
     let total = IPV4_MIN_HEADER + payload.len();
-    if total > usize::from(u16::MAX) || out.len() < total {
-        return None;
-    }
-    out[0] = 0x45;
-    out[1] = 0;
-    out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    out[4..6].fill(0);
-    out[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
-    out[8] = ttl;
-    out[9] = protocol;
-    out[10..12].fill(0);
-    out[12..16].copy_from_slice(&src.octets());
-    out[16..20].copy_from_slice(&dst.octets());
-    let c = checksum(&out[..IPV4_MIN_HEADER]);
-    out[10..12].copy_from_slice(&c.to_be_bytes());
-    out[IPV4_MIN_HEADER..total].copy_from_slice(payload);
+    let total16 = u16::try_from(total).ok()?;
+    let (ip, rest) = out
+        .get_mut(..total)?
+        .split_first_chunk_mut::<IPV4_MIN_HEADER>()?;
+    *ip = ipv4_header(0, total16, 0x4000, ttl, protocol, src, dst);
+    rest.copy_from_slice(payload);
     Some(total)
 }
 

@@ -6,10 +6,11 @@
 //! same line), and [`Stats::snapshot`] sums the shards. The snapshot is what
 //! the daemon writes as JSON to its stats file.
 
+use crate::registry::BadLease;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 /// One counter of a shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +109,7 @@ pub struct Stats {
     delay_queued: AtomicU64,
     workers: AtomicU64,
     offload: std::sync::atomic::AtomicBool,
+    bad_leases: Mutex<Vec<BadLease>>,
     started: std::time::Instant,
 }
 
@@ -120,6 +122,7 @@ impl Stats {
             delay_queued: AtomicU64::new(0),
             workers: AtomicU64::new(0),
             offload: std::sync::atomic::AtomicBool::new(false),
+            bad_leases: Mutex::new(Vec::new()),
             started: std::time::Instant::now(),
         }
     }
@@ -152,6 +155,11 @@ impl Stats {
     /// Records whether the offloads are in use.
     pub fn set_offload(&self, on: bool) {
         self.offload.store(on, Relaxed);
+    }
+
+    /// Records the lease files that could not be read.
+    pub fn set_bad_leases(&self, bad: Vec<BadLease>) {
+        *crate::lock(&self.bad_leases) = bad;
     }
 
     /// The sum of `counter` over every shard.
@@ -198,6 +206,7 @@ impl Stats {
             gro_merged: t(GroMerged),
             offload: self.offload.load(Relaxed),
             leases: self.leases.load(Relaxed),
+            bad_leases: crate::lock(&self.bad_leases).clone(),
             delay_queued: self.delay_queued.load(Relaxed),
             workers: self.workers.load(Relaxed),
             uptime_ms: self.started.elapsed().as_millis() as u64,
@@ -250,7 +259,7 @@ impl Drops {
 }
 
 /// A daemon's counters at one moment, as written to its stats file.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsSnapshot {
     /// From the TUN into UDP.
@@ -285,6 +294,11 @@ pub struct StatsSnapshot {
     pub offload: bool,
     /// Current leases (routes) known.
     pub leases: u64,
+    /// Lease files that could not be read at the last look, each with the
+    /// reason; the lease such a file last held stays in force until the file
+    /// is readable again or removed.
+    #[serde(default)]
+    pub bad_leases: Vec<BadLease>,
     /// Packets waiting in the delay queues now.
     pub delay_queued: u64,
     /// Data-path workers (TUN queues).
@@ -293,19 +307,13 @@ pub struct StatsSnapshot {
     pub uptime_ms: u64,
 }
 
-/// Writes `snapshot` as JSON to `path` atomically: to a temporary file in the
-/// same directory, then renamed over `path`, so that a reader never sees a
-/// partial file.
+/// Writes `snapshot` as JSON to `path` atomically
+/// ([`crate::atomic_file::write_atomic`]): a reader never sees a partial
+/// file.
 pub fn write_snapshot(path: &Path, snapshot: &StatsSnapshot) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
     let mut text = serde_json::to_vec_pretty(snapshot).map_err(std::io::Error::other)?;
     text.push(b'\n');
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&text)?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    crate::atomic_file::write_atomic(path, &text)
 }
 
 #[cfg(test)]
@@ -320,24 +328,35 @@ mod tests {
         s.shard(4).inc(Counter::ForeignSource);
         s.shard(2).add(Counter::Malformed, 7);
         s.set_leases(4);
+        s.set_bad_leases(vec![BadLease {
+            file: "subnets/10.244.3.0-24".into(),
+            error: "expected value at line 1 column 1".into(),
+        }]);
         let snap = s.snapshot();
         assert_eq!(snap.tun_to_udp.packets, 5);
         assert_eq!(snap.drops.foreign_source, 1);
         assert_eq!(snap.drops.total(), 8);
         assert_eq!(snap.leases, 4);
-        let json = serde_json::to_value(snap).unwrap();
+        let json = serde_json::to_value(&snap).unwrap();
         assert_eq!(json["tunToUdp"]["packets"], 5);
         assert_eq!(json["drops"]["foreignSource"], 1);
         assert_eq!(json["icmpUnreachableSent"], 0);
+        assert_eq!(json["badLeases"][0]["file"], "subnets/10.244.3.0-24");
+        assert!(json["badLeases"][0]["error"].is_string());
         let back: StatsSnapshot = serde_json::from_value(json).unwrap();
         assert_eq!(back, snap);
+        // A file written before the field existed still reads.
+        let mut old = serde_json::to_value(&snap).unwrap();
+        old.as_object_mut().unwrap().remove("badLeases");
+        let back: StatsSnapshot = serde_json::from_value(old).unwrap();
+        assert!(back.bad_leases.is_empty());
         assert_eq!(std::mem::align_of::<Shard>(), 128);
     }
 
     #[test]
     fn snapshot_file_is_replaced_atomically() {
-        let dir = std::env::temp_dir().join(format!("overlay-stats-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join("node.stats.json");
         let s = Stats::new(1);
         write_snapshot(&path, &s.snapshot()).unwrap();
@@ -347,10 +366,9 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(back.drops.no_route, 1);
         assert_eq!(
-            std::fs::read_dir(&dir).unwrap().count(),
+            std::fs::read_dir(dir).unwrap().count(),
             1,
             "no temporary file left"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -11,6 +11,7 @@
 //! arrived on the device.
 //!
 //! Each call works in the network namespace of the calling *thread*.
+#![allow(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -171,6 +172,12 @@ pub fn exists(name: &str) -> bool {
     unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }
 
+/// Whether the process runs as root (the TUN ioctls need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,9 +195,7 @@ mod tests {
     /// network namespace (a thread that unshares its own).
     #[test]
     fn persistent_device_lifecycle() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root");
+        if !crate::require_root("persistent_device_lifecycle") {
             return;
         }
         std::thread::spawn(|| {

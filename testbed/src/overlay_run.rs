@@ -95,9 +95,7 @@ pub fn write_impairment(plan: &Plan, node: &NodePlan) -> Result<(), OverlayRunEr
         source,
     };
     std::fs::create_dir_all(overlay_dir(plan)).map_err(io)?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)
+    overlay::atomic_file::write_atomic(&path, text.as_bytes()).map_err(io)
 }
 
 /// Writes the network configuration and every node's lease, as flannel's
@@ -189,8 +187,6 @@ pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), OverlayRunError> {
     nix::sched::setns(&ns.file, nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| OverlayRunError::Run(format!("entering {}: {e}", n.netns)))?;
     let store = FileStore::new(registry_dir(plan));
-    // Renew this node's lease, as flanneld does, well before it expires.
-    let renewer = store.clone();
     let (subnet, attrs) = (
         n.lease.subnet,
         LeaseAttrs {
@@ -199,21 +195,20 @@ pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), OverlayRunError> {
             backend_data: serde_json::Value::Null,
         },
     );
-    std::thread::spawn(move || loop {
-        std::thread::sleep(overlay::registry::DEFAULT_TTL / 4);
-        if let Err(e) = renewer.put_lease(subnet, &attrs) {
-            tracing::warn!(error = %e, "renewing the lease");
+    // Each look at the registry (every 200 ms, on the daemon's control
+    // thread, so under its guard) first renews this node's lease when due,
+    // as flanneld does, well before it expires.
+    let renew_every = overlay::registry::DEFAULT_TTL / 4;
+    let mut next_renewal = Instant::now() + renew_every;
+    let leases = overlay::registry::udp_leases(move || {
+        if Instant::now() >= next_renewal {
+            if let Err(e) = store.put_lease(subnet, &attrs) {
+                tracing::warn!(error = %e, "renewing the lease");
+            }
+            next_renewal = Instant::now() + renew_every;
         }
+        store.scan()
     });
-    let leases = move || {
-        store
-            .leases()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|l| l.attrs.backend_type == "udp")
-            .map(|l| (l.subnet, l.attrs.public_ip))
-            .collect()
-    };
     let imp = impairment(&n.link);
     let stream = index as u64 * 2;
     let cfg = overlay::daemon::DaemonConfig {
@@ -229,6 +224,7 @@ pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), OverlayRunError> {
         workers: 2,
     };
     static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    overlay::daemon::install_panic_backstop(&STOP);
     extern "C" fn on_signal(_: libc::c_int) {
         STOP.store(true, std::sync::atomic::Ordering::SeqCst);
     }
@@ -241,7 +237,11 @@ pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), OverlayRunError> {
             let _ = nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::Handler(on_signal));
         }
     }
-    overlay::daemon::run(cfg, &STOP).map_err(|e| OverlayRunError::Run(e.to_string()))
+    overlay::daemon::run(cfg, &STOP).map_err(|e| OverlayRunError::Run(e.to_string()))?;
+    if overlay::daemon::panicked() {
+        return Err(OverlayRunError::Run("a thread panicked (see above)".into()));
+    }
+    Ok(())
 }
 
 /// The counters every node's daemon last reported, by node (nodes without

@@ -171,6 +171,10 @@ fn counters(plan: &Plan) -> std::collections::BTreeMap<String, overlay::stats::S
     }
     stats.set_workers(2);
     stats.set_leases(1);
+    stats.set_bad_leases(vec![overlay::registry::BadLease {
+        file: "/run/testbed/web/registry/subnets/10.244.3.0-24".into(),
+        error: "expected value at line 1 column 1".into(),
+    }]);
     let snapshot = || overlay::stats::StatsSnapshot {
         uptime_ms: 61_000,
         ..stats.snapshot()

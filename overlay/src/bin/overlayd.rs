@@ -8,12 +8,16 @@
 //!
 //! Leases are read every 200 ms from `--leases-dir`, in flannel's layout: one
 //! file `subnets/<net>-<len>` per node holding
-//! `{"PublicIP": "...", "BackendType": "udp", "BackendData": null}`.
+//! `{"PublicIP": "...", "BackendType": "udp", "BackendData": null}`. A file
+//! that cannot be read is skipped (and reported in the stats); the lease it
+//! last held stays until it is readable again or removed.
+//!
+//! The exit status is not 0 when the data path failed or any thread
+//! panicked, so that a supervisor starts the daemon again.
 
 use clap::Parser;
 use overlay::daemon::{self, DaemonConfig};
-use overlay::Ipv4Net;
-use serde::Deserialize;
+use overlay::{registry, Ipv4Net};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,43 +71,24 @@ struct Args {
     verbose: u8,
 }
 
-#[derive(Deserialize)]
-struct LeaseAttrs {
-    #[serde(rename = "PublicIP")]
-    public_ip: Ipv4Addr,
-    #[serde(rename = "BackendType", default)]
-    backend_type: Option<String>,
+/// Where the lease files are: `dir/subnets` when it exists, else `dir`.
+fn lease_dir(dir: &Path) -> PathBuf {
+    let sub = dir.join("subnets");
+    if sub.is_dir() {
+        sub
+    } else {
+        dir.to_path_buf()
+    }
 }
 
-/// The udp leases in `dir` (or `dir/subnets` when it exists).
-fn read_leases(dir: &Path) -> Vec<(Ipv4Net, Ipv4Addr)> {
-    let sub = dir.join("subnets");
-    let dir = if sub.is_dir() { sub } else { dir.to_path_buf() };
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some((addr, len)) = name.rsplit_once('-') else {
-            continue;
-        };
-        let Ok(net) = format!("{addr}/{len}").parse::<Ipv4Net>() else {
-            continue;
-        };
-        let Ok(text) = std::fs::read_to_string(e.path()) else {
-            continue;
-        };
-        match serde_json::from_str::<LeaseAttrs>(&text) {
-            Ok(a) if a.backend_type.as_deref().is_none_or(|t| t == "udp") => {
-                out.push((net, a.public_ip))
-            }
-            Ok(_) => {}
-            Err(err) => tracing::debug!("{}: {err}", e.path().display()),
-        }
-    }
-    out
+/// The daemon's lease source: the udp leases in `dir` (without expiry: the
+/// files are the truth), a file that cannot be read skipped and reported,
+/// the lease it last held kept.
+fn lease_source(dir: Option<PathBuf>) -> daemon::LeaseSource {
+    Box::new(registry::udp_leases(move || match &dir {
+        Some(d) => registry::scan_lease_dir(&lease_dir(d), None),
+        None => Ok(registry::LeaseScan::default()),
+    }))
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -150,13 +135,13 @@ fn run(args: Args) -> Result<(), String> {
         // SAFETY: the handler only stores to an atomic.
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
-    let leases_dir = args.leases_dir.clone();
+    daemon::install_panic_backstop(&STOP);
     let cfg = DaemonConfig {
         tun: args.tun.clone(),
         bind: SocketAddrV4::new(args.public_ip, args.port),
         network: args.network,
         own_subnet: args.subnet,
-        leases: Box::new(move || leases_dir.as_deref().map(read_leases).unwrap_or_default()),
+        leases: lease_source(args.leases_dir.clone()),
         impair_egress: Some((Default::default(), args.seed, 0)),
         impair_ingress: Some((Default::default(), args.seed, 1)),
         impair_file: args.impair,
@@ -175,7 +160,10 @@ fn run(args: Args) -> Result<(), String> {
     let opts = daemon::RunOptions {
         offload: !args.no_offload && daemon::RunOptions::default().offload,
     };
-    let result = daemon::run_with_options(cfg, &STOP, stats, opts).map_err(|e| e.to_string());
+    let result = match daemon::run_with_options(cfg, &STOP, stats, opts) {
+        Ok(()) if daemon::panicked() => Err("a thread panicked (see above)".to_string()),
+        r => r.map_err(|e| e.to_string()),
+    };
     if created {
         if let Err(e) = overlay::tun::delete_persistent(&args.tun) {
             tracing::warn!("removing TUN device {}: {e}", args.tun);
@@ -190,7 +178,8 @@ mod tests {
 
     #[test]
     fn reads_flannel_lease_files() {
-        let dir = std::env::temp_dir().join(format!("overlayd-leases-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let sub = dir.join("subnets");
         std::fs::create_dir_all(&sub).unwrap();
         std::fs::write(
@@ -203,16 +192,24 @@ mod tests {
             r#"{"PublicIP":"192.168.96.3","BackendType":"vxlan","BackendData":{"VNI":1}}"#,
         )
         .unwrap();
+        std::fs::write(sub.join("10.244.4.0-24"), r#"{"PublicIP":"192.168.96.4"}"#).unwrap();
         std::fs::write(sub.join("10.244.3.0-24"), "not json").unwrap();
         std::fs::write(sub.join("junk"), "{}").unwrap();
-        let leases = read_leases(&dir);
+        let set = lease_source(Some(dir.to_path_buf()))();
         assert_eq!(
-            leases,
-            vec![(
-                "10.244.1.0/24".parse().unwrap(),
-                Ipv4Addr::new(192, 168, 96, 2)
-            )]
+            set.leases,
+            vec![
+                (
+                    "10.244.1.0/24".parse().unwrap(),
+                    Ipv4Addr::new(192, 168, 96, 2)
+                ),
+                (
+                    "10.244.4.0/24".parse().unwrap(),
+                    Ipv4Addr::new(192, 168, 96, 4)
+                )
+            ]
         );
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(set.bad.len(), 1);
+        assert!(set.bad[0].file.ends_with("10.244.3.0-24"));
     }
 }

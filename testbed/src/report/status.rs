@@ -389,6 +389,16 @@ impl fmt::Display for StatusReport {
                 ["OVERLAY", "SENT (TUN->UDP)", "RECEIVED (UDP->TUN)", "DROPS"],
                 daemons.iter().map(|(n, s)| overlay_row(n, s)),
             )
-        })
+        })?;
+        for (node, s) in &daemons {
+            for b in &s.bad_leases {
+                writeln!(
+                    f,
+                    "{node}: lease file {} skipped ({}); the lease it last held is kept",
+                    b.file, b.error
+                )?;
+            }
+        }
+        Ok(())
     }
 }

@@ -414,7 +414,11 @@ mod tests {
             text.contains("\"lastExit\": {\n        \"code\": 127"),
             "{text}"
         );
-        assert!(!dir.path().join(".status.json.tmp").exists());
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [STATUS_FILE], "no temporary file is left");
     }
 
     #[test]

@@ -201,12 +201,8 @@ pub fn programmed_path(plan: &Plan, node: Option<&str>) -> PathBuf {
 
 /// Records `ready` at `path` atomically.
 pub fn write_programmed(path: &Path, ready: &PodSet) {
-    let tmp = path.with_extension("tmp");
     let text = serde_json::to_string(ready).unwrap_or_default();
-    if std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .is_err()
-    {
+    if crate::state::write_atomic(path, text.as_bytes()).is_err() {
         tracing::warn!(path = %path.display(), "cannot record the programmed endpoints");
     }
 }
