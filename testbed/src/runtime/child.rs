@@ -83,11 +83,7 @@ pub(crate) fn run(steps: &[Step], report: RawFd) -> io::Result<()> {
         // SAFETY: every pointer passed is from a CString owned by `steps`,
         // which outlives the call; the calls are plain system calls.
         if let Err(errno) = unsafe { call(step) } {
-            let mut buf = [0u8; 8];
-            buf[..4].copy_from_slice(&(i as u32).to_ne_bytes());
-            buf[4..].copy_from_slice(&errno.to_ne_bytes());
-            // SAFETY: write(2) on a pipe with a stack buffer.
-            unsafe { libc::write(report, buf.as_ptr().cast(), buf.len()) };
+            report_failure(report, i, errno);
             return Err(io::Error::from_raw_os_error(errno));
         }
     }
@@ -208,4 +204,124 @@ pub(crate) fn read_report(read: &OwnedFd) -> Option<(usize, i32)> {
 /// A C string from a Rust string that must not contain NUL.
 pub(crate) fn cstring(s: impl Into<Vec<u8>>) -> Option<CString> {
     CString::new(s).ok()
+}
+
+/// What a new process executes once its steps are done.
+pub(crate) struct Exec {
+    /// The program's path.
+    pub program: CString,
+    /// Its arguments, `argv[0]` first.
+    pub argv: Vec<CString>,
+    /// Its whole environment, `KEY=value`.
+    pub env: Vec<CString>,
+    /// Its stdin, stdout and stderr.
+    pub stdio: [RawFd; 3],
+}
+
+/// Everything the child of [`spawn_vm`] reads, in the parent's memory
+/// (which it shares until it executes).
+struct VmChild<'a> {
+    steps: &'a [Step],
+    report: RawFd,
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    stdio: [RawFd; 3],
+}
+
+/// The stack of a [`spawn_vm`] child: it only makes system calls.
+const VM_STACK: usize = 64 * 1024;
+
+/// Starts a process that makes `steps`, then executes `exec`; returns its
+/// pid, or the failure with the index of the failed step (`steps.len()`
+/// for the `exec` itself) as [`run`] reports it on `report`.
+///
+/// It is made with `clone(CLONE_VM | CLONE_VFORK)`, as `posix_spawn`
+/// does: the child borrows this process's memory instead of copying its
+/// page tables, and this thread waits until the child has executed its
+/// program (or failed). With thousands of containers, copying and freeing
+/// the supervisor's page tables for every `fork` was most of the cost of
+/// starting one. The child only makes system calls on prepared data and
+/// its own stack; every signal is blocked around the `clone` and the child
+/// clears the mask before it executes, with its handlers reset.
+pub(crate) fn spawn_vm(steps: &[Step], exec: &Exec, report: RawFd) -> io::Result<libc::pid_t> {
+    let argv: Vec<*const libc::c_char> = exec
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = exec
+        .env
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let args = VmChild {
+        steps,
+        report,
+        program: exec.program.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        stdio: exec.stdio,
+    };
+    let mut stack = vec![0u8; VM_STACK];
+    // SAFETY: the stack grows down from its end, 16-byte aligned; `args`
+    // and everything it points to outlive the child's use of them, since
+    // CLONE_VFORK keeps this thread waiting until the child has executed
+    // or exited; the signal masks are restored before returning.
+    unsafe {
+        let top = stack.as_mut_ptr().add(VM_STACK);
+        let top = (top as usize & !15) as *mut libc::c_void;
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            vm_child_main,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &args as *const VmChild as *mut libc::c_void,
+        );
+        let err = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(err);
+        }
+        Ok(pid)
+    }
+}
+
+/// The child of [`spawn_vm`]: the steps, the standard streams, an empty
+/// signal mask, `execve`. Never returns.
+extern "C" fn vm_child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's `VmChild`, alive while the parent waits
+    // (CLONE_VFORK); only system calls follow.
+    unsafe {
+        let a = &*(arg as *const VmChild);
+        if run(a.steps, a.report).is_err() {
+            libc::_exit(127);
+        }
+        for (target, &fd) in a.stdio.iter().enumerate() {
+            if fd != target as RawFd && libc::dup2(fd, target as RawFd) < 0 {
+                report_failure(a.report, a.steps.len(), errno());
+                libc::_exit(127);
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execve(a.program, a.argv, a.envp);
+        report_failure(a.report, a.steps.len(), errno());
+        libc::_exit(127)
+    }
+}
+
+/// Writes `(step, errno)` to the report pipe (async-signal-safe).
+fn report_failure(report: RawFd, step: usize, errno: i32) {
+    let mut buf = [0u8; 8];
+    buf[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+    buf[4..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: write(2) on a pipe with a stack buffer.
+    unsafe { libc::write(report, buf.as_ptr().cast(), buf.len()) };
 }

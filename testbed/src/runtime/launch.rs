@@ -27,7 +27,7 @@
 //! plan, for `up` to report before starting anything.
 
 use super::basens::BaseMounts;
-use super::child::{self, cstring, ReportPipe, Script, Step};
+use super::child::{self, cstring, Exec, ReportPipe, Script, Step};
 use super::mounts::{self, Kind, MountError, Want};
 use super::{OwnerKind, Sandbox, NETNS_DIR};
 use crate::plan::types::ContainerPlan;
@@ -36,6 +36,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -153,16 +154,19 @@ pub(crate) enum Mode {
     Attached,
 }
 
-/// A command ready to spawn, with what is needed to explain a failure.
+/// A process ready to start, with what is needed to explain a failure.
 pub(crate) struct Prepared {
-    command: Command,
+    /// What it executes, and its standard streams.
+    exec: Exec,
+    /// Open files its standard streams are (kept open until it started).
+    _stdio: Vec<File>,
     /// The mount namespace to make the container's from (see
     /// [`super::basens`]); without it, the caller's.
     base_mounts: Option<std::os::fd::RawFd>,
     /// What the child runs between `fork` and `exec`.
     steps: Vec<Step>,
     /// The pod's network namespace, open until the child has entered it.
-    netns: File,
+    _netns: File,
     report: ReportPipe,
     descriptions: Vec<String>,
     who: String,
@@ -189,15 +193,15 @@ pub fn spawn(
     sandbox: &Sandbox,
     container: &ContainerPlan,
     base: Option<&BaseMounts>,
-) -> Result<Child, LaunchError> {
+) -> Result<i32, LaunchError> {
     let who = who(sandbox, &container.name);
     let mut prepared = prepare(sandbox, container, &container.command, Mode::Detached, who)?;
     if let Some(base) = base {
         prepared.base_mounts = Some(base.fd());
     }
-    let child = start(prepared)?;
-    info!(pid = child.id(), container = %container.name, owner = %sandbox, "container started");
-    Ok(child)
+    let pid = start_detached(prepared)?;
+    info!(pid, container = %container.name, owner = %sandbox, "container started");
+    Ok(pid)
 }
 
 /// Checks every container of `plan` can be started as far as that is known
@@ -340,44 +344,50 @@ pub(crate) fn prepare(
     );
     let (steps, descriptions) = script.split();
 
-    let mut command = Command::new(&program);
-    command.arg0(&argv[0]).args(&argv[1..]).env_clear();
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err(nul("an argument"));
+    }
+    let mut envp = Vec::with_capacity(env.len());
     for (k, v) in &env {
         if k.contains('\0') || k.contains('=') || v.contains('\0') {
             return Err(nul(&format!("environment variable `{k}`")));
         }
-        command.env(k, v);
+        envp.push(cstring(format!("{k}={v}")).ok_or_else(|| nul("the environment"))?);
     }
-    if argv.iter().any(|a| a.contains('\0')) {
-        return Err(nul("an argument"));
-    }
-    match mode {
+    let stdio_files = match mode {
         Mode::Detached => {
-            let log = open_log(&container.log, state).map_err(|source| LaunchError::Log {
+            let log_err = |source| LaunchError::Log {
                 who: who.clone(),
                 path: container.log.clone(),
                 source,
-            })?;
-            let err = log.try_clone().map_err(|source| LaunchError::Log {
-                who: who.clone(),
-                path: container.log.clone(),
-                source,
-            })?;
-            command.stdin(Stdio::null()).stdout(log).stderr(err);
+            };
+            let log = open_log(&container.log, state).map_err(log_err)?;
+            let null = File::open("/dev/null").map_err(log_err)?;
+            vec![null, log]
         }
-        Mode::Attached => {
-            command
-                .stdin(Stdio::inherit())
-                .stdout(Stdio::inherit())
-                .stderr(Stdio::inherit());
-        }
-    }
+        Mode::Attached => Vec::new(),
+    };
+    let stdio = match stdio_files.as_slice() {
+        [null, log] => [null.as_raw_fd(), log.as_raw_fd(), log.as_raw_fd()],
+        _ => [0, 1, 2],
+    };
+    let exec = Exec {
+        program: cstring(program.as_os_str().as_encoded_bytes())
+            .ok_or_else(|| nul("the program's path"))?,
+        argv: argv
+            .iter()
+            .map(|a| cstring(a.as_str()).ok_or_else(|| nul("an argument")))
+            .collect::<Result<_, _>>()?,
+        env: envp,
+        stdio,
+    };
     debug!(%who, program = %program.display(), "prepared");
     Ok(Prepared {
-        command,
+        exec,
+        _stdio: stdio_files,
         base_mounts: None,
         steps,
-        netns,
+        _netns: netns,
         report,
         descriptions,
         who,
@@ -385,35 +395,11 @@ pub(crate) fn prepare(
     })
 }
 
-/// What the child runs between `fork` and `exec`. It owns the namespace
-/// file, so the descriptor the steps use stays open until the child has
-/// entered the namespace (it is close-on-exec).
-struct ChildSetup {
-    steps: Vec<Step>,
-    _netns: File,
-    report: std::os::fd::RawFd,
-}
-
-impl ChildSetup {
-    fn run(&self) -> io::Result<()> {
-        child::run(&self.steps, self.report)
-    }
-}
-
-/// Spawns a prepared command, explaining a failed setup step.
-pub(crate) fn start(prepared: Prepared) -> Result<Child, LaunchError> {
-    let Prepared {
-        mut command,
-        base_mounts,
-        mut steps,
-        netns,
-        report,
-        mut descriptions,
-        who,
-        program,
-    } = prepared;
-    if let Some(fd) = base_mounts {
-        // Right before the container's own mount namespace is made.
+/// The steps of `prepared`, with the entry into the base mount namespace
+/// right before the container's own mount namespace is made.
+fn steps_of(prepared: &mut Prepared) -> Vec<Step> {
+    let mut steps = std::mem::take(&mut prepared.steps);
+    if let Some(fd) = prepared.base_mounts {
         let at = steps
             .iter()
             .position(|s| matches!(s, Step::Unshare { .. }))
@@ -425,40 +411,87 @@ pub(crate) fn start(prepared: Prepared) -> Result<Child, LaunchError> {
                 nstype: libc::CLONE_NEWNS,
             },
         );
-        descriptions.insert(at, "entering the base mount namespace".into());
+        prepared
+            .descriptions
+            .insert(at, "entering the base mount namespace".into());
     }
-    let setup = ChildSetup {
-        steps,
-        _netns: netns,
-        report: report.write.as_raw_fd(),
-    };
+    steps
+}
+
+/// Why a start failed: the `(step, errno)` the child reported (a step, or
+/// the `exec` after them), else `spawn`'s own error.
+fn explain(prepared: &Prepared, report: Option<(usize, i32)>, source: io::Error) -> LaunchError {
+    match report {
+        Some((step, errno)) if step < prepared.descriptions.len() => LaunchError::Setup {
+            who: prepared.who.clone(),
+            step: prepared.descriptions[step].clone(),
+            source: io::Error::from_raw_os_error(errno),
+        },
+        Some((_, errno)) => LaunchError::Spawn {
+            who: prepared.who.clone(),
+            command: prepared.program.clone(),
+            source: io::Error::from_raw_os_error(errno),
+        },
+        None => LaunchError::Spawn {
+            who: prepared.who.clone(),
+            command: prepared.program.clone(),
+            source,
+        },
+    }
+}
+
+/// Starts a prepared container (see [`child::spawn_vm`]); returns its pid.
+pub(crate) fn start_detached(mut prepared: Prepared) -> Result<i32, LaunchError> {
+    let steps = steps_of(&mut prepared);
+    let started = child::spawn_vm(&steps, &prepared.exec, prepared.report.write.as_raw_fd());
+    let report = child::read_report(&prepared.report.read);
+    let pid = started.map_err(|e| explain(&prepared, report, e))?;
+    // The child has executed its program, or failed and reported why
+    // (CLONE_VFORK): then it has exited, and is reaped here.
+    if report.is_some() {
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        return Err(explain(&prepared, report, io::Error::other("failed")));
+    }
+    Ok(pid)
+}
+
+/// Starts a prepared command attached to the caller (`testbed exec`).
+pub(crate) fn start(mut prepared: Prepared) -> Result<Child, LaunchError> {
+    let steps = steps_of(&mut prepared);
+    let exec = &prepared.exec;
+    let mut command = Command::new(std::ffi::OsStr::from_bytes(exec.program.as_bytes()));
+    command
+        .arg0(std::ffi::OsStr::from_bytes(
+            exec.argv.first().map_or(&b""[..], |a| a.as_bytes()),
+        ))
+        .args(
+            exec.argv
+                .iter()
+                .skip(1)
+                .map(|a| std::ffi::OsStr::from_bytes(a.as_bytes())),
+        )
+        .env_clear()
+        .envs(exec.env.iter().filter_map(|kv| {
+            let (k, v) = kv
+                .to_bytes()
+                .split_at(kv.to_bytes().iter().position(|b| *b == b'=')?);
+            Some((
+                std::ffi::OsStr::from_bytes(k),
+                std::ffi::OsStr::from_bytes(&v[1..]),
+            ))
+        }))
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    let report = prepared.report.write.as_raw_fd();
     // SAFETY: the closure only walks prepared steps making raw system calls
     // (async-signal-safe); it allocates nothing.
     unsafe {
-        command.pre_exec(move || setup.run());
+        command.pre_exec(move || child::run(&steps, report));
     }
     let result = command.spawn();
-    // Closes the parent's copies of the descriptors the child needed.
     drop(command);
-    drop(report.write);
-    match result {
-        Ok(child) => Ok(child),
-        Err(source) => match child::read_report(&report.read) {
-            Some((step, errno)) => Err(LaunchError::Setup {
-                who,
-                step: descriptions
-                    .get(step)
-                    .cloned()
-                    .unwrap_or_else(|| format!("step {step}")),
-                source: io::Error::from_raw_os_error(errno),
-            }),
-            None => Err(LaunchError::Spawn {
-                who,
-                command: program,
-                source,
-            }),
-        },
-    }
+    result.map_err(|e| explain(&prepared, child::read_report(&prepared.report.read), e))
 }
 
 /// The container's environment: as planned, plus `PATH`, `HOME` and
@@ -587,7 +620,7 @@ fn open_log(log: &str, state: &Path) -> io::Result<File> {
 mod tests {
     use super::*;
     use crate::runtime::files;
-    use crate::runtime::testutil::{load_plan, wait_child, Netns, TempDir};
+    use crate::runtime::testutil::{load_plan, Netns, TempDir};
     use std::os::unix::fs::MetadataExt;
 
     fn topo(unique: &str, existing: &str) -> String {
@@ -618,6 +651,24 @@ pods:
         )
     }
 
+    /// Waits (at most 20 s) for child `pid` and returns its exit code.
+    fn wait_pid(pid: i32) -> Option<i32> {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => return Some(code),
+                Ok(WaitStatus::Signaled(..)) => return None,
+                _ => {}
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child {pid} did not exit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     fn log_of(plan: &Plan, c: usize) -> String {
         fs::read_to_string(&plan.pods[0].containers[c].log).unwrap_or_default()
     }
@@ -641,7 +692,7 @@ pods:
 
         let base = BaseMounts::create(Path::new(&plan.state_dir)).expect("base mount namespace");
         let probe = spawn(&sandbox, &plan.pods[0].containers[0], Some(&base)).expect("spawn probe");
-        assert_eq!(wait_child(probe), Some(0), "log: {}", log_of(&plan, 0));
+        assert_eq!(wait_pid(probe), Some(0), "log: {}", log_of(&plan, 0));
         let log = log_of(&plan, 0);
         let lines: Vec<&str> = log.lines().collect();
         assert_eq!(lines[0], "web", "hostname; log: {log}");
@@ -702,12 +753,12 @@ pods:
 
         // A second container of the pod sees the same volume.
         let reader = spawn(&sandbox, &plan.pods[0].containers[1], None).expect("spawn reader");
-        assert_eq!(wait_child(reader), Some(0));
+        assert_eq!(wait_pid(reader), Some(0));
         assert_eq!(log_of(&plan, 1), "written-by-probe\n");
 
         // The environment is exactly the planned one plus the defaults.
         let envdump = spawn(&sandbox, &plan.pods[0].containers[2], None).expect("spawn env");
-        assert_eq!(wait_child(envdump), Some(0));
+        assert_eq!(wait_pid(envdump), Some(0));
         let mut vars: Vec<String> = log_of(&plan, 2).lines().map(String::from).collect();
         vars.sort();
         let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.into());
@@ -724,7 +775,7 @@ pods:
 
         // Logs are appended to, not truncated.
         let again = spawn(&sandbox, &plan.pods[0].containers[1], None).expect("spawn reader again");
-        assert_eq!(wait_child(again), Some(0));
+        assert_eq!(wait_pid(again), Some(0));
         assert_eq!(log_of(&plan, 1), "written-by-probe\nwritten-by-probe\n");
     }
 

@@ -390,7 +390,7 @@ impl<'a> Supervisor<'a> {
     }
 
     /// Records the start of container `i` (or its failure).
-    fn started(&mut self, i: usize, result: Result<std::process::Child, launch::LaunchError>) {
+    fn started(&mut self, i: usize, result: Result<i32, launch::LaunchError>) {
         let slot = &mut self.slots[i];
         slot.next_start = None;
         slot.attempts += 1;
@@ -398,8 +398,7 @@ impl<'a> Supervisor<'a> {
         slot.started = Instant::now();
         self.dirty = true;
         match result {
-            Ok(child) => {
-                let pid = child.id() as i32;
+            Ok(pid) => {
                 slot.pid = Some(Pid::from_raw(pid));
                 slot.start_time = pids::start_time(pid);
                 slot.adopted = false;

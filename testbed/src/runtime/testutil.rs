@@ -4,7 +4,7 @@
 use crate::plan::Plan;
 use crate::runtime::files;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -113,20 +113,4 @@ pub fn load_plan(yaml: &str, dir: &TempDir, netns: Option<&Netns>) -> Plan {
         }
     }
     plan
-}
-
-/// Waits for a child (with a time limit) and returns its exit code.
-pub fn wait_child(mut child: Child) -> Option<i32> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return status.code();
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("child {} did not exit", child.id());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
 }

@@ -164,6 +164,7 @@ fn create_namespaces(
     specs: Vec<NsSpec>,
     rt: &tokio::runtime::Handle,
     threads: usize,
+    anchor: &std::path::Path,
 ) -> (Vec<Ns>, Option<ApplyError>) {
     let chunk = specs.len().div_ceil(threads.max(1)).max(1);
     let mut groups: Vec<Vec<NsSpec>> = Vec::new();
@@ -177,11 +178,12 @@ fn create_namespaces(
         .into_iter()
         .map(|group| {
             let rt = rt.clone();
+            let anchor = anchor.to_path_buf();
             std::thread::spawn(move || {
                 let _enter = rt.enter();
                 let mut made = Vec::new();
                 for spec in group {
-                    let netns = match netns::create_here(&spec.name) {
+                    let netns = match netns::create_here(&spec.name, Some(&anchor)) {
                         Ok(n) => n,
                         Err(e) => return (made, Some(ApplyError::Netns(e))),
                     };
@@ -266,8 +268,9 @@ fn apply_all(
     created: &mut Vec<String>,
     timings: &mut Timings,
 ) -> Result<(), ApplyError> {
+    let anchor = netns::Anchor::create(&format!("{}.anchor", plan.prefix))?;
     let started = Instant::now();
-    let (made, err) = create_namespaces(machines, rt.handle(), 4);
+    let (made, err) = create_namespaces(machines, rt.handle(), 4, anchor.path());
     created.extend(made.iter().map(|n| n.netns.name.clone()));
     timings.namespaces += started.elapsed();
     if let Some(e) = err {
@@ -287,7 +290,7 @@ fn apply_all(
     while !rest.is_empty() {
         let later = rest.split_off(POD_BATCH.min(rest.len()));
         let started = Instant::now();
-        let (batch, err) = create_namespaces(rest, rt.handle(), 4);
+        let (batch, err) = create_namespaces(rest, rt.handle(), 4, anchor.path());
         created.extend(batch.iter().map(|n| n.netns.name.clone()));
         timings.namespaces += started.elapsed();
         if let Some(e) = err {
@@ -344,12 +347,17 @@ pub(super) fn route_text(r: &Route) -> String {
     }
 }
 
-/// Finds `eth0` (made by the namespace above) and brings it up.
+/// Finds `eth0` (made by the namespace above) and brings it up, without
+/// an IPv6 link-local address (see [`crate::kernel::links::no_ipv6_addresses`]).
 pub(super) async fn uplink_up(h: &Handle, ns: &str) -> Result<u32, ApplyError> {
-    let eth = crate::kernel::links::index(h, "eth0")
+    use crate::kernel::links;
+    let eth = links::index(h, "eth0")
         .await
         .map_err(nl("finding eth0".into(), ns))?;
-    crate::kernel::links::set_index_up(h, eth)
+    links::no_ipv6_addresses(h, eth)
+        .await
+        .map_err(nl("setting eth0's IPv6 address generation".into(), ns))?;
+    links::set_index_up(h, eth)
         .await
         .map_err(nl("bringing up eth0".into(), ns))?;
     Ok(eth)
