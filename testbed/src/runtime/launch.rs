@@ -846,4 +846,31 @@ pods:
             "{err}"
         );
     }
+
+    #[test]
+    fn a_program_the_kernel_cannot_execute_is_reported_and_reaped() {
+        use std::os::unix::fs::PermissionsExt;
+        let ns = Netns::new();
+        let dir = TempDir::new();
+        let mut plan = load_plan(&topo("tbrt-unused", "/tmp"), &dir, Some(&ns));
+        files::prepare(&plan).unwrap();
+        // Executable, but neither an ELF file nor a script.
+        let bogus = dir.path().join("bogus");
+        fs::write(&bogus, [0u8, 1, 2, 3]).unwrap();
+        fs::set_permissions(&bogus, fs::Permissions::from_mode(0o755)).unwrap();
+        plan.pods[0].containers[2].command = vec![bogus.display().to_string()];
+        let sandbox = Sandbox::pod(&plan, &plan.pods[0]);
+        let err = spawn(&sandbox, &plan.pods[0].containers[2], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot start") && err.contains("Exec format error"),
+            "{err}"
+        );
+        // Its child was reaped: none is left waiting.
+        assert!(matches!(
+            nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)),
+            Err(nix::errno::Errno::ECHILD) | Ok(nix::sys::wait::WaitStatus::StillAlive)
+        ));
+    }
 }
