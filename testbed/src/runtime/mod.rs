@@ -20,6 +20,7 @@ pub mod logs;
 pub mod mounts;
 mod probe;
 mod procs;
+mod program;
 pub mod status;
 pub mod supervise;
 
