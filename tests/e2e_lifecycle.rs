@@ -137,6 +137,15 @@ fn wait_for(tb: &Testbed, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
+/// `ls --json`'s entry for `tb`.
+fn listed(tb: &Testbed) -> Value {
+    let ls: Value = serde_json::from_str(&ok(&["ls", "--json"])).expect("ls JSON");
+    ls.as_array()
+        .and_then(|l| l.iter().find(|t| t["name"] == tb.name.as_str()))
+        .cloned()
+        .expect("listed")
+}
+
 fn kill(pid: i64) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -181,12 +190,7 @@ pods:
         st["supervisor"]["running"] == false
     });
     assert!(st["supervisor"].get("pid").is_none(), "{st}");
-    let ls: Value = serde_json::from_str(&ok(&["ls", "--json"])).expect("ls JSON");
-    let listed = ls
-        .as_array()
-        .and_then(|l| l.iter().find(|t| t["name"] == tb.name.as_str()))
-        .cloned()
-        .expect("listed");
+    let listed = listed(&tb);
     assert_eq!(listed["state"], "stopped", "{listed}");
     let table = ok(&["status", &tb.name]);
     assert!(table.contains("supervisor not running"), "{table}");
@@ -332,12 +336,7 @@ fn thousands_of_pods_come_up_and_go_down_at_the_first_call() {
     }
     let tb = Testbed::new("many", &body);
     ok(&["up", tb.file.to_str().expect("path"), "--timeout", "300s"]);
-    let ls: Value = serde_json::from_str(&ok(&["ls", "--json"])).expect("ls JSON");
-    let listed = ls
-        .as_array()
-        .and_then(|l| l.iter().find(|t| t["name"] == tb.name.as_str()))
-        .cloned()
-        .expect("listed");
+    let listed = listed(&tb);
     assert_eq!(listed["namespaces"], 2521, "{listed}");
     assert_eq!(listed["state"], "running", "{listed}");
     let out = testbed(&["down", &tb.name]);

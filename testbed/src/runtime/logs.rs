@@ -162,6 +162,15 @@ const MIN_OVERLAP: usize = 8;
 mod tests {
     use super::*;
 
+    /// A writer appending to `path`, as a container's output does.
+    fn appender(path: &Path) -> File {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap()
+    }
+
     fn private_dir() -> PathBuf {
         nix::unistd::mkdtemp(&std::env::temp_dir().join("tb-logs-XXXXXX")).unwrap()
     }
@@ -170,11 +179,7 @@ mod tests {
     fn a_log_past_its_cap_keeps_its_newest_bytes_and_writers_go_on() {
         let dir = private_dir();
         let path = dir.join("c.log");
-        let mut writer = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
+        let mut writer = appender(&path);
         writer.write_all(b"0123456789").unwrap();
         assert!(!rotate_if_larger(&path, 10).unwrap(), "at the cap: kept");
         writer.write_all(b"abcdefghij").unwrap();
@@ -193,11 +198,7 @@ mod tests {
     fn a_follower_sees_every_byte_across_a_rotation() {
         let dir = private_dir();
         let path = dir.join("c.log");
-        let mut writer = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
+        let mut writer = appender(&path);
         writer.write_all(b"line 1\nline 2\n").unwrap();
         let (mut f, shown) = Follower::start(&path).unwrap();
         assert_eq!(shown, b"line 1\nline 2\n");
