@@ -31,6 +31,12 @@ pub fn rotated(path: &Path) -> PathBuf {
 /// Rotates log `path` if it holds more than `max` bytes. Returns whether it
 /// did.
 pub fn rotate_if_larger(path: &Path, max: u64) -> io::Result<bool> {
+    // A look at its size first: thousands of logs are looked at each second.
+    match fs::metadata(path) {
+        Ok(m) if m.len() <= max => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        _ => {}
+    }
     let mut log = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),

@@ -215,6 +215,11 @@ pub fn holder(path: &Path) -> Option<Identity> {
             if let Ok(id) = serde_json::from_str::<Identity>(&text) {
                 return id.alive().then_some(id);
             }
+            // An earlier release wrote the bare pid; its lock still says
+            // the process lives.
+            if let Ok(pid) = text.trim().parse::<i32>() {
+                return Identity::of(pid);
+            }
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
