@@ -145,7 +145,7 @@ mod tests {
     use crate::topology::units::{Duration, Percent, Rate};
     use nix::sched::{setns, CloneFlags};
     use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
+    use std::net::{TcpListener, TcpStream, UdpSocket};
     use std::os::fd::AsFd;
     use std::process::Command;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -278,6 +278,66 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `tc QDISC-ARGS` on `va` in `a`: whether it succeeded, and its stderr.
+    fn tc(pair: &Pair, args: &[&str]) -> (bool, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &pair.a, "tc", "qdisc"])
+            .args(args)
+            .output()
+            .expect("running tc");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Whether this kernel has netem, asked through `tc` rather than the
+    /// code under test: a netem root on `va`, deleted again. Any failure but
+    /// "unknown qdisc kind" fails the test.
+    fn tc_has_netem(pair: &Pair) -> bool {
+        let (added, err) = tc(pair, &["add", "dev", "va", "root", "netem", "delay", "1ms"]);
+        if !added {
+            assert!(err.contains("qdisc kind is unknown"), "tc: {err}");
+            return false;
+        }
+        let (deleted, err) = tc(pair, &["del", "dev", "va", "root"]);
+        assert!(deleted, "tc: {err}");
+        true
+    }
+
+    /// The median of 11 UDP round trips from `a` to `b`.
+    fn udp_rtt(pair: &Pair) -> std::time::Duration {
+        let server = in_ns(&pair.b, || UdpSocket::bind((B_IP, 0)).expect("bind"));
+        let port = server.local_addr().expect("addr").port();
+        let echo = std::thread::spawn(move || {
+            server
+                .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .expect("timeout");
+            let mut buf = [0u8; 8];
+            for _ in 0..11 {
+                let (n, from) = server.recv_from(&mut buf).expect("datagram");
+                server.send_to(&buf[..n], from).expect("echo");
+            }
+        });
+        let mut samples = in_ns(&pair.a, move || {
+            let s = UdpSocket::bind((A_IP, 0)).expect("bind");
+            s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .expect("timeout");
+            let mut buf = [0u8; 8];
+            (0..11u8)
+                .map(|i| {
+                    let t = Instant::now();
+                    s.send_to(&[i], (B_IP, port)).expect("send");
+                    s.recv_from(&mut buf).expect("echoed");
+                    t.elapsed()
+                })
+                .collect::<Vec<_>>()
+        });
+        echo.join().expect("echo server");
+        samples.sort();
+        samples[samples.len() / 2]
+    }
+
     #[test]
     fn probe_tells_known_kinds() {
         let pair = Pair::new();
@@ -291,7 +351,8 @@ mod tests {
             )
         });
         assert!(tbf, "tbf is known");
-        assert!(!netem, "this kernel has no netem");
+        // Either answer is right, if it is this kernel's.
+        assert_eq!(netem, tc_has_netem(&pair), "netem, as tc finds it");
         assert!(!bogus);
         // pfifo needs no options: probing creates it, and deletes it again.
         assert!(pfifo);
@@ -335,8 +396,9 @@ mod tests {
     }
 
     #[test]
-    fn netem_reports_the_kernels_error() {
+    fn netem_is_installed_with_its_delay_or_refused_as_unknown() {
         let pair = Pair::new();
+        let has_netem = tc_has_netem(&pair);
         let imp = LinkPlan {
             delay: Some(Duration(20_000)),
             jitter: Some(Duration(2_000)),
@@ -348,6 +410,40 @@ mod tests {
         let res = with_netlink(&pair.a, "va", move |h, i| async move {
             add_netem(&h, i, &imp).await
         });
-        assert_eq!(res.as_ref().map_err(errno), Err(Some(libc::ENOENT)));
+        if !has_netem {
+            // The kernel's error as it is (what `up` turns into a refusal
+            // naming sch_netem), and nothing installed.
+            assert_eq!(res.as_ref().map_err(errno), Err(Some(libc::ENOENT)));
+            let after = with_netlink(&pair.a, "va", |h, i| async move { root(&h, i).await });
+            assert_eq!(after.expect("root"), Some(("noqueue".to_string(), None)));
+            return;
+        }
+        // The kernel took every option as encoded: tc reads them back.
+        res.expect("add_netem");
+        let shown = tc_show(&pair.a, "va");
+        for want in ["qdisc netem", "delay 20ms", "loss 1%", "rate 10Mbit"] {
+            assert!(shown.contains(want), "{want}: {shown}");
+        }
+        let (deleted, err) = tc(&pair, &["del", "dev", "va", "root"]);
+        assert!(deleted, "tc: {err}");
+        // A delay alone adds itself to the round trip, once: only `a`'s
+        // side of the link delays.
+        let base = udp_rtt(&pair);
+        let delay = LinkPlan {
+            delay: Some(Duration(20_000)),
+            ..LinkPlan::default()
+        };
+        let read = with_netlink(&pair.a, "va", move |h, i| async move {
+            add_netem(&h, i, &delay).await.expect("add_netem");
+            root(&h, i).await.expect("root")
+        });
+        assert_eq!(read.map(|(kind, _)| kind).as_deref(), Some("netem"));
+        let delayed = udp_rtt(&pair);
+        let added = delayed.saturating_sub(base);
+        assert!(
+            added >= std::time::Duration::from_millis(19)
+                && added <= std::time::Duration::from_millis(30),
+            "20 ms of netem added {added:?} (base {base:?}, delayed {delayed:?})"
+        );
     }
 }
