@@ -468,22 +468,39 @@ hosts: [{name: client, link: {rate: 20mbit}}]
         "20mbit link carried {mbit:.1} Mbit/s"
     );
 
-    // Anything but a rate needs netem, which this kernel lacks: refused,
-    // naming it, and nothing is left.
-    let tb = Testbed::new(
-        "nonet",
-        "
-cluster: {overlay: host-gw}
-nodes: [{name: node1, link: {delay: 10ms}}]
-",
-    );
-    let out = support::testbed(&["up", tb.file.to_str().expect("path")]);
+    // Anything but a rate needs netem. A kernel without it refuses clearly,
+    // naming it and the way out, and nothing is left; a kernel with it
+    // carries netem on both ends of node1's link, and its delay.
+    let tb = Testbed::new("nonet", &topo("host-gw", 1, "delay: 10ms"));
+    let out = support::testbed(&["up", tb.file.to_str().expect("path"), "--timeout", "30s"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() {
-        // A kernel with netem applies it; then verify must see it.
-        assert!(ok(&["verify", &tb.name]).contains("matches"));
-    } else {
-        assert!(err.contains("netem qdisc (sch_netem)"), "{err}");
+    if !out.status.success() {
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("netem qdisc (sch_netem)") && err.contains("cluster.overlay: udp"),
+            "{err}"
+        );
         assert_eq!(support::leftovers(&tb.name), Vec::<String>::new());
+        return;
     }
+    assert!(ok(&["verify", &tb.name]).contains("matches"));
+    for (ns, dev) in [(tb.ns("node.node1"), "eth0"), (tb.ns("fabric"), "n-node1")] {
+        let tc = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "tc", "qdisc", "show", "dev", dev])
+            .output()
+            .expect("tc runs");
+        let shown = String::from_utf8_lossy(&tc.stdout);
+        assert!(
+            shown.contains("qdisc netem") && shown.contains("delay 10ms"),
+            "{ns} {dev}: {shown}"
+        );
+    }
+    // Each end delays what it sends: 10 ms out and 10 ms back.
+    let base = rtt(&Testbed::new("nonet", &topo("host-gw", 1, "")).up());
+    let delayed = rtt(&tb);
+    let added = delayed.saturating_sub(base);
+    assert!(
+        added >= Duration::from_millis(19) && added <= Duration::from_millis(32),
+        "10 ms each way added {added:?} (base {base:?}, delayed {delayed:?})"
+    );
 }

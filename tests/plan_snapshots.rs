@@ -1,6 +1,8 @@
 //! Every example topology plans without error, prints the same bytes every
 //! time, survives a JSON round trip, and matches its reviewed snapshot.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use testbed::plan::{render, Plan};
 
@@ -122,8 +124,8 @@ fn svg_shows_every_node_pod_host_and_service() {
 fn registry_layout_and_lease_json_match_their_snapshot() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies/nodeport-lb.yaml");
     let mut plan = testbed::load(&file).expect("valid").plan;
-    let dir = std::env::temp_dir().join(format!("testbed-registry-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = support::private_dir();
+    let dir = tmp.path().join("state");
     plan.state_dir = dir.display().to_string();
     testbed::overlay_run::write_registry(&plan).expect("registry written");
     let mut files: Vec<PathBuf> = vec![dir.join("registry/config")];
@@ -140,7 +142,6 @@ fn registry_layout_and_lease_json_match_their_snapshot() {
             format!("{rel}\n{}\n", std::fs::read_to_string(f).expect("readable"))
         })
         .collect();
-    std::fs::remove_dir_all(&dir).expect("cleanup");
     insta::assert_snapshot!("registry-nodeport-lb", text);
 }
 

@@ -1,11 +1,15 @@
 //! Helpers for tests that build real testbeds: the `testbed` binary, unique
-//! names, a guard that tears a testbed down even when the test fails, TCP
-//! round trips between namespaces, and a snapshot of the root namespace.
+//! names, private directories for the files root runs, a guard that tears a
+//! testbed down even when the test fails, TCP round trips between
+//! namespaces, and (in `snapshot`) the network state of a namespace.
 #![allow(dead_code)]
+
+pub mod snapshot;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -54,24 +58,38 @@ pub fn unique(tag: &str) -> String {
     format!("{tag}{:x}{n}", std::process::id() & 0xffff)
 }
 
+/// A private directory for files that root reads or runs (topologies): a
+/// random name made by `mkdir(2)`, so never an existing path or a planted
+/// symlink (another name is tried instead), mode 0700, removed with its
+/// contents on drop.
+pub fn private_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("testbed-tests-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .expect("a private temporary directory")
+}
+
 /// A running testbed that is torn down when dropped, even on a panic.
 pub struct Testbed {
     /// Its name.
     pub name: String,
-    /// Its topology file.
+    /// Its topology file, in `dir`.
     pub file: PathBuf,
+    /// The private directory holding the file (and any other the test
+    /// writes for this testbed).
+    pub dir: tempfile::TempDir,
 }
 
 impl Testbed {
-    /// Writes `body` (a topology without its `name:` line) to a temporary
-    /// file named for a fresh unique testbed.
+    /// Writes `body` (a topology without its `name:` line) to a file of a
+    /// private directory, for a fresh unique testbed.
     pub fn new(tag: &str, body: &str) -> Testbed {
         let name = unique(tag);
-        let dir = std::env::temp_dir().join("testbed-tests");
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join(format!("{name}.yaml"));
+        let dir = private_dir();
+        let file = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&file, format!("name: {name}\n{body}")).expect("write topology");
-        Testbed { name, file }
+        Testbed { name, file, dir }
     }
 
     /// `testbed up FILE`, which must succeed.
@@ -101,7 +119,6 @@ impl Drop for Testbed {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let _ = std::fs::remove_file(&self.file);
     }
 }
 
@@ -121,8 +138,19 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 /// checks that a message goes there and back. Returns the error text if the
 /// connection fails.
 pub fn tcp_roundtrip(server_ns: &str, addr: SocketAddr, client_ns: &str) -> Result<(), String> {
-    let listener = in_netns(server_ns, move || TcpListener::bind(addr))
-        .map_err(|e| format!("bind {addr}: {e}"))?;
+    tcp_through(server_ns, addr, client_ns, addr)
+}
+
+/// Like [`tcp_roundtrip`], but the client connects to `to` (a service's
+/// address, say) while the server listens on `listen`.
+pub fn tcp_through(
+    server_ns: &str,
+    listen: SocketAddr,
+    client_ns: &str,
+    to: SocketAddr,
+) -> Result<(), String> {
+    let listener = in_netns(server_ns, move || TcpListener::bind(listen))
+        .map_err(|e| format!("bind {listen}: {e}"))?;
     let server = std::thread::spawn(move || -> std::io::Result<()> {
         let (mut s, _) = listener.accept()?;
         let mut buf = [0u8; 5];
@@ -130,14 +158,14 @@ pub fn tcp_roundtrip(server_ns: &str, addr: SocketAddr, client_ns: &str) -> Resu
         s.write_all(&buf)
     });
     let reply = in_netns(client_ns, move || -> std::io::Result<[u8; 5]> {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
         s.write_all(b"hello")?;
         let mut buf = [0u8; 5];
         s.read_exact(&mut buf)?;
         Ok(buf)
     })
-    .map_err(|e| format!("{client_ns} -> {addr}: {e}"))?;
+    .map_err(|e| format!("{client_ns} -> {to}: {e}"))?;
     server
         .join()
         .map_err(|_| "server panicked".to_string())?
@@ -146,63 +174,6 @@ pub fn tcp_roundtrip(server_ns: &str, addr: SocketAddr, client_ns: &str) -> Resu
         return Err(format!("garbled reply {reply:?}"));
     }
     Ok(())
-}
-
-/// The root namespace's network state: links, addresses, routes, rules,
-/// firewall rules and the network sysctls, as text to compare.
-pub fn root_snapshot() -> String {
-    let mut out = String::new();
-    for args in [
-        &["-d", "link", "show"][..],
-        &["addr", "show"],
-        &["route", "show", "table", "all"],
-        &["rule", "show"],
-        &["neigh", "show", "nud", "permanent"],
-    ] {
-        let o = Command::new("ip").args(args).output().expect("ip runs");
-        out.push_str(&String::from_utf8_lossy(&o.stdout));
-    }
-    for (cmd, args) in [
-        ("iptables-save", &[][..]),
-        ("nft", &["list", "ruleset"][..]),
-    ] {
-        if let Ok(o) = Command::new(cmd).args(args).output() {
-            // iptables-save prints the time it ran; that line is not state.
-            let text: String = String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            out.push_str(&text);
-        }
-    }
-    out.push_str(&sysctls(Path::new("/proc/sys/net/ipv4")));
-    out
-}
-
-fn sysctls(dir: &Path) -> String {
-    let mut out = String::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    let mut entries: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-    entries.sort();
-    for p in entries {
-        // Counters and random values change by themselves.
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if name.contains("random") || name == "neigh" || name == "route" {
-            continue;
-        }
-        if p.is_dir() {
-            out.push_str(&sysctls(&p));
-        } else if let Ok(v) = std::fs::read_to_string(&p) {
-            out.push_str(&format!("{}={}", p.display(), v));
-        }
-    }
-    out
 }
 
 /// What testbed `name` left on the machine: its namespaces and its state

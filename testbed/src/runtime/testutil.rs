@@ -1,9 +1,9 @@
-//! Test helpers: real network namespaces and temporary state directories
-//! that are removed by name when the test ends, also when it panics.
+//! Test helpers: real network namespaces and private temporary state
+//! directories, removed when the test ends, also when it panics.
 
 use crate::plan::Plan;
 use crate::runtime::files;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -12,7 +12,8 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// `ip netns add` sets up /run/netns on first use; keep calls apart.
 static IP_NETNS: Mutex<()> = Mutex::new(());
 
-/// `tbrt-PID-N`, unique in this test run.
+/// `tbrt-PID-N`, unique in this test run: names of network namespaces
+/// (`/run/netns`, which only root can write), never of paths under /tmp.
 pub fn unique() -> String {
     format!(
         "tbrt-{}-{}",
@@ -58,37 +59,43 @@ impl Drop for Netns {
     }
 }
 
-/// A directory `/tmp/tbrt-PID-N`, removed on drop.
+/// A private directory for a test's files, which root then reads and runs:
+/// created by `mkdir(2)` under a random name (`/tmp/tbrt-XXXXXX`, never an
+/// existing path or a planted symlink: another name is tried instead), mode
+/// 0700, removed with its contents on drop.
 pub struct TempDir {
-    path: PathBuf,
+    dir: tempfile::TempDir,
     unique: String,
 }
 
 impl TempDir {
     pub fn new() -> TempDir {
-        let unique = unique();
-        let path = PathBuf::from(format!("/tmp/{unique}"));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir { path, unique }
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("tbrt-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .expect("create a private temp dir");
+        let unique = dir
+            .path()
+            .file_name()
+            .expect("a temp dir has a name")
+            .to_string_lossy()
+            .into_owned();
+        TempDir { dir, unique }
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.dir.path()
     }
 
     pub fn path_str(&self) -> String {
-        self.path.display().to_string()
+        self.path().display().to_string()
     }
 
-    /// The unique part of its name.
+    /// Its random name, unique on this machine while it exists.
     pub fn unique(&self) -> &str {
         &self.unique
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
@@ -113,4 +120,70 @@ pub fn load_plan(yaml: &str, dir: &TempDir, netns: Option<&Netns>) -> Plan {
         }
     }
     plan
+}
+
+/// Paths planted under /tmp by a test, removed on drop.
+struct Planted(Vec<std::path::PathBuf>);
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir_all(p));
+        }
+    }
+}
+
+#[test]
+fn a_temp_dir_is_new_private_and_never_a_planted_path() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // Any local user can create paths under /tmp before a test does. At the
+    // names a predictable scheme would use next (`/tmp/tbrt-PID-N`, as this
+    // helper once did), plant directories holding a script and symlinks to
+    // another directory: the helper must use none of them.
+    let victim = tempfile::tempdir().unwrap();
+    let next = COUNTER.load(Ordering::SeqCst);
+    let mut planted = Planted(Vec::new());
+    for k in 0..64 {
+        let p = std::path::PathBuf::from(format!("/tmp/tbrt-{}-{}", std::process::id(), next + k));
+        if k % 2 == 0 {
+            std::os::unix::fs::symlink(victim.path(), &p).unwrap();
+        } else {
+            std::fs::create_dir(&p).unwrap();
+            std::fs::write(p.join("run.sh"), "planted").unwrap();
+        }
+        planted.0.push(p);
+    }
+    let dir = TempDir::new();
+    let other = TempDir::new();
+    assert_ne!(dir.path(), other.path());
+    assert!(
+        !planted.0.iter().any(|p| p == dir.path()),
+        "{}",
+        dir.path_str()
+    );
+    let meta = std::fs::symlink_metadata(dir.path()).unwrap();
+    assert!(meta.is_dir() && !meta.file_type().is_symlink());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o700);
+    assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "a fresh, empty directory"
+    );
+    std::fs::write(dir.path().join("topology.yaml"), "name: x\n").unwrap();
+    assert_eq!(
+        std::fs::read_dir(victim.path()).unwrap().count(),
+        0,
+        "wrote through a planted symlink"
+    );
+    for p in planted.0.iter().filter(|p| p.is_dir() && !p.is_symlink()) {
+        let names: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["run.sh"], "{}", p.display());
+    }
+    let path = dir.path().to_path_buf();
+    drop(dir);
+    assert!(!path.exists(), "removed on drop");
 }
