@@ -894,7 +894,7 @@ fn delay_set_live_through_the_impair_file_adds_to_the_rtt() {
 /// Not a test: TCP throughput a -> b for 3 s with one or four streams
 /// (`cargo test --release -p overlay --test netns throughput -- --ignored --nocapture`).
 #[test]
-#[ignore]
+#[ignore = "a measurement, not a test: run by hand with --ignored --nocapture (bench/overlay.py is the benchmark)"]
 fn throughput() {
     require_root!();
     for offload in [false, true] {
