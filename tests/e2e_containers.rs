@@ -6,8 +6,7 @@
 mod support;
 
 use serde_json::Value;
-use std::time::{Duration, Instant};
-use support::{ok, testbed, Testbed};
+use support::{ok, status, testbed, wait_for, Testbed};
 
 fn exec(tb: &Testbed, target: &str, cmd: &[&str]) -> (i32, String) {
     exec_in(tb, target, None, cmd)
@@ -30,11 +29,6 @@ fn exec_in(tb: &Testbed, target: &str, container: Option<&str>, cmd: &[&str]) ->
 fn plan(tb: &Testbed) -> Value {
     serde_json::from_str(&ok(&["plan", "--json", tb.file.to_str().expect("path")]))
         .expect("plan JSON")
-}
-
-fn status(tb: &Testbed) -> Value {
-    let v: Value = serde_json::from_str(&ok(&["status", &tb.name, "--json"])).expect("status JSON");
-    v[0].clone()
 }
 
 const APP: &str = "
@@ -201,21 +195,6 @@ fn container(st: &Value, owner: &str, name: &str) -> Value {
         .find(|c| c["name"] == name)
         .cloned()
         .unwrap_or_else(|| panic!("no {owner}/{name} in {st}"))
-}
-
-fn wait_for(tb: &Testbed, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let st = status(tb);
-        if f(&st) {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

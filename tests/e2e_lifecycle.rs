@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{ok, testbed, Testbed};
+use support::{ok, status, testbed, wait_for, Testbed};
 
 /// Runs `testbed ARGS` in a throwaway mount namespace whose `/run` is a
 /// fresh tmpfs holding canaries, and reports its exit code, its stderr and
@@ -106,11 +106,6 @@ fn names_from_the_command_line_never_reach_a_path() {
     assert_eq!(rc, 2, "{stderr}");
 }
 
-fn status(tb: &Testbed) -> Value {
-    let v: Value = serde_json::from_str(&ok(&["status", &tb.name, "--json"])).expect("status JSON");
-    v[0].clone()
-}
-
 fn container(st: &Value, pod: &str) -> Value {
     st["pods"]
         .as_array()
@@ -120,21 +115,6 @@ fn container(st: &Value, pod: &str) -> Value {
         .and_then(|p| p["containers"][0].as_object().cloned())
         .map(Value::Object)
         .unwrap_or_else(|| panic!("no pod {pod} in {st}"))
-}
-
-fn wait_for(tb: &Testbed, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = status(tb);
-        if f(&st) {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `ls --json`'s entry for `tb`.

@@ -206,3 +206,30 @@ pub fn daemon_pid(name: &str, kind: &str, node: &str) -> Option<i32> {
     let dir = testbed::state::TestbedName::new(name).ok()?.dir();
     holder(&pid_path(&dir, kind, Some(node))).map(|id| id.pid)
 }
+
+/// `testbed status NAME --json` of `tb`: its one report.
+pub fn status(tb: &Testbed) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["status", &tb.name, "--json"])).expect("status JSON");
+    v[0].clone()
+}
+
+/// Polls `tb`'s status (20 s at most) until `f` holds; returns that status.
+pub fn wait_for(
+    tb: &Testbed,
+    what: &str,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = status(tb);
+        if f(&st) {
+            return st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
