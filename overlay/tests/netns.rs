@@ -211,16 +211,36 @@ impl Pair {
     }
 
     fn start(&self, node: char, opts: Opts) -> Daemon {
-        let leases = self.leases.clone();
-        self.start_with(
-            node,
-            opts,
-            Box::new(move || leases.lock().unwrap().clone().into()),
-        )
+        // The port of a daemon just stopped can still be held for a moment
+        // by a child another test thread is forking (it holds copies of
+        // every descriptor until it executes): try again briefly.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let leases = self.leases.clone();
+            let source: LeaseSource = Box::new(move || leases.lock().unwrap().clone().into());
+            match self.try_start_with(node, opts.clone(), source) {
+                Ok(d) => return d,
+                Err(e) if e.contains("AddrInUse") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("daemon ended: {e}"),
+            }
+        }
     }
 
     /// Starts node `node`'s daemon with its own lease source.
     fn start_with(&self, node: char, opts: Opts, leases: LeaseSource) -> Daemon {
+        self.try_start_with(node, opts, leases)
+            .unwrap_or_else(|e| panic!("daemon ended: {e}"))
+    }
+
+    /// Starts node `node`'s daemon; the error of one that ends at once.
+    fn try_start_with(
+        &self,
+        node: char,
+        opts: Opts,
+        leases: LeaseSource,
+    ) -> Result<Daemon, String> {
         let (ns, public, subnet) = match node {
             'a' => (self.a.clone(), A_PUB, net("10.244.1.0/24")),
             _ => (self.b.clone(), B_PUB, net("10.244.2.0/24")),
@@ -253,19 +273,17 @@ impl Pair {
         });
         let deadline = Instant::now() + Duration::from_secs(5);
         while !stats_file.exists() {
-            assert!(
-                !thread.is_finished(),
-                "daemon ended: {:?}",
-                thread.join().unwrap().err()
-            );
+            if thread.is_finished() {
+                return Err(format!("{:?}", thread.join().unwrap().err()));
+            }
             assert!(Instant::now() < deadline, "daemon did not start");
             std::thread::sleep(Duration::from_millis(5));
         }
-        Daemon {
+        Ok(Daemon {
             stop,
             thread: Some(thread),
             stats,
-        }
+        })
     }
 
     fn start_both(&mut self) {
