@@ -28,6 +28,11 @@ pub fn log_path(plan: &Plan, node: &str) -> PathBuf {
     dir(plan).join(format!("{node}.log"))
 }
 
+/// The file a node's proxy writes once it listens on every port.
+fn listening_path(plan: &Plan, node: &str) -> PathBuf {
+    dir(plan).join(format!("{node}.listening"))
+}
+
 /// Starts every node's proxy and waits until each listens; a proxy that
 /// exits first fails `up` with what its log says.
 pub fn start(plan: &Plan, deadline: Instant) -> Result<(), ServicesError> {
@@ -58,7 +63,7 @@ pub fn start(plan: &Plan, deadline: Instant) -> Result<(), ServicesError> {
         children.push((n, child));
     }
     for (n, child) in &mut children {
-        let path = programmed_path(plan, Some(&n.name));
+        let path = listening_path(plan, &n.name);
         while !path.exists() {
             let exited = child.try_wait().ok().flatten();
             if exited.is_some() || Instant::now() > deadline {
@@ -171,7 +176,12 @@ async fn serve(plan: &Plan, n: &NodePlan, fd_budget: Option<u64>) -> Result<(), 
     };
     let mode = proxy::Mode::Userspace;
     let listen = proxy::portals::listen_ports(&plan.services);
-    let mut current = ready_pods(plan).unwrap_or_else(|| all_pods(plan));
+    let first = ready_pods(plan);
+    // Whether `current` is what the supervisor reported: until it has, what
+    // the proxy serves (every pod) is not acknowledged, so that `up` never
+    // takes that guess for the ready pods' endpoints.
+    let mut reported = first.is_some();
+    let mut current = first.unwrap_or_else(|| all_pods(plan));
     let active = with_ready_endpoints(plan, &current);
     // What the node's portal rules hold; `None`: unknown, load them all.
     // `up` loaded the portals of every pod, but a proxy started again after
@@ -202,6 +212,8 @@ async fn serve(plan: &Plan, n: &NodePlan, fd_budget: Option<u64>) -> Result<(), 
         .await
         .map_err(|e| fail(e.to_string()))?;
     tracing::info!(node = %n.name, ports = listen.len(), "proxy listening");
+    crate::state::write_atomic(&listening_path(plan, &n.name), b"")
+        .map_err(|e| fail(format!("recording that it listens: {e}")))?;
     let ack = programmed_path(plan, Some(&n.name));
     // After a failed load, the rules are tried again later (back-off); the
     // endpoints in memory and the stop signal are looked at every `POLL`.
@@ -229,7 +241,7 @@ async fn serve(plan: &Plan, n: &NodePlan, fd_budget: Option<u64>) -> Result<(), 
                 )
             };
         }
-        if programmed.as_ref() == Some(&current) && acked.as_ref() != Some(&current) {
+        if reported && programmed.as_ref() == Some(&current) && acked.as_ref() != Some(&current) {
             write_programmed(&ack, &current);
             acked = Some(current.clone());
         }
@@ -238,7 +250,11 @@ async fn serve(plan: &Plan, n: &NodePlan, fd_budget: Option<u64>) -> Result<(), 
             drop(proxy);
             return Ok(());
         }
-        if let Some(ready) = ready_pods(plan).filter(|r| *r != current) {
+        let Some(ready) = ready_pods(plan) else {
+            continue;
+        };
+        reported = true;
+        if ready != current {
             let before = endpoints_by_port(&with_ready_endpoints(plan, &current));
             let after = endpoints_by_port(&with_ready_endpoints(plan, &ready));
             for ((id, b), (_, a)) in before.iter().zip(after) {
