@@ -27,8 +27,7 @@ fn in_private_run(args: &[&str]) -> (i32, String, String) {
     let script = format!(
         "set -e; mount -t tmpfs tmpfs /run; mkdir -p /run/testbed/keep /run/netns; \
          echo x > /run/canary; echo x > /run/testbed/keep/plan.json; set +e; \
-         '{bin}' {args} 2>/tmp/stderr-$$ >/dev/null; rc=$?; \
-         cat /tmp/stderr-$$ >&2; rm -f /tmp/stderr-$$; \
+         err=$('{bin}' {args} 2>&1 >/dev/null); rc=$?; printf '%s\n' \"$err\" >&2; \
          echo rc=$rc; ls /run/canary /run/testbed/keep/plan.json 2>/dev/null; true",
         bin = support::bin().display(),
         args = quoted.join(" ")

@@ -413,22 +413,17 @@ fn inspect_snapshots() {
 /// A real testbed, removed (with its private directory) when dropped.
 struct Live {
     name: String,
-    dir: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Live {
     /// Brings `body` up under a fresh name, from a file in a directory only
     /// root can read.
     fn up(body: &str) -> (Live, String) {
-        use std::os::unix::fs::DirBuilderExt;
         let name = format!("js{:x}", std::process::id());
-        let dir = std::env::temp_dir().join(format!("testbed-{name}-{}", std::process::id()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .expect("a fresh private directory");
+        let dir = tempfile::tempdir().expect("a fresh private directory");
         let live = Live { name, dir };
-        let file = live.dir.join("topology.yaml");
+        let file = live.dir.path().join("topology.yaml");
         std::fs::write(&file, format!("name: {}\n{body}", live.name)).expect("topology");
         let (code, out) = stdout_of(&["up", "--json", file.to_str().expect("path")]);
         assert_eq!(code, Some(0), "up failed");
@@ -442,7 +437,6 @@ impl Drop for Live {
         if code != Some(0) {
             eprintln!("cleanup of {} failed", self.name);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -178,7 +178,7 @@ mod tests {
     }
 
     fn private_dir() -> PathBuf {
-        nix::unistd::mkdtemp(&std::env::temp_dir().join("tb-logs-XXXXXX")).unwrap()
+        tempfile::tempdir().unwrap().keep()
     }
 
     #[test]

@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn atomic_writes_are_private_and_use_their_own_temporary_file() {
-        let dir = nix::unistd::mkdtemp(&std::env::temp_dir().join("tb-state-XXXXXX")).unwrap();
+        let dir = tempfile::tempdir().unwrap().keep();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         create_private_dir(&dir).unwrap();
         assert_eq!(

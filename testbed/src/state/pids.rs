@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn a_pid_file_names_its_holder_only_while_it_is_held() {
-        let dir = nix::unistd::mkdtemp(&std::env::temp_dir().join("tb-pid-XXXXXX")).unwrap();
+        let dir = tempfile::tempdir().unwrap().keep();
         let path = pid_path(&dir, DaemonKind::Supervisor, None);
         assert_eq!(holder(&path), None, "no file");
         let held = PidFile::claim(&path).expect("claim");
