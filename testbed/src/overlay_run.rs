@@ -177,7 +177,7 @@ pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), OverlayRunError> {
     let pid_path = crate::state::pids::pid_path(
         Path::new(&plan.state_dir),
         crate::state::pids::DaemonKind::Overlay,
-        Some(node),
+        node,
     );
     let _pid_file = crate::state::pids::PidFile::claim(&pid_path)
         .map_err(|e| OverlayRunError::Run(e.to_string()))?;

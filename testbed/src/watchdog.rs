@@ -92,7 +92,7 @@ pub fn keep_daemons(plan: &Plan) {
     // before this one): their pid files name them; after that each is
     // checked by its own identity.
     for w in &mut all {
-        if let Some(id) = pids::holder(&pids::pid_path(state_dir, w.kind, Some(&w.node))) {
+        if let Some(id) = pids::holder(&pids::pid_path(state_dir, w.kind, &w.node)) {
             w.run = Run::Adopted(id);
         }
     }
@@ -129,7 +129,7 @@ fn restart(name: &TestbedName, state_dir: &std::path::Path, w: &mut Wanted) {
     let now = Instant::now();
     // One that runs after all (started by someone else meanwhile) is taken
     // over, not doubled.
-    if let Some(id) = pids::holder(&pids::pid_path(state_dir, w.kind, Some(&w.node))) {
+    if let Some(id) = pids::holder(&pids::pid_path(state_dir, w.kind, &w.node)) {
         w.run = Run::Adopted(id);
         w.next_start = None;
         return;

@@ -143,13 +143,32 @@ pub fn tcp_roundtrip(server_ns: &str, addr: SocketAddr, client_ns: &str) -> Resu
 
 /// Like [`tcp_roundtrip`], but the client connects to `to` (a service's
 /// address, say) while the server listens on `listen`.
+/// Binds `addr`, trying again for up to 2 s while it is in use: a listener
+/// this process just closed on the same port can still be held for a moment
+/// by a child another test thread is starting (it holds copies of every
+/// descriptor until it executes).
+pub fn bind_again(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match TcpListener::bind(addr) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 pub fn tcp_through(
     server_ns: &str,
     listen: SocketAddr,
     client_ns: &str,
     to: SocketAddr,
 ) -> Result<(), String> {
-    let listener = in_netns(server_ns, move || TcpListener::bind(listen))
+    let listener = in_netns(server_ns, move || bind_again(listen))
         .map_err(|e| format!("bind {listen}: {e}"))?;
     let server = std::thread::spawn(move || -> std::io::Result<()> {
         let (mut s, _) = listener.accept()?;
@@ -204,7 +223,7 @@ pub fn daemon_pid(name: &str, kind: &str, node: &str) -> Option<i32> {
         other => panic!("no daemon kind {other}"),
     };
     let dir = testbed::state::TestbedName::new(name).ok()?.dir();
-    holder(&pid_path(&dir, kind, Some(node))).map(|id| id.pid)
+    holder(&pid_path(&dir, kind, node)).map(|id| id.pid)
 }
 
 /// `testbed status NAME --json` of `tb`: its one report.

@@ -65,18 +65,6 @@ pub fn rotate_if_larger(path: &Path, max: u64) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Everything log `path` still holds: its rotated part, then the current
-/// one.
-pub fn read_all(path: &Path) -> io::Result<Vec<u8>> {
-    let mut out = match fs::read(rotated(path)) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    out.extend(fs::read(path)?);
-    Ok(out)
-}
-
 /// Follows a log as it grows, across rotations.
 #[derive(Debug)]
 pub struct Follower {
@@ -91,8 +79,9 @@ pub struct Follower {
 const TAIL: usize = 4096;
 
 impl Follower {
-    /// Starts following `path`: returns everything it holds now (as
-    /// [`read_all`]) and the follower, which goes on from there.
+    /// Starts following `path`: returns everything it holds now (its
+    /// rotated part, then the current one) and the follower, which goes on
+    /// from there.
     pub fn start(path: &Path) -> io::Result<(Follower, Vec<u8>)> {
         let mut shown = match fs::read(rotated(path)) {
             Ok(b) => b,
@@ -195,7 +184,7 @@ mod tests {
         // The writer's appends land at the new start.
         writer.write_all(b"next").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"next");
-        assert_eq!(read_all(&path).unwrap(), b"abcdefghijnext");
+        assert_eq!(Follower::start(&path).unwrap().1, b"abcdefghijnext");
         assert!(!rotate_if_larger(&dir.join("missing.log"), 1).unwrap());
         fs::remove_dir_all(&dir).unwrap();
     }

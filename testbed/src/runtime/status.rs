@@ -284,7 +284,7 @@ pub fn wait_ready(state_dir: &Path, deadline: Instant) -> Result<Status, StatusE
             }
             Err(e) => return Err(e),
         };
-        let alive = super::supervise::supervisor_pid(state_dir).is_some();
+        let alive = crate::state::pids::supervisor(state_dir).is_some();
         if let Some(status) = &status {
             let failed: Vec<_> = status
                 .containers

@@ -105,7 +105,7 @@ pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), ServicesError> {
     let pid_path = crate::state::pids::pid_path(
         std::path::Path::new(&plan.state_dir),
         crate::state::pids::DaemonKind::Proxy,
-        Some(node),
+        node,
     );
     let _pid_file =
         crate::state::pids::PidFile::claim(&pid_path).map_err(|e| fail(e.to_string()))?;

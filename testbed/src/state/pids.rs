@@ -47,15 +47,17 @@ impl DaemonKind {
     }
 }
 
-/// The pid file of a daemon: `STATE/supervisor.pid`, `STATE/overlay/NODE.pid`
-/// or `STATE/proxy/NODE.pid`.
-pub fn pid_path(state_dir: &Path, kind: DaemonKind, node: Option<&str>) -> PathBuf {
-    match (kind, node) {
-        (DaemonKind::Supervisor, _) | (_, None) => state_dir.join(kind.dir()).join(match kind {
-            DaemonKind::Supervisor => "supervisor.pid",
-            _ => "daemon.pid",
-        }),
-        (_, Some(n)) => state_dir.join(kind.dir()).join(format!("{n}.pid")),
+/// The supervisor's pid file: `STATE/supervisor.pid`.
+pub fn supervisor_pid_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("supervisor.pid")
+}
+
+/// The pid file of a daemon of node `node`: `STATE/overlay/NODE.pid` or
+/// `STATE/proxy/NODE.pid` (a supervisor has one file whatever the node).
+pub fn pid_path(state_dir: &Path, kind: DaemonKind, node: &str) -> PathBuf {
+    match kind {
+        DaemonKind::Supervisor => supervisor_pid_path(state_dir),
+        _ => state_dir.join(kind.dir()).join(format!("{node}.pid")),
     }
 }
 
@@ -229,14 +231,14 @@ pub fn holder(path: &Path) -> Option<Identity> {
 /// The pid of the running supervisor of the testbed whose state directory
 /// is `state_dir`.
 pub fn supervisor(state_dir: &Path) -> Option<i32> {
-    holder(&pid_path(state_dir, DaemonKind::Supervisor, None)).map(|i| i.pid)
+    holder(&supervisor_pid_path(state_dir)).map(|i| i.pid)
 }
 
 /// Every daemon of the testbed with state directory `state_dir` that runs
 /// now, found by its pid file: the supervisor, then the nodes' daemons.
 pub fn running(state_dir: &Path) -> Vec<(DaemonKind, Option<String>, Identity)> {
     let mut out = Vec::new();
-    if let Some(id) = holder(&pid_path(state_dir, DaemonKind::Supervisor, None)) {
+    if let Some(id) = holder(&supervisor_pid_path(state_dir)) {
         out.push((DaemonKind::Supervisor, None, id));
     }
     for kind in [DaemonKind::Overlay, DaemonKind::Proxy] {
@@ -281,7 +283,7 @@ mod tests {
     #[test]
     fn a_pid_file_names_its_holder_only_while_it_is_held() {
         let dir = tempfile::tempdir().unwrap().keep();
-        let path = pid_path(&dir, DaemonKind::Supervisor, None);
+        let path = supervisor_pid_path(&dir);
         assert_eq!(holder(&path), None, "no file");
         let held = PidFile::claim(&path).expect("claim");
         let id = holder(&path).expect("held");

@@ -20,7 +20,7 @@
 //!   them, write the final status and return (exit 0).
 //! - **One per testbed**: it holds its pid file `STATE_DIR/supervisor.pid`
 //!   (`state::pids`) while it runs; a second supervisor fails, and
-//!   [`supervisor_pid`] tells whether one runs. The file stays after it
+//!   `state::pids::supervisor` tells whether one runs. The file stays after it
 //!   exits; the lock is what counts.
 //!
 //! Containers are not its children in any way that would end them with it:
@@ -55,8 +55,6 @@ use tracing::{debug, error, info, warn};
 pub const PLAN_FILE: &str = "plan.json";
 /// The supervisor's log, in the state directory.
 pub const SUPERVISOR_LOG: &str = "supervisor.log";
-/// The supervisor's pid file (and lock), in the state directory.
-pub const PID_FILE: &str = "supervisor.pid";
 
 /// The first delay before a restart.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -162,7 +160,7 @@ pub fn run(plan: &Plan) -> Result<(), SuperviseError> {
 /// container and returns. (What [`run`] does, without signal handlers.)
 pub fn run_until(plan: &Plan, stop: &AtomicBool) -> Result<(), SuperviseError> {
     let state_dir = files::state_dir(&plan.state_dir)?.to_path_buf();
-    let pid_path = pids::pid_path(&state_dir, pids::DaemonKind::Supervisor, None);
+    let pid_path = pids::supervisor_pid_path(&state_dir);
     let _lock = pids::PidFile::claim(&pid_path).map_err(|e| match e {
         pids::PidFileError::AlreadyRunning { pid, .. } => SuperviseError::AlreadyRunning {
             pid: pid as u32,
@@ -191,12 +189,6 @@ pub fn run_until(plan: &Plan, stop: &AtomicBool) -> Result<(), SuperviseError> {
     sup.shutdown();
     info!(testbed = %plan.name, "supervisor stopped");
     Ok(())
-}
-
-/// The pid of the supervisor running for `state_dir`, if one runs (holds
-/// the lock on its pid file).
-pub fn supervisor_pid(state_dir: &Path) -> Option<u32> {
-    crate::state::pids::supervisor(state_dir).map(|p| p as u32)
 }
 
 /// One container and where it stands.

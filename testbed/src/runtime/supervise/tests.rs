@@ -115,7 +115,7 @@ pods:
     let pid = first.pid.expect("pid");
     assert!(alive(pid));
     assert_eq!(
-        supervisor_pid(&sup.state_dir),
+        pids::supervisor(&sup.state_dir).map(|p| p as u32),
         Some(std::process::id()),
         "the pid file is locked and names the supervisor"
     );
@@ -162,7 +162,7 @@ pods:
     let s = status::read(&sup.state_dir).unwrap();
     assert!(s.stopping);
     assert!(s.containers.iter().all(|c| c.pid.is_none()));
-    assert_eq!(supervisor_pid(&sup.state_dir), None);
+    assert_eq!(pids::supervisor(&sup.state_dir).map(|p| p as u32), None);
 }
 
 #[test]
