@@ -8,4 +8,6 @@
 //! (`events`). `change` says how two plans differ, for `testbed apply`.
 
 pub mod change;
+pub mod desired;
 pub mod events;
+pub mod live;

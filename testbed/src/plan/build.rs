@@ -11,7 +11,7 @@ use crate::plan::names::{self, IfNames, MacAllocator};
 use crate::plan::types::*;
 use crate::topology::model::{Link, Network, Pod, Sp, Topology};
 use overlay::{Backend, Ipv4Net, Lease, NetworkConfig};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 mod cluster;
@@ -41,9 +41,24 @@ pub const NODE_PORTS: (u16, u16) = (30000, 32767);
 /// Plans `topo`. Returns `None` when the cluster settings themselves are
 /// unusable; otherwise a plan, with any problems added to `diags`.
 pub fn build(topo: &Topology, diags: &mut Diagnostics) -> Option<Plan> {
+    build_with(topo, &BTreeSet::new(), diags)
+}
+
+/// Plans `topo` with the nodes named in `unschedulable` taking no pod that
+/// is not pinned to them (the controller's nodes that are not ready).
+pub fn build_with(
+    topo: &Topology,
+    unschedulable: &BTreeSet<String>,
+    diags: &mut Diagnostics,
+) -> Option<Plan> {
     let config = cluster_config(topo, diags)?;
     let mut p = Planner {
         topo,
+        unschedulable: topo
+            .nodes
+            .iter()
+            .map(|n| unschedulable.contains(&n.name.value))
+            .collect(),
         diags,
         prefix: names::prefix(&topo.name.value),
         state_dir: format!("{STATE_ROOT}/{}", topo.name.value),
@@ -55,6 +70,8 @@ pub fn build(topo: &Topology, diags: &mut Diagnostics) -> Option<Plan> {
 
 struct Planner<'t, 'd> {
     topo: &'t Topology,
+    /// By node index: takes no unpinned pod.
+    unschedulable: Vec<bool>,
     diags: &'d mut Diagnostics,
     prefix: String,
     state_dir: String,
@@ -144,6 +161,7 @@ impl Planner<'_, '_> {
             proxy: c.proxy.value,
             network_config: self.config.clone(),
             container_log_max_bytes: c.container_log_max_size.value.0,
+            pod_eviction_timeout: c.pod_eviction_timeout.value,
         }
     }
 

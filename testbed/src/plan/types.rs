@@ -78,6 +78,14 @@ pub struct ClusterPlan {
     /// existed reads as the default, 10 MiB.
     #[serde(default = "default_container_log_max_bytes")]
     pub container_log_max_bytes: u64,
+    /// How long a node may be unreachable before the controller evicts its
+    /// pods (`cluster.podEvictionTimeout`). An older plan reads as 5 s.
+    #[serde(default = "default_pod_eviction_timeout")]
+    pub pod_eviction_timeout: Duration,
+}
+
+fn default_pod_eviction_timeout() -> Duration {
+    Duration(crate::topology::decode::defaults::POD_EVICTION_TIMEOUT_US)
 }
 
 fn default_container_log_max_bytes() -> u64 {

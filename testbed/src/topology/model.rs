@@ -143,6 +143,9 @@ pub struct Cluster {
     /// The size at which a container's log is cut (kubelet's
     /// `containerLogMaxSize`).
     pub container_log_max_size: Sp<Size>,
+    /// How long a node may be unreachable before the controller evicts its
+    /// pods (`podEvictionTimeout`).
+    pub pod_eviction_timeout: Sp<Duration>,
 }
 
 /// Labels, as key/value pairs.

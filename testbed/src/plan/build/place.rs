@@ -163,6 +163,7 @@ impl Planner<'_, '_> {
             let ports = host_ports(pod);
             let clash = |n: usize| ports.iter().any(|p| load.host_ports[n].contains(p));
             let choice = (0..topo.nodes.len())
+                .filter(|&n| !self.unschedulable[n])
                 .filter(|&n| !bridge || load.bridged[n] < load.capacity[n])
                 .min_by_key(|&n| (clash(n), load.pods[n], n));
             match choice {

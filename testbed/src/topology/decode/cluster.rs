@@ -4,7 +4,7 @@
 
 use super::{Decoder, Obj};
 use crate::topology::model::*;
-use crate::topology::units::Size;
+use crate::topology::units::{Duration, Size};
 use overlay::{Backend, Ipv4Net};
 use proxy::Mode;
 
@@ -32,10 +32,17 @@ pub mod defaults {
     pub const MTU: u32 = 1500;
     /// `cluster.containerLogMaxSize`, in bytes (10Mi, kubelet's default).
     pub const CONTAINER_LOG_MAX_SIZE: u64 = 10 << 20;
+    /// `cluster.podEvictionTimeout`, in microseconds (5 s: a small
+    /// stand-in for Kubernetes' five minutes).
+    pub const POD_EVICTION_TIMEOUT_US: u64 = 5_000_000;
 }
 
 /// Limits of `cluster.mtu`.
 pub const MTU_RANGE: (u32, u32) = (576, 9000);
+/// Limits of `cluster.podEvictionTimeout`, in microseconds (100 ms to 1 h).
+pub const MIN_EVICTION_TIMEOUT_US: u64 = 100_000;
+/// See [`MIN_EVICTION_TIMEOUT_US`].
+pub const MAX_EVICTION_TIMEOUT_US: u64 = 3_600_000_000;
 /// The smallest `cluster.containerLogMaxSize`, in bytes (4Ki).
 pub const MIN_CONTAINER_LOG_MAX_SIZE: u64 = 4 << 10;
 
@@ -80,6 +87,7 @@ const CLUSTER: &[&str] = &[
     "overlay",
     "proxy",
     "containerLogMaxSize",
+    "podEvictionTimeout",
 ];
 
 impl Decoder<'_> {
@@ -164,6 +172,9 @@ impl Decoder<'_> {
             container_log_max_size: self.log_max_size(&obj).unwrap_or_else(|| {
                 Sp::defaulted(Size(defaults::CONTAINER_LOG_MAX_SIZE), here.clone())
             }),
+            pod_eviction_timeout: self.eviction_timeout(&obj).unwrap_or_else(|| {
+                Sp::defaulted(Duration(defaults::POD_EVICTION_TIMEOUT_US), here.clone())
+            }),
         }
     }
 
@@ -206,6 +217,30 @@ impl Decoder<'_> {
                 ("userspace", Mode::Userspace),
             ],
         )
+    }
+
+    fn eviction_timeout(&mut self, obj: &Obj) -> Option<Sp<Duration>> {
+        let (n, p) = obj.get("podEvictionTimeout")?;
+        let t = self.parsed::<Duration>(
+            n,
+            &p,
+            "`podEvictionTimeout`",
+            "a duration is a number and a unit: us, ms or s, e.g. 5s",
+        )?;
+        if !(MIN_EVICTION_TIMEOUT_US..=MAX_EVICTION_TIMEOUT_US).contains(&t.value.0) {
+            self.err(
+                &t.at,
+                format!("`podEvictionTimeout` {} is out of range", t.value),
+                format!(
+                    "the time a node may be unreachable before its pods are evicted is from {} to {}; the default is {}",
+                    Duration(MIN_EVICTION_TIMEOUT_US),
+                    Duration(MAX_EVICTION_TIMEOUT_US),
+                    Duration(defaults::POD_EVICTION_TIMEOUT_US)
+                ),
+            );
+            return None;
+        }
+        Some(t)
     }
 
     fn log_max_size(&mut self, obj: &Obj) -> Option<Sp<Size>> {
