@@ -6,6 +6,7 @@
 
 use crate::daemons::{self, DaemonKind};
 use crate::kernel::{apply, teardown};
+use crate::controller::spec::Spec;
 use crate::plan::Plan;
 use crate::state::{self, NameError, TestbedName};
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ pub enum UpError {
     #[error(transparent)]
     Name(#[from] NameError),
     /// The same name runs with another topology.
-    #[error("a testbed named `{0}` is already running with a different topology; run `testbed down {0}` first, or rename this one")]
+    #[error("a testbed named `{0}` is already running with a different topology; change it with `testbed apply FILE` (`--dry-run` shows the difference first), or run `testbed down {0}` first, or rename this one")]
     Conflict(String),
     /// Objects of this name exist without a state directory.
     #[error("leftovers of a testbed named `{0}` exist ({1} network namespaces, no state); run `testbed down {0}` first")]
@@ -82,12 +83,6 @@ pub fn plan_path(name: &TestbedName) -> PathBuf {
     name.dir().join("plan.json")
 }
 
-/// Where `testbed impair` keeps the plan as `up` filed it, before its first
-/// live change.
-fn filed_path(name: &TestbedName) -> PathBuf {
-    name.dir().join("plan.filed.json")
-}
-
 /// The plan a running testbed runs (live impairment changes included).
 pub fn running_plan(name: &TestbedName) -> Option<Plan> {
     let text = std::fs::read_to_string(plan_path(name)).ok()?;
@@ -108,6 +103,7 @@ fn impaired_nodes(running: &Plan, filed: &Plan) -> Vec<String> {
 /// Brings `plan` up and waits until it is ready; on any failure removes
 /// everything it made.
 pub fn up(
+    spec: &Spec,
     plan: &Plan,
     timeout: Duration,
     on_progress: &mut dyn FnMut(&str),
@@ -117,11 +113,12 @@ pub fn up(
     }
     let name = TestbedName::new(&plan.name)?;
     if let Some(running) = running_plan(&name) {
-        // Live impairment changes (`testbed impair`) are not a different
-        // topology: compare the file with the plan as it was filed.
-        let filed = std::fs::read_to_string(filed_path(&name))
+        // Live changes (faults, `scale`, `impair`, rescheduling) are not a
+        // different topology: compare the file with the one last given.
+        let filed = crate::controller::spec::read(&name.dir())
             .ok()
-            .and_then(|t| serde_json::from_str::<Plan>(&t).ok())
+            .and_then(|s| s.load().ok())
+            .map(|l| l.plan)
             .unwrap_or_else(|| running.clone());
         if &filed != plan {
             return Err(UpError::Conflict(plan.name.clone()));
@@ -143,7 +140,7 @@ pub fn up(
         return Err(UpError::Leftovers(plan.name.clone(), left.len()));
     }
     crate::runtime::launch::check(plan).map_err(|e| UpError::Command(e.to_string()))?;
-    let result = build(plan, &name, timeout, on_progress);
+    let result = build(spec, plan, &name, timeout, on_progress);
     if result.is_err() {
         if let Err(e) = teardown::teardown(&name, &mut |_| {}) {
             tracing::warn!(error = %e, "rollback after a failed up");
@@ -153,6 +150,7 @@ pub fn up(
 }
 
 fn build(
+    spec: &Spec,
     plan: &Plan,
     name: &TestbedName,
     timeout: Duration,
@@ -172,6 +170,7 @@ fn build(
     let json =
         serde_json::to_string_pretty(plan).map_err(|e| state_err(std::io::Error::other(e)))?;
     state::write_atomic(&plan_path(name), json.as_bytes()).map_err(state_err)?;
+    crate::controller::spec::write(&dir, spec).map_err(state_err)?;
     crate::runtime::files::prepare(plan)
         .map_err(|e| state_err(std::io::Error::other(e.to_string())))?;
     on_progress(&format!(
@@ -248,43 +247,17 @@ fn start_supervisor(name: &TestbedName, plan: &Plan) -> Result<(), UpError> {
     }
 }
 
-/// Changes the impairments of node `machine` of running testbed `name`: the
-/// node's overlay daemon picks them up at once, and the saved plan records
-/// them.
+/// Changes the impairments of machine `machine` (a node or host) of running
+/// testbed `name`, through its controller: the udp overlay's data path for
+/// the nodes of a udp testbed, the kernel's qdiscs otherwise.
 pub fn impair(
     name: &TestbedName,
     machine: &str,
     link: Option<crate::plan::types::LinkPlan>,
-) -> Result<(), UpError> {
-    let mut plan = running_plan(name)
-        .ok_or_else(|| UpError::Impairment(format!("no running testbed named `{name}`")))?;
-    if plan.hosts.iter().any(|h| h.name == machine) || plan.cluster.overlay != overlay::Backend::Udp
-    {
-        return Err(UpError::Impairment(format!(
-            "`{machine}`'s impairments are the kernel's qdiscs; `testbed impair` changes those the udp overlay applies (nodes of a udp testbed); change the file and run `down` and `up` instead"
-        )));
-    }
-    let Some(node) = plan.nodes.iter_mut().find(|n| n.name == machine) else {
-        return Err(UpError::Impairment(format!(
-            "testbed `{name}` has no node `{machine}`"
-        )));
+) -> Result<crate::controller::control::Reply, crate::controller::control::ControlError> {
+    let req = crate::controller::control::Request::Impair {
+        machine: machine.to_string(),
+        link,
     };
-    node.link = link;
-    let node = node.clone();
-    let filed = filed_path(name);
-    if !filed.exists() {
-        std::fs::read(plan_path(name))
-            .and_then(|text| state::write_atomic(&filed, &text))
-            .map_err(|source| UpError::State {
-                path: filed.display().to_string(),
-                source,
-            })?;
-    }
-    crate::overlay_run::write_impairment(&plan, &node)?;
-    let json =
-        serde_json::to_string_pretty(&plan).map_err(|e| UpError::Impairment(e.to_string()))?;
-    state::write_atomic(&plan_path(name), json.as_bytes()).map_err(|source| UpError::State {
-        path: plan_path(name).display().to_string(),
-        source,
-    })
+    crate::controller::control::request(&name.dir(), &req, Duration::from_secs(60))
 }

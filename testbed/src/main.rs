@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use testbed::state::TestbedName;
 use testbed::{diag, graph, plan::render, LoadError, Loaded};
 
+mod cmd;
+
 /// Declarative network emulation: a Kubernetes-style cluster out of Linux
 /// network namespaces, from one YAML file.
 #[derive(Parser)]
@@ -23,6 +25,55 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Break a running testbed on purpose (node-down, link-down, partition,
+    /// kill, delete) or undo it (node-up, link-up, clear).
+    Fault {
+        /// The testbed's name or topology file (optional when only one runs).
+        #[arg(short = 't', long = "testbed", global = true)]
+        testbed: Option<String>,
+        /// Print the controller's reply as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        fault: cmd::control::FaultCmd,
+    },
+    /// Set the number of pods of a replication controller of a running testbed.
+    Scale {
+        /// The testbed's name or topology file (optional when only one runs).
+        #[arg(short = 't', long = "testbed")]
+        testbed: Option<String>,
+        /// The replication controller (NAME or NAMESPACE/NAME).
+        rc: String,
+        /// The number of pods.
+        replicas: u32,
+        /// Print the controller's reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a running testbed to a new version of its file: prints the
+    /// difference, then changes only what differs.
+    Apply {
+        /// The new topology file (same `name`).
+        file: PathBuf,
+        /// Only print the difference.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the difference as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What a testbed's controller did and saw: pods made, ready, evicted,
+    /// nodes NotReady, faults, drift repaired, apply steps.
+    Events {
+        /// The testbed's name or topology file (optional when only one runs).
+        target: Option<String>,
+        /// Keep printing new events.
+        #[arg(short, long)]
+        follow: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a topology file and report every problem in it.
     Validate {
         /// The topology file.
@@ -417,18 +468,63 @@ fn run(command: Command) -> Result<(), Failure> {
                 link.rate = rate.map(|v| v.parse()).transpose().map_err(bad)?;
             }
             let link = (link != Default::default()).then_some(link);
-            testbed::lifecycle::impair(&name, &machine, link).context("changing impairments")?;
-            eprintln!("{name}: impairments of {machine} changed");
+            let reply =
+                testbed::lifecycle::impair(&name, &machine, link).context("changing impairments")?;
+            match reply.code {
+                0 => {
+                    eprintln!("{name}: impairments of {machine} changed");
+                    Ok(())
+                }
+                2 => {
+                    eprintln!("error: {}", reply.message);
+                    Err(Failure::BadInput)
+                }
+                code => {
+                    eprintln!("error: {}", reply.message);
+                    Err(Failure::Reported(code))
+                }
+            }
+        }
+        Command::Fault {
+            testbed,
+            json,
+            fault,
+        } => {
+            let plan = one_testbed(testbed)?;
+            let name = checked_name(&plan.name)?;
+            let req = cmd::control::fault_request(fault, &plan)?;
+            cmd::control::send(&name, &req, json)?;
             Ok(())
+        }
+        Command::Scale {
+            testbed,
+            rc,
+            replicas,
+            json,
+        } => {
+            let plan = one_testbed(testbed)?;
+            let name = checked_name(&plan.name)?;
+            let req = testbed::controller::control::Request::Scale { rc, replicas };
+            cmd::control::send(&name, &req, json)?;
+            Ok(())
+        }
+        Command::Apply {
+            file,
+            dry_run,
+            json,
+        } => cmd::control::apply(&file, dry_run, json),
+        Command::Events {
+            target,
+            follow,
+            json,
+        } => {
+            let plan = one_testbed(target)?;
+            let name = checked_name(&plan.name)?;
+            cmd::events::run(&name, follow, json)
         }
         Command::Supervise { name } => {
             let name = checked_name(&name)?;
-            if let Some(plan) = testbed::lifecycle::running_plan(&name) {
-                let watched = plan.clone();
-                std::thread::spawn(move || testbed::services::follow_endpoints(&plan));
-                std::thread::spawn(move || testbed::watchdog::keep_daemons(&watched));
-            }
-            testbed::runtime::supervise::run_from_state(&name).context("supervisor")?;
+            testbed::controller::run::run_from_state(&name).context("controller")?;
             Ok(())
         }
         Command::Rules {
@@ -602,7 +698,12 @@ fn up(
         }
         tracing::info!("{msg}");
     };
-    let outcome = testbed::lifecycle::up(plan, timeout, &mut progress);
+    let spec = testbed::controller::spec::Spec {
+        file: file.display().to_string(),
+        source: loaded.source.clone(),
+        overlay: overlay.and_then(|o| overlay::Backend::ALL.into_iter().find(|b| b.as_str() == o)),
+    };
+    let outcome = testbed::lifecycle::up(&spec, plan, timeout, &mut progress);
     if tty {
         eprint!("\r\x1b[2K");
     }

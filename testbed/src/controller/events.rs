@@ -57,3 +57,14 @@ pub struct Event {
     /// Why, in a few words.
     pub reason: String,
 }
+// STUB
+pub const EVENTS_FILE: &str = "events.jsonl";
+pub struct EventLog;
+impl EventLog {
+    pub fn open(_d: &std::path::Path) -> std::io::Result<EventLog> { Ok(EventLog) }
+    pub fn record(&mut self, _k: EventKind, _o: impl Into<String>, _r: impl Into<String>) {}
+}
+pub fn read(_d: &std::path::Path) -> std::io::Result<Vec<Event>> { Ok(vec![]) }
+pub fn render(_e: &[Event]) -> String { String::new() }
+pub struct Follower;
+impl Follower { pub fn after(_d: &std::path::Path, _n: usize) -> Follower { Follower } pub fn poll(&mut self) -> Vec<Event> { vec![] } }

@@ -14,8 +14,6 @@ use std::path::{Path, PathBuf};
 
 /// The file in the state directory.
 pub const LIVE_FILE: &str = "live.json";
-/// The file as last applied, in the state directory.
-pub const SPEC_FILE: &str = "topology.yaml";
 
 /// Where a pod runs now.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,13 @@
 //! (`events`). `change` says how two plans differ, for `testbed apply`.
 
 pub mod change;
+pub mod control;
+mod converge;
 pub mod desired;
+pub mod faults;
+mod handle;
 pub mod events;
 pub mod live;
+pub mod lookup;
+pub mod run;
+pub mod spec;

@@ -37,6 +37,28 @@ pub async fn index(h: &Handle, name: &str) -> NlResult<u32> {
     }
 }
 
+/// Deletes interface `name` if it exists (a veth: both ends go).
+pub async fn delete_if_present(h: &Handle, name: &str) -> NlResult<()> {
+    let mut links = h.link().get().match_name(name.to_string()).execute();
+    let idx = match links.try_next().await {
+        Ok(Some(msg)) => msg.header.index,
+        Ok(None) => return Ok(()),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    match h.link().del(idx).execute().await {
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(()),
+        r => r,
+    }
+}
+
+/// Sets interface `name` administratively up or down.
+pub async fn set_admin(h: &Handle, name: &str, up: bool) -> NlResult<()> {
+    let b = LinkUnspec::new_with_name(name);
+    let b = if up { b.up() } else { b.down() };
+    h.link().set(b.build()).execute().await
+}
+
 /// Brings interface `name` up.
 pub async fn set_up(h: &Handle, name: &str) -> NlResult<()> {
     h.link()

@@ -11,3 +11,4 @@ pub mod netns;
 pub mod observe;
 pub mod qdisc;
 pub mod teardown;
+pub mod partition;

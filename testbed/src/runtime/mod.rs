@@ -105,6 +105,66 @@ impl<'a> Sandbox<'a> {
     }
 }
 
+/// A sandbox that owns its data, for the supervisor, whose plan changes
+/// while it runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OwnedSandbox {
+    /// Pod or host.
+    pub kind: OwnerKind,
+    /// The pod's Kubernetes-style namespace (`None` for hosts).
+    pub namespace: Option<String>,
+    /// The pod's or host's name.
+    pub name: String,
+    /// The network namespace.
+    pub netns: String,
+    /// The hostname its containers see.
+    pub hostname: String,
+    /// The hosts file.
+    pub hosts_file: String,
+    /// The testbed's state directory.
+    pub state_dir: String,
+    /// Its containers.
+    pub containers: Vec<ContainerPlan>,
+}
+
+impl OwnedSandbox {
+    /// A copy of `s`.
+    pub fn of(s: &Sandbox<'_>) -> Self {
+        OwnedSandbox {
+            kind: s.kind,
+            namespace: s.namespace.map(String::from),
+            name: s.name.to_string(),
+            netns: s.netns.to_string(),
+            hostname: s.hostname.to_string(),
+            hosts_file: s.hosts_file.to_string(),
+            state_dir: s.state_dir.to_string(),
+            containers: s.containers.to_vec(),
+        }
+    }
+
+    /// The borrowed form.
+    pub fn view(&self) -> Sandbox<'_> {
+        Sandbox {
+            kind: self.kind,
+            namespace: self.namespace.as_deref(),
+            name: &self.name,
+            netns: &self.netns,
+            hostname: &self.hostname,
+            hosts_file: &self.hosts_file,
+            state_dir: &self.state_dir,
+            containers: &self.containers,
+        }
+    }
+
+    /// `NAMESPACE/NAME` of a pod, `host:NAME` of a host.
+    pub fn key(&self) -> String {
+        match (&self.kind, &self.namespace) {
+            (OwnerKind::Pod, Some(ns)) => format!("{ns}/{}", self.name),
+            _ => format!("host:{}", self.name),
+        }
+    }
+}
+
 /// `pod web-0`, `pod other/web-0` (namespaces other than `default`), or
 /// `host client`, as messages name them.
 impl fmt::Display for Sandbox<'_> {

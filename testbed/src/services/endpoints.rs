@@ -95,16 +95,19 @@ struct NodeState {
 /// node whose update fails gets the whole rule set instead; a node that
 /// keeps failing is tried again with a back-off of its own (up to
 /// `MAX_RETRY`), without holding up the others.
-pub fn follow_endpoints(plan: &Plan) {
-    if plan.cluster.proxy == proxy::Mode::Userspace || plan.services.is_empty() {
-        return;
-    }
-    let mode = plan.cluster.proxy;
+pub fn follow_endpoints(state_dir: &Path) {
+    let mut watch = crate::state::plan_watch::PlanWatch::new(state_dir.join("plan.json"));
+    let mut plan = loop {
+        if let Some(p) = watch.changed() {
+            break p;
+        }
+        std::thread::sleep(POLL);
+    };
     let mut nodes: Vec<NodeState> = plan
         .nodes
         .iter()
         .map(|_| NodeState {
-            held: Some(all_pods(plan)),
+            held: Some(all_pods(&plan)),
             flows: Vec::new(),
             retry_at: Instant::now(),
             pause: POLL,
@@ -113,79 +116,99 @@ pub fn follow_endpoints(plan: &Plan) {
     let mut recorded: Option<PodSet> = None;
     loop {
         std::thread::sleep(POLL);
-        let Some(ready) = ready_pods(plan) else {
+        if let Some(p) = watch.changed() {
+            // The controller changed the plan (pods moved, services came or
+            // went): every node gets the whole rule set of the new plan.
+            if p.services != plan.services {
+                for st in &mut nodes {
+                    st.held = None;
+                }
+                recorded = None;
+            }
+            plan = p;
+        }
+        if plan.cluster.proxy == proxy::Mode::Userspace || plan.services.is_empty() {
+            continue;
+        }
+        let Some(ready) = ready_pods(&plan) else {
             continue;
         };
-        let after = with_ready_endpoints(plan, &ready);
-        let now = Instant::now();
-        for (n, st) in plan.nodes.iter().zip(&mut nodes) {
-            if (st.held.as_ref() == Some(&ready) && st.flows.is_empty()) || now < st.retry_at {
-                continue;
-            }
-            let mut ok = true;
-            if st.held.as_ref() != Some(&ready) {
-                let before = match &st.held {
-                    Some(held) => with_ready_endpoints(plan, held),
-                    None => plan.services.clone(),
-                };
-                let full = || rules::load(mode, n, &rules::resync(mode, &after));
-                let result = match st.held {
-                    Some(_) => {
-                        let text = rules::update(mode, &before, &after);
-                        if text.is_empty() {
-                            Ok(())
-                        } else {
-                            rules::load(mode, n, &text)
-                        }
-                        .or_else(|e| {
-                            tracing::warn!(node = %n.name, error = %e, "updating service endpoints; loading all rules");
-                            full()
-                        })
-                    }
-                    None => full(),
-                };
-                match result {
-                    Ok(()) => {
-                        tracing::info!(node = %n.name, ready = ready.len(), took = ?now.elapsed(), "service endpoints updated");
-                        for gone in rules::udp_endpoints_gone(&before, &after) {
-                            if !st.flows.contains(&gone) {
-                                st.flows.push(gone);
-                            }
-                        }
-                        st.held = Some(ready.clone());
-                    }
-                    Err(e) => {
-                        tracing::warn!(node = %n.name, error = %e, "loading the service rules");
-                        st.held = None;
-                        ok = false;
-                    }
-                }
-            }
-            // Flows already DNATed to endpoints that left go too.
-            if ok && !st.flows.is_empty() {
-                match rules::forget_udp_flows(n, &st.flows) {
-                    Ok(deleted) => {
-                        tracing::info!(node = %n.name, deleted, "UDP flows of endpoints that left deleted");
-                        st.flows.clear();
-                    }
-                    Err(e) => {
-                        tracing::warn!(node = %n.name, error = %e, "deleting the UDP flows of endpoints that left");
-                        ok = false;
-                    }
-                }
-            }
-            (st.retry_at, st.pause) = if ok {
-                (now, POLL)
-            } else {
-                (now + st.pause, (st.pause * 2).min(MAX_RETRY))
-            };
-        }
+        follow_once(&plan, &ready, &mut nodes);
         if nodes.iter().all(|st| st.held.as_ref() == Some(&ready))
             && recorded.as_ref() != Some(&ready)
         {
-            write_programmed(&programmed_path(plan, None), &ready);
+            write_programmed(&programmed_path(&plan, None), &ready);
             recorded = Some(ready);
         }
+    }
+}
+
+/// One round of [`follow_endpoints`]: brings each node's rules to `ready`.
+fn follow_once(plan: &Plan, ready: &PodSet, nodes: &mut [NodeState]) {
+    let mode = plan.cluster.proxy;
+    let after = with_ready_endpoints(plan, ready);
+    let now = Instant::now();
+    for (n, st) in plan.nodes.iter().zip(nodes.iter_mut()) {
+        if (st.held.as_ref() == Some(ready) && st.flows.is_empty()) || now < st.retry_at {
+            continue;
+        }
+        let mut ok = true;
+        if st.held.as_ref() != Some(ready) {
+            let before = match &st.held {
+                Some(held) => with_ready_endpoints(plan, held),
+                None => plan.services.clone(),
+            };
+            let full = || rules::load(mode, n, &rules::resync(mode, &after));
+            let result = match st.held {
+                Some(_) => {
+                    let text = rules::update(mode, &before, &after);
+                    if text.is_empty() {
+                        Ok(())
+                    } else {
+                        rules::load(mode, n, &text)
+                    }
+                    .or_else(|e| {
+                        tracing::warn!(node = %n.name, error = %e, "updating service endpoints; loading all rules");
+                        full()
+                    })
+                }
+                None => full(),
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(node = %n.name, ready = ready.len(), took = ?now.elapsed(), "service endpoints updated");
+                    for gone in rules::udp_endpoints_gone(&before, &after) {
+                        if !st.flows.contains(&gone) {
+                            st.flows.push(gone);
+                        }
+                    }
+                    st.held = Some(ready.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(node = %n.name, error = %e, "loading the service rules");
+                    st.held = None;
+                    ok = false;
+                }
+            }
+        }
+        // Flows already DNATed to endpoints that left go too.
+        if ok && !st.flows.is_empty() {
+            match rules::forget_udp_flows(n, &st.flows) {
+                Ok(deleted) => {
+                    tracing::info!(node = %n.name, deleted, "UDP flows of endpoints that left deleted");
+                    st.flows.clear();
+                }
+                Err(e) => {
+                    tracing::warn!(node = %n.name, error = %e, "deleting the UDP flows of endpoints that left");
+                    ok = false;
+                }
+            }
+        }
+        (st.retry_at, st.pause) = if ok {
+            (now, POLL)
+        } else {
+            (now + st.pause, (st.pause * 2).min(MAX_RETRY))
+        };
     }
 }
 

@@ -175,6 +175,10 @@ async fn serve(plan: &Plan, n: &NodePlan, fd_budget: Option<u64>) -> Result<(), 
         message,
     };
     let mode = proxy::Mode::Userspace;
+    let mut watch = crate::state::plan_watch::PlanWatch::new(
+        std::path::Path::new(&plan.state_dir).join("plan.json"),
+    );
+    watch.changed();
     let listen = proxy::portals::listen_ports(&plan.services);
     let first = ready_pods(plan);
     // Whether `current` is what the supervisor reported: until it has, what
@@ -249,6 +253,14 @@ async fn serve(plan: &Plan, n: &NodePlan, fd_budget: Option<u64>) -> Result<(), 
         if STOP.load(Ordering::SeqCst) {
             drop(proxy);
             return Ok(());
+        }
+        // The controller changed the services (apply, pods moved): this
+        // proxy ends, and the watchdog starts it again on the new plan.
+        if watch.changed().is_some_and(|p| p.services != plan.services) {
+            return Err(ServicesError::Proxy {
+                node: n.name.clone(),
+                message: "the services changed; starting again with the new plan".into(),
+            });
         }
         let Some(ready) = ready_pods(plan) else {
             continue;

@@ -13,6 +13,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub mod pids;
+pub mod plan_watch;
 
 /// Where running testbeds keep their state.
 pub const ROOT: &str = "/run/testbed";

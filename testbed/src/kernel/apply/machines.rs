@@ -113,7 +113,7 @@ pub(super) async fn configure(
 
 /// One end of an impaired link: netem when anything but a rate is asked
 /// (the kernel must have it), tbf for a rate alone.
-async fn impair_link(
+pub(super) async fn impair_link(
     machine: &str,
     ns: &str,
     h: &Handle,

@@ -9,8 +9,11 @@
 //! A failure removes every namespace created, and with them every
 //! interface: nothing half-built remains.
 
+mod live;
 mod machines;
 mod pods;
+
+pub use live::{add_pods, remove_pods, set_impairment, set_link};
 
 use crate::kernel::netns::{self, Netns, NetnsError};
 use crate::plan::types::Route;
@@ -164,7 +167,7 @@ fn create_namespaces(
     specs: Vec<NsSpec>,
     rt: &tokio::runtime::Handle,
     threads: usize,
-    anchor: &std::path::Path,
+    anchor: Option<&std::path::Path>,
 ) -> (Vec<Ns>, Option<ApplyError>) {
     let chunk = specs.len().div_ceil(threads.max(1)).max(1);
     let mut groups: Vec<Vec<NsSpec>> = Vec::new();
@@ -178,12 +181,12 @@ fn create_namespaces(
         .into_iter()
         .map(|group| {
             let rt = rt.clone();
-            let anchor = anchor.to_path_buf();
+            let anchor = anchor.map(|a| a.to_path_buf());
             std::thread::spawn(move || {
                 let _enter = rt.enter();
                 let mut made = Vec::new();
                 for spec in group {
-                    let netns = match netns::create_here(&spec.name, Some(&anchor)) {
+                    let netns = match netns::create_here(&spec.name, anchor.as_deref()) {
                         Ok(n) => n,
                         Err(e) => return (made, Some(ApplyError::Netns(e))),
                     };
@@ -270,7 +273,7 @@ fn apply_all(
 ) -> Result<(), ApplyError> {
     let anchor = netns::Anchor::create(&format!("{}.anchor", plan.prefix))?;
     let started = Instant::now();
-    let (made, err) = create_namespaces(machines, rt.handle(), 4, anchor.path());
+    let (made, err) = create_namespaces(machines, rt.handle(), 4, Some(anchor.path()));
     created.extend(made.iter().map(|n| n.netns.name.clone()));
     timings.namespaces += started.elapsed();
     if let Some(e) = err {
@@ -290,7 +293,7 @@ fn apply_all(
     while !rest.is_empty() {
         let later = rest.split_off(POD_BATCH.min(rest.len()));
         let started = Instant::now();
-        let (batch, err) = create_namespaces(rest, rt.handle(), 4, anchor.path());
+        let (batch, err) = create_namespaces(rest, rt.handle(), 4, Some(anchor.path()));
         created.extend(batch.iter().map(|n| n.netns.name.clone()));
         timings.namespaces += started.elapsed();
         if let Some(e) = err {

@@ -80,6 +80,16 @@ pub async fn probe(h: &Handle, ifindex: u32, kind: &str) -> Result<bool, Error> 
     }
 }
 
+/// Removes `ifindex`'s own root qdisc (the default one comes back); none
+/// is not an error.
+pub async fn del_root(h: &Handle, ifindex: u32) -> Result<(), Error> {
+    let del = RouteNetlinkMessage::DelQueueDiscipline(root_message(ifindex, vec![]));
+    match send(h, del, 0).await {
+        Err(e) if matches!(errno(&e), Some(libc::ENOENT) | Some(libc::EINVAL)) => Ok(()),
+        r => r,
+    }
+}
+
 /// A root tbf qdisc limiting `ifindex` to `rate_bps` bits/s (at least 8),
 /// with a burst of 4 ms at that rate (at least two full frames) and a queue
 /// of another 50 ms.

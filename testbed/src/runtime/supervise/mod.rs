@@ -33,7 +33,7 @@ use super::logs;
 use super::probe::{spawn_probe, Probe};
 use super::procs::{parallel_map, reap_one, signal_group, STARTERS};
 use super::status::{self, ContainerStatus, Exit, State, Status};
-use super::Sandbox;
+use super::{OwnedSandbox, Sandbox};
 use crate::plan::types::ContainerPlan;
 use crate::plan::Plan;
 use crate::state::{pids, TestbedName};
@@ -153,37 +153,75 @@ pub fn run(plan: &Plan) -> Result<(), SuperviseError> {
         unsafe { nix::sys::signal::sigaction(signal, &action) }
             .map_err(|source| SuperviseError::Signal { signal, source })?;
     }
+    install_child_handler()?;
     run_until(plan, &STOP)
+}
+
+/// Installs the handlers of SIGTERM and SIGINT (which set the returned
+/// flag) and of SIGCHLD, for a process that runs a supervisor.
+pub fn install_handlers() -> Result<&'static AtomicBool, SuperviseError> {
+    let action = SigAction::new(
+        SigHandler::Handler(on_stop_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { nix::sys::signal::sigaction(signal, &action) }
+            .map_err(|source| SuperviseError::Signal { signal, source })?;
+    }
+    install_child_handler()?;
+    Ok(&STOP)
+}
+
+/// Set by SIGCHLD: some child ended, so the supervisor looks at its
+/// children at the next tick (otherwise once a second).
+static CHILD_ENDED: AtomicBool = AtomicBool::new(true);
+
+extern "C" fn on_child(_: libc::c_int) {
+    CHILD_ENDED.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGCHLD mark [`CHILD_ENDED`] (process-wide), so that an idle
+/// supervisor does not look at every child at every tick.
+pub fn install_child_handler() -> Result<(), SuperviseError> {
+    let action = SigAction::new(
+        SigHandler::Handler(on_child),
+        SaFlags::SA_RESTART | SaFlags::SA_NOCLDSTOP,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic.
+    unsafe { nix::sys::signal::sigaction(Signal::SIGCHLD, &action) }
+        .map_err(|source| SuperviseError::Signal {
+            signal: Signal::SIGCHLD,
+            source,
+        })?;
+    Ok(())
+}
+
+/// Claims the supervisor's pid file in `state_dir` (held while the returned
+/// value lives).
+pub fn claim(state_dir: &Path) -> Result<pids::PidFile, SuperviseError> {
+    let pid_path = pids::supervisor_pid_path(state_dir);
+    pids::PidFile::claim(&pid_path).map_err(|e| match e {
+        pids::PidFileError::AlreadyRunning { pid, .. } => SuperviseError::AlreadyRunning {
+            pid: pid as u32,
+            state_dir: state_dir.display().to_string(),
+        },
+        pids::PidFileError::Io { path, source } => SuperviseError::PidFile { path, source },
+    })
 }
 
 /// Runs the supervisor of `plan` until `stop` is set, then stops every
 /// container and returns. (What [`run`] does, without signal handlers.)
 pub fn run_until(plan: &Plan, stop: &AtomicBool) -> Result<(), SuperviseError> {
     let state_dir = files::state_dir(&plan.state_dir)?.to_path_buf();
-    let pid_path = pids::supervisor_pid_path(&state_dir);
-    let _lock = pids::PidFile::claim(&pid_path).map_err(|e| match e {
-        pids::PidFileError::AlreadyRunning { pid, .. } => SuperviseError::AlreadyRunning {
-            pid: pid as u32,
-            state_dir: state_dir.display().to_string(),
-        },
-        pids::PidFileError::Io { path, source } => SuperviseError::PidFile { path, source },
-    })?;
+    let _lock = claim(&state_dir)?;
     files::prepare(plan)?;
     info!(testbed = %plan.name, pid = std::process::id(), "supervisor started");
     let mut sup = Supervisor::new(plan, state_dir);
-    sup.write_status();
-    let mut rotated = Instant::now();
     while !stop.load(Ordering::SeqCst) {
-        sup.reap();
-        sup.take_probe_results();
-        sup.start_due();
-        if sup.dirty {
-            sup.write_status();
-        }
-        if rotated.elapsed() >= ROTATE_EVERY {
-            sup.rotate_logs();
-            rotated = Instant::now();
-        }
+        sup.tick();
         thread::sleep(TICK);
     }
     sup.shutdown();
@@ -192,9 +230,10 @@ pub fn run_until(plan: &Plan, stop: &AtomicBool) -> Result<(), SuperviseError> {
 }
 
 /// One container and where it stands.
-struct Slot<'a> {
-    sandbox: Sandbox<'a>,
-    container: &'a ContainerPlan,
+struct Slot {
+    sandbox: Arc<OwnedSandbox>,
+    /// Its index in the sandbox's containers.
+    index: usize,
     pid: Option<Pid>,
     started: Instant,
     state: State,
@@ -213,9 +252,40 @@ struct Slot<'a> {
     /// Its process was started by an earlier supervisor: not a child of
     /// this one, so watched, not reaped.
     adopted: bool,
+    /// Why it is held stopped (its node is down), if it is.
+    held: Option<String>,
 }
 
-impl Slot<'_> {
+impl Slot {
+    fn container(&self) -> &ContainerPlan {
+        &self.sandbox.containers[self.index]
+    }
+
+    fn who(&self) -> String {
+        launch::who(&self.sandbox.view(), &self.container().name)
+    }
+
+    fn new(sandbox: Arc<OwnedSandbox>, index: usize, now: Instant) -> Slot {
+        Slot {
+            sandbox,
+            index,
+            pid: None,
+            started: now,
+            state: State::Waiting,
+            attempts: 0,
+            last_exit: None,
+            ready: false,
+            error: None,
+            backoff: BACKOFF_MIN,
+            next_start: Some(now),
+            generation: 0,
+            probe_cancel: None,
+            start_time: None,
+            adopted: false,
+            held: None,
+        }
+    }
+
     fn cancel_probe(&mut self) {
         if let Some(c) = self.probe_cancel.take() {
             c.store(true, Ordering::SeqCst);
@@ -243,42 +313,43 @@ pub fn backoff(current: Duration, ran: Duration) -> (Duration, Duration) {
     (delay, (delay * 2).min(BACKOFF_MAX))
 }
 
-struct Supervisor<'a> {
-    plan: &'a Plan,
+/// Every container of a testbed's pods and hosts, started, reaped,
+/// restarted and checked for readiness (see the module comment). The
+/// controller drives it: [`Supervisor::tick`] at a steady pace, and
+/// [`Supervisor::set_plan`], [`Supervisor::hold`], [`Supervisor::stop_pods`]
+/// and [`Supervisor::kill`] when the desired state changes.
+pub struct Supervisor {
+    name: String,
+    log_max: u64,
     /// The mount namespace containers are made from.
     base: Option<BaseMounts>,
     state_dir: PathBuf,
-    slots: Vec<Slot<'a>>,
+    slots: Vec<Slot>,
     probes_tx: Sender<Probe>,
     probes_rx: Receiver<Probe>,
     dirty: bool,
     stopping: bool,
+    rotated: Instant,
+    scanned: Instant,
 }
 
-impl<'a> Supervisor<'a> {
-    fn new(plan: &'a Plan, state_dir: PathBuf) -> Self {
+/// Every sandbox of `plan`, owned.
+fn sandboxes(plan: &Plan) -> Vec<Arc<OwnedSandbox>> {
+    Sandbox::all(plan)
+        .iter()
+        .map(|s| Arc::new(OwnedSandbox::of(s)))
+        .collect()
+}
+
+impl Supervisor {
+    /// A supervisor of `plan` whose state is in `state_dir`; it takes over
+    /// the containers of an earlier one that still run, and starts the rest
+    /// at its first tick.
+    pub fn new(plan: &Plan, state_dir: PathBuf) -> Self {
         let now = Instant::now();
-        let slots = Sandbox::all(plan)
+        let slots = sandboxes(plan)
             .into_iter()
-            .flat_map(|sb| {
-                sb.containers.iter().map(move |c| Slot {
-                    sandbox: sb.clone(),
-                    container: c,
-                    pid: None,
-                    started: now,
-                    state: State::Waiting,
-                    attempts: 0,
-                    last_exit: None,
-                    ready: false,
-                    error: None,
-                    backoff: BACKOFF_MIN,
-                    next_start: Some(now),
-                    generation: 0,
-                    probe_cancel: None,
-                    start_time: None,
-                    adopted: false,
-                })
-            })
+            .flat_map(|sb| (0..sb.containers.len()).map(move |i| Slot::new(sb.clone(), i, now)))
             .collect();
         let (probes_tx, probes_rx) = channel();
         let base = BaseMounts::create(&state_dir)
@@ -287,7 +358,8 @@ impl<'a> Supervisor<'a> {
             })
             .ok();
         let mut sup = Supervisor {
-            plan,
+            name: plan.name.clone(),
+            log_max: plan.cluster.container_log_max_bytes,
             base,
             state_dir,
             slots,
@@ -295,9 +367,30 @@ impl<'a> Supervisor<'a> {
             probes_rx,
             dirty: true,
             stopping: false,
+            rotated: now,
+            scanned: now,
         };
         sup.adopt();
+        sup.write_status();
         sup
+    }
+
+    /// One round: reaps what ended, takes readiness results, starts what is
+    /// due, writes the status when it changed, rotates logs once a second.
+    pub fn tick(&mut self) {
+        if CHILD_ENDED.swap(false, Ordering::SeqCst) || self.scanned.elapsed() >= ROTATE_EVERY {
+            self.reap();
+            self.scanned = Instant::now();
+        }
+        self.take_probe_results();
+        self.start_due();
+        if self.dirty {
+            self.write_status();
+        }
+        if self.rotated.elapsed() >= ROTATE_EVERY {
+            self.rotate_logs();
+            self.rotated = Instant::now();
+        }
     }
 
     /// Takes over the containers an earlier supervisor of this testbed
@@ -318,9 +411,9 @@ impl<'a> Supervisor<'a> {
             }
             let Some(i) = self.slots.iter().position(|s| {
                 s.sandbox.kind == old.kind
-                    && s.sandbox.namespace == old.namespace.as_deref()
+                    && s.sandbox.namespace == old.namespace
                     && s.sandbox.name == old.owner
-                    && s.container.name == old.container
+                    && s.container().name == old.container
             }) else {
                 continue;
             };
@@ -345,7 +438,7 @@ impl<'a> Supervisor<'a> {
     /// was taken over); one without a check is ready at once.
     fn watch_readiness(&mut self, i: usize) {
         let slot = &mut self.slots[i];
-        match slot.container.ready_tcp {
+        match slot.container().ready_tcp {
             Some(port) => {
                 slot.ready = false;
                 let cancel = Arc::new(AtomicBool::new(false));
@@ -375,7 +468,8 @@ impl<'a> Supervisor<'a> {
         }
         let base = self.base.as_ref();
         let slots = &self.slots;
-        let launch_one = |i: usize| launch::spawn(&slots[i].sandbox, slots[i].container, base);
+        let launch_one =
+            |i: usize| launch::spawn(&slots[i].sandbox.view(), slots[i].container(), base);
         for (k, result) in parallel_map(&due, STARTERS, launch_one) {
             self.started(due[k], result);
         }
@@ -443,8 +537,12 @@ impl<'a> Supervisor<'a> {
             slot.last_exit = exit;
         }
         self.dirty = true;
-        let who = launch::who(&slot.sandbox, &slot.container.name);
-        if !stopping && should_restart(slot.container.restart_policy, exit) {
+        let who = slot.who();
+        if let Some(why) = &slot.held {
+            slot.state = State::Waiting;
+            slot.error = Some(why.clone());
+            info!("{who}: stopped ({why})");
+        } else if !stopping && should_restart(slot.container().restart_policy, exit) {
             let (delay, next) = backoff(slot.backoff, ran);
             slot.backoff = next;
             slot.next_start = Some(Instant::now() + delay);
@@ -482,11 +580,11 @@ impl<'a> Supervisor<'a> {
             }
             match p {
                 Probe::Ready { .. } => {
-                    info!("{}: ready", launch::who(&s.sandbox, &s.container.name));
+                    info!("{}: ready", s.who());
                     s.ready = true;
                 }
                 Probe::Failed { message, .. } => {
-                    warn!("{}: {message}", launch::who(&s.sandbox, &s.container.name));
+                    warn!("{}: {message}", s.who());
                     s.error = Some(message);
                 }
             }
@@ -497,12 +595,12 @@ impl<'a> Supervisor<'a> {
     /// Rotates every container's log, and the supervisor's own, that has
     /// grown past the testbed's cap (see [`super::logs`]).
     fn rotate_logs(&mut self) {
-        let max = self.plan.cluster.container_log_max_bytes;
+        let max = self.log_max;
         let own = self.state_dir.join(SUPERVISOR_LOG);
         let logs = self
             .slots
             .iter()
-            .map(|s| Path::new(&s.container.log))
+            .map(|s| Path::new(&s.container().log))
             .chain(std::iter::once(own.as_path()));
         for log in logs {
             if let Err(e) = logs::rotate_if_larger(log, max) {
@@ -513,7 +611,7 @@ impl<'a> Supervisor<'a> {
 
     /// SIGTERM to every container's process group, SIGKILL after the grace
     /// period, everything reaped.
-    fn shutdown(&mut self) {
+    pub fn shutdown(&mut self) {
         self.stopping = true;
         for slot in &mut self.slots {
             slot.next_start = None;
@@ -534,7 +632,7 @@ impl<'a> Supervisor<'a> {
             if let Some(pid) = self.slots[i].pid {
                 warn!(
                     "{}: still running after {STOP_GRACE:?}; SIGKILL",
-                    launch::who(&self.slots[i].sandbox, &self.slots[i].container.name)
+                    self.slots[i].who()
                 );
                 signal_group(pid, Signal::SIGKILL);
                 let exit = if self.slots[i].adopted {
@@ -550,7 +648,7 @@ impl<'a> Supervisor<'a> {
 
     fn status(&self) -> Status {
         Status {
-            name: self.plan.name.clone(),
+            name: self.name.clone(),
             supervisor_pid: std::process::id(),
             stopping: self.stopping,
             containers: self
@@ -558,24 +656,25 @@ impl<'a> Supervisor<'a> {
                 .iter()
                 .map(|s| ContainerStatus {
                     kind: s.sandbox.kind,
-                    namespace: s.sandbox.namespace.map(String::from),
-                    owner: s.sandbox.name.to_string(),
-                    container: s.container.name.clone(),
+                    namespace: s.sandbox.namespace.clone(),
+                    owner: s.sandbox.name.clone(),
+                    container: s.container().name.clone(),
                     pid: s.pid.map(Pid::as_raw),
                     start_time: s.start_time,
                     state: s.state,
                     restarts: s.attempts.saturating_sub(1),
                     last_exit: s.last_exit,
                     ready: s.ready,
-                    ready_tcp: s.container.ready_tcp,
+                    ready_tcp: s.container().ready_tcp,
                     error: s.error.clone(),
-                    log: s.container.log.clone(),
+                    log: s.container().log.clone(),
                 })
                 .collect(),
         }
     }
 
-    fn write_status(&mut self) {
+    /// Writes the status file now.
+    pub fn write_status(&mut self) {
         match status::write(&self.state_dir, &self.status()) {
             Ok(()) => self.dirty = false,
             Err(e) => warn!(
@@ -586,7 +685,7 @@ impl<'a> Supervisor<'a> {
     }
 }
 
-impl Drop for Supervisor<'_> {
+impl Drop for Supervisor {
     /// Readiness checks end with the supervisor (when it unwinds, too).
     fn drop(&mut self) {
         for slot in &mut self.slots {
@@ -601,5 +700,6 @@ fn same_process(pid: i32, start: u64) -> bool {
     pids::start_time(pid) == Some(start) && !pids::is_zombie(pid)
 }
 
+mod changes;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,211 @@
+//! `testbed fault`, `testbed scale` and `testbed apply`: requests to the
+//! controller of a running testbed. A refusal (a name that does not exist,
+//! a change that cannot be made live) is exit 2; nothing changed.
+
+use crate::Failure;
+use clap::Subcommand;
+use std::path::Path;
+use std::time::Duration;
+use testbed::controller::control::{self, Reply, Request};
+use testbed::controller::live::{Fault, Target};
+use testbed::state::TestbedName;
+
+/// A fault, as the command line names it.
+#[derive(Subcommand)]
+pub enum FaultCmd {
+    /// Cut a node off: its LAN link goes down and its containers are killed
+    /// (a machine that lost power); after `podEvictionTimeout` its pods are
+    /// evicted and its replication controllers' pods made on ready nodes.
+    NodeDown {
+        /// The node.
+        node: String,
+        /// Undo it by itself after this long, e.g. 10s.
+        #[arg(long = "for")]
+        duration: Option<String>,
+    },
+    /// Bring a node that is down back: empty, and taking pods again.
+    NodeUp {
+        /// The node.
+        node: String,
+    },
+    /// Take a link down: a pod's (POD or NAMESPACE/POD), a node's
+    /// (node:NAME or a node's name) or a host's (host:NAME).
+    LinkDown {
+        /// POD, NAMESPACE/POD, node:NAME, host:NAME.
+        target: String,
+        /// Undo it by itself after this long.
+        #[arg(long = "for")]
+        duration: Option<String>,
+    },
+    /// Bring a link taken down with link-down up again.
+    LinkUp {
+        /// As for link-down.
+        target: String,
+    },
+    /// Nodes (or hosts) that cannot reach the others on the LAN, both
+    /// directions; with --from, only those.
+    Partition {
+        /// One side.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+        /// The other side (default: every other node and host).
+        #[arg(long, num_args = 1..)]
+        from: Vec<String>,
+        /// Undo it by itself after this long.
+        #[arg(long = "for")]
+        duration: Option<String>,
+    },
+    /// SIGKILL a pod's containers (or one): the restart policy decides.
+    Kill {
+        /// POD or NAMESPACE/POD.
+        pod: String,
+        /// Only this container.
+        #[arg(short, long)]
+        container: Option<String>,
+    },
+    /// Delete a pod: a replication controller makes it again (same name);
+    /// a bare pod stays gone.
+    Delete {
+        /// POD or NAMESPACE/POD.
+        pod: String,
+    },
+    /// Undo every fault in force.
+    Clear,
+}
+
+fn duration(text: Option<String>) -> Result<Option<u64>, Failure> {
+    let Some(t) = text else { return Ok(None) };
+    match t.parse::<testbed::topology::units::Duration>() {
+        Ok(d) if d.0 >= 1000 => Ok(Some(d.0 / 1000)),
+        Ok(_) => {
+            eprintln!("error: --for {t} is shorter than a millisecond");
+            Err(Failure::BadInput)
+        }
+        Err(e) => {
+            eprintln!("error: --for {t}: {e}\n  = help: a duration is a number and a unit: us, ms or s, e.g. 10s");
+            Err(Failure::BadInput)
+        }
+    }
+}
+
+/// `node:NAME`, `host:NAME`, or a pod.
+fn target(t: &str, plan: &testbed::plan::Plan) -> Target {
+    if let Some(h) = t.strip_prefix("host:") {
+        Target::Host(h.to_string())
+    } else if let Some(n) = t.strip_prefix("node:") {
+        Target::Node(n.to_string())
+    } else if plan.nodes.iter().any(|n| n.name == t) {
+        Target::Node(t.to_string())
+    } else if !t.contains('/') && plan.hosts.iter().any(|h| h.name == t) {
+        Target::Host(t.to_string())
+    } else {
+        Target::Pod(t.to_string())
+    }
+}
+
+/// The request a fault command makes.
+pub fn fault_request(cmd: FaultCmd, plan: &testbed::plan::Plan) -> Result<Request, Failure> {
+    Ok(match cmd {
+        FaultCmd::NodeDown { node, duration: d } => Request::Fault {
+            fault: Fault::NodeDown { node },
+            for_ms: duration(d)?,
+        },
+        FaultCmd::NodeUp { node } => Request::Clear {
+            fault: Some(Fault::NodeDown { node }),
+        },
+        FaultCmd::LinkDown { target: t, duration: d } => Request::Fault {
+            fault: Fault::LinkDown {
+                target: target(&t, plan),
+            },
+            for_ms: duration(d)?,
+        },
+        FaultCmd::LinkUp { target: t } => Request::Clear {
+            fault: Some(Fault::LinkDown {
+                target: target(&t, plan),
+            }),
+        },
+        FaultCmd::Partition {
+            nodes,
+            from,
+            duration: d,
+        } => Request::Fault {
+            fault: Fault::Partition { nodes, from },
+            for_ms: duration(d)?,
+        },
+        FaultCmd::Kill { pod, container } => Request::Kill { pod, container },
+        FaultCmd::Delete { pod } => Request::Delete { pod },
+        FaultCmd::Clear => Request::Clear { fault: None },
+    })
+}
+
+/// Sends `req` to the controller of `name` and reports its reply: the
+/// message on stdout (or JSON), exit 2 for a refusal, 1 for a failure.
+pub fn send(name: &TestbedName, req: &Request, json: bool) -> Result<Reply, Failure> {
+    let reply = control::request(&name.dir(), req, Duration::from_secs(300))
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?;
+    report(&reply, json)?;
+    Ok(reply)
+}
+
+fn report(reply: &Reply, json: bool) -> Result<(), Failure> {
+    match reply.code {
+        0 if json => crate::print(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(reply).unwrap_or_default()
+        ))?,
+        0 => {
+            if !reply.message.is_empty() {
+                crate::print(&format!("{}\n", reply.message.trim_end()))?;
+            }
+        }
+        2 => {
+            eprintln!("error: {}", reply.message);
+            return Err(Failure::BadInput);
+        }
+        code => {
+            eprintln!("error: {}", reply.message);
+            return Err(Failure::Reported(code));
+        }
+    }
+    Ok(())
+}
+
+/// `testbed apply FILE`: the difference first, then the change (unless
+/// `dry_run`).
+pub fn apply(file: &Path, dry_run: bool, json: bool) -> Result<(), Failure> {
+    let loaded = crate::load(file)?;
+    let name = crate::checked_name(&loaded.plan.name)?;
+    if testbed::lifecycle::running_plan(&name).is_none() {
+        eprintln!(
+            "error: no testbed named `{name}` is running: `testbed up {}` builds it",
+            file.display()
+        );
+        return Err(Failure::BadInput);
+    }
+    let spec = testbed::controller::spec::Spec {
+        file: file.display().to_string(),
+        source: loaded.source.clone(),
+        overlay: None,
+    };
+    let preview = Request::Apply {
+        spec: spec.clone(),
+        dry_run: true,
+    };
+    if dry_run || json {
+        send(&name, &Request::Apply { spec, dry_run }, json)?;
+        return Ok(());
+    }
+    let reply = send(&name, &preview, false)?;
+    if reply.message == "no change" {
+        return Ok(());
+    }
+    let done = control::request(&name.dir(), &Request::Apply { spec, dry_run: false }, Duration::from_secs(600))
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?;
+    match done.code {
+        0 => {
+            eprintln!("{name}: applied");
+            Ok(())
+        }
+        _ => report(&done, false),
+    }
+}

@@ -1,0 +1,52 @@
+//! `testbed events [NAME] [-f] [--json]`: what the controller did and saw,
+//! from the state directory's event log.
+
+use crate::Failure;
+use anyhow::Context;
+use std::time::Duration;
+use testbed::controller::events;
+use testbed::state::TestbedName;
+
+/// Prints the events of `name`; with `follow`, keeps printing new ones.
+pub fn run(name: &TestbedName, follow: bool, json: bool) -> Result<(), Failure> {
+    let dir = name.dir();
+    if !dir.exists() {
+        eprintln!("error: no testbed named `{name}` is running");
+        return Err(Failure::BadInput);
+    }
+    let list = events::read(&dir).context("reading the events")?;
+    if json && !follow {
+        let doc = serde_json::json!({"testbed": name.as_str(), "events": list});
+        return crate::print(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&doc).context("printing")?
+        ));
+    }
+    let line = |e: &events::Event| -> String {
+        if json {
+            serde_json::to_string(e).unwrap_or_default() + "\n"
+        } else {
+            events::render(std::slice::from_ref(e))
+        }
+    };
+    if json {
+        for e in &list {
+            crate::print(&line(e))?;
+        }
+    } else {
+        crate::print(&events::render(&list))?;
+    }
+    if !follow {
+        return Ok(());
+    }
+    let mut f = events::Follower::after(&dir, list.len());
+    loop {
+        for e in f.poll() {
+            crate::print(&line(&e))?;
+        }
+        if !dir.exists() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,6 @@
+//! Subcommands that talk to a running testbed's controller: `fault`,
+//! `scale`, `apply` (`control`), and those that read what it recorded:
+//! `events` (`events`). Each parses, calls the library, prints.
+
+pub mod control;
+pub mod events;

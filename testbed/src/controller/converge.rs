@@ -1,0 +1,302 @@
+//! The controller's actions: moving the running testbed to a new desired
+//! plan (pods removed, made, made again; services reprogrammed), watching
+//! the nodes (a node unreachable for `podEvictionTimeout` is NotReady and
+//! its pods are evicted; one reachable again is Ready), making again the
+//! pods whose namespace vanished, and putting the faults in force.
+
+use super::desired::{self, pins};
+use super::events::EventKind;
+use super::faults;
+use super::live::{pod_key, NodeCondition};
+use super::run::{now_ms, Controller};
+use crate::kernel::apply;
+use crate::plan::Plan;
+use std::collections::BTreeSet;
+use tracing::warn;
+
+/// What a move to a new plan did.
+#[derive(Debug, Default)]
+pub struct Moved {
+    /// Pods removed.
+    pub removed: Vec<String>,
+    /// Pods made (new or made again).
+    pub made: Vec<String>,
+}
+
+impl Controller {
+    /// Moves the testbed to `new`: pods gone or changed (or in `force`) are
+    /// stopped and their kernel objects removed; the plan file and the
+    /// pods' files are written; new and changed pods are made and started;
+    /// unchanged pods are not touched. Records every step as an event.
+    pub(super) fn converge(
+        &mut self,
+        new: Plan,
+        force: &BTreeSet<String>,
+        reason: &str,
+    ) -> Result<Moved, String> {
+        let old_pods: std::collections::BTreeMap<String, &crate::plan::types::PodPlan> = self
+            .plan
+            .pods
+            .iter()
+            .map(|p| (pod_key(&p.namespace, &p.name), p))
+            .collect();
+        let mut gone = BTreeSet::new();
+        let mut made = BTreeSet::new();
+        for p in &new.pods {
+            let key = pod_key(&p.namespace, &p.name);
+            match old_pods.get(&key) {
+                Some(old) if **old == *p && !force.contains(&key) => {}
+                Some(_) => {
+                    gone.insert(key.clone());
+                    made.insert(key);
+                }
+                None => {
+                    made.insert(key);
+                }
+            }
+        }
+        let new_keys = desired::pod_keys(&new);
+        gone.extend(old_pods.keys().filter(|k| !new_keys.contains(*k)).cloned());
+        self.sup.stop_pods(&gone);
+        if let Err(e) = apply::remove_pods(&self.plan, &gone) {
+            warn!("removing pods: {e}");
+        }
+        for key in &gone {
+            if !made.contains(key) {
+                self.events
+                    .record(EventKind::PodDeleted, format!("pod {key}"), reason);
+            }
+        }
+        let services_changed = new.services != self.plan.services;
+        self.plan = new;
+        self.write_plan();
+        if let Err(e) = crate::runtime::files::prepare(&self.plan) {
+            warn!("writing the pods' files: {e}");
+        }
+        let result = apply::add_pods(&self.plan, &made).map_err(|e| e.to_string());
+        for key in &made {
+            let what = if gone.contains(key) { "made again" } else { "made" };
+            self.events.record(
+                EventKind::PodCreated,
+                format!("pod {key}"),
+                format!("{what}: {reason}"),
+            );
+        }
+        self.sup.set_plan(&self.plan);
+        self.held.retain(|k| !gone.contains(k));
+        if services_changed {
+            if let Err(e) = crate::services::program(&self.plan) {
+                warn!("programming the services: {e}");
+            }
+        }
+        self.live.pins = pins(&self.plan);
+        self.save_live();
+        result?;
+        Ok(Moved {
+            removed: gone.difference(&made).cloned().collect(),
+            made: made.into_iter().collect(),
+        })
+    }
+
+    fn write_plan(&self) {
+        let path = self.dir.join(crate::runtime::supervise::PLAN_FILE);
+        match serde_json::to_string_pretty(&self.plan) {
+            Ok(text) => {
+                if let Err(e) = crate::state::write_atomic(&path, text.as_bytes()) {
+                    warn!("cannot write {}: {e}", path.display());
+                }
+            }
+            Err(e) => warn!("cannot render the plan: {e}"),
+        }
+    }
+
+    /// Plans the file with the live state again and moves to the result.
+    pub(super) fn replan(&mut self, force: &BTreeSet<String>, reason: &str) -> Result<Moved, String> {
+        let d = desired::desired(&self.topo, &self.live).map_err(|e| e.to_string())?;
+        self.pending = d.pending;
+        self.converge(d.plan, force, reason)
+    }
+
+    /// Nodes: reachable means its namespace exists and no node-down fault
+    /// holds it. Unreachable for `podEvictionTimeout`: NotReady, its pods
+    /// evicted (controller pods placed again on ready nodes, bare pods
+    /// gone). Reachable again: Ready, and it takes pods again.
+    pub(super) fn watch_nodes(&mut self, now: u64) {
+        let timeout = super::live::millis(self.plan.cluster.pod_eviction_timeout);
+        let nodes: Vec<(String, String)> = self
+            .plan
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.netns.clone()))
+            .collect();
+        let mut evict = Vec::new();
+        for (node, netns) in &nodes {
+            let down = self.live.node_down_since(node);
+            let exists = crate::kernel::netns::path(netns).exists();
+            let ready = self.live.conditions.get(node).is_none_or(|c| c.ready);
+            if down.is_none() && exists {
+                self.unreachable.remove(node);
+                if !ready {
+                    self.live.conditions.insert(
+                        node.clone(),
+                        NodeCondition {
+                            ready: true,
+                            since_ms: now,
+                            reason: None,
+                        },
+                    );
+                    self.live.unschedulable.remove(node);
+                    self.events
+                        .record(EventKind::NodeReady, format!("node {node}"), "reachable again");
+                    self.save_live();
+                }
+                continue;
+            }
+            let since = *self
+                .unreachable
+                .entry(node.clone())
+                .or_insert(down.unwrap_or(now));
+            if ready && now.saturating_sub(since) >= timeout {
+                let why = if down.is_some() {
+                    "node-down fault"
+                } else {
+                    "its namespace is gone"
+                };
+                let reason = format!("unreachable for {} ms ({why})", now - since);
+                self.live.conditions.insert(
+                    node.clone(),
+                    NodeCondition {
+                        ready: false,
+                        since_ms: now,
+                        reason: Some(reason.clone()),
+                    },
+                );
+                self.live.unschedulable.insert(node.clone());
+                self.events
+                    .record(EventKind::NodeNotReady, format!("node {node}"), reason);
+                evict.push(node.clone());
+            }
+        }
+        for node in evict {
+            let gone = desired::evict(&self.plan, &node, &mut self.live);
+            for key in &gone {
+                self.events.record(
+                    EventKind::PodEvicted,
+                    format!("pod {key}"),
+                    format!("node {node} is not ready"),
+                );
+            }
+            if let Err(e) = self.replan(&BTreeSet::new(), &format!("evicted from node {node}")) {
+                warn!("rescheduling the pods of node {node}: {e}");
+            }
+        }
+        self.hold_down_nodes();
+    }
+
+    /// Holds stopped the containers of pods on nodes that are down.
+    fn hold_down_nodes(&mut self) {
+        let mut held = BTreeSet::new();
+        for n in &self.plan.nodes {
+            if self.live.node_down(&n.name) {
+                held.extend(self.pods_on(&n.name));
+            }
+        }
+        if held != self.held {
+            self.sup.hold(&held, "its node is down");
+            self.held = held;
+        }
+    }
+
+    /// Pods whose namespace vanished (deleted behind the testbed's back) are
+    /// made again, on the same node with the same address.
+    pub(super) fn recreate_missing(&mut self) {
+        let missing: BTreeSet<String> = self
+            .plan
+            .pods
+            .iter()
+            .filter(|p| p.owns_netns && !self.live.node_down(&p.node))
+            .filter(|p| !crate::kernel::netns::path(&p.netns).exists())
+            .map(|p| pod_key(&p.namespace, &p.name))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        for key in &missing {
+            self.events.record(
+                EventKind::DriftDetected,
+                format!("pod {key}"),
+                "its network namespace is gone",
+            );
+        }
+        let plan = self.plan.clone();
+        if let Err(e) = self.converge(plan, &missing, "its namespace was gone") {
+            warn!("making pods again: {e}");
+        }
+    }
+
+    /// Undoes the faults whose `--for` ran out.
+    pub(super) fn expire_faults(&mut self, now: u64) {
+        let (done, kept): (Vec<_>, Vec<_>) = self
+            .live
+            .faults
+            .drain(..)
+            .partition(|f| f.until_ms.is_some_and(|u| u <= now));
+        self.live.faults = kept;
+        if done.is_empty() {
+            return;
+        }
+        for f in &done {
+            self.events.record(
+                EventKind::FaultCleared,
+                format!("fault {}", f.fault),
+                "its time ran out",
+            );
+        }
+        self.save_live();
+        self.enact_faults();
+    }
+
+    /// Puts machine `m`'s link impairments as the plan now says in force:
+    /// the udp overlay's data path for its nodes, the kernel's qdiscs for
+    /// hosts and for nodes of other overlays.
+    pub(super) fn set_impairment(&mut self, m: &str) {
+        let udp = self.plan.cluster.overlay == overlay::Backend::Udp;
+        let result = match self.plan.nodes.iter().find(|n| n.name == m) {
+            Some(n) if udp => {
+                crate::overlay_run::write_impairment(&self.plan, n).map_err(|e| e.to_string())
+            }
+            _ => apply::set_impairment(&self.plan, m).map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(()) => self.events.record(
+                EventKind::ApplyStep,
+                format!("machine {m}"),
+                "link impairments changed",
+            ),
+            Err(e) => warn!("changing the impairments of {m}: {e}"),
+        }
+    }
+
+    /// Puts the kernel side of the active faults in force: links held down
+    /// (and released ones up again), LAN cuts. Pods of down nodes are held
+    /// by [`Controller::watch_nodes`].
+    pub(super) fn enact_faults(&mut self) {
+        let want = faults::links_down(&self.plan, &self.live.faults);
+        for (ns, link) in want.symmetric_difference(&self.links_down) {
+            let up = !want.contains(&(ns.clone(), link.clone()));
+            if let Err(e) = apply::set_link(ns, link, up) {
+                warn!("setting {link} in {ns} {}: {e}", if up { "up" } else { "down" });
+            }
+        }
+        self.links_down = want;
+        let cuts = faults::cuts(&self.plan, &self.live.faults);
+        if cuts != self.cuts {
+            if let Err(e) = crate::kernel::partition::set_cuts(&self.plan.fabric.netns, &cuts) {
+                warn!("setting the LAN partition: {e}");
+            }
+            self.cuts = cuts;
+        }
+        self.hold_down_nodes();
+        let _ = now_ms;
+    }
+}

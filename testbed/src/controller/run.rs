@@ -1,0 +1,229 @@
+//! The controller process (`testbed supervise NAME`, started detached by
+//! `up` in the fabric's namespace): it loads the desired state from the
+//! state directory, runs the supervisor of the containers, the endpoint
+//! follower and the daemons' watchdog, and every round (50 ms) serves one
+//! request, and every 200 ms observes the nodes, the pods' namespaces and
+//! readiness and acts on what differs (`converge`). SIGTERM or SIGINT stop
+//! it and every container.
+
+use super::control::{self, Server};
+use super::events::{EventKind, EventLog};
+use super::live::{self, Live};
+use super::spec::{self, Spec};
+use crate::plan::Plan;
+use crate::runtime::supervise::{self, Supervisor};
+use crate::state::TestbedName;
+use crate::topology::model::Topology;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{info, warn};
+
+/// How often the loop runs.
+const TICK: Duration = Duration::from_millis(50);
+/// How often the controller looks at nodes, namespaces and readiness.
+const OBSERVE: Duration = Duration::from_millis(200);
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The supervisor part could not start.
+    #[error(transparent)]
+    Supervise(#[from] supervise::SuperviseError),
+    /// A state file is missing or broken.
+    #[error("{what} {path}: {message}")]
+    State {
+        /// Which file.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The control socket could not be made.
+    #[error("cannot listen on {path}: {source}")]
+    Socket {
+        /// The socket.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The running controller's state.
+pub struct Controller {
+    pub(super) dir: PathBuf,
+    pub(super) spec: Spec,
+    pub(super) topo: Topology,
+    pub(super) live: Live,
+    pub(super) plan: Plan,
+    pub(super) pending: Vec<String>,
+    pub(super) sup: Supervisor,
+    pub(super) events: EventLog,
+    /// Sandboxes that were ready at the last look.
+    pub(super) ready: BTreeSet<String>,
+    /// Since when each node has been unreachable (ms).
+    pub(super) unreachable: BTreeMap<String, u64>,
+    /// The sandboxes held stopped (their node is down).
+    pub(super) held: BTreeSet<String>,
+    /// The links the faults hold down, as last set.
+    pub(super) links_down: BTreeSet<(String, String)>,
+    /// The LAN cuts, as last set.
+    pub(super) cuts: Vec<(String, String)>,
+}
+
+fn state_err(what: &'static str, path: PathBuf, e: impl ToString) -> ControllerError {
+    ControllerError::State {
+        what,
+        path,
+        message: e.to_string(),
+    }
+}
+
+/// Runs the controller of testbed `name` until SIGTERM or SIGINT.
+pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
+    let dir = name.dir();
+    let stop = supervise::install_handlers()?;
+    let _lock = supervise::claim(&dir)?;
+    let plan_path = dir.join(supervise::PLAN_FILE);
+    let plan: Plan = std::fs::read_to_string(&plan_path)
+        .map_err(|e| state_err("the plan", plan_path.clone(), e))
+        .and_then(|t| {
+            serde_json::from_str(&t).map_err(|e| state_err("the plan", plan_path.clone(), e))
+        })?;
+    let spec = spec::read(&dir).map_err(|e| state_err("the file", dir.join(spec::SPEC_FILE), e))?;
+    let topo = spec
+        .load()
+        .map_err(|e| state_err("the file", dir.join(spec::SPEC_FILE), e.render()))?
+        .topology;
+    let live =
+        live::read(&dir).map_err(|e| state_err("the live state", dir.join(live::LIVE_FILE), e))?;
+    crate::runtime::files::prepare(&plan).map_err(supervise::SuperviseError::from)?;
+    let server = Server::bind(&dir).map_err(|source| ControllerError::Socket {
+        path: dir.join(control::SOCKET),
+        source,
+    })?;
+    let events = EventLog::open(&dir)
+        .map_err(|e| state_err("the events", dir.join(super::events::EVENTS_FILE), e))?;
+    let follower_dir = dir.clone();
+    std::thread::spawn(move || crate::services::follow_endpoints(&follower_dir));
+    let watched = plan.clone();
+    std::thread::spawn(move || crate::watchdog::keep_daemons(&watched));
+    info!(testbed = %plan.name, pid = std::process::id(), "controller started");
+    let sup = Supervisor::new(&plan, dir.clone());
+    let mut c = Controller {
+        dir,
+        spec,
+        topo,
+        links_down: super::faults::links_down(&plan, &live.faults),
+        cuts: super::faults::cuts(&plan, &live.faults),
+        live,
+        plan,
+        pending: Vec::new(),
+        sup,
+        events,
+        ready: BTreeSet::new(),
+        unreachable: BTreeMap::new(),
+        held: BTreeSet::new(),
+    };
+    c.events
+        .record(EventKind::Controller, "testbed", "controller started");
+    let mut observed = Instant::now() - OBSERVE;
+    while !stop.load(Ordering::SeqCst) {
+        c.sup.tick();
+        if let Some((req, mut stream)) = server.next() {
+            let reply = c.handle(req);
+            control::answer(&mut stream, &reply);
+        }
+        if observed.elapsed() >= OBSERVE {
+            c.observe();
+            observed = Instant::now();
+        }
+        std::thread::sleep(TICK);
+    }
+    c.sup.shutdown();
+    c.events
+        .record(EventKind::Controller, "testbed", "controller stopped");
+    info!("controller stopped");
+    Ok(())
+}
+
+impl Controller {
+    /// Saves the live state (a failure is logged: the state in memory
+    /// stays right, and the next change tries again).
+    pub(super) fn save_live(&mut self) {
+        self.live.generation += 1;
+        if let Err(e) = live::write(&self.dir, &self.live) {
+            warn!("cannot save the live state: {e}");
+        }
+    }
+
+    /// The sandbox keys of the pods on `node`.
+    pub(super) fn pods_on(&self, node: &str) -> BTreeSet<String> {
+        self.plan
+            .pods
+            .iter()
+            .filter(|p| p.node == node)
+            .map(|p| live::pod_key(&p.namespace, &p.name))
+            .collect()
+    }
+
+    /// Whether pod `key` is an endpoint of a service.
+    pub(super) fn is_endpoint(&self, key: &str) -> bool {
+        let Some((ns, name)) = key.split_once('/') else {
+            return false;
+        };
+        self.plan.services.iter().any(|s| {
+            s.namespace == ns && s.ports.iter().any(|p| p.endpoints.iter().any(|e| e.pod == name))
+        })
+    }
+
+    /// One look at the world: faults whose time is up, nodes, pods whose
+    /// namespace is gone, readiness.
+    fn observe(&mut self) {
+        let now = now_ms();
+        self.expire_faults(now);
+        self.watch_nodes(now);
+        self.recreate_missing();
+        self.readiness_events();
+    }
+
+    fn readiness_events(&mut self) {
+        let ready = self.sup.ready_sandboxes();
+        let came: Vec<String> = ready.difference(&self.ready).cloned().collect();
+        let went: Vec<String> = self.ready.difference(&ready).cloned().collect();
+        for key in came {
+            if key.starts_with("host:") {
+                continue;
+            }
+            self.events
+                .record(EventKind::PodReady, format!("pod {key}"), "every container ready");
+            if self.is_endpoint(&key) {
+                self.events.record(
+                    EventKind::EndpointAdded,
+                    format!("pod {key}"),
+                    "ready: its endpoints serve",
+                );
+            }
+        }
+        for key in went {
+            if key.starts_with("host:") || !self.is_endpoint(&key) {
+                continue;
+            }
+            self.events.record(
+                EventKind::EndpointRemoved,
+                format!("pod {key}"),
+                "not ready: its endpoints left the services",
+            );
+        }
+        self.ready = ready;
+    }
+}

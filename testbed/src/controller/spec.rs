@@ -1,0 +1,46 @@
+//! The file a running testbed was last given (`up`, `apply`), kept in its
+//! state directory as `spec.json` with what the command line changed
+//! (`up --overlay`), so that the controller can plan it again with the live
+//! changes laid over it.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The file in the state directory.
+pub const SPEC_FILE: &str = "spec.json";
+
+/// A topology file as given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spec {
+    /// Where it was read from (for messages).
+    pub file: String,
+    /// Its text.
+    pub source: String,
+    /// The overlay the command line chose instead of the file's.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub overlay: Option<overlay::Backend>,
+}
+
+impl Spec {
+    /// Checks and plans it, as `up` did.
+    pub fn load(&self) -> Result<crate::Loaded, crate::LoadError> {
+        let loaded = crate::load_str(&self.file, self.source.clone())?;
+        match self.overlay {
+            Some(b) => loaded.with_overlay(b),
+            None => Ok(loaded),
+        }
+    }
+}
+
+/// Reads the spec of the testbed whose state directory is `dir`.
+pub fn read(dir: &Path) -> std::io::Result<Spec> {
+    let text = std::fs::read_to_string(dir.join(SPEC_FILE))?;
+    serde_json::from_str(&text).map_err(std::io::Error::other)
+}
+
+/// Writes `spec` atomically.
+pub fn write(dir: &Path, spec: &Spec) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(spec).map_err(std::io::Error::other)?;
+    crate::state::write_atomic(&dir.join(SPEC_FILE), text.as_bytes())
+}
