@@ -138,6 +138,9 @@ enum Command {
     Verify {
         /// The testbed's name, or its topology file.
         target: String,
+        /// Keep watching: print differences as they come (+) and go (-).
+        #[arg(long)]
+        watch: bool,
     },
     /// Show a testbed's nodes, hosts, pods (phase, restarts) and services.
     Status {
@@ -384,19 +387,13 @@ fn run(command: Command) -> Result<(), Failure> {
             };
             print(&text.context("printing the state")?)
         }
-        Command::Verify { target } => {
+        Command::Verify { target, watch } => {
             let plan = target_plan(&target)?;
-            let have = observe(&plan)?;
-            let diffs = testbed::plan::state::diff(&testbed::plan::state::desired(&plan), &have);
-            if diffs.is_empty() {
-                return print(&format!(
-                    "{}: the kernel matches the plan ({} namespaces)\n",
-                    plan.name,
-                    have.len()
-                ));
+            if watch {
+                cmd::verify::watch(plan)
+            } else {
+                cmd::verify::once(&plan)
             }
-            print(&diffs.iter().map(|d| format!("{d}\n")).collect::<String>())?;
-            Err(Failure::Reported(1))
         }
         Command::Status { target, json } => status(target, json),
         Command::Exec {
@@ -659,16 +656,7 @@ fn checked_node(node: &str) -> Result<(), Failure> {
 }
 
 fn observe(plan: &testbed::plan::Plan) -> Result<testbed::plan::state::KernelState, Failure> {
-    let mut names: Vec<String> = testbed::plan::state::desired(plan).into_keys().collect();
-    if let Ok(name) = TestbedName::new(&plan.name) {
-        names.extend(testbed::kernel::teardown::namespaces_of(&name));
-    }
-    names.sort();
-    names.dedup();
-    Ok(
-        testbed::kernel::observe::observe(&names, &["net.ipv4.ip_forward"])
-            .context("reading the kernel state")?,
-    )
+    cmd::verify::observe(plan, &testbed::plan::state::desired(plan))
 }
 
 fn up(

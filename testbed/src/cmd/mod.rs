@@ -4,3 +4,4 @@
 
 pub mod control;
 pub mod events;
+pub mod verify;

@@ -14,15 +14,6 @@ use crate::plan::Plan;
 use std::collections::BTreeSet;
 use tracing::warn;
 
-/// What a move to a new plan did.
-#[derive(Debug, Default)]
-pub struct Moved {
-    /// Pods removed.
-    pub removed: Vec<String>,
-    /// Pods made (new or made again).
-    pub made: Vec<String>,
-}
-
 impl Controller {
     /// Moves the testbed to `new`: pods gone or changed (or in `force`) are
     /// stopped and their kernel objects removed; the plan file and the
@@ -33,7 +24,7 @@ impl Controller {
         new: Plan,
         force: &BTreeSet<String>,
         reason: &str,
-    ) -> Result<Moved, String> {
+    ) -> Result<(), String> {
         let old_pods: std::collections::BTreeMap<String, &crate::plan::types::PodPlan> = self
             .plan
             .pods
@@ -91,11 +82,7 @@ impl Controller {
         }
         self.live.pins = pins(&self.plan);
         self.save_live();
-        result?;
-        Ok(Moved {
-            removed: gone.difference(&made).cloned().collect(),
-            made: made.into_iter().collect(),
-        })
+        result
     }
 
     fn write_plan(&self) {
@@ -111,7 +98,7 @@ impl Controller {
     }
 
     /// Plans the file with the live state again and moves to the result.
-    pub(super) fn replan(&mut self, force: &BTreeSet<String>, reason: &str) -> Result<Moved, String> {
+    pub(super) fn replan(&mut self, force: &BTreeSet<String>, reason: &str) -> Result<(), String> {
         let d = desired::desired(&self.topo, &self.live).map_err(|e| e.to_string())?;
         self.pending = d.pending;
         self.converge(d.plan, force, reason)

@@ -68,3 +68,4 @@ pub fn read(_d: &std::path::Path) -> std::io::Result<Vec<Event>> { Ok(vec![]) }
 pub fn render(_e: &[Event]) -> String { String::new() }
 pub struct Follower;
 impl Follower { pub fn after(_d: &std::path::Path, _n: usize) -> Follower { Follower } pub fn poll(&mut self) -> Vec<Event> { vec![] } }
+pub fn format_time(_ms: u64) -> String { String::new() }

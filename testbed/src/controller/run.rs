@@ -193,7 +193,28 @@ impl Controller {
         self.expire_faults(now);
         self.watch_nodes(now);
         self.recreate_missing();
+        self.start_events();
         self.readiness_events();
+    }
+
+    fn start_events(&mut self) {
+        for s in self.sup.take_starts() {
+            if s.key.starts_with("host:") {
+                continue;
+            }
+            let (kind, reason) = match (s.restart, s.last_exit) {
+                (false, _) => (EventKind::PodStarted, format!("container {} started", s.container)),
+                (true, Some(exit)) => (
+                    EventKind::PodRestarted,
+                    format!("container {} started again after it ended ({exit})", s.container),
+                ),
+                (true, None) => (
+                    EventKind::PodRestarted,
+                    format!("container {} started again", s.container),
+                ),
+            };
+            self.events.record(kind, format!("pod {}", s.key), reason);
+        }
     }
 
     fn readiness_events(&mut self) {

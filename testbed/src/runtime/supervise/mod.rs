@@ -331,6 +331,24 @@ pub struct Supervisor {
     stopping: bool,
     rotated: Instant,
     scanned: Instant,
+    /// Starts since [`Supervisor::take_starts`] was last called (bounded).
+    starts: Vec<Started>,
+}
+
+/// The most starts kept between two [`Supervisor::take_starts`].
+const MAX_STARTS: usize = 4096;
+
+/// A container start, for the controller's events.
+#[derive(Clone, Debug)]
+pub struct Started {
+    /// Its sandbox, `NAMESPACE/NAME` or `host:NAME`.
+    pub key: String,
+    /// The container.
+    pub container: String,
+    /// Whether it ran before.
+    pub restart: bool,
+    /// How the previous run ended.
+    pub last_exit: Option<Exit>,
 }
 
 /// Every sandbox of `plan`, owned.
@@ -369,10 +387,16 @@ impl Supervisor {
             stopping: false,
             rotated: now,
             scanned: now,
+            starts: Vec::new(),
         };
         sup.adopt();
         sup.write_status();
         sup
+    }
+
+    /// The container starts since the last call.
+    pub fn take_starts(&mut self) -> Vec<Started> {
+        std::mem::take(&mut self.starts)
     }
 
     /// One round: reaps what ended, takes readiness results, starts what is
@@ -490,6 +514,14 @@ impl Supervisor {
                 slot.adopted = false;
                 slot.state = State::Running;
                 slot.error = None;
+                if self.starts.len() < MAX_STARTS {
+                    self.starts.push(Started {
+                        key: slot.sandbox.key(),
+                        container: slot.container().name.clone(),
+                        restart: slot.attempts > 1,
+                        last_exit: slot.last_exit,
+                    });
+                }
                 self.watch_readiness(i);
             }
             Err(e) => {

@@ -1,0 +1,87 @@
+//! `testbed verify NAME [--watch]`: the testbed's kernel objects against its
+//! desired state (the plan with the faults in force: a link a fault holds
+//! down is meant to be down). With `--watch`, differences are printed as
+//! they come and go, with the time, until interrupted.
+
+use crate::Failure;
+use anyhow::Context;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use testbed::plan::state::{diff, KernelState};
+use testbed::plan::Plan;
+use testbed::state::TestbedName;
+
+/// How often `--watch` looks.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// Reads the kernel state of the namespaces `want` names and of every
+/// other namespace of the testbed.
+pub fn observe(plan: &Plan, want: &KernelState) -> Result<KernelState, Failure> {
+    let mut names: Vec<String> = want.keys().cloned().collect();
+    if let Ok(name) = TestbedName::new(&plan.name) {
+        names.extend(testbed::kernel::teardown::namespaces_of(&name));
+    }
+    names.sort();
+    names.dedup();
+    Ok(
+        testbed::kernel::observe::observe(&names, &["net.ipv4.ip_forward"])
+            .context("reading the kernel state")?,
+    )
+}
+
+/// The kernel state `plan` describes with the faults of its testbed.
+fn wanted(plan: &Plan) -> KernelState {
+    let dir = std::path::Path::new(&plan.state_dir);
+    let faults = testbed::controller::live::read(dir)
+        .map(|l| l.faults)
+        .unwrap_or_default();
+    testbed::controller::faults::kernel_state(plan, &faults)
+}
+
+/// Compares once; exit 1 with every difference if there is one.
+pub fn once(plan: &Plan) -> Result<(), Failure> {
+    let want = wanted(plan);
+    let have = observe(plan, &want)?;
+    let diffs = diff(&want, &have);
+    if diffs.is_empty() {
+        return crate::print(&format!(
+            "{}: the kernel matches the plan ({} namespaces)\n",
+            plan.name,
+            have.len()
+        ));
+    }
+    crate::print(&diffs.iter().map(|d| format!("{d}\n")).collect::<String>())?;
+    Err(Failure::Reported(1))
+}
+
+/// Prints differences as they appear (`+`) and go (`-`), until the testbed
+/// is gone (exit 0) or the command is interrupted.
+pub fn watch(plan: Plan) -> Result<(), Failure> {
+    let dir = std::path::PathBuf::from(&plan.state_dir);
+    let mut source = testbed::state::plan_watch::PlanWatch::new(dir.join("plan.json"));
+    let mut plan = plan;
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    crate::print(&format!("{}: watching (Ctrl-C ends)\n", plan.name))?;
+    loop {
+        if let Some(p) = source.changed() {
+            plan = p;
+        }
+        if !dir.exists() {
+            return crate::print(&format!("{}: the testbed is gone\n", plan.name));
+        }
+        let want = wanted(&plan);
+        let have = observe(&plan, &want)?;
+        let now: BTreeSet<String> = diff(&want, &have).into_iter().collect();
+        let stamp = testbed::controller::events::format_time(testbed::controller::run::now_ms());
+        let mut out = String::new();
+        for d in now.difference(&seen) {
+            out.push_str(&format!("{stamp} + {d}\n"));
+        }
+        for d in seen.difference(&now) {
+            out.push_str(&format!("{stamp} - {d}\n"));
+        }
+        crate::print(&out)?;
+        seen = now;
+        std::thread::sleep(WATCH_EVERY);
+    }
+}
