@@ -74,6 +74,7 @@ impl Controller {
             );
         }
         self.sup.set_plan(&self.plan);
+        self.sup.write_status();
         self.held.retain(|k| !gone.contains(k));
         if services_changed {
             if let Err(e) = crate::services::program(&self.plan) {
@@ -83,6 +84,10 @@ impl Controller {
         self.live.pins = pins(&self.plan);
         self.save_live();
         result
+    }
+
+    fn keep_pins(&mut self) {
+        desired::keep_pins(&self.plan, &mut self.live);
     }
 
     fn write_plan(&self) {
@@ -99,6 +104,7 @@ impl Controller {
 
     /// Plans the file with the live state again and moves to the result.
     pub(super) fn replan(&mut self, force: &BTreeSet<String>, reason: &str) -> Result<(), String> {
+        self.keep_pins();
         let d = desired::desired(&self.topo, &self.live).map_err(|e| e.to_string())?;
         self.pending = d.pending;
         self.converge(d.plan, force, reason)
@@ -165,6 +171,7 @@ impl Controller {
             }
         }
         for node in evict {
+            self.keep_pins();
             let gone = desired::evict(&self.plan, &node, &mut self.live);
             for key in &gone {
                 self.events.record(

@@ -136,6 +136,17 @@ pub fn pins(plan: &Plan) -> std::collections::BTreeMap<String, Pin> {
         .collect()
 }
 
+/// Pins every pod of `plan` where it runs, unless it has a pin already or
+/// runs on a node that takes no pods (its pods are being evicted), so that
+/// planning again moves nothing that is not meant to move.
+pub fn keep_pins(plan: &Plan, live: &mut Live) {
+    for (key, pin) in pins(plan) {
+        if !live.unschedulable.contains(&pin.node) {
+            live.pins.entry(key).or_insert(pin);
+        }
+    }
+}
+
 /// Evicts every pod of `plan` on node `node`: controller pods lose their
 /// pin (they are placed again), bare pods are removed. Returns the pods
 /// evicted, `NAMESPACE/NAME`.
@@ -150,6 +161,18 @@ pub fn evict(plan: &Plan, node: &str, live: &mut Live) -> Vec<String> {
         out.push(key);
     }
     out
+}
+
+/// The pods the file wants that `plan` does not run because the node the
+/// file pins them to takes no pods (what `status` calls pending).
+pub fn pending(plan: &Plan, live: &Live) -> Vec<String> {
+    let Some(topo) = crate::controller::spec::read(std::path::Path::new(&plan.state_dir))
+        .ok()
+        .and_then(|s| s.load().ok())
+    else {
+        return Vec::new();
+    };
+    topology(&topo.topology, live).1
 }
 
 /// The pods `plan` has, `NAMESPACE/NAME`.

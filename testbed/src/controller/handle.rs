@@ -200,6 +200,8 @@ impl Controller {
         reason: &str,
         dry_run: bool,
     ) -> Result<Reply, Refusal> {
+        let mut live = live;
+        super::desired::keep_pins(&self.plan, &mut live);
         let topo = file.as_ref().map_or(&self.topo, |(_, t)| t);
         let d = super::desired::desired(topo, &live).map_err(|e| Refusal(e.to_string()))?;
         let not_live = super::change::not_live(&self.plan, &d.plan);

@@ -6,6 +6,8 @@
 //! supervisor runs); [`status`] reads those.
 
 use super::{nodes_table, section, service_cells, table, Host, Node, Pod};
+use crate::controller::events::Event;
+use crate::controller::live::{ActiveFault, Live};
 use crate::plan::types::ContainerPlan;
 use crate::plan::Plan;
 use crate::runtime::status::{ContainerStatus, Exit, State};
@@ -32,6 +34,13 @@ pub struct StatusReport {
     /// Its services, with the endpoints of the pods that serve (what the
     /// proxies hold).
     pub services: Vec<proxy::Service>,
+    /// The faults in force.
+    pub faults: Vec<ActiveFault>,
+    /// Pods the controller cannot place now (pinned by the file to a node
+    /// that is not ready), `NAMESPACE/NAME`.
+    pub pending: Vec<String>,
+    /// The controller's last events, oldest first.
+    pub recent: Vec<Event>,
 }
 
 /// Whether the supervisor runs.
@@ -55,6 +64,11 @@ pub struct NodeStatus {
     /// Its udp overlay daemon's counters (udp overlay, once it wrote them).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub overlay: Option<StatsSnapshot>,
+    /// Whether the controller finds it ready.
+    pub ready: bool,
+    /// Why not, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub not_ready_reason: Option<String>,
 }
 
 /// A host and its containers.
@@ -251,6 +265,8 @@ pub fn report(
             .map(|n| NodeStatus {
                 node: n.into(),
                 overlay: overlay.get(&n.name).cloned(),
+                ready: true,
+                not_ready_reason: None,
             })
             .collect(),
         hosts: plan
@@ -281,6 +297,29 @@ pub fn report(
             })
             .collect(),
         services: endpoints::with_ready_endpoints(plan, &serving),
+        faults: Vec::new(),
+        pending: Vec::new(),
+        recent: Vec::new(),
+    }
+}
+
+/// How many of the controller's last events `status` shows.
+pub const RECENT: usize = 5;
+
+impl StatusReport {
+    /// The report with what the controller keeps: node readiness, the
+    /// faults in force, pending pods, and its last events.
+    pub fn with_controller(mut self, live: &Live, pending: Vec<String>, events: &[Event]) -> Self {
+        for n in &mut self.nodes {
+            if let Some(c) = live.conditions.get(&n.node.name).filter(|c| !c.ready) {
+                n.ready = false;
+                n.not_ready_reason = c.reason.clone();
+            }
+        }
+        self.faults = live.faults.clone();
+        self.pending = pending;
+        self.recent = events[events.len().saturating_sub(RECENT)..].to_vec();
+        self
     }
 }
 
@@ -295,12 +334,17 @@ pub fn status(plan: &Plan) -> StatusReport {
         running: pid.is_some(),
         pid,
     };
+    let dir = std::path::Path::new(&plan.state_dir);
+    let live = crate::controller::live::read(dir).unwrap_or_default();
+    let events = crate::controller::events::read(dir).unwrap_or_default();
+    let pending = crate::controller::desired::pending(plan, &live);
     report(
         plan,
         &statuses,
         &crate::overlay_run::stats(plan),
         supervisor,
     )
+    .with_controller(&live, pending, &events)
 }
 
 /// One row of the overlay table: packets each way and drops by reason.
@@ -336,6 +380,10 @@ impl fmt::Display for StatusReport {
         };
         writeln!(f, "testbed {} (supervisor {running})\n", self.name)?;
         f.write_str(&nodes_table(self.nodes.iter().map(|n| &n.node)))?;
+        for n in self.nodes.iter().filter(|n| !n.ready) {
+            let why = n.not_ready_reason.as_deref().unwrap_or("unreachable");
+            writeln!(f, "node {} is NotReady: {why}", n.node.name)?;
+        }
         section(f, self.hosts.len(), || {
             table(
                 ["HOST", "ADDRESS", "PHASE"],
@@ -379,6 +427,26 @@ impl fmt::Display for StatusReport {
                 }),
             )
         })?;
+        section(f, self.faults.len(), || {
+            table(
+                ["FAULT", "SINCE", "UNTIL"],
+                self.faults.iter().map(|a| {
+                    [
+                        a.fault.to_string(),
+                        crate::controller::events::format_time(a.since_ms),
+                        a.until_ms
+                            .map_or("-".into(), crate::controller::events::format_time),
+                    ]
+                }),
+            )
+        })?;
+        if !self.pending.is_empty() {
+            writeln!(f, "\npending (no ready node to run on): {}", self.pending.join(", "))?;
+        }
+        if !self.recent.is_empty() {
+            writeln!(f, "\nLAST EVENTS")?;
+            f.write_str(&crate::controller::events::render(&self.recent))?;
+        }
         let daemons: Vec<(&str, &StatsSnapshot)> = self
             .nodes
             .iter()

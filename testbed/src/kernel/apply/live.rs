@@ -69,7 +69,9 @@ pub fn add_pods(plan: &Plan, keys: &BTreeSet<String>) -> Result<(), ApplyError> 
             let _ = netns::delete(&p.netns);
             NsSpec {
                 name: p.netns.clone(),
-                sysctls: Vec::new(),
+                // Announce the address when eth0 comes up: it may have
+                // belonged to another pod a moment ago.
+                sysctls: vec![("net.ipv4.conf.all.arp_notify".into(), "1".into())],
             }
         })
         .collect();

@@ -71,12 +71,19 @@ pub(super) async fn configure(
                 format!("setting hairpin mode on {}", i.peer.name),
                 &node.netns,
             ))?;
-            let eth = uplink_up(&ns.handle, &p.netns).await?;
+            // The address before the link comes up: with `arp_notify` (set
+            // in pods made while the testbed runs) the kernel announces it
+            // as the link comes up, so that neighbours that knew the
+            // address with another pod's MAC learn the new one at once.
+            let eth = links::index(&ns.handle, "eth0")
+                .await
+                .map_err(nl("finding eth0".into(), &p.netns))?;
             for a in &i.inner.addresses {
                 links::add_address(&ns.handle, eth, *a)
                     .await
                     .map_err(nl(format!("adding {a} to eth0"), &p.netns))?;
             }
+            uplink_up(&ns.handle, &p.netns).await?;
             for r in &p.routes {
                 links::add_route(&ns.handle, r, eth)
                     .await
