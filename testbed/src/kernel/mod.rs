@@ -10,4 +10,5 @@ pub mod links;
 pub mod netns;
 pub mod observe;
 pub mod qdisc;
+pub mod repair;
 pub mod teardown;

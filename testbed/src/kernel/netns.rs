@@ -72,6 +72,19 @@ impl Netns {
             .map_err(|e| sys("reading namespace", &self.name, e))
     }
 
+    /// A netlink connection whose socket is opened inside this namespace;
+    /// its connection task runs on `rt`.
+    pub fn netlink(&self, rt: &tokio::runtime::Runtime) -> Result<rtnetlink::Handle, NetnsError> {
+        let handle = rt.handle().clone();
+        let conn = self.run_in(move || {
+            let _enter = handle.enter();
+            rtnetlink::new_connection()
+        })?;
+        let (conn, handle, _) = conn.map_err(|e| sys("opening netlink in", &self.name, e))?;
+        rt.spawn(conn);
+        Ok(handle)
+    }
+
     /// Runs `f` on a new thread that has entered this namespace (the calling
     /// thread's namespace never changes).
     pub fn run_in<T: Send + 'static>(

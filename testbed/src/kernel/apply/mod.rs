@@ -139,7 +139,7 @@ const POD_BATCH: usize = 2048;
 /// Writes a per-namespace sysctl from a thread inside the namespace. Only
 /// `net.ipv4.*`/`net.ipv6.*` keys are accepted: they are per namespace, so
 /// the host's values are never touched.
-fn write_sysctl(ns: &str, key: &str, value: &str) -> Result<(), NetnsError> {
+pub(crate) fn write_sysctl(ns: &str, key: &str, value: &str) -> Result<(), NetnsError> {
     if !(key.starts_with("net.ipv4.") || key.starts_with("net.ipv6."))
         || key.contains("..")
         || key.contains('/')
@@ -362,3 +362,29 @@ pub(super) async fn uplink_up(h: &Handle, ns: &str) -> Result<u32, ApplyError> {
         .map_err(nl("bringing up eth0".into(), ns))?;
     Ok(eth)
 }
+
+/// Brings up `eth0` as [`uplink_up`] does, adds its `addresses`, then
+/// `routes` (all through `eth0`); returns its index.
+pub(crate) async fn configure_eth0(
+    h: &Handle,
+    ns: &str,
+    addresses: &[crate::plan::types::IfAddr],
+    routes: &[Route],
+) -> Result<u32, ApplyError> {
+    use crate::kernel::links;
+    let eth = uplink_up(h, ns).await?;
+    for a in addresses {
+        links::add_address(h, eth, *a)
+            .await
+            .map_err(nl(format!("adding {a} to eth0"), ns))?;
+    }
+    for r in routes {
+        links::add_route(h, r, eth)
+            .await
+            .map_err(nl(route_text(r), ns))?;
+    }
+    Ok(eth)
+}
+
+pub(crate) use machines::uplink;
+pub(crate) use pods::pod_interface;
