@@ -12,3 +12,4 @@ pub mod observe;
 pub mod qdisc;
 pub mod repair;
 pub mod teardown;
+pub mod watch;
