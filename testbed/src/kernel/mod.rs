@@ -9,6 +9,7 @@ pub mod exiting;
 pub mod links;
 pub mod netns;
 pub mod observe;
+pub mod partition;
 pub mod qdisc;
 pub mod repair;
 pub mod teardown;
