@@ -6,7 +6,7 @@
 use crate::plan::types::{IfAddr, Iface, Mac, Route};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
-use rtnetlink::packet_route::neighbour::{NeighbourFlags, NeighbourState};
+use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourFlags, NeighbourState};
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
     RouteMessageBuilder,
@@ -192,21 +192,7 @@ pub async fn add_address(h: &Handle, index: u32, addr: IfAddr) -> NlResult<()> {
 
 /// Adds a route through interface `dev`.
 pub async fn add_route(h: &Handle, route: &Route, dev: u32) -> NlResult<()> {
-    let mut b = RouteMessageBuilder::<Ipv4Addr>::new().output_interface(dev);
-    if route.dst != "default" {
-        let net: overlay::Ipv4Net = route
-            .dst
-            .parse()
-            .map_err(|_| rtnetlink::Error::RequestFailed)?;
-        b = b.destination_prefix(net.network(), net.prefix_len());
-    }
-    if let Some(via) = route.via {
-        b = b.gateway(via);
-    }
-    if route.onlink {
-        b = b.onlink();
-    }
-    h.route().add(b.build()).execute().await
+    h.route().add(route_message(route, dev)?).execute().await
 }
 
 /// Adds a permanent neighbour entry.
@@ -228,4 +214,89 @@ pub async fn add_fdb(h: &Handle, dev: u32, mac: Mac, dst: Ipv4Addr) -> NlResult<
         .state(NeighbourState::Permanent)
         .execute()
         .await
+}
+
+/// Sets interface `index`'s MTU.
+pub async fn set_mtu(h: &Handle, index: u32, mtu: u32) -> NlResult<()> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+        .execute()
+        .await
+}
+
+/// Sets interface `index`'s MAC address.
+pub async fn set_mac(h: &Handle, index: u32, mac: Mac) -> NlResult<()> {
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .address(mac.0.to_vec())
+                .build(),
+        )
+        .execute()
+        .await
+}
+
+/// Makes interface `index` a port of bridge `master`, or of none.
+pub async fn set_master(h: &Handle, index: u32, master: Option<u32>) -> NlResult<()> {
+    let b = LinkUnspec::new_with_index(index);
+    let b = match master {
+        Some(m) => b.controller(m),
+        None => b.nocontroller(),
+    };
+    h.link().set(b.build()).execute().await
+}
+
+/// Removes an address from interface `index`.
+pub async fn del_address(h: &Handle, index: u32, addr: IfAddr) -> NlResult<()> {
+    let msg = rtnetlink::AddressMessageBuilder::<Ipv4Addr>::new()
+        .index(index)
+        .address(addr.ip, addr.prefix_len)
+        .build();
+    h.address().del(msg).execute().await
+}
+
+/// The message of a route through interface `dev` of the main table.
+fn route_message(
+    route: &Route,
+    dev: u32,
+) -> NlResult<rtnetlink::packet_route::route::RouteMessage> {
+    let mut b = RouteMessageBuilder::<Ipv4Addr>::new().output_interface(dev);
+    if route.dst != "default" {
+        let net: overlay::Ipv4Net = route
+            .dst
+            .parse()
+            .map_err(|_| rtnetlink::Error::RequestFailed)?;
+        b = b.destination_prefix(net.network(), net.prefix_len());
+    }
+    if let Some(via) = route.via {
+        b = b.gateway(via);
+    }
+    if route.onlink {
+        b = b.onlink();
+    }
+    Ok(b.build())
+}
+
+/// Deletes a route through interface `dev`.
+pub async fn del_route(h: &Handle, route: &Route, dev: u32) -> NlResult<()> {
+    h.route().del(route_message(route, dev)?).execute().await
+}
+
+/// Deletes the IPv4 neighbour entry of `ip` on interface `dev`.
+pub async fn del_neighbour(h: &Handle, dev: u32, ip: Ipv4Addr) -> NlResult<()> {
+    use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourMessage};
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = rtnetlink::packet_route::AddressFamily::Inet;
+    msg.header.ifindex = dev;
+    msg.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    h.neighbours().del(msg).execute().await
+}
+
+/// Whether a request failed only because its object already exists
+/// (adding) or is already gone (deleting): the state wanted is there.
+pub fn already(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m)
+        if [libc::EEXIST, libc::ENOENT, libc::ESRCH, libc::EADDRNOTAVAIL]
+            .contains(&-m.raw_code()))
 }

@@ -9,6 +9,9 @@ pub mod exiting;
 pub mod links;
 pub mod netns;
 pub mod observe;
-pub mod qdisc;
-pub mod teardown;
 pub mod partition;
+pub mod qdisc;
+pub mod repair;
+pub mod teardown;
+pub mod watch;
+

@@ -6,7 +6,7 @@
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -70,6 +70,69 @@ impl Netns {
             .metadata()
             .map(|m| m.ino())
             .map_err(|e| sys("reading namespace", &self.name, e))
+    }
+
+    /// A netlink connection whose socket is opened inside this namespace;
+    /// its connection task runs on `rt`.
+    pub fn netlink(&self, rt: &tokio::runtime::Runtime) -> Result<rtnetlink::Handle, NetnsError> {
+        let handle = rt.handle().clone();
+        let conn = self.run_in(move || {
+            let _enter = handle.enter();
+            rtnetlink::new_connection()
+        })?;
+        let (conn, handle, _) = conn.map_err(|e| sys("opening netlink in", &self.name, e))?;
+        rt.spawn(conn);
+        Ok(handle)
+    }
+
+    /// Runs `program args` inside this namespace, feeding it `input`, and
+    /// returns its output whatever its exit status. Only the child enters
+    /// the namespace (between fork and exec), so no thread of this process
+    /// changes namespace. An error of kind `NotFound` means the program is
+    /// not installed.
+    pub fn command(
+        &self,
+        program: &str,
+        args: &[&str],
+        input: Option<&str>,
+    ) -> std::io::Result<std::process::Output> {
+        use std::io::Write;
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
+        let fd = self.file.as_raw_fd();
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: setns is async-signal-safe; it moves only the child into
+        // the namespace before the program runs.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
+        // A program that stops reading early (it found an error) closes the
+        // pipe: what it says on stderr is the real story, so always wait.
+        let written = match (child.stdin.take(), input) {
+            (Some(mut stdin), Some(text)) => stdin.write_all(text.as_bytes()),
+            _ => Ok(()),
+        };
+        let out = child.wait_with_output()?;
+        match written {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe && out.status.success() => Err(
+                std::io::Error::new(e.kind(), format!("writing to {program}: {e}")),
+            ),
+            _ => Ok(out),
+        }
     }
 
     /// Runs `f` on a new thread that has entered this namespace (the calling

@@ -318,7 +318,8 @@ fn addrs(a: &[IfAddr]) -> String {
     format!("[{}]", v.join(", "))
 }
 
-fn route(r: &Route) -> String {
+/// A route as `ip route` shows it: `DST [via GW] dev DEV [onlink]`.
+pub fn route(r: &Route) -> String {
     let mut s = r.dst.clone();
     if let Some(v) = r.via {
         s.push_str(&format!(" via {v}"));

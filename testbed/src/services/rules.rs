@@ -7,9 +7,6 @@ use crate::kernel::netns::Netns;
 use crate::plan::types::NodePlan as Node;
 use crate::plan::Plan;
 use proxy::Mode;
-use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
 
 /// The program (and its arguments) that loads the mode's rules.
 fn loader(mode: Mode) -> (&'static str, &'static [&'static str]) {
@@ -184,49 +181,13 @@ fn run_in(
     input: Option<&str>,
 ) -> Result<std::process::Output, ServicesError> {
     let ns = Netns::open(&n.netns)?;
-    let fd = ns.file.as_raw_fd();
-    let fail = |message: String| ServicesError::Restore {
-        node: n.name.clone(),
-        message,
-    };
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
+    ns.command(program, args, input)
+        .map_err(|e| ServicesError::Restore {
+            node: n.name.clone(),
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                format!("{program} is not installed (Debian: apt-get install iptables nftables)")
+            } else {
+                e.to_string()
+            },
         })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    use std::os::unix::process::CommandExt;
-    // SAFETY: setns is async-signal-safe; it moves only the child into the
-    // node's namespace before the program runs.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|e| {
-        fail(if e.kind() == std::io::ErrorKind::NotFound {
-            format!("{program} is not installed (Debian: apt-get install iptables nftables)")
-        } else {
-            e.to_string()
-        })
-    })?;
-    // A program that stops reading early (it found an error) closes the
-    // pipe: what it says on stderr is the real story, so always wait for it.
-    let written = match (child.stdin.take(), input) {
-        (Some(mut stdin), Some(text)) => stdin.write_all(text.as_bytes()),
-        _ => Ok(()),
-    };
-    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-    match written {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe && out.status.success() => {
-            Err(fail(format!("writing to {program}: {e}")))
-        }
-        _ => Ok(out),
-    }
 }

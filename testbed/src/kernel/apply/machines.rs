@@ -3,11 +3,11 @@
 //! routes, each node's overlay device (a backend is one arm of
 //! [`configure_node`]) and the link impairments the kernel applies.
 
-use super::{nl, route_text, uplink_up, ApplyError, Ns};
+use super::{configure_eth0, nl, route_text, ApplyError, Ns};
 use crate::kernel::netns::NetnsError;
 use crate::kernel::{links, qdisc};
 use crate::plan::state::{kernel_impaired, needs_netem};
-use crate::plan::types::{LinkPlan, NodePlan};
+use crate::plan::types::{LinkPlan, NodePlan, Veth};
 use crate::plan::Plan;
 use futures::future::try_join_all;
 use overlay::Backend;
@@ -56,13 +56,8 @@ pub(super) async fn configure(
             .map(|n| (&n.uplink, n.netns.as_str()))
             .chain(plan.hosts.iter().map(|h| (&h.uplink, h.netns.as_str())))
             .map(|(up, machine)| async move {
-                let peer_fd = fd(machine)?;
-                links::add_veth(&fabric.handle, &up.peer, Some(lan_idx), &up.inner, peer_fd)
-                    .await
-                    .map_err(nl(
-                        format!("creating uplink {} for {machine}", up.peer.name),
-                        &fabric.netns.name,
-                    ))
+                let fabric = (&fabric.handle, fabric.netns.name.as_str());
+                uplink(fabric, lan_idx, up, (machine, fd(machine)?)).await
             }),
     );
     uplinks.await?;
@@ -79,12 +74,7 @@ pub(super) async fn configure(
     );
     let hosts = try_join_all(plan.hosts.iter().map(|m| async move {
         let h = &get(&m.netns)?.handle;
-        let eth = uplink_up(h, &m.netns).await?;
-        for a in &m.uplink.inner.addresses {
-            links::add_address(h, eth, *a)
-                .await
-                .map_err(nl(format!("adding {a} to eth0"), &m.netns))?;
-        }
+        configure_eth0(h, &m.netns, &m.uplink.inner.addresses, &[]).await?;
         Ok::<(), ApplyError>(())
     }));
     futures::try_join!(nodes, hosts)?;
@@ -155,12 +145,7 @@ async fn configure_node(
 ) -> Result<(), ApplyError> {
     let h = &node_ns.handle;
     let ns = n.netns.as_str();
-    let eth = uplink_up(h, ns).await?;
-    for a in &n.uplink.inner.addresses {
-        links::add_address(h, eth, *a)
-            .await
-            .map_err(nl(format!("adding {a} to eth0"), ns))?;
-    }
+    let eth = configure_eth0(h, ns, &n.uplink.inner.addresses, &[]).await?;
     for a in &n.bridge.addresses {
         links::add_address(h, bridge, *a)
             .await
@@ -236,4 +221,24 @@ async fn configure_node(
             .map_err(nl(route_text(r), ns))?;
     }
     Ok(())
+}
+
+/// Makes machine uplink `up` as `up` does, and as drift repair does again
+/// when either end has gone: the veth pair made in the fabric (`fabric`:
+/// its handle and namespace name), the outer end a port of the LAN bridge
+/// `lan` there, the inner end moved into the machine's namespace
+/// (`machine`: its name and file) as `eth0`, down until that namespace
+/// brings it up.
+pub(crate) async fn uplink(
+    fabric: (&Handle, &str),
+    lan: u32,
+    up: &Veth,
+    machine: (&str, RawFd),
+) -> Result<(), ApplyError> {
+    links::add_veth(fabric.0, &up.peer, Some(lan), &up.inner, machine.1)
+        .await
+        .map_err(nl(
+            format!("creating uplink {} for {}", up.peer.name, machine.0),
+            fabric.1,
+        ))
 }

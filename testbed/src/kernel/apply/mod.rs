@@ -142,7 +142,7 @@ const POD_BATCH: usize = 2048;
 /// Writes a per-namespace sysctl from a thread inside the namespace. Only
 /// `net.ipv4.*`/`net.ipv6.*` keys are accepted: they are per namespace, so
 /// the host's values are never touched.
-fn write_sysctl(ns: &str, key: &str, value: &str) -> Result<(), NetnsError> {
+pub(crate) fn write_sysctl(ns: &str, key: &str, value: &str) -> Result<(), NetnsError> {
     if !(key.starts_with("net.ipv4.") || key.starts_with("net.ipv6."))
         || key.contains("..")
         || key.contains('/')
@@ -365,3 +365,36 @@ pub(super) async fn uplink_up(h: &Handle, ns: &str) -> Result<u32, ApplyError> {
         .map_err(nl("bringing up eth0".into(), ns))?;
     Ok(eth)
 }
+
+/// Brings up `eth0` as [`uplink_up`] does, adds its `addresses`, then
+/// `routes` (all through `eth0`); returns its index.
+pub(crate) async fn configure_eth0(
+    h: &Handle,
+    ns: &str,
+    addresses: &[crate::plan::types::IfAddr],
+    routes: &[Route],
+) -> Result<u32, ApplyError> {
+    use crate::kernel::links;
+    // The addresses before the link comes up: with `arp_notify` (set in
+    // pods made while the testbed runs) the kernel announces them as the
+    // link comes up, so that neighbours that knew an address with another
+    // pod's MAC learn the new one at once.
+    let eth = links::index(h, "eth0")
+        .await
+        .map_err(nl("finding eth0".into(), ns))?;
+    for a in addresses {
+        links::add_address(h, eth, *a)
+            .await
+            .map_err(nl(format!("adding {a} to eth0"), ns))?;
+    }
+    uplink_up(h, ns).await?;
+    for r in routes {
+        links::add_route(h, r, eth)
+            .await
+            .map_err(nl(route_text(r), ns))?;
+    }
+    Ok(eth)
+}
+
+pub(crate) use machines::uplink;
+pub(crate) use pods::pod_interface;

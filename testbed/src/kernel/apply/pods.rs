@@ -3,12 +3,14 @@
 //! bridge, the inner end moved into the pod's namespace as `eth0`), then
 //! loopback, `eth0`, the pod's address and routes inside the pod.
 
-use super::{nl, route_text, uplink_up, ApplyError, Ns};
+use super::{configure_eth0, nl, ApplyError, Ns};
 use crate::kernel::links;
+use crate::plan::types::{PodPlan, Veth};
 use crate::plan::Plan;
 use futures::future::try_join_all;
+use rtnetlink::Handle;
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 /// Configures the pods whose namespaces are in `batch`. `machines` holds
 /// the nodes' namespaces and `bridges` each node's pod bridge index, in
@@ -52,46 +54,42 @@ pub(super) async fn configure(
                     ApplyError::Unsupported(format!("namespace `{}` was not created", node.netns))
                 })?
                 .handle;
-            links::add_veth(
-                h,
-                &i.peer,
-                Some(bridge),
-                &i.inner,
-                ns.netns.file.as_raw_fd(),
-            )
-            .await
-            .map_err(nl(
-                format!(
-                    "creating interface {} of pod {}/{}",
-                    i.peer.name, p.namespace, p.name
-                ),
-                &node.netns,
-            ))?;
-            links::set_hairpin(h, &i.peer.name).await.map_err(nl(
-                format!("setting hairpin mode on {}", i.peer.name),
-                &node.netns,
-            ))?;
-            // The address before the link comes up: with `arp_notify` (set
-            // in pods made while the testbed runs) the kernel announces it
-            // as the link comes up, so that neighbours that knew the
-            // address with another pod's MAC learn the new one at once.
-            let eth = links::index(&ns.handle, "eth0")
-                .await
-                .map_err(nl("finding eth0".into(), &p.netns))?;
-            for a in &i.inner.addresses {
-                links::add_address(&ns.handle, eth, *a)
-                    .await
-                    .map_err(nl(format!("adding {a} to eth0"), &p.netns))?;
-            }
-            uplink_up(&ns.handle, &p.netns).await?;
-            for r in &p.routes {
-                links::add_route(&ns.handle, r, eth)
-                    .await
-                    .map_err(nl(route_text(r), &p.netns))?;
-            }
+            let fd = ns.netns.file.as_raw_fd();
+            pod_interface(p, i, (h, &node.netns), bridge, (&ns.handle, fd)).await?;
             Ok::<(), ApplyError>(())
         }
     }))
     .await?;
+    Ok(())
+}
+
+/// Makes pod `p`'s interface `i` as `up` does, and as drift repair does
+/// again when either end has gone: the veth pair made by the node (`node`:
+/// its handle and namespace name), the outer end a hairpin port of the pod
+/// bridge `bridge` there, the inner end moved into the pod's namespace
+/// (`pod`: its handle and namespace file) as `eth0` with its MAC and MTU,
+/// then up (without IPv6 addresses) with the pod's address and routes.
+pub(crate) async fn pod_interface(
+    p: &PodPlan,
+    i: &Veth,
+    node: (&Handle, &str),
+    bridge: u32,
+    pod: (&Handle, RawFd),
+) -> Result<(), ApplyError> {
+    let (h, node_ns) = node;
+    links::add_veth(h, &i.peer, Some(bridge), &i.inner, pod.1)
+        .await
+        .map_err(nl(
+            format!(
+                "creating interface {} of pod {}/{}",
+                i.peer.name, p.namespace, p.name
+            ),
+            node_ns,
+        ))?;
+    links::set_hairpin(h, &i.peer.name).await.map_err(nl(
+        format!("setting hairpin mode on {}", i.peer.name),
+        node_ns,
+    ))?;
+    configure_eth0(pod.0, &p.netns, &i.inner.addresses, &p.routes).await?;
     Ok(())
 }
