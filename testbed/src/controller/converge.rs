@@ -75,6 +75,14 @@ impl Controller {
         }
         self.sup.set_plan(&self.plan);
         self.sup.write_status();
+        let remade: BTreeSet<String> = self
+            .plan
+            .pods
+            .iter()
+            .filter(|p| made.contains(&pod_key(&p.namespace, &p.name)))
+            .map(|p| p.netns.clone())
+            .collect();
+        self.drift.want(apply::namespaces(&self.plan), &remade);
         self.held.retain(|k| !gone.contains(k));
         if services_changed {
             if let Err(e) = crate::services::program(&self.plan) {

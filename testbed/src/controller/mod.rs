@@ -11,6 +11,7 @@ pub mod change;
 pub mod control;
 mod converge;
 pub mod desired;
+mod drift;
 pub mod faults;
 mod handle;
 pub mod events;

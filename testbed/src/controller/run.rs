@@ -78,6 +78,8 @@ pub struct Controller {
     pub(super) links_down: BTreeSet<(String, String)>,
     /// The LAN cuts, as last set.
     pub(super) cuts: Vec<(String, String)>,
+    /// The namespaces watched for drift.
+    pub(super) drift: super::drift::Drift,
 }
 
 fn state_err(what: &'static str, path: PathBuf, e: impl ToString) -> ControllerError {
@@ -126,13 +128,14 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
         links_down: super::faults::links_down(&plan, &live.faults),
         cuts: super::faults::cuts(&plan, &live.faults),
         live,
-        plan,
+        plan: plan.clone(),
         pending: Vec::new(),
         sup,
         events,
         ready: BTreeSet::new(),
         unreachable: BTreeMap::new(),
         held: BTreeSet::new(),
+        drift: super::drift::Drift::start(crate::kernel::apply::namespaces(&plan)),
     };
     c.events
         .record(EventKind::Controller, "testbed", "controller started");
@@ -143,6 +146,7 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
             let reply = c.handle(req);
             control::answer(&mut stream, &reply);
         }
+        c.repair_drift();
         if observed.elapsed() >= OBSERVE {
             c.observe();
             observed = Instant::now();
@@ -195,6 +199,51 @@ impl Controller {
         self.recreate_missing();
         self.start_events();
         self.readiness_events();
+    }
+
+    /// Repairs the namespaces that changed (see [`super::drift`]).
+    fn repair_drift(&mut self) {
+        let dirty = self.drift.take();
+        if dirty.is_empty() {
+            return;
+        }
+        let want = super::faults::kernel_state(&self.plan, &self.live.faults);
+        let names: Vec<String> = dirty.into_iter().filter(|n| want.contains_key(n)).collect();
+        let have = match crate::kernel::observe::observe(&names, &["net.ipv4.ip_forward"]) {
+            Ok(h) => h,
+            Err(e) => {
+                warn!("reading the namespaces that changed: {e}");
+                return;
+            }
+        };
+        for ns in &names {
+            let (Some(w), Some(h)) = (want.get(ns), have.get(ns)) else {
+                continue;
+            };
+            let fixes = crate::kernel::repair::repairs(w, h);
+            if fixes.is_empty() {
+                continue;
+            }
+            let (done, failed) = match crate::kernel::repair::apply_fixes(ns, &fixes, &self.plan) {
+                Ok(done) => (done, Vec::new()),
+                Err(crate::kernel::repair::RepairError::Incomplete { done, errors, .. }) => {
+                    (done, errors)
+                }
+                Err(e) => (Vec::new(), vec![e.to_string()]),
+            };
+            for d in done {
+                self.events
+                    .record(EventKind::DriftRepaired, format!("netns {ns}"), d);
+            }
+            for e in failed {
+                warn!("drift in {ns} not repaired: {e}");
+                self.events.record(
+                    EventKind::DriftDetected,
+                    format!("netns {ns}"),
+                    format!("not repaired: {e}"),
+                );
+            }
+        }
     }
 
     fn start_events(&mut self) {
