@@ -152,7 +152,7 @@ fn a_writer_follows_another_writers_rotation() {
     let dir = private_dir();
     let mut a = EventLog::with_cap(dir.path(), 200).unwrap();
     let mut b = EventLog::with_cap(dir.path(), 200).unwrap();
-    b.record(EventKind::ApplyStep, "b", &"x".repeat(200));
+    b.record(EventKind::ApplyStep, "b", "x".repeat(200));
     assert!(dir.path().join(ROTATED_FILE).exists());
     a.record(EventKind::ApplyStep, "a", "after the rotation");
     let current = fs::read_to_string(dir.path().join(EVENTS_FILE)).unwrap();
