@@ -14,7 +14,8 @@ pub fn run(name: &TestbedName, follow: bool, json: bool) -> Result<(), Failure> 
         eprintln!("error: no testbed named `{name}` is running");
         return Err(Failure::BadInput);
     }
-    let list = events::read(&dir).context("reading the events")?;
+    let (mut follower, read) = events::Follower::start(&dir).context("reading the events")?;
+    let list = read.events;
     if json && !follow {
         let doc = serde_json::json!({"testbed": name.as_str(), "events": list});
         return crate::print(&format!(
@@ -39,9 +40,8 @@ pub fn run(name: &TestbedName, follow: bool, json: bool) -> Result<(), Failure> 
     if !follow {
         return Ok(());
     }
-    let mut f = events::Follower::after(&dir, list.len());
     loop {
-        for e in f.poll() {
+        for e in follower.poll().context("reading the events")? {
             crate::print(&line(&e))?;
         }
         if !dir.exists() {

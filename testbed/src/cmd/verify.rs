@@ -72,7 +72,7 @@ pub fn watch(plan: Plan) -> Result<(), Failure> {
         let want = wanted(&plan);
         let have = observe(&plan, &want)?;
         let now: BTreeSet<String> = diff(&want, &have).into_iter().collect();
-        let stamp = testbed::controller::events::format_time(testbed::controller::run::now_ms());
+        let stamp = testbed::controller::events::rfc3339_ms(testbed::controller::run::now_ms());
         let mut out = String::new();
         for d in now.difference(&seen) {
             out.push_str(&format!("{stamp} + {d}\n"));

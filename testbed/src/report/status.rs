@@ -433,9 +433,9 @@ impl fmt::Display for StatusReport {
                 self.faults.iter().map(|a| {
                     [
                         a.fault.to_string(),
-                        crate::controller::events::format_time(a.since_ms),
+                        crate::controller::events::rfc3339_ms(a.since_ms),
                         a.until_ms
-                            .map_or("-".into(), crate::controller::events::format_time),
+                            .map_or("-".into(), crate::controller::events::rfc3339_ms),
                     ]
                 }),
             )
