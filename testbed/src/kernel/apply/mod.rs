@@ -363,8 +363,12 @@ pub(super) async fn uplink_up(h: &Handle, ns: &str) -> Result<u32, ApplyError> {
     Ok(eth)
 }
 
-/// Brings up `eth0` as [`uplink_up`] does, adds its `addresses`, then
-/// `routes` (all through `eth0`); returns its index.
+/// Gives `eth0` its `addresses`, brings it up as [`uplink_up`] does, then
+/// adds `routes` (all through `eth0`); returns its index. The addresses
+/// come before the link is up: with `arp_notify` (set in pods made while
+/// the testbed runs) the kernel announces them as the link comes up, so
+/// that neighbours that knew an address with another pod's MAC learn the
+/// new one at once.
 pub(crate) async fn configure_eth0(
     h: &Handle,
     ns: &str,
@@ -372,12 +376,15 @@ pub(crate) async fn configure_eth0(
     routes: &[Route],
 ) -> Result<u32, ApplyError> {
     use crate::kernel::links;
-    let eth = uplink_up(h, ns).await?;
+    let eth = links::index(h, "eth0")
+        .await
+        .map_err(nl("finding eth0".into(), ns))?;
     for a in addresses {
         links::add_address(h, eth, *a)
             .await
             .map_err(nl(format!("adding {a} to eth0"), ns))?;
     }
+    uplink_up(h, ns).await?;
     for r in routes {
         links::add_route(h, r, eth)
             .await
