@@ -1,7 +1,9 @@
 //! The kernel side: creating the plan's namespaces and network objects
-//! (`apply`), reading them back (`observe`), and removing everything a
-//! testbed owns (`teardown`); deleting connection-tracking entries
-//! (`conntrack`). Talks netlink in-process; spawns nothing.
+//! (`apply`), reading them back (`observe`), noticing when they change
+//! (`watch`) and putting them back (`repair`), cutting the LAN between
+//! machines (`partition`), and removing everything a testbed owns
+//! (`teardown`); deleting connection-tracking entries (`conntrack`). Talks
+//! netlink in-process; spawns only `nft` (partitions).
 
 pub mod apply;
 pub mod conntrack;
@@ -13,5 +15,7 @@ pub mod partition;
 pub mod qdisc;
 pub mod repair;
 pub mod teardown;
+#[cfg(test)]
+mod testutil;
 pub mod watch;
 

@@ -2,6 +2,7 @@
 //! a fourth (as root), cut and healed.
 
 use super::*;
+use crate::kernel::testutil::ip;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -144,15 +145,6 @@ impl Drop for Lan {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

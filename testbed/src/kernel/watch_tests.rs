@@ -2,6 +2,7 @@
 //! real namespaces (as root) changed with `ip`.
 
 use super::*;
+use crate::kernel::testutil::ip;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -96,15 +97,6 @@ impl Drop for Ns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -366,8 +366,12 @@ pub(super) async fn uplink_up(h: &Handle, ns: &str) -> Result<u32, ApplyError> {
     Ok(eth)
 }
 
-/// Brings up `eth0` as [`uplink_up`] does, adds its `addresses`, then
-/// `routes` (all through `eth0`); returns its index.
+/// Gives `eth0` its `addresses`, brings it up as [`uplink_up`] does, then
+/// adds `routes` (all through `eth0`); returns its index. The addresses
+/// come before the link is up: with `arp_notify` (set in pods made while
+/// the testbed runs) the kernel announces them as the link comes up, so
+/// that neighbours that knew an address with another pod's MAC learn the
+/// new one at once.
 pub(crate) async fn configure_eth0(
     h: &Handle,
     ns: &str,

@@ -9,7 +9,6 @@ use crate::kernel::{apply, observe, teardown};
 use crate::plan::state::{desired, diff, KernelState};
 use crate::plan::Plan;
 use crate::state::TestbedName;
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 const TOPOLOGY: &str = "
@@ -66,12 +65,7 @@ impl Bed {
     }
 
     fn ip(&self, args: &[&str]) {
-        let out = Command::new("ip").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::kernel::testutil::ip(args)
     }
 }
 
