@@ -359,3 +359,132 @@ fn apply_changes_only_what_differs() {
     assert!(kinds.iter().any(|k| k.starts_with("applyStep")), "{kinds:#?}");
     assert!(has_event(&kinds, "podDeleted", "pod default/gone"), "{kinds:#?}");
 }
+
+const THREE: &str = "
+nodes: [{name: n1}, {name: n2}, {name: n3}]
+pods:
+  - {name: a, node: n1, containers: [{name: c, command: [sleep, infinity]}]}
+  - {name: b, node: n2, containers: [{name: c, command: [sleep, infinity]}]}
+  - {name: c, node: n3, containers: [{name: c, command: [sleep, infinity]}]}
+";
+
+fn addr_of(st: &Value, pod_name: &str, port: u16) -> SocketAddr {
+    let ip = pod(st, pod_name).expect("pod")["address"]
+        .as_str()
+        .expect("address")
+        .to_string();
+    format!("{ip}:{port}").parse().expect("address")
+}
+
+/// Whether a TCP round trip from pod `from` to pod `to` works. Each check
+/// listens on a port of its own: a failed one leaves its listener waiting.
+fn talks(tb: &Testbed, st: &Value, from: &str, to: &str) -> bool {
+    static PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(7000);
+    let port = PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ns = |p: &str| tb.ns(&format!("pod.default.{p}"));
+    let at = addr_of(st, to, port);
+    let listen: SocketAddr = format!("0.0.0.0:{port}").parse().expect("address");
+    support::tcp_through(&ns(to), listen, &ns(from), at).is_ok()
+}
+
+/// A partition cuts the two sides (both directions) and leaves the rest;
+/// a link-down pod is cut off until link-up; `--for` undoes a fault by
+/// itself; `clear` undoes every fault; `kill` is followed by a restart;
+/// all of it is in the events, and `verify` agrees throughout.
+#[test]
+fn faults_cut_and_heal() {
+    let before = snapshot::root_snapshot();
+    let tb = Testbed::new("flt", THREE).up();
+    let st = status(&tb);
+    let t = &tb.name;
+    assert!(talks(&tb, &st, "a", "b"));
+
+    ok(&["fault", "-t", t, "partition", "n1", "--from", "n2"]);
+    assert!(!talks(&tb, &st, "a", "b"), "a reached b across the cut");
+    assert!(!talks(&tb, &st, "b", "a"), "b reached a across the cut");
+    assert!(talks(&tb, &st, "a", "c") && talks(&tb, &st, "b", "c"));
+    assert!(ok(&["verify", t]).contains("matches"), "a partition is no drift");
+    let text = ok(&["status", t]);
+    assert!(text.contains("partition n1 --from n2"), "{text}");
+    ok(&["fault", "-t", t, "clear"]);
+    assert!(talks(&tb, &st, "a", "b"), "the partition was cleared");
+
+    ok(&["fault", "-t", t, "link-down", "a"]);
+    assert!(!talks(&tb, &st, "c", "a"), "a's link is down");
+    assert!(ok(&["verify", t]).contains("matches"), "a fault's link is meant to be down");
+    refused(&["fault", "-t", t, "link-down", "a"], "in force already");
+    ok(&["fault", "-t", t, "link-up", "a"]);
+    assert!(talks(&tb, &st, "c", "a"), "link-up");
+
+    ok(&["fault", "-t", t, "link-down", "node:n3", "--for", "1s"]);
+    assert!(!talks(&tb, &st, "a", "c"), "n3's link is down");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(talks(&tb, &st, "a", "c"), "--for 1s undid it");
+
+    let pid = pod(&st, "b").expect("b")["containers"][0]["pid"].clone();
+    ok(&["fault", "-t", t, "kill", "b"]);
+    wait_for(&tb, "b restarted", |st| {
+        pod(st, "b").is_some_and(|p| p["restarts"] == 1 && p["containers"][0]["pid"] != pid && p["ready"] == true)
+    });
+
+    let kinds = event_kinds(&tb);
+    for (k, o) in [
+        ("faultInjected", "fault partition n1 --from n2"),
+        ("faultCleared", "fault partition n1 --from n2"),
+        ("faultInjected", "fault link-down pod a"),
+        ("faultCleared", "fault link-down pod a"),
+        ("faultCleared", "fault link-down node n3"),
+        ("faultInjected", "fault kill pod default/b"),
+        ("podRestarted", "pod default/b"),
+    ] {
+        assert!(has_event(&kinds, k, o), "no {k} {o} in {kinds:#?}");
+    }
+    drop(tb);
+    snapshot::assert_same_state(&before, &snapshot::root_snapshot(), "the root namespace");
+}
+
+/// Kernel objects deleted or changed behind the testbed's back are put
+/// back within a second or so: a pod's route, a pod's veth, an MTU, a
+/// bridge port; `verify` agrees again and the events say what was repaired.
+#[test]
+fn drift_is_repaired() {
+    let tb = Testbed::new("drf", THREE).up();
+    let st = status(&tb);
+    let a = tb.ns("pod.default.a");
+    let n1 = tb.ns("node.n1");
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip").args(args).output().expect("ip runs");
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let veth = ip(&["-n", &n1, "-o", "link", "show", "master", "cni0"]);
+    let veth = veth
+        .split(": ")
+        .nth(1)
+        .and_then(|s| s.split('@').next())
+        .expect("a pod port on cni0")
+        .to_string();
+    let broken = Instant::now();
+    ip(&["-n", &a, "route", "del", "default"]);
+    ip(&["-n", &n1, "link", "set", "cni0", "mtu", "1280"]);
+    ip(&["-n", &tb.ns("pod.default.b"), "link", "del", "eth0"]);
+    ip(&["-n", &n1, "link", "set", &veth, "nomaster"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = testbed(&["verify", &tb.name]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not repaired: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("repaired within {:?}", broken.elapsed());
+    assert!(talks(&tb, &st, "a", "b"), "the repaired pods talk");
+    let kinds = event_kinds(&tb);
+    let repaired = kinds.iter().filter(|k| k.starts_with("driftRepaired ")).count();
+    assert!(repaired >= 4, "{kinds:#?}");
+}

@@ -43,12 +43,16 @@ pub fn links_down(plan: &Plan, faults: &[ActiveFault]) -> BTreeSet<(String, Stri
         .collect()
 }
 
-/// The kernel state `plan` describes with the active faults in force.
+/// The kernel state `plan` describes with the active faults in force: the
+/// links they hold down are down, without the routes through them (the
+/// kernel drops those with the link; they come back with it).
 pub fn kernel_state(plan: &Plan, faults: &[ActiveFault]) -> KernelState {
     let mut want = crate::plan::state::desired(plan);
     for (ns, link) in links_down(plan, faults) {
-        if let Some(l) = want.get_mut(&ns).and_then(|s| s.links.get_mut(&link)) {
+        let Some(s) = want.get_mut(&ns) else { continue };
+        if let Some(l) = s.links.get_mut(&link) {
             l.up = false;
+            s.routes.retain(|r| r.dev != link);
         }
     }
     want
@@ -240,6 +244,7 @@ pods:
         let port = &p.nodes[1].uplink.peer.name;
         assert!(!want[&p.fabric.netns].links[port].up);
         assert!(!want[&p.pods[0].netns].links["eth0"].up);
+        assert!(want[&p.pods[0].netns].routes.is_empty(), "no route through a down link");
         assert!(want[&p.fabric.netns].links[&p.nodes[0].uplink.peer.name].up);
     }
 

@@ -5,7 +5,7 @@
 //! side and unpinning the namespace.
 
 use super::{create_namespaces, nl, pods, ApplyError, Ns, NsSpec};
-use crate::kernel::netns::{self, Netns, NetnsError};
+use crate::kernel::netns::{self, Netns};
 use crate::plan::Plan;
 use std::collections::{BTreeSet, HashMap};
 
@@ -18,19 +18,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, ApplyError> {
 
 /// A netlink handle inside the existing namespace `name`.
 fn open(rt: &tokio::runtime::Runtime, name: &str) -> Result<Ns, ApplyError> {
-    let ns = Netns::open(name)?;
-    let handle = rt.handle().clone();
-    let conn = ns.run_in(move || {
-        let _enter = handle.enter();
-        rtnetlink::new_connection()
-    })?;
-    let (conn, handle, _) = conn.map_err(|e| NetnsError::Sys {
-        what: "opening netlink in",
-        name: name.to_string(),
-        source: e,
-    })?;
-    rt.spawn(conn);
-    Ok(Ns { netns: ns, handle })
+    let netns = Netns::open(name)?;
+    let handle = netns.netlink(rt)?;
+    Ok(Ns { netns, handle })
 }
 
 fn key(p: &crate::plan::types::PodPlan) -> String {
