@@ -264,9 +264,9 @@ pub enum EventError {
 pub type Result<T, E = EventError> = std::result::Result<T, E>;
 
 /// A file's identity: device and inode.
-pub(crate) type FileId = (u64, u64);
+type FileId = (u64, u64);
 
-pub(crate) fn id_of(m: &fs::Metadata) -> FileId {
+fn id_of(m: &fs::Metadata) -> FileId {
     (m.dev(), m.ino())
 }
 
