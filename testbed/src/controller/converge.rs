@@ -48,8 +48,27 @@ impl Controller {
         }
         let new_keys = desired::pod_keys(&new);
         gone.extend(old_pods.keys().filter(|k| !new_keys.contains(*k)).cloned());
+        // Made again where they were: their interface names must be free.
+        let in_place: BTreeSet<String> = new
+            .pods
+            .iter()
+            .filter(|p| {
+                let key = pod_key(&p.namespace, &p.name);
+                gone.contains(&key) && old_pods.get(&key).is_some_and(|o| o.node == p.node)
+            })
+            .map(|p| pod_key(&p.namespace, &p.name))
+            .collect();
         self.sup.stop_pods(&gone);
-        if let Err(e) = apply::remove_pods(&self.plan, &gone) {
+        // No watching socket may keep a removed namespace alive.
+        let remade: BTreeSet<String> = new
+            .pods
+            .iter()
+            .filter(|p| made.contains(&pod_key(&p.namespace, &p.name)))
+            .map(|p| p.netns.clone())
+            .collect();
+        let keep = apply::namespaces(&new).into_iter().filter(|n| !remade.contains(n));
+        self.drift.want(keep, &BTreeSet::new());
+        if let Err(e) = apply::remove_pods(&self.plan, &gone, &in_place) {
             warn!("removing pods: {e}");
         }
         for key in &gone {
@@ -75,13 +94,7 @@ impl Controller {
         }
         self.sup.set_plan(&self.plan);
         self.sup.write_status();
-        let remade: BTreeSet<String> = self
-            .plan
-            .pods
-            .iter()
-            .filter(|p| made.contains(&pod_key(&p.namespace, &p.name)))
-            .map(|p| p.netns.clone())
-            .collect();
+        // Watch the namespaces made again anew (the old socket saw the old).
         self.drift.want(apply::namespaces(&self.plan), &remade);
         self.held.retain(|k| !gone.contains(k));
         if services_changed {

@@ -181,6 +181,13 @@ impl Controller {
                 loaded.topology.name.value, self.topo.name.value
             )));
         }
+        // What cannot change live is refused before anything is planned
+        // with the running pods' places (which a new network contradicts).
+        let not_live = super::change::not_live(&self.plan, &loaded.plan);
+        if !not_live.is_empty() {
+            let lines: Vec<String> = not_live.iter().map(|n| n.to_string()).collect();
+            return Err(Refusal(lines.join("\n")));
+        }
         // The file says how many replicas and which pods: what `scale` and
         // `delete` changed live gives way to it.
         let live = Live {

@@ -22,8 +22,12 @@ use tracing::{info, warn};
 
 /// How often the loop runs.
 const TICK: Duration = Duration::from_millis(50);
-/// How often the controller looks at nodes, namespaces and readiness.
+/// How often the controller looks at nodes, faults and readiness.
 const OBSERVE: Duration = Duration::from_millis(200);
+/// How long a failed repair waits before it is tried again.
+const RETRY_REPAIR: Duration = Duration::from_millis(200);
+/// How often it looks for pods whose namespace was deleted.
+const PINS_EVERY: Duration = Duration::from_secs(1);
 
 /// Why the controller could not start.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,12 @@ pub struct Controller {
     pub(super) cuts: Vec<(String, String)>,
     /// The namespaces watched for drift.
     pub(super) drift: super::drift::Drift,
+    /// The supervisor's status version readiness was last looked at.
+    pub(super) seen_version: u64,
+    /// When the pods' namespaces were last looked for.
+    pub(super) pins_checked: Instant,
+    /// Namespaces whose last repair failed, and when to try again.
+    pub(super) retry: BTreeMap<String, Instant>,
 }
 
 fn state_err(what: &'static str, path: PathBuf, e: impl ToString) -> ControllerError {
@@ -131,12 +141,16 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
         unreachable: BTreeMap::new(),
         held: BTreeSet::new(),
         drift: super::drift::Drift::start(crate::kernel::apply::namespaces(&plan)),
+        seen_version: u64::MAX,
+        pins_checked: Instant::now(),
+        retry: BTreeMap::new(),
     };
     c.events
         .record(EventKind::Controller, "testbed", "controller started");
     let mut observed = Instant::now() - OBSERVE;
     while !stop.load(Ordering::SeqCst) {
         c.sup.tick();
+        c.status_events();
         if let Some((req, mut stream)) = server.next() {
             let reply = c.handle(req);
             control::answer(&mut stream, &reply);
@@ -191,14 +205,39 @@ impl Controller {
         let now = now_ms();
         self.expire_faults(now);
         self.watch_nodes(now);
-        self.recreate_missing();
-        self.start_events();
-        self.readiness_events();
+        if self.pins_checked.elapsed() >= PINS_EVERY {
+            self.recreate_missing();
+            self.pins_checked = Instant::now();
+        }
+
     }
 
-    /// Repairs the namespaces that changed (see [`super::drift`]).
+    /// Records the starts and readiness changes the supervisor reported
+    /// since the last look.
+    fn status_events(&mut self) {
+        if self.sup.version() != self.seen_version {
+            self.seen_version = self.sup.version();
+            self.start_events();
+            self.readiness_events();
+        }
+    }
+
+    /// Repairs the namespaces that changed (see [`super::drift`]), and
+    /// those whose last repair failed once their pause is over (a fix can
+    /// fail for a moment, e.g. a route through a link that just came up).
     fn repair_drift(&mut self) {
-        let dirty = self.drift.take();
+        let mut dirty = self.drift.take();
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .retry
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in due {
+            self.retry.remove(&n);
+            dirty.insert(n);
+        }
         if dirty.is_empty() {
             return;
         }
@@ -229,6 +268,9 @@ impl Controller {
             for d in done {
                 self.events
                     .record(EventKind::DriftRepaired, format!("netns {ns}"), d);
+            }
+            if !failed.is_empty() {
+                self.retry.insert(ns.clone(), now + RETRY_REPAIR);
             }
             for e in failed {
                 warn!("drift in {ns} not repaired: {e}");

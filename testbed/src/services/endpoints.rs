@@ -114,6 +114,10 @@ pub fn follow_endpoints(state_dir: &Path) {
         })
         .collect();
     let mut recorded: Option<PodSet> = None;
+    let mut status_seen = crate::state::plan_watch::FileIdentity::new(
+        state_dir.join(crate::runtime::status::STATUS_FILE),
+    );
+    let mut ready: Option<PodSet> = None;
     loop {
         std::thread::sleep(POLL);
         if let Some(p) = watch.changed() {
@@ -130,7 +134,14 @@ pub fn follow_endpoints(state_dir: &Path) {
         if plan.cluster.proxy == proxy::Mode::Userspace || plan.services.is_empty() {
             continue;
         }
-        let Some(ready) = ready_pods(&plan) else {
+        // The status is read again only when the supervisor rewrote it.
+        let status_changed = status_seen.changed();
+        if status_changed || ready.is_none() {
+            if let Some(r) = ready_pods(&plan) {
+                ready = Some(r);
+            }
+        }
+        let Some(ready) = ready.clone() else {
             continue;
         };
         follow_once(&plan, &ready, &mut nodes);
@@ -146,22 +157,24 @@ pub fn follow_endpoints(state_dir: &Path) {
 /// One round of [`follow_endpoints`]: brings each node's rules to `ready`.
 fn follow_once(plan: &Plan, ready: &PodSet, nodes: &mut [NodeState]) {
     let mode = plan.cluster.proxy;
-    let after = with_ready_endpoints(plan, ready);
     let now = Instant::now();
+    let mut after_cache: Option<Vec<proxy::Service>> = None;
     for (n, st) in plan.nodes.iter().zip(nodes.iter_mut()) {
         if (st.held.as_ref() == Some(ready) && st.flows.is_empty()) || now < st.retry_at {
             continue;
         }
+        let after: &Vec<proxy::Service> =
+            after_cache.get_or_insert_with(|| with_ready_endpoints(plan, ready));
         let mut ok = true;
         if st.held.as_ref() != Some(ready) {
             let before = match &st.held {
                 Some(held) => with_ready_endpoints(plan, held),
                 None => plan.services.clone(),
             };
-            let full = || rules::load(mode, n, &rules::resync(mode, &after));
+            let full = || rules::load(mode, n, &rules::resync(mode, after));
             let result = match st.held {
                 Some(_) => {
-                    let text = rules::update(mode, &before, &after);
+                    let text = rules::update(mode, &before, after);
                     if text.is_empty() {
                         Ok(())
                     } else {
@@ -177,7 +190,7 @@ fn follow_once(plan: &Plan, ready: &PodSet, nodes: &mut [NodeState]) {
             match result {
                 Ok(()) => {
                     tracing::info!(node = %n.name, ready = ready.len(), took = ?now.elapsed(), "service endpoints updated");
-                    for gone in rules::udp_endpoints_gone(&before, &after) {
+                    for gone in rules::udp_endpoints_gone(&before, after) {
                         if !st.flows.contains(&gone) {
                             st.flows.push(gone);
                         }

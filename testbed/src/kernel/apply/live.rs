@@ -84,11 +84,18 @@ pub fn add_pods(plan: &Plan, keys: &BTreeSet<String>) -> Result<(), ApplyError> 
     result
 }
 
-/// Removes the kernel objects of the pods of `plan` named in `keys`: the
-/// veth pair (deleted from the node's side, so that it goes at once even if
-/// a process still holds the pod's namespace) and the namespace's pin. What
-/// is already gone is skipped.
-pub fn remove_pods(plan: &Plan, keys: &BTreeSet<String>) -> Result<(), ApplyError> {
+/// Removes the kernel objects of the pods of `plan` named in `keys` by
+/// unpinning their namespaces: the kernel frees each namespace, and its
+/// veth pair with it, in the background once nothing holds it (deleting
+/// the pairs one by one costs a wait for the kernel per pair). Pods in
+/// `now` (made again at once, on the same node, with the same interface
+/// names) have their pair deleted first, from the node's side, so that the
+/// names are free on return. What is already gone is skipped.
+pub fn remove_pods(
+    plan: &Plan,
+    keys: &BTreeSet<String>,
+    now: &BTreeSet<String>,
+) -> Result<(), ApplyError> {
     let pods: Vec<_> = plan
         .pods
         .iter()
@@ -100,7 +107,7 @@ pub fn remove_pods(plan: &Plan, keys: &BTreeSet<String>) -> Result<(), ApplyErro
     let rt = runtime()?;
     let mut handles: HashMap<&str, Ns> = HashMap::new();
     for p in &pods {
-        if let Some(i) = &p.interface {
+        if let Some(i) = p.interface.as_ref().filter(|_| now.contains(&key(p))) {
             if !handles.contains_key(i.peer_netns.as_str()) {
                 if let Ok(ns) = open(&rt, &i.peer_netns) {
                     handles.insert(i.peer_netns.as_str(), ns);

@@ -333,6 +333,8 @@ pub struct Supervisor {
     scanned: Instant,
     /// Starts since [`Supervisor::take_starts`] was last called (bounded).
     starts: Vec<Started>,
+    /// Counts status writes: what it reports changes only with it.
+    writes: u64,
 }
 
 /// The most starts kept between two [`Supervisor::take_starts`].
@@ -388,10 +390,17 @@ impl Supervisor {
             rotated: now,
             scanned: now,
             starts: Vec::new(),
+            writes: 0,
         };
         sup.adopt();
         sup.write_status();
         sup
+    }
+
+    /// How many times the status was written: readiness and states change
+    /// only when this does.
+    pub fn version(&self) -> u64 {
+        self.writes
     }
 
     /// The container starts since the last call.
@@ -707,6 +716,7 @@ impl Supervisor {
 
     /// Writes the status file now.
     pub fn write_status(&mut self) {
+        self.writes += 1;
         match status::write(&self.state_dir, &self.status()) {
             Ok(()) => self.dirty = false,
             Err(e) => warn!(
