@@ -12,6 +12,15 @@ pub mod validate;
 
 pub use status::{status, StatusReport};
 
+/// What `testbed events --json` prints.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EventsReport {
+    /// The testbed.
+    pub testbed: String,
+    /// Its events, oldest first.
+    pub events: Vec<crate::controller::events::Event>,
+}
+
 use crate::kernel::teardown;
 use crate::plan::types::{HostPlan, NodePlan, PodPlan};
 use crate::plan::Plan;

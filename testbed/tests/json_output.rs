@@ -194,9 +194,69 @@ fn running() -> status::Supervisor {
 }
 
 /// The status of `plan` with synthetic containers; in the web example's,
-/// web-0 serves and web-1 does not.
+/// web-0 serves and web-1 does not. Its first node is not ready, and a
+/// fault of each kind is in force.
 fn status_of(plan: &Plan) -> status::StatusReport {
-    status::report(plan, &synthetic(plan, 4), &counters(plan), running())
+    use testbed::controller::live::{ActiveFault, Fault, Live, NodeCondition, Target};
+    let mut live = Live::default();
+    if let Some(n) = plan.nodes.first() {
+        live.conditions.insert(
+            n.name.clone(),
+            NodeCondition {
+                ready: false,
+                since_ms: 1_764_400_000_000,
+                reason: Some("unreachable for 5000 ms (node-down fault)".into()),
+            },
+        );
+        live.faults.push(ActiveFault {
+            fault: Fault::NodeDown {
+                node: n.name.clone(),
+            },
+            since_ms: 1_764_399_995_000,
+            until_ms: None,
+        });
+        live.faults.push(ActiveFault {
+            fault: Fault::Partition {
+                nodes: vec![n.name.clone()],
+                from: vec![],
+            },
+            since_ms: 1_764_399_996_000,
+            until_ms: Some(1_764_400_006_000),
+        });
+    }
+    live.faults.push(ActiveFault {
+        fault: Fault::LinkDown {
+            target: Target::Host("client".into()),
+        },
+        since_ms: 1_764_399_997_000,
+        until_ms: None,
+    });
+    status::report(plan, &synthetic(plan, 4), &counters(plan), running()).with_controller(
+        &live,
+        vec!["default/pinned".into()],
+        &events(),
+    )
+}
+
+/// A few events, one of each shape.
+fn events() -> Vec<testbed::controller::events::Event> {
+    use testbed::controller::events::{Event, EventKind};
+    let at = |ms: u64, e: Event| Event { unix_ms: ms, ..e };
+    vec![
+        at(
+            1_764_400_000_000,
+            Event::now(EventKind::NodeNotReady, "node node1", "unreachable for 5000 ms"),
+        ),
+        at(
+            1_764_400_000_010,
+            Event::now(EventKind::PodEvicted, "pod default/web-0", "node node1 is not ready"),
+        ),
+        at(
+            1_764_400_000_020,
+            Event::now(EventKind::DriftDetected, "netns tb-web.node.node1", "not repaired")
+                .with_message("cannot recreate cni0"),
+        ),
+    ]
 }
 
 #[test]
@@ -272,6 +332,13 @@ fn every_json_output_has_its_documented_shape() {
             &what("inspect --rules"),
         );
     }
+    // events, and the controller's replies (with an apply's difference).
+    let evs = report::EventsReport {
+        testbed: "web".into(),
+        events: events(),
+    };
+    assert_shape(&doc, "Events", &json(&evs), "events");
+    assert_shape(&doc, "Reply", &json(&apply_reply()), "apply");
     // ls: whatever this machine has, and each state.
     let (code, out) = stdout_of(&["ls", "--json"]);
     assert_eq!(code, Some(0), "ls");
@@ -282,6 +349,46 @@ fn every_json_output_has_its_documented_shape() {
         unseen.is_empty(),
         "docs/json.md documents fields no output had (stale, or the test lacks a case): {unseen:?}"
     );
+}
+
+/// The reply to an `apply` that touches every kind of thing.
+fn apply_reply() -> testbed::controller::control::Reply {
+    let old = "
+name: t
+nodes: [{name: n1}, {name: n2, link: {delay: 5ms}}]
+hosts: [{name: h1}, {name: h2, link: {rate: 10mbit}}]
+pods:
+  - {name: keep, labels: {a: b}, containers: [{name: c, command: [sleep, infinity]}]}
+  - {name: gone, containers: [{name: c, command: [sleep, infinity]}]}
+replicationControllers:
+  - {name: web, replicas: 1, selector: {app: web}, template: {labels: {app: web}, containers: [{name: c, command: [sleep, infinity]}]}}
+services:
+  - {name: web, selector: {app: web}, ports: [{port: 80}]}
+  - {name: old, selector: {a: b}, ports: [{port: 53, protocol: UDP}]}
+";
+    let new = "
+name: t
+nodes: [{name: n1, labels: {zone: a}}, {name: n2, link: {delay: 10ms}}]
+hosts: [{name: h1}, {name: h3}]
+pods:
+  - {name: keep, labels: {a: c}, containers: [{name: c, command: [sleep, infinity]}]}
+replicationControllers:
+  - {name: web, replicas: 2, selector: {app: web}, template: {labels: {app: web}, containers: [{name: c, command: [sleep, infinity]}]}}
+services:
+  - {name: web, type: NodePort, selector: {app: web}, ports: [{port: 80}]}
+  - {name: new, selector: {app: web}, ports: [{port: 81}]}
+";
+    let plan = |y: &str| {
+        testbed::load_str("t.yaml", y.into())
+            .unwrap_or_else(|e| panic!("{}", e.render()))
+            .plan
+    };
+    let changes = testbed::controller::change::changes(&plan(old), &plan(new));
+    testbed::controller::control::Reply {
+        code: 0,
+        message: changes.render(),
+        changes: Some(serde_json::to_value(&changes).expect("JSON")),
+    }
 }
 
 fn listed() -> Vec<report::Listed> {

@@ -17,7 +17,10 @@ pub fn run(name: &TestbedName, follow: bool, json: bool) -> Result<(), Failure> 
     let (mut follower, read) = events::Follower::start(&dir).context("reading the events")?;
     let list = read.events;
     if json && !follow {
-        let doc = serde_json::json!({"testbed": name.as_str(), "events": list});
+        let doc = testbed::report::EventsReport {
+            testbed: name.to_string(),
+            events: list,
+        };
         return crate::print(&format!(
             "{}\n",
             serde_json::to_string_pretty(&doc).context("printing")?
