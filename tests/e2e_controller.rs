@@ -60,7 +60,9 @@ fn endpoints(st: &Value, service: &str) -> usize {
     st["services"]
         .as_array()
         .and_then(|l| l.iter().find(|s| s["name"] == service))
-        .map_or(0, |s| s["ports"][0]["endpoints"].as_array().map_or(0, Vec::len))
+        .map_or(0, |s| {
+            s["ports"][0]["endpoints"].as_array().map_or(0, Vec::len)
+        })
 }
 
 /// `testbed ARGS`, which must fail with exit 2 and say `needle`.
@@ -73,13 +75,18 @@ fn refused(args: &[&str], needle: &str) {
 
 /// The kinds of the events of `tb`.
 fn event_kinds(tb: &Testbed) -> Vec<String> {
-    let v: Value =
-        serde_json::from_str(&ok(&["events", &tb.name, "--json"])).expect("events JSON");
+    let v: Value = serde_json::from_str(&ok(&["events", &tb.name, "--json"])).expect("events JSON");
     v["events"]
         .as_array()
         .expect("events")
         .iter()
-        .map(|e| format!("{} {}", e["kind"].as_str().unwrap_or(""), e["object"].as_str().unwrap_or("")))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["kind"].as_str().unwrap_or(""),
+                e["object"].as_str().unwrap_or("")
+            )
+        })
         .collect()
 }
 
@@ -122,7 +129,10 @@ fn replication_controllers_keep_their_pods() {
         pod(st, "web-1").is_some_and(|p| p["ready"] == true) && endpoints(st, "web") == 3
     });
     let new = pod(&st, "web-1").expect("web-1");
-    assert_ne!(new["containers"][0]["pid"], old["containers"][0]["pid"], "a new process");
+    assert_ne!(
+        new["containers"][0]["pid"], old["containers"][0]["pid"],
+        "a new process"
+    );
     assert_eq!(new["node"], old["node"], "the same place");
     for _ in 0..6 {
         assert_eq!(http_get(&client, svc), Ok(200));
@@ -152,10 +162,19 @@ fn replication_controllers_keep_their_pods() {
     refused(&["scale", "-t", &tb.name, "client", "2"], "bare pod");
     refused(&["scale", "-t", &tb.name, "wbe", "2"], "did you mean `web`");
     refused(&["scale", "-t", &tb.name, "web", "--", "-1"], "");
-    refused(&["fault", "-t", &tb.name, "delete", "web-9"], "did you mean");
-    refused(&["fault", "-t", &tb.name, "node-down", "n9"], "no node `n9`");
+    refused(
+        &["fault", "-t", &tb.name, "delete", "web-9"],
+        "did you mean",
+    );
+    refused(
+        &["fault", "-t", &tb.name, "node-down", "n9"],
+        "no node `n9`",
+    );
     refused(&["fault", "-t", &tb.name, "node-up", "n1"], "not down");
-    refused(&["fault", "-t", &tb.name, "kill", "client", "-c", "x"], "no container `x`");
+    refused(
+        &["fault", "-t", &tb.name, "kill", "client", "-c", "x"],
+        "no container `x`",
+    );
 
     let kinds = event_kinds(&tb);
     for (k, o) in [
@@ -228,11 +247,20 @@ fn a_failed_nodes_pods_move_while_a_client_keeps_fetching() {
     }
     let st = status(&tb);
     if node == "n2" {
-        assert!(pod(&st, "db").is_none(), "the bare pod on {node} stays gone");
+        assert!(
+            pod(&st, "db").is_none(),
+            "the bare pod on {node} stays gone"
+        );
     }
     let kinds = event_kinds(&tb);
-    assert!(has_event(&kinds, "nodeNotReady", &format!("node {node}")), "{kinds:#?}");
-    assert!(kinds.iter().any(|k| k.starts_with("podEvicted ")), "{kinds:#?}");
+    assert!(
+        has_event(&kinds, "nodeNotReady", &format!("node {node}")),
+        "{kinds:#?}"
+    );
+    assert!(
+        kinds.iter().any(|k| k.starts_with("podEvicted ")),
+        "{kinds:#?}"
+    );
 
     ok(&["fault", "-t", &tb.name, "node-up", &node]);
     wait_for(&tb, "the node ready", |st| {
@@ -242,14 +270,21 @@ fn a_failed_nodes_pods_move_while_a_client_keeps_fetching() {
             .is_some_and(|n| n["ready"] == true)
     });
     let st = status(&tb);
-    assert!(pods(&st).iter().all(|p| p["node"] != node.as_str()), "back empty");
+    assert!(
+        pods(&st).iter().all(|p| p["node"] != node.as_str()),
+        "back empty"
+    );
     ok(&["scale", "-t", &tb.name, "web", "6"]);
     let st = wait_for(&tb, "six web pods", |st| ready_named(st, "web-") == 6);
     assert!(
         pods(&st).iter().any(|p| p["node"] == node.as_str()),
         "{node} takes pods again: {st}"
     );
-    assert!(has_event(&event_kinds(&tb), "nodeReady", &format!("node {node}")));
+    assert!(has_event(
+        &event_kinds(&tb),
+        "nodeReady",
+        &format!("node {node}")
+    ));
 }
 
 /// The same file and the same faults give the same placements and
@@ -261,8 +296,7 @@ fn the_same_faults_give_the_same_placements() {
         let node = victim(&status(&tb));
         ok(&["fault", "-t", &tb.name, "node-down", &node]);
         let st = wait_for(&tb, "rescheduled", |st| {
-            ready_named(st, "web-") == 3
-                && pods(st).iter().all(|p| p["node"] != node.as_str())
+            ready_named(st, "web-") == 3 && pods(st).iter().all(|p| p["node"] != node.as_str())
         });
         ok(&["scale", "-t", &tb.name, "web", "4"]);
         let st2 = wait_for(&tb, "scaled", |st| ready_named(st, "web-") == 4);
@@ -318,7 +352,10 @@ fn apply_changes_only_what_differs() {
     let tb = Testbed::new("app", APPLY_V1).up();
     let before = status(&tb);
     let v2 = APPLY_V1
-        .replace("  - {name: gone, containers: [{name: c, command: [sleep, infinity]}]}\n", "")
+        .replace(
+            "  - {name: gone, containers: [{name: c, command: [sleep, infinity]}]}\n",
+            "",
+        )
         .replace("replicas: 2", "replicas: 3")
         + APPLY_SERVICE;
     let file2 = tb.dir.path().join("v2.yaml");
@@ -329,7 +366,10 @@ fn apply_changes_only_what_differs() {
     assert!(diff.contains("+ service default/extra"), "{diff}");
     assert!(diff.contains("+ pod default/web-2"), "{diff}");
     assert!(diff.contains("- pod default/gone"), "{diff}");
-    assert!(pod(&status(&tb), "gone").is_some(), "--dry-run changed nothing");
+    assert!(
+        pod(&status(&tb), "gone").is_some(),
+        "--dry-run changed nothing"
+    );
     refused(&["up", f2], "testbed apply");
 
     ok(&["apply", f2]);
@@ -351,13 +391,25 @@ fn apply_changes_only_what_differs() {
     let file3 = tb.dir.path().join("v3.yaml");
     std::fs::write(
         &file3,
-        format!("name: {}\ncluster: {{podCIDR: 10.245.0.0/16}}\n{v2}", tb.name),
+        format!(
+            "name: {}\ncluster: {{podCIDR: 10.245.0.0/16}}\n{v2}",
+            tb.name
+        ),
     )
     .expect("write v3");
-    refused(&["apply", file3.to_str().expect("utf-8")], "cluster.podCIDR");
+    refused(
+        &["apply", file3.to_str().expect("utf-8")],
+        "cluster.podCIDR",
+    );
     let kinds = event_kinds(&tb);
-    assert!(kinds.iter().any(|k| k.starts_with("applyStep")), "{kinds:#?}");
-    assert!(has_event(&kinds, "podDeleted", "pod default/gone"), "{kinds:#?}");
+    assert!(
+        kinds.iter().any(|k| k.starts_with("applyStep")),
+        "{kinds:#?}"
+    );
+    assert!(
+        has_event(&kinds, "podDeleted", "pod default/gone"),
+        "{kinds:#?}"
+    );
 }
 
 const THREE: &str = "
@@ -403,7 +455,10 @@ fn faults_cut_and_heal() {
     assert!(!talks(&tb, &st, "a", "b"), "a reached b across the cut");
     assert!(!talks(&tb, &st, "b", "a"), "b reached a across the cut");
     assert!(talks(&tb, &st, "a", "c") && talks(&tb, &st, "b", "c"));
-    assert!(ok(&["verify", t]).contains("matches"), "a partition is no drift");
+    assert!(
+        ok(&["verify", t]).contains("matches"),
+        "a partition is no drift"
+    );
     let text = ok(&["status", t]);
     assert!(text.contains("partition n1 --from n2"), "{text}");
     ok(&["fault", "-t", t, "clear"]);
@@ -411,7 +466,10 @@ fn faults_cut_and_heal() {
 
     ok(&["fault", "-t", t, "link-down", "a"]);
     assert!(!talks(&tb, &st, "c", "a"), "a's link is down");
-    assert!(ok(&["verify", t]).contains("matches"), "a fault's link is meant to be down");
+    assert!(
+        ok(&["verify", t]).contains("matches"),
+        "a fault's link is meant to be down"
+    );
     refused(&["fault", "-t", t, "link-down", "a"], "in force already");
     ok(&["fault", "-t", t, "link-up", "a"]);
     assert!(talks(&tb, &st, "c", "a"), "link-up");
@@ -434,7 +492,9 @@ fn faults_cut_and_heal() {
     let pid = pod(&st, "b").expect("b")["containers"][0]["pid"].clone();
     ok(&["fault", "-t", t, "kill", "b"]);
     wait_for(&tb, "b restarted", |st| {
-        pod(st, "b").is_some_and(|p| p["restarts"] == 1 && p["containers"][0]["pid"] != pid && p["ready"] == true)
+        pod(st, "b").is_some_and(|p| {
+            p["restarts"] == 1 && p["containers"][0]["pid"] != pid && p["ready"] == true
+        })
     });
 
     let kinds = event_kinds(&tb);
@@ -463,8 +523,15 @@ fn drift_is_repaired() {
     let a = tb.ns("pod.default.a");
     let n1 = tb.ns("node.n1");
     let ip = |args: &[&str]| {
-        let out = std::process::Command::new("ip").args(args).output().expect("ip runs");
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip runs");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let veth = ip(&["-n", &n1, "-o", "link", "show", "master", "cni0"]);
@@ -495,6 +562,9 @@ fn drift_is_repaired() {
     eprintln!("repaired within {:?}", broken.elapsed());
     assert!(talks(&tb, &st, "a", "b"), "the repaired pods talk");
     let kinds = event_kinds(&tb);
-    let repaired = kinds.iter().filter(|k| k.starts_with("driftRepaired ")).count();
+    let repaired = kinds
+        .iter()
+        .filter(|k| k.starts_with("driftRepaired "))
+        .count();
     assert!(repaired >= 4, "{kinds:#?}");
 }

@@ -4,9 +4,9 @@
 //! of it again. The state directory holds the plan (`plan.json`), the
 //! supervisor's pid, status and logs; teardown does not need it.
 
+use crate::controller::spec::Spec;
 use crate::daemons::{self, DaemonKind};
 use crate::kernel::{apply, teardown};
-use crate::controller::spec::Spec;
 use crate::plan::Plan;
 use crate::state::{self, NameError, TestbedName};
 use std::path::{Path, PathBuf};

@@ -465,8 +465,8 @@ fn run(command: Command) -> Result<(), Failure> {
                 link.rate = rate.map(|v| v.parse()).transpose().map_err(bad)?;
             }
             let link = (link != Default::default()).then_some(link);
-            let reply =
-                testbed::lifecycle::impair(&name, &machine, link).context("changing impairments")?;
+            let reply = testbed::lifecycle::impair(&name, &machine, link)
+                .context("changing impairments")?;
             match reply.code {
                 0 => {
                     eprintln!("{name}: impairments of {machine} changed");

@@ -245,16 +245,28 @@ fn events() -> Vec<testbed::controller::events::Event> {
     vec![
         at(
             1_764_400_000_000,
-            Event::now(EventKind::NodeNotReady, "node node1", "unreachable for 5000 ms"),
+            Event::now(
+                EventKind::NodeNotReady,
+                "node node1",
+                "unreachable for 5000 ms",
+            ),
         ),
         at(
             1_764_400_000_010,
-            Event::now(EventKind::PodEvicted, "pod default/web-0", "node node1 is not ready"),
+            Event::now(
+                EventKind::PodEvicted,
+                "pod default/web-0",
+                "node node1 is not ready",
+            ),
         ),
         at(
             1_764_400_000_020,
-            Event::now(EventKind::DriftDetected, "netns tb-web.node.node1", "not repaired")
-                .with_message("cannot recreate cni0"),
+            Event::now(
+                EventKind::DriftDetected,
+                "netns tb-web.node.node1",
+                "not repaired",
+            )
+            .with_message("cannot recreate cni0"),
         ),
     ]
 }

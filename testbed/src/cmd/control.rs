@@ -113,7 +113,10 @@ pub fn fault_request(cmd: FaultCmd, plan: &testbed::plan::Plan) -> Result<Reques
         FaultCmd::NodeUp { node } => Request::Clear {
             fault: Some(Fault::NodeDown { node }),
         },
-        FaultCmd::LinkDown { target: t, duration: d } => Request::Fault {
+        FaultCmd::LinkDown {
+            target: t,
+            duration: d,
+        } => Request::Fault {
             fault: Fault::LinkDown {
                 target: target(&t, plan),
             },
@@ -199,8 +202,15 @@ pub fn apply(file: &Path, dry_run: bool, json: bool) -> Result<(), Failure> {
     if reply.message == "no change" {
         return Ok(());
     }
-    let done = control::request(&name.dir(), &Request::Apply { spec, dry_run: false }, Duration::from_secs(600))
-        .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?;
+    let done = control::request(
+        &name.dir(),
+        &Request::Apply {
+            spec,
+            dry_run: false,
+        },
+        Duration::from_secs(600),
+    )
+    .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?;
     match done.code {
         0 => {
             eprintln!("{name}: applied");

@@ -178,7 +178,9 @@ impl Server {
         let mut stream = stream;
         match read.map_err(|e| e.to_string()).and_then(|_| {
             if line.last() != Some(&b'\n') {
-                return Err(format!("a request is one line of at most {MAX_REQUEST} bytes"));
+                return Err(format!(
+                    "a request is one line of at most {MAX_REQUEST} bytes"
+                ));
             }
             serde_json::from_slice::<Request>(&line).map_err(|e| e.to_string())
         }) {

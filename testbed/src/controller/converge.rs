@@ -66,7 +66,9 @@ impl Controller {
             .filter(|p| made.contains(&pod_key(&p.namespace, &p.name)))
             .map(|p| p.netns.clone())
             .collect();
-        let keep = apply::namespaces(&new).into_iter().filter(|n| !remade.contains(n));
+        let keep = apply::namespaces(&new)
+            .into_iter()
+            .filter(|n| !remade.contains(n));
         self.drift.want(keep, &BTreeSet::new());
         if let Err(e) = apply::remove_pods(&self.plan, &gone, &in_place) {
             warn!("removing pods: {e}");
@@ -85,7 +87,11 @@ impl Controller {
         }
         let result = apply::add_pods(&self.plan, &made).map_err(|e| e.to_string());
         for key in &made {
-            let what = if gone.contains(key) { "made again" } else { "made" };
+            let what = if gone.contains(key) {
+                "made again"
+            } else {
+                "made"
+            };
             self.events.record(
                 EventKind::PodCreated,
                 format!("pod {key}"),
@@ -160,8 +166,11 @@ impl Controller {
                         },
                     );
                     self.live.unschedulable.remove(node);
-                    self.events
-                        .record(EventKind::NodeReady, format!("node {node}"), "reachable again");
+                    self.events.record(
+                        EventKind::NodeReady,
+                        format!("node {node}"),
+                        "reachable again",
+                    );
                     self.save_live();
                 }
                 continue;
@@ -300,7 +309,10 @@ impl Controller {
         for (ns, link) in want.symmetric_difference(&self.links_down) {
             let up = !want.contains(&(ns.clone(), link.clone()));
             if let Err(e) = apply::set_link(ns, link, up) {
-                warn!("setting {link} in {ns} {}: {e}", if up { "up" } else { "down" });
+                warn!(
+                    "setting {link} in {ns} {}: {e}",
+                    if up { "up" } else { "down" }
+                );
             }
         }
         self.links_down = want;

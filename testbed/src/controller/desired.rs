@@ -53,8 +53,11 @@ pub fn topology(spec: &Topology, live: &Live) -> (Topology, Vec<String>) {
             topo.pods.push(pod);
         }
     }
-    topo.pods
-        .retain(|p| !live.removed.contains(&pod_key(&p.namespace.value, &p.name.value)));
+    topo.pods.retain(|p| {
+        !live
+            .removed
+            .contains(&pod_key(&p.namespace.value, &p.name.value))
+    });
     let schedulable = topo
         .nodes
         .iter()

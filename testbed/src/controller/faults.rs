@@ -119,7 +119,10 @@ pub fn check(plan: &Plan, live: &Live, fault: &Fault) -> Result<Fault, Refusal> 
             let target = match target {
                 Target::Pod(p) => {
                     let key = lookup::pod(plan, p)?;
-                    let pod = plan.pods.iter().find(|x| format!("{}/{}", x.namespace, x.name) == key);
+                    let pod = plan
+                        .pods
+                        .iter()
+                        .find(|x| format!("{}/{}", x.namespace, x.name) == key);
                     if pod.is_some_and(|p| p.interface.is_none()) {
                         return Err(Refusal(format!(
                             "pod `{p}` has no link of its own (network {}): take its node's link down instead",
@@ -145,15 +148,21 @@ pub fn check(plan: &Plan, live: &Live, fault: &Fault) -> Result<Fault, Refusal> 
         }
         Fault::Partition { nodes, from } => {
             if nodes.is_empty() {
-                return Err(Refusal("a partition needs at least one node on one side".into()));
+                return Err(Refusal(
+                    "a partition needs at least one node on one side".into(),
+                ));
             }
             for m in nodes.iter().chain(from) {
                 if lookup::node(plan, m).is_err() && lookup::host(plan, m).is_err() {
-                    return Err(lookup::node(plan, m).err().unwrap_or(Refusal(String::new())));
+                    return Err(lookup::node(plan, m)
+                        .err()
+                        .unwrap_or(Refusal(String::new())));
                 }
             }
             if let Some(both) = nodes.iter().find(|n| from.contains(n)) {
-                return Err(Refusal(format!("`{both}` is on both sides of the partition")));
+                return Err(Refusal(format!(
+                    "`{both}` is on both sides of the partition"
+                )));
             }
             let mut a = nodes.clone();
             a.sort();
@@ -174,7 +183,9 @@ pub fn check_clear(plan: &Plan, live: &Live, fault: &Fault) -> Result<Fault, Ref
         Fault::NodeDown { node } => {
             lookup::node(plan, node)?;
             if !live.node_down(node) {
-                return Err(Refusal(format!("node `{node}` is not down: there is nothing to bring up")));
+                return Err(Refusal(format!(
+                    "node `{node}` is not down: there is nothing to bring up"
+                )));
             }
             fault.clone()
         }
@@ -244,7 +255,10 @@ pods:
         let port = &p.nodes[1].uplink.peer.name;
         assert!(!want[&p.fabric.netns].links[port].up);
         assert!(!want[&p.pods[0].netns].links["eth0"].up);
-        assert!(want[&p.pods[0].netns].routes.is_empty(), "no route through a down link");
+        assert!(
+            want[&p.pods[0].netns].routes.is_empty(),
+            "no route through a down link"
+        );
         assert!(want[&p.fabric.netns].links[&p.nodes[0].uplink.peer.name].up);
     }
 
@@ -253,7 +267,8 @@ pods:
         let p = plan(FILE);
         let mut live = Live::default();
         assert!(check(&p, &live, &Fault::NodeDown { node: "n4".into() }).is_err());
-        live.faults.push(active(Fault::NodeDown { node: "n1".into() }));
+        live.faults
+            .push(active(Fault::NodeDown { node: "n1".into() }));
         let e = check(&p, &live, &Fault::NodeDown { node: "n1".into() }).unwrap_err();
         assert!(e.0.contains("down already"), "{e}");
         let e = check_clear(&p, &live, &Fault::NodeDown { node: "n2".into() }).unwrap_err();

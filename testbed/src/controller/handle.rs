@@ -62,8 +62,11 @@ impl Controller {
         self.save_live();
         self.enact_faults();
         for f in &cleared {
-            self.events
-                .record(EventKind::FaultCleared, format!("fault {f}"), "cleared on request");
+            self.events.record(
+                EventKind::FaultCleared,
+                format!("fault {f}"),
+                "cleared on request",
+            );
         }
         Ok(Reply::ok(match cleared.len() {
             0 => "no fault was in force".to_string(),
@@ -127,10 +130,17 @@ impl Controller {
             Some(_) => {
                 let force: BTreeSet<String> = [key.clone()].into();
                 self.sup.stop_pods(&force);
-                self.events
-                    .record(EventKind::PodDeleted, format!("pod {key}"), "deleted on request");
+                self.events.record(
+                    EventKind::PodDeleted,
+                    format!("pod {key}"),
+                    "deleted on request",
+                );
                 let plan = self.plan.clone();
-                self.converge(plan, &force, "its replication controller keeps its replicas")
+                self.converge(
+                    plan,
+                    &force,
+                    "its replication controller keeps its replicas",
+                )
             }
             None => {
                 self.live.removed.insert(key.clone());
@@ -165,8 +175,11 @@ impl Controller {
         link: Option<crate::plan::types::LinkPlan>,
     ) -> Result<Reply, Refusal> {
         if lookup::node(&self.plan, machine).is_err() {
-            lookup::host(&self.plan, machine)
-                .map_err(|_| lookup::node(&self.plan, machine).err().unwrap_or(Refusal(String::new())))?;
+            lookup::host(&self.plan, machine).map_err(|_| {
+                lookup::node(&self.plan, machine)
+                    .err()
+                    .unwrap_or(Refusal(String::new()))
+            })?;
         }
         let mut live = self.live.clone();
         live.impairments.insert(machine.to_string(), link);
@@ -228,8 +241,11 @@ impl Controller {
             r.changes = json;
             return Ok(r);
         }
-        self.events
-            .record(EventKind::ApplyStep, "testbed", format!("{reason}: started"));
+        self.events.record(
+            EventKind::ApplyStep,
+            "testbed",
+            format!("{reason}: started"),
+        );
         let relinked = relinked(&self.plan, &d.plan);
         if let Some((spec, topo)) = file {
             if let Err(e) = super::spec::write(&self.dir, &spec) {

@@ -203,7 +203,8 @@ pub fn write(dir: &Path, live: &Live) -> Result<(), LiveError> {
         path: path.clone(),
         source,
     })?;
-    crate::state::write_atomic(&path, text.as_bytes()).map_err(|source| LiveError::Io { path, source })
+    crate::state::write_atomic(&path, text.as_bytes())
+        .map_err(|source| LiveError::Io { path, source })
 }
 
 /// A duration in milliseconds.

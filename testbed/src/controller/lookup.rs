@@ -123,9 +123,15 @@ replicationControllers:
         assert_eq!(pod(&l.plan, "web-1").unwrap(), "default/web-1");
         assert_eq!(pod(&l.plan, "default/db").unwrap(), "default/db");
         let e = pod(&l.plan, "web-7").unwrap_err().0;
-        assert!(e.contains("no pod `web-7`") && e.contains("did you mean"), "{e}");
+        assert!(
+            e.contains("no pod `web-7`") && e.contains("did you mean"),
+            "{e}"
+        );
         let e = node(&l.plan, "node3").unwrap_err().0;
-        assert!(e.contains("did you mean `node1`") || e.contains("did you mean `node2`"), "{e}");
+        assert!(
+            e.contains("did you mean `node1`") || e.contains("did you mean `node2`"),
+            "{e}"
+        );
         assert!(host(&l.plan, "client").is_ok());
         assert!(host(&l.plan, "node1").is_err());
         assert_eq!(rc(&l.topology, &l.plan, "web").unwrap(), "default/web");

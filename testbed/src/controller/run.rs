@@ -195,7 +195,10 @@ impl Controller {
             return false;
         };
         self.plan.services.iter().any(|s| {
-            s.namespace == ns && s.ports.iter().any(|p| p.endpoints.iter().any(|e| e.pod == name))
+            s.namespace == ns
+                && s.ports
+                    .iter()
+                    .any(|p| p.endpoints.iter().any(|e| e.pod == name))
         })
     }
 
@@ -209,7 +212,6 @@ impl Controller {
             self.recreate_missing();
             self.pins_checked = Instant::now();
         }
-
     }
 
     /// Records the starts and readiness changes the supervisor reported
@@ -289,10 +291,16 @@ impl Controller {
                 continue;
             }
             let (kind, reason) = match (s.restart, s.last_exit) {
-                (false, _) => (EventKind::PodStarted, format!("container {} started", s.container)),
+                (false, _) => (
+                    EventKind::PodStarted,
+                    format!("container {} started", s.container),
+                ),
                 (true, Some(exit)) => (
                     EventKind::PodRestarted,
-                    format!("container {} started again after it ended ({exit})", s.container),
+                    format!(
+                        "container {} started again after it ended ({exit})",
+                        s.container
+                    ),
                 ),
                 (true, None) => (
                     EventKind::PodRestarted,
@@ -311,8 +319,11 @@ impl Controller {
             if key.starts_with("host:") {
                 continue;
             }
-            self.events
-                .record(EventKind::PodReady, format!("pod {key}"), "every container ready");
+            self.events.record(
+                EventKind::PodReady,
+                format!("pod {key}"),
+                "every container ready",
+            );
             if self.is_endpoint(&key) {
                 self.events.record(
                     EventKind::EndpointAdded,

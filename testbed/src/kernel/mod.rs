@@ -18,4 +18,3 @@ pub mod teardown;
 #[cfg(test)]
 mod testutil;
 pub mod watch;
-

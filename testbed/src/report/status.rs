@@ -441,7 +441,11 @@ impl fmt::Display for StatusReport {
             )
         })?;
         if !self.pending.is_empty() {
-            writeln!(f, "\npending (no ready node to run on): {}", self.pending.join(", "))?;
+            writeln!(
+                f,
+                "\npending (no ready node to run on): {}",
+                self.pending.join(", ")
+            )?;
         }
         if !self.recent.is_empty() {
             writeln!(f, "\nLAST EVENTS")?;

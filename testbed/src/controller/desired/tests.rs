@@ -86,7 +86,13 @@ fn eviction_moves_controller_pods_and_drops_bare_ones() {
             pins: pins(&first),
             ..Live::default()
         };
-        let victim = first.pods.iter().find(|p| p.name == "db").unwrap().node.clone();
+        let victim = first
+            .pods
+            .iter()
+            .find(|p| p.name == "db")
+            .unwrap()
+            .node
+            .clone();
         live.unschedulable.insert(victim.clone());
         let evicted = evict(&first, &victim, &mut live);
         let plan = desired(&spec(), &live).unwrap().plan;

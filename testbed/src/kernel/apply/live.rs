@@ -69,8 +69,10 @@ pub fn add_pods(plan: &Plan, keys: &BTreeSet<String>) -> Result<(), ApplyError> 
     let result = match err {
         Some(e) => Err(e),
         None => {
-            let by_name: HashMap<&str, &Ns> =
-                machines.iter().map(|n| (n.netns.name.as_str(), n)).collect();
+            let by_name: HashMap<&str, &Ns> = machines
+                .iter()
+                .map(|n| (n.netns.name.as_str(), n))
+                .collect();
             let batch: HashMap<&str, &Ns> =
                 made.iter().map(|n| (n.netns.name.as_str(), n)).collect();
             rt.block_on(pods::configure(plan, &by_name, &bridges, &batch))
@@ -148,7 +150,10 @@ pub fn set_impairment(plan: &Plan, machine: &str) -> Result<(), ApplyError> {
         },
     };
     let rt = runtime()?;
-    for (ns, dev) in [(netns.as_str(), &up.inner.name), (up.peer_netns.as_str(), &up.peer.name)] {
+    for (ns, dev) in [
+        (netns.as_str(), &up.inner.name),
+        (up.peer_netns.as_str(), &up.peer.name),
+    ] {
         let h = open(&rt, ns)?;
         rt.block_on(async {
             let idx = crate::kernel::links::index(&h.handle, dev)

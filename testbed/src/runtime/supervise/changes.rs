@@ -4,9 +4,9 @@
 //! purpose.
 
 use super::{sandboxes, Slot, Supervisor};
+use crate::plan::Plan;
 use crate::runtime::procs::{reap_one, signal_group};
 use crate::runtime::status::{Exit, State};
-use crate::plan::Plan;
 use nix::sys::signal::Signal;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -55,7 +55,8 @@ impl Supervisor {
         }
         // Keep the plan's order (pods, then hosts) in the status.
         let order: HashMap<String, usize> = by_key;
-        self.slots.sort_by_key(|s| (order.get(&s.sandbox.key()).copied(), s.index));
+        self.slots
+            .sort_by_key(|s| (order.get(&s.sandbox.key()).copied(), s.index));
         self.dirty = true;
         started
     }
@@ -139,9 +140,7 @@ impl Supervisor {
     pub fn kill(&mut self, key: &str, container: Option<&str>) -> Vec<String> {
         let mut out = Vec::new();
         for slot in &self.slots {
-            if slot.sandbox.key() != key
-                || container.is_some_and(|c| c != slot.container().name)
-            {
+            if slot.sandbox.key() != key || container.is_some_and(|c| c != slot.container().name) {
                 continue;
             }
             if let Some(pid) = slot.pid {
