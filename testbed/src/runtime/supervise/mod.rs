@@ -34,14 +34,11 @@ use super::probe::{spawn_probe, Probe};
 use super::procs::{parallel_map, reap_one, signal_group, STARTERS};
 use super::status::{self, ContainerStatus, Exit, State, Status};
 use super::{OwnedSandbox, Sandbox};
-use crate::plan::types::ContainerPlan;
 use crate::plan::Plan;
-use crate::state::{pids, TestbedName};
-use crate::topology::model::RestartPolicy;
+use crate::state::pids;
 use nix::errno::Errno;
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,201 +119,6 @@ pub enum SuperviseError {
         /// The cause.
         source: Errno,
     },
-}
-
-/// Set by SIGTERM and SIGINT.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Runs the supervisor of the testbed `name` with the plan in
-/// `/run/testbed/NAME/plan.json`, until SIGTERM or SIGINT.
-pub fn run_from_state(name: &TestbedName) -> Result<(), SuperviseError> {
-    let path = name.dir().join(PLAN_FILE);
-    let text = fs::read_to_string(&path).map_err(|source| SuperviseError::ReadPlan {
-        path: path.clone(),
-        source,
-    })?;
-    let plan: Plan =
-        serde_json::from_str(&text).map_err(|source| SuperviseError::ParsePlan { path, source })?;
-    run(&plan)
-}
-
-/// Runs the supervisor of `plan` in the foreground until SIGTERM or SIGINT,
-/// then stops every container and returns. Installs handlers for both
-/// signals (process-wide).
-pub fn run(plan: &Plan) -> Result<(), SuperviseError> {
-    let action = SigAction::new(
-        SigHandler::Handler(on_stop_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for signal in [Signal::SIGTERM, Signal::SIGINT] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { nix::sys::signal::sigaction(signal, &action) }
-            .map_err(|source| SuperviseError::Signal { signal, source })?;
-    }
-    install_child_handler()?;
-    run_until(plan, &STOP)
-}
-
-/// Installs the handlers of SIGTERM and SIGINT (which set the returned
-/// flag) and of SIGCHLD, for a process that runs a supervisor.
-pub fn install_handlers() -> Result<&'static AtomicBool, SuperviseError> {
-    let action = SigAction::new(
-        SigHandler::Handler(on_stop_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for signal in [Signal::SIGTERM, Signal::SIGINT] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { nix::sys::signal::sigaction(signal, &action) }
-            .map_err(|source| SuperviseError::Signal { signal, source })?;
-    }
-    install_child_handler()?;
-    Ok(&STOP)
-}
-
-/// Set by SIGCHLD: some child ended, so the supervisor looks at its
-/// children at the next tick (otherwise once a second).
-static CHILD_ENDED: AtomicBool = AtomicBool::new(true);
-
-extern "C" fn on_child(_: libc::c_int) {
-    CHILD_ENDED.store(true, Ordering::SeqCst);
-}
-
-/// Makes SIGCHLD mark [`CHILD_ENDED`] (process-wide), so that an idle
-/// supervisor does not look at every child at every tick.
-pub fn install_child_handler() -> Result<(), SuperviseError> {
-    let action = SigAction::new(
-        SigHandler::Handler(on_child),
-        SaFlags::SA_RESTART | SaFlags::SA_NOCLDSTOP,
-        SigSet::empty(),
-    );
-    // SAFETY: the handler only stores to an atomic.
-    unsafe { nix::sys::signal::sigaction(Signal::SIGCHLD, &action) }.map_err(|source| {
-        SuperviseError::Signal {
-            signal: Signal::SIGCHLD,
-            source,
-        }
-    })?;
-    Ok(())
-}
-
-/// Claims the supervisor's pid file in `state_dir` (held while the returned
-/// value lives).
-pub fn claim(state_dir: &Path) -> Result<pids::PidFile, SuperviseError> {
-    let pid_path = pids::supervisor_pid_path(state_dir);
-    pids::PidFile::claim(&pid_path).map_err(|e| match e {
-        pids::PidFileError::AlreadyRunning { pid, .. } => SuperviseError::AlreadyRunning {
-            pid: pid as u32,
-            state_dir: state_dir.display().to_string(),
-        },
-        pids::PidFileError::Io { path, source } => SuperviseError::PidFile { path, source },
-    })
-}
-
-/// Runs the supervisor of `plan` until `stop` is set, then stops every
-/// container and returns. (What [`run`] does, without signal handlers.)
-pub fn run_until(plan: &Plan, stop: &AtomicBool) -> Result<(), SuperviseError> {
-    let state_dir = files::state_dir(&plan.state_dir)?.to_path_buf();
-    let _lock = claim(&state_dir)?;
-    files::prepare(plan)?;
-    info!(testbed = %plan.name, pid = std::process::id(), "supervisor started");
-    let mut sup = Supervisor::new(plan, state_dir);
-    while !stop.load(Ordering::SeqCst) {
-        sup.tick();
-        thread::sleep(TICK);
-    }
-    sup.shutdown();
-    info!(testbed = %plan.name, "supervisor stopped");
-    Ok(())
-}
-
-/// One container and where it stands.
-struct Slot {
-    sandbox: Arc<OwnedSandbox>,
-    /// Its index in the sandbox's containers.
-    index: usize,
-    pid: Option<Pid>,
-    started: Instant,
-    state: State,
-    attempts: u32,
-    last_exit: Option<Exit>,
-    ready: bool,
-    error: Option<String>,
-    backoff: Duration,
-    next_start: Option<Instant>,
-    /// Counts starts, so a late readiness result of an earlier run is ignored.
-    generation: u64,
-    /// Set to end the running readiness check.
-    probe_cancel: Option<Arc<AtomicBool>>,
-    /// When its process started (clock ticks), to know it again.
-    start_time: Option<u64>,
-    /// Its process was started by an earlier supervisor: not a child of
-    /// this one, so watched, not reaped.
-    adopted: bool,
-    /// Why it is held stopped (its node is down), if it is.
-    held: Option<String>,
-}
-
-impl Slot {
-    fn container(&self) -> &ContainerPlan {
-        &self.sandbox.containers[self.index]
-    }
-
-    fn who(&self) -> String {
-        launch::who(&self.sandbox.view(), &self.container().name)
-    }
-
-    fn new(sandbox: Arc<OwnedSandbox>, index: usize, now: Instant) -> Slot {
-        Slot {
-            sandbox,
-            index,
-            pid: None,
-            started: now,
-            state: State::Waiting,
-            attempts: 0,
-            last_exit: None,
-            ready: false,
-            error: None,
-            backoff: BACKOFF_MIN,
-            next_start: Some(now),
-            generation: 0,
-            probe_cancel: None,
-            start_time: None,
-            adopted: false,
-            held: None,
-        }
-    }
-
-    fn cancel_probe(&mut self) {
-        if let Some(c) = self.probe_cancel.take() {
-            c.store(true, Ordering::SeqCst);
-        }
-    }
-}
-
-/// Whether a container ended this way is started again.
-pub fn should_restart(policy: RestartPolicy, exit: Option<Exit>) -> bool {
-    match policy {
-        RestartPolicy::Always => true,
-        RestartPolicy::OnFailure => !exit.is_some_and(Exit::success),
-        RestartPolicy::Never => false,
-    }
-}
-
-/// The delay before the next restart and the delay after that, given the
-/// current delay and how long the run lasted.
-pub fn backoff(current: Duration, ran: Duration) -> (Duration, Duration) {
-    let delay = if ran >= BACKOFF_RESET {
-        BACKOFF_MIN
-    } else {
-        current
-    };
-    (delay, (delay * 2).min(BACKOFF_MAX))
 }
 
 /// Every container of a testbed's pods and hosts, started, reaped,
@@ -417,7 +219,9 @@ impl Supervisor {
     /// One round: reaps what ended, takes readiness results, starts what is
     /// due, writes the status when it changed, rotates logs every two seconds.
     pub fn tick(&mut self) {
-        if CHILD_ENDED.swap(false, Ordering::SeqCst) || self.scanned.elapsed() >= SCAN_EVERY {
+        if process::CHILD_ENDED.swap(false, Ordering::SeqCst)
+            || self.scanned.elapsed() >= SCAN_EVERY
+        {
             self.reap();
             self.scanned = Instant::now();
         }
@@ -749,5 +553,11 @@ fn same_process(pid: i32, start: u64) -> bool {
 }
 
 mod changes;
+mod process;
+mod slot;
 #[cfg(test)]
 mod tests;
+
+pub use process::{claim, install_child_handler, install_handlers, run_until};
+use slot::Slot;
+pub use slot::{backoff, should_restart};

@@ -2,6 +2,8 @@
 //! the pod's namespace, one supervisor per testbed, back-off.
 
 use super::*;
+use crate::topology::model::RestartPolicy;
+use std::fs;
 use crate::runtime::status::wait_ready;
 use crate::runtime::testutil::{load_plan, Netns, TempDir};
 
