@@ -246,18 +246,3 @@ fn start_supervisor(name: &TestbedName, plan: &Plan) -> Result<(), UpError> {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
-
-/// Changes the impairments of machine `machine` (a node or host) of running
-/// testbed `name`, through its controller: the udp overlay's data path for
-/// the nodes of a udp testbed, the kernel's qdiscs otherwise.
-pub fn impair(
-    name: &TestbedName,
-    machine: &str,
-    link: Option<crate::plan::types::LinkPlan>,
-) -> Result<crate::controller::control::Reply, crate::controller::control::ControlError> {
-    let req = crate::controller::control::Request::Impair {
-        machine: machine.to_string(),
-        link,
-    };
-    crate::controller::control::request(&name.dir(), &req, Duration::from_secs(60))
-}

@@ -219,3 +219,50 @@ pub fn apply(file: &Path, dry_run: bool, json: bool) -> Result<(), Failure> {
         _ => report(&done, false),
     }
 }
+
+/// The impairment flags of `testbed impair`.
+pub struct LinkArgs {
+    /// Added one-way delay.
+    pub delay: Option<String>,
+    /// Delay variation.
+    pub jitter: Option<String>,
+    /// Share lost.
+    pub loss: Option<String>,
+    /// Share duplicated.
+    pub duplicate: Option<String>,
+    /// Share reordered.
+    pub reorder: Option<String>,
+    /// Bandwidth limit.
+    pub rate: Option<String>,
+}
+
+impl LinkArgs {
+    /// The impairments they ask for (`None`: none, with `clear` or no
+    /// flag); a value that does not parse is exit 2.
+    pub fn parse(self, clear: bool) -> Result<Option<testbed::plan::types::LinkPlan>, Failure> {
+        fn one<T: std::str::FromStr<Err = testbed::topology::units::UnitError>>(
+            flag: &str,
+            v: Option<String>,
+        ) -> Result<Option<T>, Failure> {
+            v.map(|t| {
+                t.parse().map_err(|e| {
+                    eprintln!("error: --{flag} {t}: {e}");
+                    Failure::BadInput
+                })
+            })
+            .transpose()
+        }
+        if clear {
+            return Ok(None);
+        }
+        let link = testbed::plan::types::LinkPlan {
+            delay: one("delay", self.delay)?,
+            jitter: one("jitter", self.jitter)?,
+            loss: one("loss", self.loss)?,
+            duplicate: one("duplicate", self.duplicate)?,
+            reorder: one("reorder", self.reorder)?,
+            rate: one("rate", self.rate)?,
+        };
+        Ok((link != Default::default()).then_some(link))
+    }
+}

@@ -4,4 +4,5 @@
 
 pub mod control;
 pub mod events;
+pub mod lifecycle;
 pub mod verify;

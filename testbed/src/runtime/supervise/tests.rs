@@ -2,10 +2,10 @@
 //! the pod's namespace, one supervisor per testbed, back-off.
 
 use super::*;
-use crate::topology::model::RestartPolicy;
-use std::fs;
 use crate::runtime::status::wait_ready;
 use crate::runtime::testutil::{load_plan, Netns, TempDir};
+use crate::topology::model::RestartPolicy;
+use std::fs;
 
 /// Runs a supervisor in a thread; dropping it stops it (and its
 /// containers), also when a test fails.

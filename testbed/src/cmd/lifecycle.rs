@@ -1,0 +1,129 @@
+//! `testbed up` and `testbed down`: bring a testbed up (with progress on a
+//! terminal, and what happened when it was running already) and remove
+//! testbeds.
+
+use crate::{load, print, target_name, Failure};
+use anyhow::Context;
+use testbed::plan::render;
+
+pub fn up(
+    file: &std::path::Path,
+    timeout: std::time::Duration,
+    json: bool,
+    overlay: Option<&str>,
+) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    let mut loaded = load(file)?;
+    if let Some(name) = overlay {
+        let backend = overlay::Backend::ALL
+            .into_iter()
+            .find(|b| b.as_str() == name)
+            .ok_or_else(|| anyhow::anyhow!("unknown overlay {name}"))?;
+        loaded = loaded.with_overlay(backend).map_err(|e| {
+            eprint!("{}", e.render());
+            Failure::BadInput
+        })?;
+    }
+    let plan = &loaded.plan;
+    let started = std::time::Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = |msg: &str| {
+        if tty {
+            eprint!("\r\x1b[2K{}: {msg}", plan.name);
+        }
+        tracing::info!("{msg}");
+    };
+    let spec = testbed::controller::spec::Spec {
+        file: file.display().to_string(),
+        source: loaded.source.clone(),
+        overlay: overlay.and_then(|o| overlay::Backend::ALL.into_iter().find(|b| b.as_str() == o)),
+    };
+    let outcome = testbed::lifecycle::up(&spec, plan, timeout, &mut progress);
+    if tty {
+        eprint!("\r\x1b[2K");
+    }
+    match outcome {
+        Ok(testbed::lifecycle::UpOutcome::AlreadyUp(impaired)) => {
+            eprintln!(
+                "{} is already up with this topology; nothing changed",
+                plan.name
+            );
+            if !impaired.is_empty() {
+                eprintln!(
+                    "note: the impairments of {} were changed with `testbed impair` and stay as they are; `testbed down {}` and `up` again to return to the file's",
+                    impaired.join(", "),
+                    plan.name
+                );
+            }
+        }
+        Ok(testbed::lifecycle::UpOutcome::SupervisorRestarted(impaired)) => {
+            eprintln!(
+                "{}'s supervisor was not running: started it again; it took over the running containers and everything is ready",
+                plan.name
+            );
+            if !impaired.is_empty() {
+                eprintln!(
+                    "note: the impairments of {} were changed with `testbed impair` and stay as they are",
+                    impaired.join(", ")
+                );
+            }
+        }
+        Ok(testbed::lifecycle::UpOutcome::Started(t)) => {
+            tracing::debug!(namespaces = ?t.namespaces, configure = ?t.configure, "applied");
+            eprintln!(
+                "{} is up in {:.2}s",
+                plan.name,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Err(e @ testbed::lifecycle::UpError::Conflict(_)) => {
+            eprintln!("error: {e}");
+            return Err(Failure::BadInput);
+        }
+        Err(e) => return Err(Failure::Runtime(anyhow::Error::new(e))),
+    }
+    let summary = testbed::report::summary(plan);
+    let text = if json {
+        render::to_json(&summary).context("printing")?
+    } else {
+        summary.to_string()
+    };
+    print(&text)
+}
+
+pub fn down(target: Option<String>, all: bool) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    let names = match (all, target) {
+        (true, _) => testbed::kernel::teardown::testbeds(),
+        (false, Some(t)) => vec![target_name(&t)?],
+        (false, None) => {
+            eprintln!("error: name a testbed (or its topology file), or use --all");
+            return Err(Failure::BadInput);
+        }
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "testbed down needs root: run it with sudo"
+        )));
+    }
+    let tty = std::io::stderr().is_terminal();
+    for n in names {
+        let mut progress = |msg: &str| {
+            if tty {
+                eprint!("\r\x1b[2K{n}: {msg}");
+            } else {
+                eprintln!("{n}: {msg}");
+            }
+        };
+        let result = testbed::kernel::teardown::teardown(&n, &mut progress);
+        if tty {
+            eprint!("\r\x1b[2K");
+        }
+        let r = result.with_context(|| format!("removing {n}"))?;
+        eprintln!(
+            "{n}: removed {} network namespaces and {} processes",
+            r.namespaces, r.processes
+        );
+    }
+    Ok(())
+}
