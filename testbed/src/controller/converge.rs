@@ -283,7 +283,7 @@ impl Controller {
     /// Puts machine `m`'s link impairments as the plan now says in force:
     /// the udp overlay's data path for its nodes, the kernel's qdiscs for
     /// hosts and for nodes of other overlays.
-    pub(super) fn set_impairment(&mut self, m: &str) {
+    pub(super) fn set_impairment(&mut self, m: &str) -> Result<(), String> {
         let udp = self.plan.cluster.overlay == overlay::Backend::Udp;
         let result = match self.plan.nodes.iter().find(|n| n.name == m) {
             Some(n) if udp => {
@@ -291,7 +291,7 @@ impl Controller {
             }
             _ => apply::set_impairment(&self.plan, m).map_err(|e| e.to_string()),
         };
-        match result {
+        match &result {
             Ok(()) => self.events.record(
                 EventKind::ApplyStep,
                 format!("machine {m}"),
@@ -299,6 +299,7 @@ impl Controller {
             ),
             Err(e) => warn!("changing the impairments of {m}: {e}"),
         }
+        result
     }
 
     /// Puts the kernel side of the active faults in force: links held down

@@ -181,9 +181,22 @@ impl Controller {
                     .unwrap_or(Refusal(String::new()))
             })?;
         }
+        let old = self.live.clone();
         let mut live = self.live.clone();
         live.impairments.insert(machine.to_string(), link);
-        self.move_to(live, None, &format!("impairments of {machine}"), false)
+        let reply = self.move_to(live, None, &format!("impairments of {machine}"), false)?;
+        if reply.code == 0 {
+            return Ok(reply);
+        }
+        // Not applied (say the kernel has no netem): back to what was.
+        let why = reply.message;
+        let _ = self.move_to(
+            old,
+            None,
+            &format!("impairments of {machine} restored"),
+            false,
+        );
+        Err(Refusal(why))
     }
 
     fn apply(&mut self, spec: Spec, dry_run: bool) -> Result<Reply, Refusal> {
@@ -257,13 +270,15 @@ impl Controller {
         self.live = live;
         self.pending = d.pending;
         let result = self.converge(d.plan, &BTreeSet::new(), reason);
-        for m in &relinked {
-            self.set_impairment(m);
-        }
+        let failed: Vec<String> = relinked
+            .iter()
+            .filter_map(|m| self.set_impairment(m).err())
+            .collect();
         self.events
             .record(EventKind::ApplyStep, "testbed", format!("{reason}: done"));
         let mut r = match result {
-            Ok(_) => Reply::ok(text),
+            Ok(_) if failed.is_empty() => Reply::ok(text),
+            Ok(_) => Reply::failed(failed.join("\n")),
             Err(e) => Reply::failed(format!("{text}\n{e}")),
         };
         r.changes = json;

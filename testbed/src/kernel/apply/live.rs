@@ -4,7 +4,7 @@
 //! (`pods::configure`), and removed by deleting the pair from the node's
 //! side and unpinning the namespace.
 
-use super::{create_namespaces, nl, pods, ApplyError, Ns, NsSpec};
+use super::{create_namespaces, nl, pod_spec, pods, ApplyError, Ns, NsSpec};
 use crate::kernel::netns::{self, Netns};
 use crate::plan::Plan;
 use std::collections::{BTreeSet, HashMap};
@@ -57,12 +57,7 @@ pub fn add_pods(plan: &Plan, keys: &BTreeSet<String>) -> Result<(), ApplyError> 
         .iter()
         .map(|p| {
             let _ = netns::delete(&p.netns);
-            NsSpec {
-                name: p.netns.clone(),
-                // Announce the address when eth0 comes up: it may have
-                // belonged to another pod a moment ago.
-                sysctls: vec![("net.ipv4.conf.all.arp_notify".into(), "1".into())],
-            }
+            pod_spec(&p.netns)
         })
         .collect();
     let (made, err) = create_namespaces(specs, rt.handle(), 1, None);

@@ -119,11 +119,19 @@ fn pod_specs(plan: &Plan) -> Vec<NsSpec> {
     plan.pods
         .iter()
         .filter(|p| p.owns_netns)
-        .map(|p| NsSpec {
-            name: p.netns.clone(),
-            sysctls: Vec::new(),
-        })
+        .map(|p| pod_spec(&p.netns))
         .collect()
+}
+
+/// A pod's namespace. It announces its address whenever `eth0` comes up
+/// (`arp_notify`, a gratuitous ARP): a pod made while the testbed runs may
+/// get an address another pod had a moment ago, and a link taken down and
+/// up again (a fault) left its neighbours with a failed entry for it.
+fn pod_spec(netns: &str) -> NsSpec {
+    NsSpec {
+        name: netns.to_string(),
+        sysctls: vec![("net.ipv4.conf.all.arp_notify".into(), "1".into())],
+    }
 }
 
 /// Every namespace a plan creates.
