@@ -165,6 +165,16 @@ impl Server {
         Ok(Server { listener, path })
     }
 
+    /// Waits up to `timeout` for a request to arrive; whether one waits.
+    /// The loop's pause, which a request cuts short.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::from(ms)).is_ok_and(|n| n > 0)
+    }
+
     /// A waiting request, if any, with the stream to answer on. A request
     /// that is too long, late or not JSON is answered with a refusal here.
     pub fn next(&self) -> Option<(Request, UnixStream)> {

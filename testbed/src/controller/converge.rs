@@ -99,6 +99,8 @@ impl Controller {
             );
         }
         self.sup.set_plan(&self.plan);
+        // Start the new containers now rather than at the next round.
+        self.sup.tick();
         self.sup.write_status();
         // Watch the namespaces made again anew (the old socket saw the old).
         self.drift.want(apply::namespaces(&self.plan), &remade);
@@ -234,12 +236,17 @@ impl Controller {
     /// Pods whose namespace vanished (deleted behind the testbed's back) are
     /// made again, on the same node with the same address.
     pub(super) fn recreate_missing(&mut self) {
+        // One read of the directory, not a lookup per pod.
+        let pinned: BTreeSet<String> =
+            crate::kernel::netns::list(&format!("{}.", self.plan.prefix))
+                .into_iter()
+                .collect();
         let missing: BTreeSet<String> = self
             .plan
             .pods
             .iter()
             .filter(|p| p.owns_netns && !self.live.node_down(&p.node))
-            .filter(|p| !crate::kernel::netns::path(&p.netns).exists())
+            .filter(|p| !pinned.contains(&p.netns))
             .map(|p| pod_key(&p.namespace, &p.name))
             .collect();
         if missing.is_empty() {

@@ -114,6 +114,12 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
     let live =
         live::read(&dir).map_err(|e| state_err("the live state", dir.join(live::LIVE_FILE), e))?;
     crate::runtime::files::prepare(&plan).map_err(supervise::SuperviseError::from)?;
+    // A descriptor per namespace watched for drift, per container log and
+    // readiness check, and the follower's and daemons' own.
+    let containers: usize = plan.pods.iter().map(|p| p.containers.len()).sum();
+    crate::kernel::apply::raise_fd_limit(
+        (crate::kernel::apply::namespaces(&plan).len() + containers * 2 + 1024) as u64,
+    );
     let server = Server::bind(&dir).map_err(|source| ControllerError::Socket {
         path: dir.join(control::SOCKET),
         source,
@@ -148,19 +154,22 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
     c.events
         .record(EventKind::Controller, "testbed", "controller started");
     let mut observed = Instant::now() - OBSERVE;
+    let mut waiting = false;
     while !stop.load(Ordering::SeqCst) {
         c.sup.tick();
         c.status_events();
-        if let Some((req, mut stream)) = server.next() {
-            let reply = c.handle(req);
-            control::answer(&mut stream, &reply);
+        if waiting {
+            if let Some((req, mut stream)) = server.next() {
+                let reply = c.handle(req);
+                control::answer(&mut stream, &reply);
+            }
         }
         c.repair_drift();
         if observed.elapsed() >= OBSERVE {
             c.observe();
             observed = Instant::now();
         }
-        std::thread::sleep(TICK);
+        waiting = server.wait(TICK);
     }
     c.sup.shutdown();
     c.events

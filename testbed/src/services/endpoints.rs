@@ -118,9 +118,13 @@ pub fn follow_endpoints(state_dir: &Path) {
         state_dir.join(crate::runtime::status::STATUS_FILE),
     );
     let mut ready: Option<PodSet> = None;
+    // Every node holds what is ready and nothing is pending: nothing to do
+    // until the plan or the status changes.
+    let mut settled = false;
     loop {
         std::thread::sleep(POLL);
         if let Some(p) = watch.changed() {
+            settled = false;
             // The controller changed the plan (pods moved, services came or
             // went): every node gets the whole rule set of the new plan.
             if p.services != plan.services {
@@ -136,6 +140,9 @@ pub fn follow_endpoints(state_dir: &Path) {
         }
         // The status is read again only when the supervisor rewrote it.
         let status_changed = status_seen.changed();
+        if settled && !status_changed {
+            continue;
+        }
         if status_changed || ready.is_none() {
             if let Some(r) = ready_pods(&plan) {
                 ready = Some(r);
@@ -145,12 +152,14 @@ pub fn follow_endpoints(state_dir: &Path) {
             continue;
         };
         follow_once(&plan, &ready, &mut nodes);
-        if nodes.iter().all(|st| st.held.as_ref() == Some(&ready))
-            && recorded.as_ref() != Some(&ready)
-        {
+        let in_sync = nodes
+            .iter()
+            .all(|st| st.held.as_ref() == Some(&ready) && st.flows.is_empty());
+        if in_sync && recorded.as_ref() != Some(&ready) {
             write_programmed(&programmed_path(&plan, None), &ready);
             recorded = Some(ready);
         }
+        settled = in_sync;
     }
 }
 

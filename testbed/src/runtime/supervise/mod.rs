@@ -67,7 +67,8 @@ pub const STOP_GRACE: Duration = Duration::from_secs(2);
 /// containers was a third of an idle controller's CPU at one a second.)
 const ROTATE_EVERY: Duration = Duration::from_secs(2);
 
-/// How often the supervisor looks at every child without a SIGCHLD.
+/// How often the supervisor looks at the containers it took over (which
+/// send it no SIGCHLD).
 const SCAN_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the supervisor looks at its children.
@@ -143,6 +144,8 @@ pub struct Supervisor {
     starts: Vec<Started>,
     /// Counts status writes: what it reports changes only with it.
     writes: u64,
+    /// The count of SIGCHLDs at the last look at the children.
+    children_ended: u64,
 }
 
 /// The most starts kept between two [`Supervisor::take_starts`].
@@ -199,6 +202,7 @@ impl Supervisor {
             scanned: now,
             starts: Vec::new(),
             writes: 0,
+            children_ended: u64::MAX,
         };
         sup.adopt();
         sup.write_status();
@@ -219,10 +223,12 @@ impl Supervisor {
     /// One round: reaps what ended, takes readiness results, starts what is
     /// due, writes the status when it changed, rotates logs every two seconds.
     pub fn tick(&mut self) {
-        if process::CHILD_ENDED.swap(false, Ordering::SeqCst)
-            || self.scanned.elapsed() >= SCAN_EVERY
-        {
+        let ended = process::CHILD_ENDED.load(Ordering::SeqCst);
+        if ended != self.children_ended {
+            self.children_ended = ended;
             self.reap();
+        } else if self.scanned.elapsed() >= SCAN_EVERY {
+            self.reap_some(false);
             self.scanned = Instant::now();
         }
         self.take_probe_results();
@@ -354,10 +360,20 @@ impl Supervisor {
     /// Reaps every container that exited (and notices the end of those
     /// taken over, which are not this process's children).
     fn reap(&mut self) {
+        self.reap_some(true);
+    }
+
+    /// [`Supervisor::reap`], of the children too only when `children`
+    /// (SIGCHLD said one ended); those taken over have no SIGCHLD and are
+    /// always looked at.
+    fn reap_some(&mut self, children: bool) {
         for i in 0..self.slots.len() {
             let Some(pid) = self.slots[i].pid else {
                 continue;
             };
+            if !children && !self.slots[i].adopted {
+                continue;
+            }
             if self.slots[i].adopted {
                 let start = self.slots[i].start_time.unwrap_or(0);
                 if !same_process(pid.as_raw(), start) {

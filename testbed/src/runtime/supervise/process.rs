@@ -6,7 +6,7 @@ use super::{files, pids, SuperviseError, Supervisor, TICK};
 use crate::plan::Plan;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use tracing::info;
 
@@ -34,12 +34,13 @@ pub fn install_handlers() -> Result<&'static AtomicBool, SuperviseError> {
     Ok(&STOP)
 }
 
-/// Set by SIGCHLD: some child ended, so the supervisor looks at its
-/// children at the next tick (otherwise once a second).
-pub(super) static CHILD_ENDED: AtomicBool = AtomicBool::new(true);
+/// Counts SIGCHLDs: when it moved, some child ended, and every supervisor
+/// of the process looks at its children at its next tick (and otherwise
+/// only at the containers it took over, once a second).
+pub(super) static CHILD_ENDED: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn on_child(_: libc::c_int) {
-    CHILD_ENDED.store(true, Ordering::SeqCst);
+    CHILD_ENDED.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Makes SIGCHLD mark [`CHILD_ENDED`] (process-wide), so that an idle
@@ -78,6 +79,7 @@ pub fn claim(state_dir: &Path) -> Result<pids::PidFile, SuperviseError> {
 pub fn run_until(plan: &Plan, stop: &AtomicBool) -> Result<(), SuperviseError> {
     let state_dir = files::state_dir(&plan.state_dir)?.to_path_buf();
     let _lock = claim(&state_dir)?;
+    install_child_handler()?;
     files::prepare(plan)?;
     info!(testbed = %plan.name, pid = std::process::id(), "supervisor started");
     let mut sup = Supervisor::new(plan, state_dir);
