@@ -651,3 +651,32 @@ hosts: [{name: client}]
     assert!(!qdisc(&host).contains("tbf"), "{}", qdisc(&host));
     assert!(ok(&["verify", &tb.name]).contains("matches"));
 }
+
+/// A node's service rules flushed behind the testbed's back (its chains
+/// and the kernel chains' jumps into them) are restored, and the service
+/// answers again.
+#[test]
+fn service_rules_are_restored() {
+    let tb = Testbed::new("rul", WEB).up();
+    let st = status(&tb);
+    let svc = service_addr(&st, "web");
+    let client = tb.ns("pod.default.client");
+    assert_eq!(http_get(&client, svc), Ok(200));
+    let n1 = tb.ns("node.n1");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &n1, "iptables", "-t", "nat", "-F"])
+        .output()
+        .expect("iptables runs");
+    assert!(out.status.success(), "{out:?}");
+    let broken = Instant::now();
+    let deadline = broken + Duration::from_secs(5);
+    while http_get(&client, svc) != Ok(200)
+        || !ok(&["inspect", "--rules", &tb.name]).contains("TB-SERVICES")
+    {
+        assert!(Instant::now() < deadline, "the rules were not restored");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("restored within {:?}", broken.elapsed());
+    let kinds = event_kinds(&tb);
+    assert!(has_event(&kinds, "driftRepaired", "node n1"), "{kinds:#?}");
+}

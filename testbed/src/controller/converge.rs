@@ -103,11 +103,19 @@ impl Controller {
         self.sup.tick();
         self.sup.write_status();
         // Watch the namespaces made again anew (the old socket saw the old).
-        self.drift.want(apply::namespaces(&self.plan), &remade);
+        self.drift.want(super::drift::watched(&self.plan), &remade);
         self.held.retain(|k| !gone.contains(k));
-        if services_changed {
-            if let Err(e) = crate::services::program(&self.plan) {
-                warn!("programming the services: {e}");
+        // New services: every node gets the testbed's chains (or table,
+        // or portals) for them, and the hooks into them if it had none
+        // (a testbed that had no service); the follower then narrows the
+        // endpoints to the ready pods.
+        if services_changed && !self.plan.services.is_empty() {
+            for n in &self.plan.nodes {
+                if let Err(e) =
+                    crate::services::rules::restore(self.plan.cluster.proxy, n, &self.plan.services)
+                {
+                    warn!("loading the service rules of node {}: {e}", n.name);
+                }
             }
         }
         self.live.pins = pins(&self.plan);

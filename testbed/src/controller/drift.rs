@@ -8,6 +8,8 @@
 //! idle, it sleeps in `poll(2)`. The controller's loop takes those names,
 //! reads just those namespaces back, computes the fixes (a pure function,
 //! `kernel::repair::repairs`) and makes them, recording each as an event.
+//! Nodes' service rules are watched too (nf_tables notifications); a change
+//! there goes to the endpoint follower, which owns those rules.
 //! The namespaces to watch follow the plan; a namespace made again (a pod
 //! made anew) is watched anew, since the old socket would keep watching the
 //! old one.
@@ -17,6 +19,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tracing::warn;
+
+/// What `plan` has watched: every namespace's links, addresses, routes and
+/// neighbours, and every node's firewall rules (`rules:NETNS`).
+pub fn watched(plan: &crate::plan::Plan) -> Vec<String> {
+    let mut names = crate::kernel::apply::namespaces(plan);
+    names.extend(
+        plan.nodes
+            .iter()
+            .map(|n| format!("{}{}", crate::kernel::watch::RULES, n.netns)),
+    );
+    names
+}
 
 /// What the controller and the watching thread share.
 #[derive(Default)]

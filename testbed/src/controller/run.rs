@@ -79,6 +79,9 @@ pub struct Controller {
     pub(super) cuts: Vec<(String, String)>,
     /// The namespaces watched for drift.
     pub(super) drift: super::drift::Drift,
+    /// Tells the endpoint follower (which owns the service rules) which
+    /// nodes' rules changed.
+    pub(super) rules_changed: std::sync::mpsc::Sender<String>,
     /// The supervisor's status version readiness was last looked at.
     pub(super) seen_version: u64,
     /// When the pods' namespaces were last looked for.
@@ -127,7 +130,8 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
     let events = EventLog::open(&dir)
         .map_err(|e| state_err("the events", dir.join(super::events::EVENTS_FILE), e))?;
     let follower_dir = dir.clone();
-    std::thread::spawn(move || crate::services::follow_endpoints(&follower_dir));
+    let (rules_tx, rules_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || crate::services::follow_endpoints(&follower_dir, &rules_rx));
     let watched = plan.clone();
     std::thread::spawn(move || crate::watchdog::keep_daemons(&watched));
     info!(testbed = %plan.name, pid = std::process::id(), "controller started");
@@ -146,7 +150,8 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
         ready: BTreeSet::new(),
         unreachable: BTreeMap::new(),
         held: BTreeSet::new(),
-        drift: super::drift::Drift::start(crate::kernel::apply::namespaces(&plan)),
+        drift: super::drift::Drift::start(super::drift::watched(&plan)),
+        rules_changed: rules_tx,
         seen_version: u64::MAX,
         pins_checked: Instant::now(),
         retry: BTreeMap::new(),
@@ -238,6 +243,15 @@ impl Controller {
     /// fail for a moment, e.g. a route through a link that just came up).
     fn repair_drift(&mut self) {
         let mut dirty = self.drift.take();
+        let rules: Vec<String> = dirty
+            .iter()
+            .filter_map(|n| n.strip_prefix(crate::kernel::watch::RULES))
+            .map(str::to_string)
+            .collect();
+        for ns in rules {
+            dirty.remove(&format!("{}{ns}", crate::kernel::watch::RULES));
+            let _ = self.rules_changed.send(ns);
+        }
         let now = Instant::now();
         let due: Vec<String> = self
             .retry

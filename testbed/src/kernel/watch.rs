@@ -78,16 +78,23 @@ pub struct Watcher {
 /// The notification groups watched.
 const GROUPS: u32 = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH;
 
-/// Opens a non-blocking NETLINK_ROUTE socket in the calling thread's
-/// namespace, subscribed to [`GROUPS`].
-fn subscribe() -> nix::Result<OwnedFd> {
+/// The nf_tables notification group (`NFNLGRP_NFTABLES`), as a bind mask.
+const NFTABLES_GROUP: u32 = 1 << (7 - 1);
+
+/// The prefix of the key under which a namespace's firewall rules are
+/// watched (`rules:NETNS`).
+pub const RULES: &str = "rules:";
+
+/// Opens a non-blocking netlink socket of `protocol` in the calling
+/// thread's namespace, subscribed to `groups`.
+fn subscribe(protocol: SockProtocol, groups: u32) -> nix::Result<OwnedFd> {
     let fd = socket::socket(
         socket::AddressFamily::Netlink,
         SockType::Datagram,
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        SockProtocol::NetlinkRoute,
+        protocol,
     )?;
-    socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, GROUPS))?;
+    socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
     Ok(fd)
 }
 
@@ -108,10 +115,17 @@ impl Watcher {
         })
     }
 
-    /// Starts watching namespace `netns` (again: a fresh socket).
+    /// Starts watching namespace `netns` (again: a fresh socket). A name
+    /// `rules:NETNS` watches that namespace's nf_tables rules instead (any
+    /// change of any table: iptables-nft's and nft's), reported under that
+    /// name.
     pub fn add(&mut self, netns: &str) -> Result<(), WatchError> {
-        let fd = Netns::open(netns)?
-            .run_in(subscribe)?
+        let (ns, protocol, groups) = match netns.strip_prefix(RULES) {
+            Some(ns) => (ns, SockProtocol::NetlinkNetFilter, NFTABLES_GROUP),
+            None => (netns, SockProtocol::NetlinkRoute, GROUPS),
+        };
+        let fd = Netns::open(ns)?
+            .run_in(move || subscribe(protocol, groups))?
             .map_err(|e| WatchError::Socket {
                 netns: netns.to_string(),
                 source: e.into(),
@@ -191,6 +205,7 @@ impl Watcher {
         let mut changed = false;
         loop {
             match socket::recv(fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(_) if netns.starts_with(RULES) => changed = true,
                 Ok(n) => changed |= relevant(buf.get(..n).unwrap_or(buf)),
                 Err(nix::errno::Errno::EAGAIN) => return changed,
                 Err(nix::errno::Errno::EINTR) => {}

@@ -76,6 +76,9 @@ pub const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// What the follower knows of one node.
 struct NodeState {
+    /// The rules installed after its last load (`rules::installed`), to
+    /// tell a change behind the testbed's back from its own.
+    good: Option<String>,
     /// The pods whose endpoints its rules hold (`up` loaded every pod's);
     /// `None`: unknown after a failure, so load everything.
     held: Option<PodSet>,
@@ -95,7 +98,7 @@ struct NodeState {
 /// node whose update fails gets the whole rule set instead; a node that
 /// keeps failing is tried again with a back-off of its own (up to
 /// `MAX_RETRY`), without holding up the others.
-pub fn follow_endpoints(state_dir: &Path) {
+pub fn follow_endpoints(state_dir: &Path, rules_changed: &std::sync::mpsc::Receiver<String>) {
     let mut watch = crate::state::plan_watch::PlanWatch::new(state_dir.join("plan.json"));
     let mut plan = loop {
         if let Some(p) = watch.changed() {
@@ -107,6 +110,7 @@ pub fn follow_endpoints(state_dir: &Path) {
         .nodes
         .iter()
         .map(|_| NodeState {
+            good: None,
             held: Some(all_pods(&plan)),
             flows: Vec::new(),
             retry_at: Instant::now(),
@@ -118,6 +122,7 @@ pub fn follow_endpoints(state_dir: &Path) {
         state_dir.join(crate::runtime::status::STATUS_FILE),
     );
     let mut ready: Option<PodSet> = None;
+    let mut events = crate::controller::events::EventLog::open(state_dir).ok();
     // Every node holds what is ready and nothing is pending: nothing to do
     // until the plan or the status changes.
     let mut settled = false;
@@ -134,6 +139,10 @@ pub fn follow_endpoints(state_dir: &Path) {
                 recorded = None;
             }
             plan = p;
+        }
+        let changed: std::collections::BTreeSet<String> = rules_changed.try_iter().collect();
+        if !changed.is_empty() && !plan.services.is_empty() {
+            restore_changed(&plan, &changed, ready.as_ref(), &mut nodes, &mut events);
         }
         if plan.cluster.proxy == proxy::Mode::Userspace || plan.services.is_empty() {
             continue;
@@ -160,6 +169,50 @@ pub fn follow_endpoints(state_dir: &Path) {
             recorded = Some(ready);
         }
         settled = in_sync;
+    }
+}
+
+/// Puts back the rules of the nodes (by namespace, in `changed`) whose
+/// rules are not what the follower last loaded: somebody else changed
+/// them. Userspace mode's portals follow the services; the other modes'
+/// rules the endpoints the node held (or `ready`).
+fn restore_changed(
+    plan: &Plan,
+    changed: &std::collections::BTreeSet<String>,
+    ready: Option<&PodSet>,
+    nodes: &mut [NodeState],
+    events: &mut Option<crate::controller::events::EventLog>,
+) {
+    let mode = plan.cluster.proxy;
+    for (n, st) in plan.nodes.iter().zip(nodes.iter_mut()) {
+        if !changed.contains(&n.netns) {
+            continue;
+        }
+        let now = rules::installed(mode, n).ok();
+        if now.is_some() && now == st.good {
+            continue;
+        }
+        let services = match (mode, st.held.as_ref().or(ready)) {
+            (proxy::Mode::Userspace, _) | (_, None) => plan.services.clone(),
+            (_, Some(held)) => with_ready_endpoints(plan, held),
+        };
+        match rules::restore(mode, n, &services) {
+            Ok(text) => {
+                st.good = Some(text);
+                tracing::info!(node = %n.name, "service rules changed behind the testbed's back: restored");
+                if let Some(log) = events.as_mut() {
+                    log.record(
+                        crate::controller::events::EventKind::DriftRepaired,
+                        format!("node {}", n.name),
+                        "service rules restored",
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(node = %n.name, error = %e, "restoring the service rules");
+                st.held = None;
+            }
+        }
     }
 }
 
@@ -199,6 +252,7 @@ fn follow_once(plan: &Plan, ready: &PodSet, nodes: &mut [NodeState]) {
             match result {
                 Ok(()) => {
                     tracing::info!(node = %n.name, ready = ready.len(), took = ?now.elapsed(), "service endpoints updated");
+                    st.good = rules::installed(mode, n).ok();
                     for gone in rules::udp_endpoints_gone(&before, after) {
                         if !st.flows.contains(&gone) {
                             st.flows.push(gone);
