@@ -143,7 +143,6 @@ impl Controller {
     pub(super) fn replan(&mut self, force: &BTreeSet<String>, reason: &str) -> Result<(), String> {
         self.keep_pins();
         let d = desired::desired(&self.topo, &self.live).map_err(|e| e.to_string())?;
-        self.pending = d.pending;
         self.converge(d.plan, force, reason)
     }
 

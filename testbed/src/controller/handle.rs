@@ -268,7 +268,6 @@ impl Controller {
             self.topo = topo;
         }
         self.live = live;
-        self.pending = d.pending;
         let result = self.converge(d.plan, &BTreeSet::new(), reason);
         let failed: Vec<String> = relinked
             .iter()

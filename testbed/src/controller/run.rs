@@ -64,7 +64,6 @@ pub struct Controller {
     pub(super) topo: Topology,
     pub(super) live: Live,
     pub(super) plan: Plan,
-    pub(super) pending: Vec<String>,
     pub(super) sup: Supervisor,
     pub(super) events: EventLog,
     /// Sandboxes that were ready at the last look.
@@ -144,7 +143,6 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
         cuts: super::faults::cuts(&plan, &live.faults),
         live,
         plan: plan.clone(),
-        pending: Vec::new(),
         sup,
         events,
         ready: BTreeSet::new(),
