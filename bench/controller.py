@@ -56,6 +56,7 @@ CLIENT_NS = f"tb-{NAME}.pod.default.client"
 EVICTION_S = 2.0
 WEB = 4
 IDLE_S = 20
+SETTLE_S = 10  # after up, before the idle window
 DRIFT_REPS = 5
 # Serves "NAME STARTNS" on 8080: a pod made again answers another body.
 HTTP = "[sh, -c, 'd=$(mktemp -d) && echo $(hostname) $(date +%s%N) > $d/index.html && cd $d && exec python3 -m http.server 8080']"
@@ -311,7 +312,9 @@ def main():
     with testbed_up(a.bin, topology(a.pods, a.nodes, a.overlay)) as (_, plan):
         with tempfile.TemporaryDirectory() as dir_:
             path = os.path.join(dir_, "topology.yaml")
-            time.sleep(3)  # let the start settle before measuring idleness
+            # Let the start settle before measuring idleness: the kernel is
+            # still freeing what up made and unmade, readiness checks end.
+            time.sleep(SETTLE_S)
             controller, others, n = idle_cpu(a.bin)
             r["idleCpu"] = {"controller": controller, "others": others, "daemons": n}
             r["statusS"] = timed(a.bin, "status", NAME, "--json")[1]

@@ -24,6 +24,10 @@ use tracing::{info, warn};
 const TICK: Duration = Duration::from_millis(50);
 /// How often the controller looks at nodes, faults and readiness.
 const OBSERVE: Duration = Duration::from_millis(200);
+/// How often every namespace and every node's rules are read back in full
+/// (spread evenly: one of a thousand every 3.6 s; reading one back costs a
+/// few milliseconds, so a shorter cycle showed in the idle CPU).
+const RESYNC: Duration = Duration::from_secs(3600);
 /// How long a failed repair waits before it is tried again.
 const RETRY_REPAIR: Duration = Duration::from_millis(200);
 /// How often it looks for pods whose namespace was deleted.
@@ -87,6 +91,9 @@ pub struct Controller {
     pub(super) pins_checked: Instant,
     /// Namespaces whose last repair failed, and when to try again.
     pub(super) retry: BTreeMap<String, Instant>,
+    /// When the next namespace is read back in full, and which (an index
+    /// into the watched names).
+    pub(super) resync: (Instant, usize),
 }
 
 fn state_err(what: &'static str, path: PathBuf, e: impl ToString) -> ControllerError {
@@ -153,6 +160,7 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
         seen_version: u64::MAX,
         pins_checked: Instant::now(),
         retry: BTreeMap::new(),
+        resync: (Instant::now(), 0),
     };
     c.events
         .record(EventKind::Controller, "testbed", "controller started");
@@ -241,6 +249,18 @@ impl Controller {
     /// fail for a moment, e.g. a route through a link that just came up).
     fn repair_drift(&mut self) {
         let mut dirty = self.drift.take();
+        // Every namespace (and node's rules) once per RESYNC, one at a time
+        // spread over it, for what no notification announces (a permanent
+        // neighbour merely downgraded; rules of the legacy iptables backend).
+        if self.resync.0 <= Instant::now() {
+            let all = super::drift::watched(&self.plan);
+            let k = self.resync.1 % all.len().max(1);
+            if let Some(name) = all.get(k) {
+                dirty.insert(name.clone());
+            }
+            let step = RESYNC / u32::try_from(all.len().max(1)).unwrap_or(u32::MAX);
+            self.resync = (Instant::now() + step, k + 1);
+        }
         let rules: Vec<String> = dirty
             .iter()
             .filter_map(|n| n.strip_prefix(crate::kernel::watch::RULES))
