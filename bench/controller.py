@@ -9,7 +9,9 @@ behind the ClusterIP service `web`, and a `client` pod pinned to node1;
 `podEvictionTimeout: 2s`. With everything ready, in this order:
 
 5. Idle CPU: utime + stime of the controller process (/proc/PID/stat, all
-   its threads) over 20 s with nothing happening, as % of one core; the
+   its threads) over 20 s with nothing happening, starting 10 s after `up`
+   returned (the kernel is still freeing what came before, the last
+   readiness checks end), as % of one core; the
    same for the testbed's other daemons together (the overlay daemons, and
    proxy daemons where there are), for reference.
 4. Drift repair: `ip -n CLIENT-NS route del default`, then `ip -n CLIENT-NS

@@ -68,7 +68,7 @@ impl Controller {
             .collect();
         let keep = apply::namespaces(&new)
             .into_iter()
-            .filter(|n| !remade.contains(n));
+            .filter(|n| !super::drift::netns_of(n).is_some_and(|ns| remade.contains(ns)));
         self.drift.want(keep, &BTreeSet::new());
         if let Err(e) = apply::remove_pods(&self.plan, &gone, &in_place) {
             warn!("removing pods: {e}");

@@ -8,6 +8,8 @@
 //! idle, it sleeps in `poll(2)`. The controller's loop takes those names,
 //! reads just those namespaces back, computes the fixes (a pure function,
 //! `kernel::repair::repairs`) and makes them, recording each as an event.
+//! Names are keys of `kernel::watch` (`links:NETNS` for a namespace without
+//! permanent neighbours); [`netns_of`] gives the namespace back.
 //! Nodes' service rules are watched too (nf_tables notifications); a change
 //! there goes to the endpoint follower, which owns those rules.
 //! The namespaces to watch follow the plan; a namespace made again (a pod
@@ -23,13 +25,40 @@ use tracing::warn;
 /// What `plan` has watched: every namespace's links, addresses, routes and
 /// neighbours, and every node's firewall rules (`rules:NETNS`).
 pub fn watched(plan: &crate::plan::Plan) -> Vec<String> {
-    let mut names = crate::kernel::apply::namespaces(plan);
+    use crate::kernel::watch::LINKS;
+    // Only namespaces with permanent neighbours (vxlan's nodes) hear of
+    // neighbours: elsewhere the ARP cache would only wake the watcher.
+    let with_neighbours: BTreeSet<&str> = plan
+        .nodes
+        .iter()
+        .filter(|n| !n.neighbours.is_empty())
+        .map(|n| n.netns.as_str())
+        .collect();
+    let mut names: Vec<String> = crate::kernel::apply::namespaces(plan)
+        .into_iter()
+        .map(|n| {
+            if with_neighbours.contains(n.as_str()) {
+                n
+            } else {
+                format!("{LINKS}{n}")
+            }
+        })
+        .collect();
     names.extend(
         plan.nodes
             .iter()
             .map(|n| format!("{}{}", crate::kernel::watch::RULES, n.netns)),
     );
     names
+}
+
+/// The namespace a watched name stands for (`rules:` names are not one).
+pub fn netns_of(name: &str) -> Option<&str> {
+    use crate::kernel::watch::{LINKS, RULES};
+    if name.starts_with(RULES) {
+        return None;
+    }
+    Some(name.strip_prefix(LINKS).unwrap_or(name))
 }
 
 /// What the controller and the watching thread share.
@@ -83,7 +112,7 @@ impl Drift {
             .into_iter()
             .map(|n| {
                 let g = match old.get(&n) {
-                    Some(&g) if !remade.contains(&n) => g,
+                    Some(&g) if !netns_of(&n).is_some_and(|ns| remade.contains(ns)) => g,
                     _ => generation,
                 };
                 (n, g)

@@ -285,7 +285,13 @@ impl Controller {
             return;
         }
         let want = super::faults::kernel_state(&self.plan, &self.live.faults);
-        let names: Vec<String> = dirty.into_iter().filter(|n| want.contains_key(n)).collect();
+        let names: BTreeSet<String> = dirty
+            .iter()
+            .filter_map(|n| super::drift::netns_of(n))
+            .filter(|n| want.contains_key(*n))
+            .map(str::to_string)
+            .collect();
+        let names: Vec<String> = names.into_iter().collect();
         let have = match crate::kernel::observe::observe(&names, &["net.ipv4.ip_forward"]) {
             Ok(h) => h,
             Err(e) => {

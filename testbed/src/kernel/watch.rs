@@ -85,6 +85,11 @@ const NFTABLES_GROUP: u32 = 1 << (7 - 1);
 /// watched (`rules:NETNS`).
 pub const RULES: &str = "rules:";
 
+/// The prefix of the key under which a namespace is watched without its
+/// neighbours (`links:NETNS`): for namespaces that have no permanent
+/// neighbour entry to keep, whose ARP cache would only wake the watcher.
+pub const LINKS: &str = "links:";
+
 /// Opens a non-blocking netlink socket of `protocol` in the calling
 /// thread's namespace, subscribed to `groups`.
 fn subscribe(protocol: SockProtocol, groups: u32) -> nix::Result<OwnedFd> {
@@ -117,12 +122,16 @@ impl Watcher {
 
     /// Starts watching namespace `netns` (again: a fresh socket). A name
     /// `rules:NETNS` watches that namespace's nf_tables rules instead (any
-    /// change of any table: iptables-nft's and nft's), reported under that
-    /// name.
+    /// change of any table: iptables-nft's and nft's), `links:NETNS` it
+    /// without neighbours; each is reported under the name it was added
+    /// with.
     pub fn add(&mut self, netns: &str) -> Result<(), WatchError> {
-        let (ns, protocol, groups) = match netns.strip_prefix(RULES) {
-            Some(ns) => (ns, SockProtocol::NetlinkNetFilter, NFTABLES_GROUP),
-            None => (netns, SockProtocol::NetlinkRoute, GROUPS),
+        let (ns, protocol, groups) = if let Some(ns) = netns.strip_prefix(RULES) {
+            (ns, SockProtocol::NetlinkNetFilter, NFTABLES_GROUP)
+        } else if let Some(ns) = netns.strip_prefix(LINKS) {
+            (ns, SockProtocol::NetlinkRoute, GROUPS & !RTMGRP_NEIGH)
+        } else {
+            (netns, SockProtocol::NetlinkRoute, GROUPS)
         };
         let fd = Netns::open(ns)?
             .run_in(move || subscribe(protocol, groups))?
@@ -219,6 +228,9 @@ impl Watcher {
     }
 }
 
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const AF_BRIDGE: u8 = 7;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_DELNEIGH: u16 = 29;
 const NUD_FAILED: u16 = 0x20;
@@ -226,7 +238,8 @@ const NUD_PERMANENT: u16 = 0x80;
 const AF_INET: u8 = 2;
 
 /// Whether a datagram of notifications holds a change drift repair cares
-/// about: any link, address or route message, and neighbour messages of
+/// about: any link message but a bridge's report on its port, any address
+/// or route message, and neighbour messages of
 /// IPv4 entries that are permanent or failed (a deleted entry is announced
 /// as FAILED). A datagram that does not parse counts as a change.
 pub fn relevant(datagram: &[u8]) -> bool {
@@ -240,6 +253,17 @@ pub fn relevant(datagram: &[u8]) -> bool {
         let Some(msg) = rest.get(..len).filter(|_| len >= 16) else {
             return true;
         };
+        if matches!(kind, RTM_NEWLINK | RTM_DELLINK) {
+            // A bridge's own report on one of its ports (AF_BRIDGE): the
+            // port's bridge state, sent now and then (multicast snooping's
+            // timers) and not part of what is repaired; a port joining or
+            // leaving a bridge is also announced as a plain link change.
+            if msg.get(16) != Some(&AF_BRIDGE) {
+                return true;
+            }
+            rest = rest.get(len.next_multiple_of(4)..).unwrap_or(&[]);
+            continue;
+        }
         if !matches!(kind, RTM_NEWNEIGH | RTM_DELNEIGH) {
             return true;
         }

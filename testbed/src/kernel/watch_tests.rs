@@ -33,6 +33,12 @@ fn only_changes_of_the_watched_kinds_count() {
     const NUD_STALE: u16 = 0x04;
     const AF_BRIDGE: u8 = 7;
     assert!(relevant(&msg(RTM_NEWROUTE, &[0; 12])));
+    // Links: any change but a bridge's report on its port.
+    const RTM_NEWLINK: u16 = 16;
+    let mut ifinfo = [0u8; 16];
+    assert!(relevant(&msg(RTM_NEWLINK, &ifinfo)));
+    ifinfo[0] = AF_BRIDGE;
+    assert!(!relevant(&msg(RTM_NEWLINK, &ifinfo)));
     assert!(relevant(&msg(RTM_NEWNEIGH, &ndmsg(AF_INET, NUD_PERMANENT))));
     assert!(relevant(&msg(RTM_DELNEIGH, &ndmsg(AF_INET, NUD_FAILED))));
     // The ARP cache at work, and bridge FDB learning: not drift.
