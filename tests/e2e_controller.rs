@@ -680,3 +680,89 @@ fn service_rules_are_restored() {
     let kinds = event_kinds(&tb);
     assert!(has_event(&kinds, "driftRepaired", "node n1"), "{kinds:#?}");
 }
+
+/// Lines a child prints, through a channel (so that a test can wait for one
+/// with a deadline).
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits up to 10 s for a line holding every one of `needles`.
+fn wait_line(rx: &std::sync::mpsc::Receiver<String>, needles: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(l) if needles.iter().all(|n| l.contains(n)) => return l,
+            Ok(l) => seen.push(l),
+            Err(_) => break,
+        }
+    }
+    panic!("no line with {needles:?}; saw {seen:#?}");
+}
+
+/// `verify --watch` prints a difference when it appears (+) and when it
+/// goes (-); `events -f --json` prints each event as it is recorded. The
+/// controller is paused (SIGSTOP) so that the drift lasts until watched.
+#[test]
+fn watching_commands_follow_changes() {
+    let tb = Testbed::new(
+        "wch",
+        "nodes: [{name: n1}]\npods: [{name: a, containers: [{name: c, command: [sleep, infinity]}]}]\n",
+    )
+    .up();
+    let spawn = |args: &[&str]| {
+        std::process::Command::new(support::bin())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("testbed runs")
+    };
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut watch = Reaped(spawn(&["verify", &tb.name, "--watch"]));
+    let mut follow = Reaped(spawn(&["events", &tb.name, "-f", "--json"]));
+    let (watched, followed) = (lines_of(&mut watch.0), lines_of(&mut follow.0));
+    wait_line(&watched, &["watching"]);
+    let pid = status(&tb)["supervisor"]["pid"]
+        .as_i64()
+        .expect("controller pid") as i32;
+    /// Keeps the controller paused; lets it go on drop, also on a panic.
+    struct Paused(nix::unistd::Pid);
+    impl Drop for Paused {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+    let controller = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(controller, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let paused = Paused(controller);
+    let deleted = std::process::Command::new("ip")
+        .args(["-n", &tb.ns("pod.default.a"), "route", "del", "default"])
+        .status();
+    assert!(deleted.is_ok_and(|s| s.success()));
+    let came = wait_line(&watched, &[" + ", "route default", "missing"]);
+    drop(paused);
+    let went = wait_line(&watched, &[" - ", "route default", "missing"]);
+    eprintln!("{came}\n{went}");
+    let repaired = wait_line(&followed, &["driftRepaired", "route default"]);
+    let v: Value = serde_json::from_str(&repaired).expect("one event a line");
+    assert_eq!(v["kind"], "driftRepaired");
+    drop(watch);
+    drop(follow);
+}
