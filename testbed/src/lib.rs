@@ -23,6 +23,7 @@ macro_rules! serde_as_text {
     )*};
 }
 
+pub mod check;
 pub mod controller;
 pub mod daemons;
 pub mod diag;

@@ -1,0 +1,197 @@
+//! Checks: what must (or must not) be reachable in a running testbed
+//! (`testbed check`), as `experiment-format.md` (version 1) defines them.
+//! `spec` is the declarations as written (decoded with located errors, in a
+//! topology's `checks:` or a file of their own), `resolve` turns one into
+//! the probes it stands for against a plan (pure), `probe` sends one probe
+//! from inside a namespace and says what came back, `run` runs checks
+//! (retrying allows, holding denies) and `report` renders the results as
+//! text, JSON and JUnit.
+
+pub mod spec;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// Who sends or receives, as a check names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `pod NAME[.NAMESPACE]`.
+    Pod {
+        /// The pod.
+        name: String,
+        /// Its namespace (`default` when not written).
+        namespace: String,
+    },
+    /// `host NAME`.
+    Host(String),
+    /// `node NAME`.
+    Node(String),
+    /// `service NAME[.NAMESPACE]`: its cluster IP (`to` only).
+    Service {
+        /// The service.
+        name: String,
+        /// Its namespace.
+        namespace: String,
+    },
+    /// `nodePort SERVICE[.NAMESPACE] via NODE` (`to` only).
+    NodePort {
+        /// The service.
+        name: String,
+        /// Its namespace.
+        namespace: String,
+        /// The node whose LAN address is probed.
+        node: String,
+    },
+    /// `external SERVICE[.NAMESPACE]`: its LoadBalancer IP (`to` only).
+    External {
+        /// The service.
+        name: String,
+        /// Its namespace.
+        namespace: String,
+    },
+    /// `address A.B.C.D` (`to` only).
+    Address(Ipv4Addr),
+    /// `{pods: {LABELS}}`: every pod with these labels.
+    Pods(std::collections::BTreeMap<String, String>),
+    /// `{rc: NAME}`: the pods of a replication controller (of `default`).
+    Rc(String),
+    /// `{allPods: true}`.
+    AllPods,
+    /// `{allNodes: true}`.
+    AllNodes,
+    /// `{allHosts: true}`.
+    AllHosts,
+}
+
+/// What is probed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Port {
+    /// `tcp/N`: a TCP connection.
+    Tcp(u16),
+    /// `udp/N`: a datagram that is answered.
+    Udp(u16),
+    /// `http/N[/path]`: an HTTP GET answered with a 2xx or 3xx status.
+    Http {
+        /// The port.
+        port: u16,
+        /// The path (`/` when not written).
+        path: String,
+    },
+    /// `icmp`: an echo request answered (the default).
+    Icmp,
+}
+
+/// What a check expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    /// Reachable (retried until it passes or `within` runs out).
+    Allow,
+    /// Not reachable, either way (dropped or rejected), for `for`.
+    Deny,
+    /// Dropped: every probe times out.
+    Drop,
+    /// Rejected: every probe is refused.
+    Reject,
+}
+
+/// How a failed check counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Fails the run (exit 1).
+    Error,
+    /// Reported; exit 3 when only warnings failed.
+    Warning,
+}
+
+/// One declared check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    /// Its name (a DNS label, unique).
+    pub name: String,
+    /// What it checks.
+    pub kind: CheckKind,
+    /// How a failure counts.
+    pub level: Level,
+}
+
+/// A pair check or a matrix.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CheckKind {
+    /// From every source to every target, expecting `expect`.
+    Pair {
+        /// Who sends (several: one probe each).
+        from: Endpoint,
+        /// Who receives.
+        to: Endpoint,
+        /// What is probed; `None`: ICMP, or a service target's first port.
+        port: Option<Port>,
+        /// What is expected.
+        expect: Expect,
+        /// Allow: retried until this runs out.
+        within: Duration,
+        /// Deny, drop, reject: must hold this long.
+        hold: Duration,
+        /// HTTP only: the body contains this.
+        body: Option<String>,
+    },
+    /// Every source to every target: a reachability table.
+    Matrix {
+        /// The rows.
+        from: Endpoint,
+        /// The columns.
+        to: Endpoint,
+        /// What is probed.
+        port: Option<Port>,
+        /// Leave out a source probing itself.
+        ignore_self: bool,
+        /// The expected table ('.' reachable, 'X' not), rows = from.
+        expect_table: Option<Vec<String>>,
+    },
+}
+
+/// What one probe got back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered as expected of a reachable target.
+    Ok,
+    /// Refused (TCP reset, ICMP unreachable).
+    Refused,
+    /// Nothing came back in time.
+    Timeout,
+    /// HTTP answered, without the expected text.
+    WrongBody,
+    /// Something else went wrong (its text).
+    Error(String),
+}
+
+/// One probe a check stands for: from a source's namespace to an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// The source as reports name it: `pod default/a`, `node n1`, `host h`.
+    pub from: String,
+    /// The network namespace the probe is sent from.
+    pub netns: String,
+    /// The target as reports name it: `pod default/b`, `service shop/web`,
+    /// `nodePort shop/web via n1`, `address 10.0.0.1`.
+    pub to: String,
+    /// The address probed.
+    pub addr: Ipv4Addr,
+    /// What is probed (a service's port resolved to the number probed:
+    /// the cluster IP's port, or the node port).
+    pub port: Port,
+}
+
+/// The probes of a check: for a pair check every (source, target) pair in
+/// order; for a matrix the same, row by row, with the row and column labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// The sources, in plan order.
+    pub rows: Vec<String>,
+    /// The targets, in plan order.
+    pub columns: Vec<String>,
+    /// The probes (a matrix leaves out a source probing itself when
+    /// `ignoreSelf`).
+    pub probes: Vec<Probe>,
+}
