@@ -25,6 +25,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run reachability checks against a running testbed (the topology's
+    /// `checks:`, or a file of them): exit 0 all pass, 1 an error-level
+    /// check failed, 3 only warnings failed, 2 bad input.
+    Check {
+        /// The testbed's name or topology file (optional when only one runs).
+        target: Option<String>,
+        /// A file of checks (`checks:` at its top) instead of the topology's.
+        #[arg(long)]
+        checks: Option<PathBuf>,
+        /// Only the checks whose names match this glob (`*`, `?`).
+        #[arg(long)]
+        only: Option<String>,
+        /// Print JSON (`testbed.check/1`).
+        #[arg(long)]
+        json: bool,
+        /// Also write JUnit XML to this file.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
     /// Break a running testbed on purpose (node-down, link-down, partition,
     /// kill, delete) or undo it (node-up, link-up, clear).
     Fault {
@@ -506,6 +525,23 @@ fn run(command: Command) -> Result<(), Failure> {
             let plan = one_testbed(target)?;
             let name = checked_name(&plan.name)?;
             cmd::events::run(&name, follow, json)
+        }
+        Command::Check {
+            target,
+            checks,
+            only,
+            json,
+            junit,
+        } => {
+            let plan = one_testbed(target)?;
+            let name = checked_name(&plan.name)?;
+            let args = cmd::check::Args {
+                checks: checks.as_deref(),
+                only: only.as_deref(),
+                json,
+                junit: junit.as_deref(),
+            };
+            cmd::check::run(&name, &plan, args)
         }
         Command::Supervise { name } => {
             let name = checked_name(&name)?;

@@ -2,6 +2,7 @@
 //! `scale`, `apply` (`control`), and those that read what it recorded:
 //! `events` (`events`). Each parses, calls the library, prints.
 
+pub mod check;
 pub mod control;
 pub mod events;
 pub mod lifecycle;

@@ -1,0 +1,77 @@
+//! `testbed check NAME [--checks FILE] [--only GLOB] [--json] [--junit
+//! FILE]`: runs reachability checks against a running testbed. Exit 0 when
+//! every check passes, 1 when an error-level check fails, 3 when only
+//! warnings fail, 2 for bad input.
+
+use crate::Failure;
+use anyhow::Context;
+use std::path::Path;
+use testbed::check::{report, suite};
+use testbed::state::TestbedName;
+
+/// What the command line asked for.
+pub struct Args<'a> {
+    /// A file of checks instead of the topology's.
+    pub checks: Option<&'a Path>,
+    /// Only the checks whose names match.
+    pub only: Option<&'a str>,
+    /// Print JSON.
+    pub json: bool,
+    /// Also write JUnit XML here.
+    pub junit: Option<&'a Path>,
+}
+
+/// Runs the checks of testbed `name` (its plan is `plan`).
+pub fn run(name: &TestbedName, plan: &testbed::plan::Plan, args: Args<'_>) -> Result<(), Failure> {
+    let spec = testbed::controller::spec::read(&name.dir())
+        .context("reading the testbed's file")?
+        .load()
+        .map_err(|e| {
+            eprint!("{}", e.render());
+            Failure::BadInput
+        })?;
+    let checks = match args.checks {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                eprintln!("error: cannot read {}: {e}", file.display());
+                Failure::BadInput
+            })?;
+            testbed::check::spec::read_file(&text, &file.display().to_string(), &spec.topology)
+                .map_err(|e| {
+                    eprint!("{}", e.render());
+                    Failure::BadInput
+                })?
+        }
+        None => spec.topology.checks.clone(),
+    };
+    if checks.is_empty() {
+        eprintln!("error: no checks: the topology has no `checks:` list; give one with --checks FILE");
+        return Err(Failure::BadInput);
+    }
+    if let Some(glob) = args.only {
+        if !checks.iter().any(|c| suite::glob_match(glob, &c.name)) {
+            eprintln!("error: no check matches `{glob}`");
+            return Err(Failure::BadInput);
+        }
+    }
+    let results = suite::run_checks(plan, &checks, args.only);
+    if let Some(path) = args.junit {
+        testbed::state::write_atomic(path, report::junit(name.as_str(), &results).as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let out = if args.json {
+        let doc = report::CheckReport {
+            schema: report::SCHEMA,
+            testbed: name.to_string(),
+            checks: results.clone(),
+        };
+        serde_json::to_string_pretty(&doc).context("printing")? + "\n"
+    } else {
+        report::text(&results)
+    };
+    crate::print(&out)?;
+    match report::exit_code(&results) {
+        0 => Ok(()),
+        code => Err(Failure::Reported(code)),
+    }
+}
