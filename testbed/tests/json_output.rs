@@ -351,6 +351,7 @@ fn every_json_output_has_its_documented_shape() {
     };
     assert_shape(&doc, "Events", &json(&evs), "events");
     assert_shape(&doc, "Reply", &json(&apply_reply()), "apply");
+    assert_shape(&doc, "CheckReport", &json(&check_report()), "check");
     // ls: whatever this machine has, and each state.
     let (code, out) = stdout_of(&["ls", "--json"]);
     assert_eq!(code, Some(0), "ls");
@@ -361,6 +362,53 @@ fn every_json_output_has_its_documented_shape() {
         unseen.is_empty(),
         "docs/json.md documents fields no output had (stale, or the test lacks a case): {unseen:?}"
     );
+}
+
+/// A check report with a result of each status, an error pair and a
+/// matrix with its expected table.
+fn check_report() -> testbed::check::report::CheckReport {
+    use testbed::check::report::{CheckReport, CheckResult, PairResult, Status, Table, SCHEMA};
+    use testbed::check::Expect;
+    let pair = |actual: &str, error: Option<&str>| PairResult {
+        from: "pod client".into(),
+        to: "service shop/web".into(),
+        port: "http/80/".into(),
+        expected: Expect::Allow,
+        actual: actual.into(),
+        error: error.map(String::from),
+    };
+    CheckReport {
+        schema: SCHEMA,
+        testbed: "web".into(),
+        checks: vec![
+            CheckResult {
+                name: "ok".into(),
+                status: Status::Pass,
+                attempts: 1,
+                pairs: vec![pair("ok", None)],
+                table: None,
+            },
+            CheckResult {
+                name: "broken".into(),
+                status: Status::Fail,
+                attempts: 25,
+                pairs: vec![pair("error", Some("HTTP 404"))],
+                table: None,
+            },
+            CheckResult {
+                name: "matrix".into(),
+                status: Status::Warn,
+                attempts: 1,
+                pairs: vec![],
+                table: Some(Table {
+                    rows: vec!["pod a".into(), "pod b".into()],
+                    columns: vec!["pod a".into(), "pod b".into()],
+                    cells: vec!["-X".into(), ".-".into()],
+                    expected: Some(vec!["-.".into(), ".-".into()]),
+                }),
+            },
+        ],
+    }
 }
 
 /// The reply to an `apply` that touches every kind of thing.
