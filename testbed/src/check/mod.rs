@@ -7,6 +7,7 @@
 //! (retrying allows, holding denies) and `report` renders the results as
 //! text, JSON and JUnit.
 
+pub mod resolve;
 pub mod spec;
 
 use std::net::Ipv4Addr;
