@@ -511,7 +511,11 @@ impl Decoder<'_> {
         let e = match key.name.as_str() {
             "pods" => {
                 let labels = self.labels(&obj, "pods", "`pods`");
-                if labels.map.is_empty() && matches!(value.value, Value::Map(_) | Value::Null) {
+                let written = matches!(&value.value, Value::Map(m) if !m.is_empty());
+                if labels.map.is_empty()
+                    && !written
+                    && matches!(value.value, Value::Map(_) | Value::Null)
+                {
                     self.err(
                         &at(value, &vpath),
                         "`pods` selects by no label",

@@ -132,9 +132,17 @@ fn endpoint(e: &Endpoint, at: &At, known: &Known, diags: &mut Diagnostics) -> bo
                 .iter()
                 .map(|p| qualified(&p.name, &p.namespace))
                 .collect();
+            let help = match known.pods.iter().find(|p| &p.name == name) {
+                Some(p) => format!(
+                    "there is a pod `{name}` in namespace `{}`: write `pod {}`",
+                    p.namespace,
+                    qualified(name, &p.namespace)
+                ),
+                None => suggest(&qualified(name, namespace), &all, "pods"),
+            };
             fail(
                 format!("there is no pod `{name}` in namespace `{namespace}`"),
-                suggest(&qualified(name, namespace), &all, "pods"),
+                help,
             )
         }
         Endpoint::Node(name) => machine(name, "node", &known.nodes, &known.hosts, &mut fail),
