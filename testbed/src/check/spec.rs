@@ -526,7 +526,7 @@ impl Decoder<'_> {
                 Endpoint::Pods(labels.map)
             }
             "rc" => Endpoint::Rc(self.name(value, &vpath, "`rc`", 63)?.value),
-            word => {
+            word @ ("allPods" | "allNodes" | "allHosts") => {
                 if !self.boolean(value, &vpath, &format!("`{word}`"))? {
                     self.err(
                         &at(value, &vpath),
@@ -541,6 +541,8 @@ impl Decoder<'_> {
                     _ => Endpoint::AllHosts,
                 }
             }
+            // An unknown field, already reported by `obj`.
+            _ => return None,
         };
         Some(Sp::new(e, here))
     }

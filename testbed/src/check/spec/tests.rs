@@ -767,3 +767,14 @@ fn a_checks_file_is_checked_against_a_running_plan() {
         Known::of_topology(&crate::plan::testutil::load(TOPO).topology)
     );
 }
+
+#[test]
+fn an_unknown_selector_is_only_an_unknown_field() {
+    // Once, `{allpods: true}` was reported and then also read as
+    // `{allHosts: true}`, which gave a second, misleading error.
+    let diags = topology_errors("  - {name: a, from: {allpods: true}, to: pod client}\n");
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!(diags[0].path, "checks[0].from.allpods");
+    let (checks, _) = read("checks: [{name: a, from: {allpods: true}, to: pod y}]");
+    assert!(checks.is_empty(), "{checks:?}");
+}
