@@ -1,6 +1,7 @@
 use super::*;
 use crate::diag::Diagnostic;
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 /// Decodes a checks file: the checks and every problem.
 fn read(src: &str) -> (Vec<Check>, Vec<Diagnostic>) {
