@@ -8,6 +8,7 @@
 //! text, JSON and JUnit.
 
 pub mod report;
+pub mod resolve;
 pub mod spec;
 
 use std::net::Ipv4Addr;
@@ -170,7 +171,8 @@ pub enum Outcome {
 /// One probe a check stands for: from a source's namespace to an address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
-    /// The source as reports name it: `pod default/a`, `node n1`, `host h`.
+    /// The source as reports name it: `pod a` (`pod shop/a` outside
+    /// `default`), `node n1`, `host h`.
     pub from: String,
     /// The network namespace the probe is sent from.
     pub netns: String,

@@ -24,19 +24,11 @@ pub use workload::MAX_REPLICAS;
 
 /// Decodes a parsed topology file; problems go to `diags`.
 pub fn decode(root: &Node, diags: &mut Diagnostics) -> Topology {
-    let mut d = Decoder {
-        diags,
-        examples: Examples::of(
-            &defaults::pod_cidr(),
-            defaults::SUBNET_LEN,
-            &defaults::service_cidr(),
-        ),
-    };
-    d.topology(root)
+    Decoder::new(diags).topology(root)
 }
 
-struct Decoder<'d> {
-    diags: &'d mut Diagnostics,
+pub(crate) struct Decoder<'d> {
+    pub(crate) diags: &'d mut Diagnostics,
     /// Addresses for "e.g." in messages, from the file's own networks once
     /// its `cluster` section is read.
     examples: Examples,
@@ -69,25 +61,25 @@ impl Examples {
 }
 
 /// A mapping whose keys were checked against the known fields.
-struct Obj<'a> {
-    entries: &'a [(Key, Node)],
-    path: String,
-    pos: Pos,
+pub(crate) struct Obj<'a> {
+    pub(crate) entries: &'a [(Key, Node)],
+    pub(crate) path: String,
+    pub(crate) pos: Pos,
 }
 
 impl<'a> Obj<'a> {
-    fn get(&self, key: &str) -> Option<(&'a Node, String)> {
+    pub(crate) fn get(&self, key: &str) -> Option<(&'a Node, String)> {
         self.entries
             .iter()
             .find(|(k, _)| k.name == key)
             .map(|(_, n)| (n, join(&self.path, key)))
     }
 
-    fn at(&self) -> At {
+    pub(crate) fn at(&self) -> At {
         At::new(self.pos, self.path.clone())
     }
 
-    fn key_at(&self, key: &str) -> At {
+    pub(crate) fn key_at(&self, key: &str) -> At {
         let pos = self
             .entries
             .iter()
@@ -97,7 +89,7 @@ impl<'a> Obj<'a> {
     }
 }
 
-fn join(parent: &str, key: &str) -> String {
+pub(crate) fn join(parent: &str, key: &str) -> String {
     if parent.is_empty() {
         key.to_string()
     } else {
@@ -105,7 +97,7 @@ fn join(parent: &str, key: &str) -> String {
     }
 }
 
-fn at(node: &Node, path: &str) -> At {
+pub(crate) fn at(node: &Node, path: &str) -> At {
     At::new(node.pos, path)
 }
 
@@ -145,15 +137,30 @@ const TOP: &[&str] = &[
     "pods",
     "replicationControllers",
     "services",
+    "checks",
 ];
 
+impl<'d> Decoder<'d> {
+    /// A decoder whose problems go to `diags`.
+    pub(crate) fn new(diags: &'d mut Diagnostics) -> Decoder<'d> {
+        Decoder {
+            diags,
+            examples: Examples::of(
+                &defaults::pod_cidr(),
+                defaults::SUBNET_LEN,
+                &defaults::service_cidr(),
+            ),
+        }
+    }
+}
+
 impl Decoder<'_> {
-    fn err(&mut self, at: &At, msg: impl Into<String>, help: impl Into<String>) {
+    pub(crate) fn err(&mut self, at: &At, msg: impl Into<String>, help: impl Into<String>) {
         self.diags.push(Diagnostic::error(at, msg).help(help));
     }
 
     /// A mapping with only `known` fields; `what` names it in messages.
-    fn obj<'a>(
+    pub(crate) fn obj<'a>(
         &mut self,
         node: &'a Node,
         path: &str,
@@ -191,7 +198,7 @@ impl Decoder<'_> {
         })
     }
 
-    fn required<'a>(
+    pub(crate) fn required<'a>(
         &mut self,
         obj: &Obj<'a>,
         key: &str,
@@ -216,7 +223,7 @@ impl Decoder<'_> {
     }
 
     /// Any scalar, as text.
-    fn text(&mut self, node: &Node, path: &str, what: &str) -> Option<Sp<String>> {
+    pub(crate) fn text(&mut self, node: &Node, path: &str, what: &str) -> Option<Sp<String>> {
         match &node.value {
             Value::Scalar { text, .. } => Some(Sp::new(text.clone(), at(node, path))),
             other => {
@@ -234,7 +241,7 @@ impl Decoder<'_> {
     }
 
     /// A plain (unquoted) integer in `lo..=hi`.
-    fn int(
+    pub(crate) fn int(
         &mut self,
         node: &Node,
         path: &str,
@@ -268,7 +275,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn port(&mut self, node: &Node, path: &str, what: &str) -> Option<Sp<u16>> {
+    pub(crate) fn port(&mut self, node: &Node, path: &str, what: &str) -> Option<Sp<u16>> {
         if let Value::Scalar { text, .. } = &node.value {
             if !text.is_empty() && text.parse::<i64>().is_err() && is_dns_label(text, 15) {
                 self.err(
@@ -291,7 +298,7 @@ impl Decoder<'_> {
     }
 
     /// A value parsed with `FromStr`, whose error text explains the fix.
-    fn parsed<T: FromStr>(
+    pub(crate) fn parsed<T: FromStr>(
         &mut self,
         node: &Node,
         path: &str,
@@ -312,7 +319,7 @@ impl Decoder<'_> {
     }
 
     /// One of a fixed set of words.
-    fn choice<T: Copy>(
+    pub(crate) fn choice<T: Copy>(
         &mut self,
         node: &Node,
         path: &str,
@@ -337,7 +344,13 @@ impl Decoder<'_> {
     }
 
     /// A name that is a DNS label (at most `max` characters).
-    fn name(&mut self, node: &Node, path: &str, what: &str, max: usize) -> Option<Sp<String>> {
+    pub(crate) fn name(
+        &mut self,
+        node: &Node,
+        path: &str,
+        what: &str,
+        max: usize,
+    ) -> Option<Sp<String>> {
         let text = self.text(node, path, what)?;
         if is_dns_label(&text.value, max) {
             return Some(text);
@@ -374,7 +387,12 @@ impl Decoder<'_> {
         None
     }
 
-    fn list<'a>(&mut self, node: &'a Node, path: &str, what: &str) -> Vec<(&'a Node, String)> {
+    pub(crate) fn list<'a>(
+        &mut self,
+        node: &'a Node,
+        path: &str,
+        what: &str,
+    ) -> Vec<(&'a Node, String)> {
         match &node.value {
             Value::Seq(items) => items
                 .iter()
@@ -393,7 +411,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn labels(&mut self, obj: &Obj, key: &str, what: &str) -> Labels {
+    pub(crate) fn labels(&mut self, obj: &Obj, key: &str, what: &str) -> Labels {
         let mut labels = Labels {
             map: BTreeMap::new(),
             at: obj.key_at(key),
@@ -530,7 +548,8 @@ impl Decoder<'_> {
                 pods.push(pod);
             }
         }
-        Topology {
+        let declared = self.checks_field(&obj);
+        let mut topo = Topology {
             name,
             seed,
             cluster,
@@ -539,7 +558,12 @@ impl Decoder<'_> {
             pods,
             controllers,
             services,
-        }
+            checks: Vec::new(),
+        };
+        let known = crate::check::spec::Known::of_topology(&topo);
+        crate::check::spec::check_names(&declared, &known, self.diags);
+        topo.checks = declared.into_iter().map(|d| d.check).collect();
+        topo
     }
 
     fn section<T>(

@@ -116,6 +116,8 @@ pub struct Topology {
     pub controllers: Vec<Controller>,
     /// Services.
     pub services: Vec<Service>,
+    /// Reachability checks (`testbed check`); not part of the plan.
+    pub checks: Vec<crate::check::Check>,
 }
 
 /// Cluster-wide settings.
