@@ -7,6 +7,8 @@
 //! (retrying allows, holding denies) and `report` renders the results as
 //! text, JSON and JUnit.
 
+pub mod probe;
+pub mod run;
 pub mod spec;
 
 use std::net::Ipv4Addr;
