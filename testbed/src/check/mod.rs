@@ -7,9 +7,12 @@
 //! (retrying allows, holding denies) and `report` renders the results as
 //! text, JSON and JUnit.
 
+pub mod probe;
 pub mod report;
 pub mod resolve;
+pub mod run;
 pub mod spec;
+pub mod suite;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;

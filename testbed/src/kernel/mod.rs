@@ -16,5 +16,5 @@ pub mod qdisc;
 pub mod repair;
 pub mod teardown;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 pub mod watch;

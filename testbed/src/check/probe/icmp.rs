@@ -1,0 +1,222 @@
+//! The bytes of an `icmp` probe: the echo request it sends and the
+//! recognition of what answers it (its echo reply, or a destination
+//! unreachable quoting it) among every ICMP packet a raw socket sees in the
+//! namespace. Pure, with checked access, since any host can send anything.
+
+use overlay::packet::{bytes, checksum, PROTO_ICMP};
+
+/// ICMP echo reply.
+pub const ECHO_REPLY: u8 = 0;
+/// ICMP destination unreachable.
+pub const DEST_UNREACH: u8 = 3;
+/// ICMP echo request.
+pub const ECHO_REQUEST: u8 = 8;
+/// The bytes of the token a request carries (and its reply echoes).
+pub const TOKEN_LEN: usize = 8;
+/// The length of a request: the 8-byte header and the token.
+pub const REQUEST_LEN: usize = 8 + TOKEN_LEN;
+
+/// Who an echo request is: what its answers must match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Echo {
+    /// The identifier.
+    pub id: u16,
+    /// The sequence number.
+    pub seq: u16,
+    /// The payload, echoed by a reply.
+    pub token: [u8; TOKEN_LEN],
+}
+
+/// What answered an echo request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Its echo reply.
+    Reply,
+    /// A destination unreachable (this code) quoting it.
+    Unreachable(u8),
+}
+
+/// The echo request, checksum included.
+pub fn request(e: &Echo) -> [u8; REQUEST_LEN] {
+    let mut b = [0u8; REQUEST_LEN];
+    b[0] = ECHO_REQUEST;
+    b[4..6].copy_from_slice(&e.id.to_be_bytes());
+    b[6..8].copy_from_slice(&e.seq.to_be_bytes());
+    b[8..].copy_from_slice(&e.token);
+    let sum = checksum(&b).to_be_bytes();
+    b[2..4].copy_from_slice(&sum);
+    b
+}
+
+/// What `packet` (an IPv4 packet as a raw ICMP socket reads it, header
+/// included) says about echo request `e`, or `None` when it is about
+/// something else or malformed.
+pub fn answer(packet: &[u8], e: &Echo) -> Option<Answer> {
+    let ip = overlay::packet::parse(packet).ok()?;
+    if ip.protocol != PROTO_ICMP || ip.fragment_offset != 0 {
+        return None;
+    }
+    let icmp = packet.get(ip.header_len..ip.total_len)?;
+    if checksum(icmp) != 0 {
+        return None;
+    }
+    let head = bytes::<8>(icmp, 0)?;
+    match head[0] {
+        ECHO_REPLY => {
+            let same = head[4..8] == ids(e) && icmp.get(8..8 + TOKEN_LEN)? == e.token;
+            same.then_some(Answer::Reply)
+        }
+        DEST_UNREACH => quotes(icmp.get(8..)?, e).then_some(Answer::Unreachable(head[1])),
+        _ => None,
+    }
+}
+
+/// The identifier and sequence number as they are on the wire.
+fn ids(e: &Echo) -> [u8; 4] {
+    let [i0, i1] = e.id.to_be_bytes();
+    let [s0, s1] = e.seq.to_be_bytes();
+    [i0, i1, s0, s1]
+}
+
+/// Whether an ICMP error's quoted packet (an IP header and at least the
+/// first 8 bytes of what it carried) is echo request `e`. The quoted packet
+/// is cut short, so only its header length and protocol are read.
+fn quotes(quoted: &[u8], e: &Echo) -> bool {
+    let Some(first) = quoted.first() else {
+        return false;
+    };
+    let header_len = usize::from(first & 0x0f) * 4;
+    if first >> 4 != 4 || header_len < 20 || quoted.get(9) != Some(&PROTO_ICMP) {
+        return false;
+    }
+    match bytes::<8>(quoted, header_len) {
+        Some(h) => h[0] == ECHO_REQUEST && h[4..8] == ids(e),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use overlay::packet::build_ipv4;
+    use std::net::Ipv4Addr;
+
+    const E: Echo = Echo {
+        id: 0x1234,
+        seq: 7,
+        token: *b"tbcheck!",
+    };
+
+    /// `icmp` in an IPv4 packet from 10.0.0.2 to 10.0.0.1.
+    fn ip(icmp: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; 20 + icmp.len()];
+        let n = build_ipv4(
+            &mut out,
+            Ipv4Addr::new(10, 0, 0, 2),
+            Ipv4Addr::new(10, 0, 0, 1),
+            PROTO_ICMP,
+            64,
+            icmp,
+        )
+        .unwrap();
+        out.truncate(n);
+        out
+    }
+
+    /// The request turned into its reply, as a host answers it.
+    fn reply_of(req: &[u8]) -> Vec<u8> {
+        let mut r = req.to_vec();
+        r[0] = ECHO_REPLY;
+        r[2..4].copy_from_slice(&[0, 0]);
+        let sum = checksum(&r).to_be_bytes();
+        r[2..4].copy_from_slice(&sum);
+        r
+    }
+
+    /// A destination unreachable (code 3) quoting `req` sent in a packet.
+    fn unreachable_of(req: &[u8], quote: usize) -> Vec<u8> {
+        let sent = ip(req);
+        let mut m = vec![DEST_UNREACH, 3, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&sent[..quote.min(sent.len())]);
+        let sum = checksum(&m).to_be_bytes();
+        m[2..4].copy_from_slice(&sum);
+        m
+    }
+
+    #[test]
+    fn the_request_is_an_echo_request_with_a_correct_checksum() {
+        let r = request(&E);
+        assert_eq!(&r[..2], &[ECHO_REQUEST, 0]);
+        assert_eq!(&r[4..8], &[0x12, 0x34, 0, 7]);
+        assert_eq!(&r[8..], b"tbcheck!");
+        assert_eq!(checksum(&r), 0);
+    }
+
+    #[test]
+    fn its_reply_and_an_unreachable_quoting_it_are_recognised() {
+        let req = request(&E);
+        assert_eq!(answer(&ip(&reply_of(&req)), &E), Some(Answer::Reply));
+        assert_eq!(
+            answer(&ip(&unreachable_of(&req, 28)), &E),
+            Some(Answer::Unreachable(3))
+        );
+        assert_eq!(
+            answer(&ip(&unreachable_of(&req, 36)), &E),
+            Some(Answer::Unreachable(3))
+        );
+    }
+
+    #[test]
+    fn answers_to_other_requests_and_bad_packets_are_ignored() {
+        let req = request(&E);
+        for other in [
+            Echo { id: 0x1235, ..E },
+            Echo { seq: 8, ..E },
+            Echo {
+                token: *b"tbcheck?",
+                ..E
+            },
+        ] {
+            let theirs = request(&other);
+            assert_eq!(answer(&ip(&reply_of(&theirs)), &E), None, "{other:?}");
+        }
+        // A quote of another request (the token is not quoted: id and seq).
+        let theirs = request(&Echo { seq: 9, ..E });
+        assert_eq!(answer(&ip(&unreachable_of(&theirs, 28)), &E), None);
+        // A quote cut before the ICMP header.
+        assert_eq!(answer(&ip(&unreachable_of(&req, 27)), &E), None);
+        // The request itself (as seen when probing a local address).
+        assert_eq!(answer(&ip(&req), &E), None);
+        // A broken ICMP checksum.
+        let mut bad = reply_of(&req);
+        bad[9] ^= 1;
+        assert_eq!(answer(&ip(&bad), &E), None);
+        // Not ICMP, short, empty.
+        let mut udp = ip(&reply_of(&req));
+        udp[9] = 17;
+        assert_eq!(answer(&udp, &E), None);
+        assert_eq!(answer(&ip(&reply_of(&req))[..30], &E), None);
+        assert_eq!(answer(&[], &E), None);
+    }
+
+    #[test]
+    fn any_bytes_parse_without_panicking() {
+        let req = request(&E);
+        let seeds = [ip(&reply_of(&req)), ip(&unreachable_of(&req, 28))];
+        let mut state = 0x2545_f491_u32;
+        for seed in &seeds {
+            for cut in 0..=seed.len() {
+                let _ = answer(&seed[..cut], &E);
+            }
+            for _ in 0..50_000 {
+                let mut b = seed.clone();
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                let at = state as usize % b.len();
+                b[at] = (state >> 8) as u8;
+                let _ = answer(&b, &E);
+            }
+        }
+    }
+}
