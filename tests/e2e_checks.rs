@@ -91,8 +91,11 @@ fn checks_pass_fail_and_report() {
     ok(&["fault", "-t", &tb.name, "clear"]);
 
     // Bad input: exit 2, located.
-    std::fs::write(&file, "checks:\n  - {name: x, from: pod nobody, to: pod client}\n")
-        .expect("write checks");
+    std::fs::write(
+        &file,
+        "checks:\n  - {name: x, from: pod nobody, to: pod client}\n",
+    )
+    .expect("write checks");
     let (code, _, err) = code_and_out(&["check", &tb.name, "--checks", f]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("nobody"), "{err}");

@@ -154,13 +154,13 @@ pub fn table(
         .map(|r| {
             columns
                 .iter()
-                .map(|c| {
-                    match outcomes.iter().find(|(p, _)| &p.from == r && &p.to == c) {
+                .map(
+                    |c| match outcomes.iter().find(|(p, _)| &p.from == r && &p.to == c) {
                         Some((_, Outcome::Ok)) => '.',
                         Some(_) => 'X',
                         None => '-',
-                    }
-                })
+                    },
+                )
                 .collect()
         })
         .collect();
@@ -199,7 +199,11 @@ pub fn text(results: &[CheckResult]) -> String {
         let _ = writeln!(out, "{word}  {}", r.name);
         if r.status != Status::Pass {
             for p in r.pairs.iter().filter(|p| !right(p)) {
-                let err = p.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
+                let err = p
+                    .error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     out,
                     "      {} -> {} {}: expected {}, got {}{err}",
@@ -363,7 +367,7 @@ mod tests {
         let pass = result("p", Status::Pass, "ok");
         let warn = result("w", Status::Warn, "timeout");
         let fail = result("f", Status::Fail, "refused");
-        assert_eq!(exit_code(&[pass.clone()]), 0);
+        assert_eq!(exit_code(std::slice::from_ref(&pass)), 0);
         assert_eq!(exit_code(&[pass.clone(), warn.clone()]), 3);
         assert_eq!(exit_code(&[warn, fail, pass]), 1);
     }
@@ -376,10 +380,16 @@ mod tests {
         ];
         let t = text(&rs);
         assert!(t.contains("PASS  good") && t.contains("FAIL  bad"), "{t}");
-        assert!(t.contains("pod a -> pod <b> tcp/80: expected allow, got timeout"), "{t}");
+        assert!(
+            t.contains("pod a -> pod <b> tcp/80: expected allow, got timeout"),
+            "{t}"
+        );
         let j = junit("tb", &rs);
         assert!(j.contains("tests=\"2\" failures=\"1\""), "{j}");
-        assert!(j.contains("<testcase classname=\"testbed.check\" name=\"good\"/>"), "{j}");
+        assert!(
+            j.contains("<testcase classname=\"testbed.check\" name=\"good\"/>"),
+            "{j}"
+        );
         assert!(j.contains("pod &lt;b&gt;"), "{j}");
         assert!(!j.contains("pod <b>"), "escaped: {j}");
     }
@@ -391,10 +401,20 @@ mod tests {
             (probe("a", "b"), Outcome::Ok),
             (probe("b", "a"), Outcome::Timeout),
         ];
-        let t = table(&rows, &rows, &outcomes, Some(vec!["-.".into(), "X-".into()]));
+        let t = table(
+            &rows,
+            &rows,
+            &outcomes,
+            Some(vec!["-.".into(), "X-".into()]),
+        );
         assert_eq!(t.cells, ["-.", "X-"]);
         assert!(table_matches(&t));
-        let t = table(&rows, &rows, &outcomes, Some(vec!["..".into(), "..".into()]));
+        let t = table(
+            &rows,
+            &rows,
+            &outcomes,
+            Some(vec!["..".into(), "..".into()]),
+        );
         assert!(!table_matches(&t));
         assert!(text(&[CheckResult {
             name: "m".into(),

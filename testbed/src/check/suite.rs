@@ -102,7 +102,8 @@ fn run_one(plan: &Plan, c: &Check) -> CheckResult {
                             .is_some_and(|want| want != matches!(o, Outcome::Ok))
                     })
                     .map(|(mut pr, (p, _))| {
-                        let want = expected_cell(&resolved.rows, &resolved.columns, expect_table, p);
+                        let want =
+                            expected_cell(&resolved.rows, &resolved.columns, expect_table, p);
                         pr.expected = if want == Some(true) {
                             Expect::Allow
                         } else {

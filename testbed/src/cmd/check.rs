@@ -36,7 +36,8 @@ pub fn run(name: &TestbedName, plan: &testbed::plan::Plan, args: Args<'_>) -> Re
                 eprintln!("error: cannot read {}: {e}", file.display());
                 Failure::BadInput
             })?;
-            testbed::check::spec::read_file(&text, &file.display().to_string(), &spec.topology)
+            let known = testbed::check::spec::Known::of_topology(&spec.topology);
+            testbed::check::spec::read_file(&text, &file.display().to_string(), Some(&known))
                 .map_err(|e| {
                     eprint!("{}", e.render());
                     Failure::BadInput
@@ -45,7 +46,9 @@ pub fn run(name: &TestbedName, plan: &testbed::plan::Plan, args: Args<'_>) -> Re
         None => spec.topology.checks.clone(),
     };
     if checks.is_empty() {
-        eprintln!("error: no checks: the topology has no `checks:` list; give one with --checks FILE");
+        eprintln!(
+            "error: no checks: the topology has no `checks:` list; give one with --checks FILE"
+        );
         return Err(Failure::BadInput);
     }
     if let Some(glob) = args.only {
