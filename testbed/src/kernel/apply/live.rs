@@ -27,15 +27,19 @@ fn key(p: &crate::plan::types::PodPlan) -> String {
     format!("{}/{}", p.namespace, p.name)
 }
 
+/// The pods of `plan` named in `keys` that have a namespace of their own.
+fn owned<'p>(plan: &'p Plan, keys: &BTreeSet<String>) -> Vec<&'p crate::plan::types::PodPlan> {
+    plan.pods
+        .iter()
+        .filter(|p| p.owns_netns && keys.contains(&key(p)))
+        .collect()
+}
+
 /// Makes the pods of `plan` named in `keys` (`NAMESPACE/NAME`) in the
 /// kernel. A namespace left by an earlier run of the same pod is removed
 /// first. On failure the namespaces made are removed again.
 pub fn add_pods(plan: &Plan, keys: &BTreeSet<String>) -> Result<(), ApplyError> {
-    let pods: Vec<_> = plan
-        .pods
-        .iter()
-        .filter(|p| p.owns_netns && keys.contains(&key(p)))
-        .collect();
+    let pods = owned(plan, keys);
     if pods.is_empty() {
         return Ok(());
     }
@@ -93,11 +97,7 @@ pub fn remove_pods(
     keys: &BTreeSet<String>,
     now: &BTreeSet<String>,
 ) -> Result<(), ApplyError> {
-    let pods: Vec<_> = plan
-        .pods
-        .iter()
-        .filter(|p| p.owns_netns && keys.contains(&key(p)))
-        .collect();
+    let pods = owned(plan, keys);
     if pods.is_empty() {
         return Ok(());
     }
