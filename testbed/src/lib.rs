@@ -27,6 +27,7 @@ pub mod check;
 pub mod controller;
 pub mod daemons;
 pub mod diag;
+pub mod experiment;
 pub mod graph;
 pub mod kernel;
 pub mod lifecycle;

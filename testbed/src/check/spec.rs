@@ -360,7 +360,7 @@ impl Decoder<'_> {
     }
 
     /// A plain `true` or `false`.
-    fn boolean(&mut self, node: &Node, path: &str, what: &str) -> Option<bool> {
+    pub(crate) fn boolean(&mut self, node: &Node, path: &str, what: &str) -> Option<bool> {
         match &node.value {
             Value::Scalar { text, plain: true } if text == "true" => Some(true),
             Value::Scalar { text, plain: true } if text == "false" => Some(false),
@@ -452,6 +452,17 @@ impl Decoder<'_> {
                 "write the service's port, e.g. `tcp/80`, or leave out `port` for its first one",
             );
         }
+    }
+
+    /// `from` (`to` false) or `to` (`to` true) of another declaration
+    /// than a check (an experiment's workload), decoded as a check's.
+    pub(crate) fn endpoint_of(
+        &mut self,
+        node: &Node,
+        path: &str,
+        to: bool,
+    ) -> Option<Sp<Endpoint>> {
+        self.endpoint(node, path, if to { Side::To } else { Side::From })
     }
 
     /// `from` or `to`: a string form or a selector.
