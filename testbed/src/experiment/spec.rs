@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod timeline;
 
 /// `rate` when not written, per second.
