@@ -44,6 +44,25 @@ enum Command {
         #[arg(long)]
         junit: Option<PathBuf>,
     },
+    /// Run an experiment (not built yet: --dry-run prints its schedule).
+    Run {
+        /// The experiment file.
+        file: PathBuf,
+        /// Print the runs it would make, their seeds, send times and
+        /// fault targets, without running anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON (`testbed.schedule/1`).
+        #[arg(long)]
+        json: bool,
+        /// Only the combinations with PARAM=VALUE (PARAM the field's path or
+        /// its last segment); may be repeated.
+        #[arg(long)]
+        only: Vec<String>,
+        /// Run each combination this many times instead of `repeat`.
+        #[arg(long)]
+        repeat: Option<u32>,
+    },
     /// Break a running testbed on purpose (node-down, link-down, partition,
     /// kill, delete) or undo it (node-up, link-up, clear).
     Fault {
@@ -526,6 +545,19 @@ fn run(command: Command) -> Result<(), Failure> {
             let name = checked_name(&plan.name)?;
             cmd::events::run(&name, follow, json)
         }
+        Command::Run {
+            file,
+            dry_run,
+            json,
+            only,
+            repeat,
+        } => cmd::run::run(cmd::run::Args {
+            file: &file,
+            dry_run,
+            json,
+            only: &only,
+            repeat,
+        }),
         Command::Check {
             target,
             checks,

@@ -6,4 +6,5 @@ pub mod check;
 pub mod control;
 pub mod events;
 pub mod lifecycle;
+pub mod run;
 pub mod verify;

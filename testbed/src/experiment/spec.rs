@@ -178,7 +178,7 @@ fn topology(
             d.err(
                 &text.at,
                 format!("the topology `{}` is not valid ({n} problem(s)); the first: {}", text.value, params::first_problem(&e)),
-                format!("the path is relative to the experiment file; run `testbed validate` on the topology to see every problem"),
+                "the path is relative to the experiment file; run `testbed validate` on the topology to see every problem",
             );
             None
         }

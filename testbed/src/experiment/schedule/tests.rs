@@ -181,3 +181,16 @@ fn nothing_to_pick_is_an_error() {
         Err(ScheduleError::NothingToPick { .. })
     ));
 }
+
+#[test]
+fn the_example_experiment_schedules() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../topologies/experiments/failover.yaml");
+    let e = crate::experiment::spec::read(&path).unwrap_or_else(|e| panic!("{}", e.render()));
+    let s = schedule(&e, &Options::default()).unwrap();
+    assert_eq!((s.combinations.len(), s.runs.len()), (6, 18));
+    assert!(s
+        .runs
+        .iter()
+        .all(|r| r.timeline[0].what.starts_with("kill pod shop/web-")));
+}

@@ -246,8 +246,7 @@ fn fault(d: &mut Decoder, node: &Node, path: &str, topo: &Loaded) -> Option<Faul
                 Value::Scalar { text, .. } => text.clone(),
                 _ => String::new(),
             };
-            if let Some(rest) = text.strip_prefix("node ") {
-                let _ = rest;
+            if text.starts_with("node ") {
                 LinkTarget::Node(machine(d, n, &p, topo, false)?)
             } else if let Some(h) = text.strip_prefix("host ") {
                 let h = h.trim();
