@@ -287,44 +287,7 @@ fn run(exp: &Experiment, c: &Combination, rep: u32) -> Result<Run, ScheduleError
                 }
             }
         };
-        let what = match &e.action {
-            Action::Check(n) => format!("check {n}"),
-            Action::Exec { pod, command } => format!("exec pod {pod}: {}", command.join(" ")),
-            Action::Fault(f) => match f {
-                Fault::Kill(t) => format!("kill {}", pick(t)?),
-                Fault::Delete(t) => format!("delete {}", pick(t)?),
-                Fault::NodeDown(n) => format!("nodeDown node {n}"),
-                Fault::LinkDown(LinkTarget::Pod(t)) => format!("linkDown {}", pick(t)?),
-                Fault::LinkDown(LinkTarget::Node(n)) => format!("linkDown node {n}"),
-                Fault::LinkDown(LinkTarget::Host(h)) => format!("linkDown host {h}"),
-                Fault::Partition(a, b) if b.is_empty() => {
-                    format!("partition [{}] from the rest", a.join(", "))
-                }
-                Fault::Partition(a, b) => {
-                    format!("partition [{}] from [{}]", a.join(", "), b.join(", "))
-                }
-                Fault::Impair(imp) => {
-                    let mut s = format!("impair node {}", imp.node);
-                    if let Some(d) = imp.delay {
-                        s.push_str(&format!(
-                            " delay {}",
-                            crate::topology::units::Duration(d.as_micros() as u64)
-                        ));
-                    }
-                    if let Some(d) = imp.jitter {
-                        s.push_str(&format!(
-                            " jitter {}",
-                            crate::topology::units::Duration(d.as_micros() as u64)
-                        ));
-                    }
-                    if let Some(l) = imp.loss_ppm {
-                        s.push_str(&format!(" loss {}", crate::topology::units::Percent(l)));
-                    }
-                    s
-                }
-                Fault::Scale { rc, replicas } => format!("scale rc {rc} to {replicas}"),
-            },
-        };
+        let what = describe(&e.action, &mut pick)?;
         let at_us = e.at.as_micros() as u64;
         timeline.push(Step {
             at_us,
@@ -338,6 +301,47 @@ fn run(exp: &Experiment, c: &Combination, rep: u32) -> Result<Run, ScheduleError
         seed,
         workloads,
         timeline,
+    })
+}
+
+/// A timeline action as text, its pod targets named by `pick`.
+fn describe(
+    action: &Action,
+    pick: &mut dyn FnMut(&PodTarget) -> Result<String, ScheduleError>,
+) -> Result<String, ScheduleError> {
+    use crate::topology::units::{Duration as D, Percent};
+    Ok(match action {
+        Action::Check(n) => format!("check {n}"),
+        Action::Exec { pod, command } => format!("exec pod {pod}: {}", command.join(" ")),
+        Action::Fault(f) => match f {
+            Fault::Kill(t) => format!("kill {}", pick(t)?),
+            Fault::Delete(t) => format!("delete {}", pick(t)?),
+            Fault::NodeDown(n) => format!("nodeDown node {n}"),
+            Fault::LinkDown(LinkTarget::Pod(t)) => format!("linkDown {}", pick(t)?),
+            Fault::LinkDown(LinkTarget::Node(n)) => format!("linkDown node {n}"),
+            Fault::LinkDown(LinkTarget::Host(h)) => format!("linkDown host {h}"),
+            Fault::Partition(a, b) if b.is_empty() => {
+                format!("partition [{}] from the rest", a.join(", "))
+            }
+            Fault::Partition(a, b) => {
+                format!("partition [{}] from [{}]", a.join(", "), b.join(", "))
+            }
+            Fault::Impair(imp) => {
+                let us = |d: std::time::Duration| D(d.as_micros() as u64);
+                let mut s = format!("impair node {}", imp.node);
+                if let Some(d) = imp.delay {
+                    s.push_str(&format!(" delay {}", us(d)));
+                }
+                if let Some(d) = imp.jitter {
+                    s.push_str(&format!(" jitter {}", us(d)));
+                }
+                if let Some(l) = imp.loss_ppm {
+                    s.push_str(&format!(" loss {}", Percent(l)));
+                }
+                s
+            }
+            Fault::Scale { rc, replicas } => format!("scale rc {rc} to {replicas}"),
+        },
     })
 }
 

@@ -255,38 +255,58 @@ fn params_field(d: &mut Decoder, node: &Node, path: &str, base: &Loaded) -> Vec<
             let Some(v) = d.text(n, &p, "a parameter value") else {
                 continue;
             };
-            if let Err(e) = params::load_with("", &base.source, &[(&key.name, &v.value)]) {
-                let unknown = match &e {
-                    LoadError::Invalid { diagnostics, .. } => diagnostics
-                        .iter()
-                        .find(|g| g.path == key.name && g.message.starts_with("unknown field")),
-                    LoadError::Read { .. } => None,
-                };
-                if let Some(u) = unknown {
-                    d.diags.push(
-                        Diagnostic::error(
-                            &kat,
-                            format!(
-                                "`{}` is not a field of the topology: {}",
-                                key.name, u.message
-                            ),
-                        )
-                        .help(u.help.clone().unwrap_or_default()),
-                    );
-                    break;
-                }
-                d.err(
-                    &v.at,
-                    format!("`{}: {}` does not make a valid topology: {}", key.name, v.value, params::first_problem(&e)),
-                    "every value of a parameter must be one the topology file accepts for that field",
-                );
-                continue;
+            match value_fits(d, &key.name, &kat, &v, base) {
+                Fits::Yes => {}
+                Fits::No => continue,
+                Fits::UnknownPath => break,
             }
             values.push(v.value);
         }
         out.push(Param { values, ..param });
     }
     out
+}
+
+/// Whether a parameter's value makes a valid topology.
+enum Fits {
+    Yes,
+    No,
+    /// The path is no field of the topology (reported once).
+    UnknownPath,
+}
+
+/// Applies `path: value` to the topology and plans it; problems are
+/// reported at the value, or at the path (`kat`) when it names no field.
+fn value_fits(d: &mut Decoder, path: &str, kat: &At, v: &Sp<String>, base: &Loaded) -> Fits {
+    let Err(e) = params::load_with("", &base.source, &[(path, &v.value)]) else {
+        return Fits::Yes;
+    };
+    let unknown = match &e {
+        LoadError::Invalid { diagnostics, .. } => diagnostics
+            .iter()
+            .find(|g| g.path == path && g.message.starts_with("unknown field")),
+        LoadError::Read { .. } => None,
+    };
+    if let Some(u) = unknown {
+        d.diags.push(
+            Diagnostic::error(
+                kat,
+                format!("`{path}` is not a field of the topology: {}", u.message),
+            )
+            .help(u.help.clone().unwrap_or_default()),
+        );
+        return Fits::UnknownPath;
+    }
+    d.err(
+        &v.at,
+        format!(
+            "`{path}: {}` does not make a valid topology: {}",
+            v.value,
+            params::first_problem(&e)
+        ),
+        "every value of a parameter must be one the topology file accepts for that field",
+    );
+    Fits::No
 }
 
 /// `workloads`: names unique.
