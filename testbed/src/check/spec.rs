@@ -19,6 +19,7 @@ mod known;
 mod tests;
 mod text;
 
+pub(crate) use known::endpoint as check_endpoint;
 pub use known::{check_names, Known};
 pub use text::{parse_endpoint, parse_port, Problem};
 

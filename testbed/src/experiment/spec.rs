@@ -7,6 +7,7 @@
 //! `streams` 1; `port` none (a service's first port).
 
 use super::{params, Experiment, Param, Workload, WorkloadKind};
+use crate::check::spec::{check_endpoint, Known};
 use crate::diag::{At, Diagnostic, Diagnostics};
 use crate::topology::decode::{at, Decoder, Obj};
 use crate::topology::model::Sp;
@@ -138,7 +139,10 @@ pub fn decode(root: &Node, load: &LoadTopology, diags: &mut Diagnostics) -> Opti
         (Some((_, loaded)), Some((n, p))) => params_field(&mut d, n, &p, loaded),
         _ => Vec::new(),
     };
-    let workloads = workloads(&mut d, &obj);
+    let known = topology
+        .as_ref()
+        .map(|(_, l)| crate::check::spec::Known::of_topology(&l.topology));
+    let workloads = workloads(&mut d, &obj, known.as_ref());
     let timeline = match &topology {
         Some((_, loaded)) => timeline::timeline(&mut d, &obj, loaded),
         None => Vec::new(),
@@ -310,13 +314,13 @@ fn value_fits(d: &mut Decoder, path: &str, kat: &At, v: &Sp<String>, base: &Load
 }
 
 /// `workloads`: names unique.
-fn workloads(d: &mut Decoder, obj: &Obj) -> Vec<Workload> {
+fn workloads(d: &mut Decoder, obj: &Obj, known: Option<&Known>) -> Vec<Workload> {
     let Some((node, path)) = obj.get("workloads") else {
         return Vec::new();
     };
     let mut out: Vec<Workload> = Vec::new();
     for (n, p) in d.list(node, &path, "`workloads`") {
-        let Some(w) = workload(d, n, &p) else {
+        let Some(w) = workload(d, n, &p, known) else {
             continue;
         };
         if out.iter().any(|o| o.name == w.name) {
@@ -332,7 +336,8 @@ fn workloads(d: &mut Decoder, obj: &Obj) -> Vec<Workload> {
     out
 }
 
-fn workload(d: &mut Decoder, node: &Node, path: &str) -> Option<Workload> {
+/// One workload; with `known`, the names its endpoints use are checked.
+fn workload(d: &mut Decoder, node: &Node, path: &str, known: Option<&Known>) -> Option<Workload> {
     let obj = d.obj(node, path, "a workload", WORKLOAD)?;
     let name = d
         .required(&obj, "name", "a workload", "http")
@@ -346,6 +351,11 @@ fn workload(d: &mut Decoder, node: &Node, path: &str) -> Option<Workload> {
     let to = d
         .required(&obj, "to", "a workload", "service web.shop")
         .and_then(|(n, p)| d.endpoint_of(n, &p, true));
+    if let Some(known) = known {
+        for e in [&from, &to].into_iter().flatten() {
+            check_endpoint(&e.value, &e.at, known, d.diags);
+        }
+    }
     let port = obj.get("port").and_then(|(n, p)| d.port(n, &p, "`port`"));
     let rate = obj.get("rate").and_then(|(n, p)| rate(d, n, &p));
     let streams = obj.get("streams").and_then(|(n, p)| {

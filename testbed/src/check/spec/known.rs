@@ -113,7 +113,7 @@ pub fn check_names(checks: &[Declared], known: &Known, diags: &mut Diagnostics) 
 }
 
 /// Whether `e` names what exists; an error at `at` otherwise.
-fn endpoint(e: &Endpoint, at: &At, known: &Known, diags: &mut Diagnostics) -> bool {
+pub(crate) fn endpoint(e: &Endpoint, at: &At, known: &Known, diags: &mut Diagnostics) -> bool {
     let mut fail = |msg: String, help: String| {
         diags.push(Diagnostic::error(at, msg).help(help));
         false

@@ -14,6 +14,8 @@ replicationControllers:
     template:
       labels: {app: web}
       containers: [{name: c, command: [sleep, infinity]}]
+services:
+  - {name: web, namespace: shop, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
 pods:
   - name: toolbox
     containers: [{name: c, command: [sleep, infinity]}]
@@ -216,10 +218,10 @@ fn a_workload_with_defaults() {
 
 #[test]
 fn a_workload_with_every_field() {
-    let e = ok("workloads:\n  - {name: s, kind: tcpStream, from: {rc: web}, to: pod toolbox, port: 5201, rate: 200/s, streams: 4, start: 1s, duration: 20s, timeout: 500ms}\n");
+    let e = ok("workloads:\n  - {name: s, kind: tcpStream, from: {pods: {app: web}}, to: pod toolbox, port: 5201, rate: 200/s, streams: 4, start: 1s, duration: 20s, timeout: 500ms}\n");
     let w = &e.workloads[0];
     assert_eq!(w.kind, WorkloadKind::TcpStream);
-    assert_eq!(w.from, Endpoint::Rc("web".into()));
+    assert!(matches!(&w.from, Endpoint::Pods(l) if l["app"] == "web"));
     assert_eq!((w.port, w.rate, w.streams), (Some(5201), 200, 4));
     assert_eq!(w.start, Duration::from_secs(1));
     assert_eq!(w.duration, Duration::from_secs(20));
