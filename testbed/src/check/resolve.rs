@@ -4,7 +4,7 @@
 //! columns are its sources and targets.
 
 use crate::check::{Check, CheckKind, Endpoint, Port, Probe, Resolved};
-use crate::plan::types::{NodePlan, PodPlan};
+use crate::plan::types::{HostPlan, NodePlan, PodPlan};
 use crate::plan::Plan;
 use crate::runtime::{owner_label, OwnerKind};
 use proxy::{Protocol, Service};
@@ -161,11 +161,7 @@ fn sources(plan: &Plan, e: &Endpoint) -> Result<Vec<Source>, String> {
             }]
         }
         Endpoint::Host(name) => {
-            let h = plan
-                .hosts
-                .iter()
-                .find(|h| &h.name == name)
-                .ok_or_else(|| format!("no host {name}"))?;
+            let h = host(plan, name)?;
             vec![Source {
                 label: owner_label(OwnerKind::Host, None, &h.name),
                 netns: h.netns.clone(),
@@ -205,6 +201,13 @@ fn node<'p>(plan: &'p Plan, name: &str) -> Result<&'p NodePlan, String> {
         .iter()
         .find(|n| n.name == name)
         .ok_or_else(|| format!("no node {name}"))
+}
+
+fn host<'p>(plan: &'p Plan, name: &str) -> Result<&'p HostPlan, String> {
+    plan.hosts
+        .iter()
+        .find(|h| h.name == name)
+        .ok_or_else(|| format!("no host {name}"))
 }
 
 fn service<'p>(plan: &'p Plan, namespace: &str, name: &str) -> Result<&'p Service, String> {
@@ -252,11 +255,7 @@ fn targets(plan: &Plan, e: &Endpoint, port: Option<&Port>) -> Result<Vec<Target>
             }]
         }
         Endpoint::Host(name) => {
-            let h = plan
-                .hosts
-                .iter()
-                .find(|h| &h.name == name)
-                .ok_or_else(|| format!("no host {name}"))?;
+            let h = host(plan, name)?;
             vec![Target {
                 label: owner_label(OwnerKind::Host, None, &h.name),
                 addr: h.ip,

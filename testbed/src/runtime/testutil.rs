@@ -60,7 +60,7 @@ impl Drop for Netns {
 }
 
 /// A private directory for a test's files, which root then reads and runs:
-/// created by `mkdir(2)` under a random name (`/tmp/tbrt-XXXXXX`, never an
+/// created by `mkdir(2)` under a random name (`TMP/tbrt-XXXXXX`, never an
 /// existing path or a planted symlink: another name is tried instead), mode
 /// 0700, removed with its contents on drop.
 pub struct TempDir {
@@ -122,7 +122,7 @@ pub fn load_plan(yaml: &str, dir: &TempDir, netns: Option<&Netns>) -> Plan {
     plan
 }
 
-/// Paths planted under /tmp by a test, removed on drop.
+/// Paths planted in the temporary directory by a test, removed on drop.
 struct Planted(Vec<std::path::PathBuf>);
 
 impl Drop for Planted {
@@ -136,15 +136,18 @@ impl Drop for Planted {
 #[test]
 fn a_temp_dir_is_new_private_and_never_a_planted_path() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    // Any local user can create paths under /tmp before a test does. At the
-    // names a predictable scheme would use next (`/tmp/tbrt-PID-N`, as this
-    // helper once did), plant directories holding a script and symlinks to
-    // another directory: the helper must use none of them.
+    // Any local user can create paths in the temporary directory before a
+    // test does. At the names a predictable scheme would use next
+    // (`TMP/tbrt-PID-N`, as this helper once did), plant directories holding
+    // a script and symlinks to another directory: the helper must use none
+    // of them. TMP is where the helper creates its directories (`TMPDIR`,
+    // else /tmp), so the planted names are where they would be looked for.
     let victim = tempfile::tempdir().unwrap();
     let next = COUNTER.load(Ordering::SeqCst);
+    let tmp = std::env::temp_dir();
     let mut planted = Planted(Vec::new());
     for k in 0..64 {
-        let p = std::path::PathBuf::from(format!("/tmp/tbrt-{}-{}", std::process::id(), next + k));
+        let p = tmp.join(format!("tbrt-{}-{}", std::process::id(), next + k));
         if k % 2 == 0 {
             std::os::unix::fs::symlink(victim.path(), &p).unwrap();
         } else {
