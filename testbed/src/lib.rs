@@ -34,10 +34,12 @@ pub mod lifecycle;
 pub mod overlay_run;
 pub mod plan;
 pub mod report;
+pub mod results;
 pub mod runtime;
 pub mod services;
 pub mod state;
 pub mod topology;
+pub mod traffic;
 pub mod watchdog;
 
 use diag::{Diagnostic, Diagnostics};
