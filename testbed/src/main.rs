@@ -62,6 +62,12 @@ enum Command {
         /// Run each combination this many times instead of `repeat`.
         #[arg(long)]
         repeat: Option<u32>,
+        /// Where results go: `DIR/<experiment>/<run-id>/`.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// How long bringing one run's testbed up may take.
+        #[arg(long, default_value = "120s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
     },
     /// Break a running testbed on purpose (node-down, link-down, partition,
     /// kill, delete) or undo it (node-up, link-up, clear).
@@ -551,12 +557,16 @@ fn run(command: Command) -> Result<(), Failure> {
             json,
             only,
             repeat,
+            results,
+            timeout,
         } => cmd::run::run(cmd::run::Args {
             file: &file,
             dry_run,
             json,
             only: &only,
             repeat,
+            results: &results,
+            up_timeout: timeout,
         }),
         Command::Check {
             target,

@@ -1,11 +1,16 @@
-//! `testbed run FILE --dry-run [--json] [--only PARAM=VALUE] [--repeat N]`:
-//! reads an experiment and prints its schedule (combinations in order,
-//! seeds, each workload's sends, the timeline with picked targets).
-//! Running experiments is not built yet: without `--dry-run` it exits 2.
+//! `testbed run FILE [--dry-run [--json]] [--only PARAM=VALUE] [--repeat N]
+//! [--results DIR]`: reads an experiment and prints its schedule
+//! (combinations in order, seeds, each workload's sends, the timeline with
+//! picked targets), or runs it with progress on the terminal. SIGINT ends
+//! the run under way cleanly (its testbed removed, the runs made
+//! summarised) and exits 130.
 
 use crate::Failure;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use testbed::experiment::run::{self, Progress};
 use testbed::experiment::schedule::{self, Options, Schedule};
+use testbed::experiment::Experiment;
 
 /// What the command line asked for.
 pub struct Args<'a> {
@@ -19,6 +24,10 @@ pub struct Args<'a> {
     pub only: &'a [String],
     /// Another number of repetitions.
     pub repeat: Option<u32>,
+    /// The results directory.
+    pub results: &'a Path,
+    /// How long one `up` may take.
+    pub up_timeout: std::time::Duration,
 }
 
 /// Runs `testbed run`.
@@ -48,12 +57,7 @@ pub fn run(args: Args<'_>) -> Result<(), Failure> {
         Failure::BadInput
     })?;
     if !args.dry_run {
-        eprintln!(
-            "error: running experiments is not built yet; `testbed run {} --dry-run` shows what would run ({} runs)",
-            args.file.display(),
-            sched.runs.len()
-        );
-        return Err(Failure::BadInput);
+        return execute(&exp, &sched, &args);
     }
     if args.json {
         let v = serde_json::json!({"schema": "testbed.schedule/1", "schedule": sched});
@@ -65,6 +69,70 @@ pub fn run(args: Args<'_>) -> Result<(), Failure> {
         print!("{}", text(&sched));
     }
     Ok(())
+}
+
+/// Set by SIGINT and SIGTERM.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Runs the experiment.
+fn execute(exp: &Experiment, sched: &Schedule, args: &Args<'_>) -> Result<(), Failure> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    use std::io::IsTerminal;
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "testbed run needs root: run it with sudo"
+        )));
+    }
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { signal(sig, SigHandler::Handler(on_stop)) }.map_err(anyhow::Error::from)?;
+    }
+    let tty = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    let mut progress = |p: &Progress<'_>| {
+        let head = format!("[{}/{}] {} rep-{}", p.index, p.total, p.combination, p.rep);
+        if tty {
+            eprint!("\r\x1b[2K{head}: {}", p.what);
+        } else if head != last {
+            eprintln!("{head}");
+            last = head;
+        }
+        tracing::info!(run = p.index, what = p.what, "experiment");
+    };
+    let opts = run::Options {
+        results: args.results.to_path_buf(),
+        up_timeout: args.up_timeout,
+    };
+    let result = run::run_all(exp, sched, &opts, &STOP, &mut progress);
+    if tty {
+        eprint!("\r\x1b[2K");
+    }
+    match result {
+        Ok(out) => {
+            let verified = out.runs.iter().filter(|r| r.verified.ok).count();
+            println!(
+                "{}: {} of {} runs made, {verified} verified back at their plan; results in {}",
+                exp.name,
+                out.runs.len(),
+                sched.runs.len(),
+                out.dir.display()
+            );
+            if out.interrupted {
+                eprintln!("interrupted: the summary covers the runs made");
+                return Err(Failure::Reported(130));
+            }
+            Ok(())
+        }
+        Err(e) if e.is_bad_input() => {
+            eprintln!("error: {e}");
+            Err(Failure::BadInput)
+        }
+        Err(e) => Err(Failure::Runtime(anyhow::Error::new(e))),
+    }
 }
 
 /// The schedule as text.

@@ -9,7 +9,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 use testbed::plan::state::{diff, KernelState};
 use testbed::plan::Plan;
-use testbed::state::TestbedName;
 
 /// How often `--watch` looks.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
@@ -17,25 +16,12 @@ const WATCH_EVERY: Duration = Duration::from_millis(500);
 /// Reads the kernel state of the namespaces `want` names and of every
 /// other namespace of the testbed.
 pub fn observe(plan: &Plan, want: &KernelState) -> Result<KernelState, Failure> {
-    let mut names: Vec<String> = want.keys().cloned().collect();
-    if let Ok(name) = TestbedName::new(&plan.name) {
-        names.extend(testbed::kernel::teardown::namespaces_of(&name));
-    }
-    names.sort();
-    names.dedup();
-    Ok(
-        testbed::kernel::observe::observe(&names, &["net.ipv4.ip_forward"])
-            .context("reading the kernel state")?,
-    )
+    Ok(testbed::controller::verify::observe(plan, want).context("reading the kernel state")?)
 }
 
 /// The kernel state `plan` describes with the faults of its testbed.
 fn wanted(plan: &Plan) -> KernelState {
-    let dir = std::path::Path::new(&plan.state_dir);
-    let faults = testbed::controller::live::read(dir)
-        .map(|l| l.faults)
-        .unwrap_or_default();
-    testbed::controller::faults::kernel_state(plan, &faults)
+    testbed::controller::verify::wanted(plan)
 }
 
 /// Compares once; exit 1 with every difference if there is one.

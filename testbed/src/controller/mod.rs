@@ -19,3 +19,4 @@ pub mod live;
 pub mod lookup;
 pub mod run;
 pub mod spec;
+pub mod verify;

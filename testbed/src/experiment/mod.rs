@@ -8,6 +8,7 @@
 //! schedule).
 
 pub mod params;
+pub mod run;
 pub mod schedule;
 pub mod spec;
 

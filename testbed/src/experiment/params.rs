@@ -62,6 +62,19 @@ pub fn set(root: &mut Node, path: &str, value: &str) -> Result<(), SetError> {
     Ok(())
 }
 
+/// The topology text with `values` (path, value) set: `source` parsed, the
+/// values set in its tree and the tree written back as YAML (comments are
+/// not kept). [`load_with`] of the same values is what it plans to; run it
+/// first for errors located in the original file.
+pub fn source_with(source: &str, values: &[(&str, &str)]) -> Result<String, SetError> {
+    let mut root =
+        yaml::parse(source).map_err(|_| SetError("the topology is not valid YAML".to_string()))?;
+    for (path, value) in values {
+        set(&mut root, path, value)?;
+    }
+    Ok(crate::topology::emit::emit(&root))
+}
+
 /// The topology `source` (named `file`) with `values` (path, value) set,
 /// checked and planned.
 pub fn load_with(file: &str, source: &str, values: &[(&str, &str)]) -> Result<Loaded, LoadError> {
@@ -113,6 +126,16 @@ mod tests {
     use super::*;
 
     const TOPO: &str = "name: t\nnodes: [{name: node1}]\ncluster:\n  proxy: iptables\n";
+
+    #[test]
+    fn the_text_with_values_set_plans_as_load_with_does() {
+        let values = [("cluster.proxy", "nftables"), ("seed", "5")];
+        let text = source_with(TOPO, &values).unwrap();
+        let a = load_with("t.yaml", TOPO, &values).unwrap();
+        let b = crate::load_str("t.yaml", text).unwrap();
+        assert_eq!(a.plan, b.plan);
+        assert_eq!(b.topology.seed, 5);
+    }
 
     #[test]
     fn replaces_an_existing_field() {

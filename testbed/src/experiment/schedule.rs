@@ -12,6 +12,7 @@
 //! The generator is overlay's `Xoshiro256StarStar::for_stream`.
 
 use super::{params, Action, Experiment, Fault, LinkTarget, PodTarget};
+use crate::plan::Plan;
 use crate::LoadError;
 use overlay::impair::Xoshiro256StarStar;
 use serde::Serialize;
@@ -264,28 +265,15 @@ fn run(exp: &Experiment, c: &Combination, rep: u32) -> Result<Run, ScheduleError
         .collect();
     let mut timeline = Vec::new();
     for (i, e) in exp.timeline.iter().enumerate() {
-        let mut rng = Xoshiro256StarStar::for_stream(seed, PICK_STREAM + i as u64);
         let mut pick = |t: &PodTarget| -> Result<String, ScheduleError> {
-            match t {
-                PodTarget::Named(n) => Ok(format!("pod {n}")),
-                PodTarget::Pick { rc } => {
-                    let pods: Vec<_> = loaded
-                        .plan
-                        .pods
-                        .iter()
-                        .filter(|p| p.owner.as_ref() == Some(rc))
-                        .collect();
-                    if pods.is_empty() {
-                        return Err(ScheduleError::NothingToPick {
-                            combination: c.name.clone(),
-                            rep,
-                            rc: rc.clone(),
-                        });
-                    }
-                    let p = pods[below(&mut rng, pods.len() as u64) as usize];
-                    Ok(format!("pod {}/{}", p.namespace, p.name))
-                }
-            }
+            pod_target(&loaded.plan, t, seed, i).ok_or_else(|| ScheduleError::NothingToPick {
+                combination: c.name.clone(),
+                rep,
+                rc: match t {
+                    PodTarget::Pick { rc } => rc.clone(),
+                    PodTarget::Named(n) => n.clone(),
+                },
+            })
         };
         let what = describe(&e.action, &mut pick)?;
         let at_us = e.at.as_micros() as u64;
@@ -302,6 +290,29 @@ fn run(exp: &Experiment, c: &Combination, rep: u32) -> Result<Run, ScheduleError
         workloads,
         timeline,
     })
+}
+
+/// The pod `t` names in `plan` as `pod NAMESPACE/NAME` (`pod NAME` as
+/// written for a named one): a `pick` draws among the controller's pods in
+/// plan order with stream `PICK_STREAM + entry` of the run's `seed`.
+/// `None`: the controller has no pods.
+pub fn pod_target(plan: &Plan, t: &PodTarget, seed: u64, entry: usize) -> Option<String> {
+    match t {
+        PodTarget::Named(n) => Some(format!("pod {n}")),
+        PodTarget::Pick { rc } => {
+            let pods: Vec<_> = plan
+                .pods
+                .iter()
+                .filter(|p| p.owner.as_ref() == Some(rc))
+                .collect();
+            if pods.is_empty() {
+                return None;
+            }
+            let mut rng = Xoshiro256StarStar::for_stream(seed, PICK_STREAM + entry as u64);
+            let p = pods[below(&mut rng, pods.len() as u64) as usize];
+            Some(format!("pod {}/{}", p.namespace, p.name))
+        }
+    }
 }
 
 /// A timeline action as text, its pod targets named by `pick`.

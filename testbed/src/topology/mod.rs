@@ -1,8 +1,10 @@
 //! The topology file: reading it (`yaml`), typing it (`decode`, `model`,
-//! `units`) and checking what refers to what (`check`).
+//! `units`), checking what refers to what (`check`) and writing a tree back
+//! as text (`emit`).
 
 pub mod check;
 pub mod decode;
+pub mod emit;
 pub mod model;
 pub mod units;
 pub mod yaml;

@@ -1,0 +1,199 @@
+//! Running an experiment (`testbed run FILE`): every run of the schedule in
+//! order, each on a fresh testbed (`one`), with the generators and the
+//! timeline beside each other (`execute`, `timeline`, `workloads`), and the
+//! results written as they come (`results`): an interrupted experiment
+//! (SIGINT) ends the run under way, removes its testbed and still writes a
+//! readable summary of the runs made.
+
+pub mod execute;
+pub mod one;
+pub mod timeline;
+pub mod workloads;
+
+use super::schedule::Schedule;
+use super::Experiment;
+use crate::results::{self, RunRecord};
+use crate::state::TestbedName;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Why an experiment could not run (on).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A combination does not make a valid topology.
+    #[error("combination {combination}: {problem}")]
+    Topology {
+        /// The combination.
+        combination: String,
+        /// The first problem.
+        problem: String,
+    },
+    /// The topology's testbed runs already (an experiment builds its own).
+    #[error("testbed {0} is up (or left over): an experiment brings its topology up itself; `testbed down {0}` first")]
+    Busy(String),
+    /// `up` failed.
+    #[error("bringing the testbed up: {0}")]
+    Up(String),
+    /// Writing a result failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Writing the results failed.
+    #[error(transparent)]
+    Results(#[from] results::ResultsError),
+    /// Something else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl RunError {
+    /// Whether it is the input's fault (exit 2) rather than the run's.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, RunError::Topology { .. } | RunError::Busy(_))
+    }
+}
+
+/// Where results go and how long `up` may take.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The directory `results/` (the experiment's go under
+    /// `<results>/<experiment>/<run-id>/`).
+    pub results: PathBuf,
+    /// How long one `up` may take.
+    pub up_timeout: Duration,
+}
+
+/// What an experiment left.
+#[derive(Debug)]
+pub struct Outcome {
+    /// `<results>/<experiment>/<run-id>`.
+    pub dir: PathBuf,
+    /// The runs made, in order.
+    pub runs: Vec<RunRecord>,
+    /// Whether SIGINT ended it early.
+    pub interrupted: bool,
+}
+
+/// Where an experiment is, for progress.
+#[derive(Clone, Debug)]
+pub struct Progress<'a> {
+    /// The run, from 1.
+    pub index: usize,
+    /// Of how many.
+    pub total: usize,
+    /// Its combination.
+    pub combination: &'a str,
+    /// Its repetition.
+    pub rep: u32,
+    /// What it does now.
+    pub what: &'a str,
+}
+
+/// Makes every run of `sched`; `stop` (set by SIGINT) ends it after the
+/// run under way is cleaned up.
+pub fn run_all(
+    exp: &Experiment,
+    sched: &Schedule,
+    opts: &Options,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(&Progress<'_>),
+) -> Result<Outcome, RunError> {
+    let first = sched
+        .runs
+        .first()
+        .ok_or_else(|| RunError::Other("the schedule has no runs".into()))?;
+    let combo = sched
+        .combinations
+        .iter()
+        .find(|c| c.name == first.combination)
+        .ok_or_else(|| RunError::Other("the schedule's first combination is missing".into()))?;
+    let name = one::topology(exp, combo, first.seed)?.plan.name;
+    busy(&name)?;
+    let dir = opts
+        .results
+        .join(&exp.name)
+        .join(results::run_id(std::time::SystemTime::now()));
+    create(&dir)?;
+    let json = serde_json::json!({"schema": "testbed.schedule/1", "schedule": sched});
+    write(&dir.join("schedule.json"), &format!("{json:#}\n"))?;
+    let mut runs = Vec::new();
+    let mut failure = None;
+    for (i, run) in sched.runs.iter().enumerate() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let Some(c) = sched
+            .combinations
+            .iter()
+            .find(|c| c.name == run.combination)
+        else {
+            continue;
+        };
+        let run_dir = dir
+            .join(results::combination_dir(&c.name))
+            .join(format!("rep-{}", run.rep));
+        create(&run_dir)?;
+        let ctx = one::Context {
+            exp,
+            combination: c,
+            run,
+            dir: &run_dir,
+            stop,
+            up_timeout: opts.up_timeout,
+        };
+        let mut say = |what: &str| {
+            progress(&Progress {
+                index: i + 1,
+                total: sched.runs.len(),
+                combination: &c.name,
+                rep: run.rep,
+                what,
+            })
+        };
+        match one::run(&ctx, &mut say).and_then(|input| Ok(results::write_run(&run_dir, input)?)) {
+            Ok(record) => runs.push(record),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let interrupted = stop.load(Ordering::Relaxed) || failure.is_some();
+    results::write_experiment(&dir, &exp.name, &runs, interrupted)?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(Outcome {
+            dir,
+            runs,
+            interrupted,
+        }),
+    }
+}
+
+/// Refuses to start when the topology's testbed exists.
+fn busy(name: &str) -> Result<(), RunError> {
+    let n = TestbedName::new(name).map_err(|e| RunError::Other(e.to_string()))?;
+    if n.dir().exists() || !crate::kernel::teardown::namespaces_of(&n).is_empty() {
+        return Err(RunError::Busy(name.to_string()));
+    }
+    Ok(())
+}
+
+fn create(dir: &Path) -> Result<(), RunError> {
+    std::fs::create_dir_all(dir).map_err(|source| RunError::Write {
+        path: dir.display().to_string(),
+        source,
+    })
+}
+
+fn write(path: &Path, text: &str) -> Result<(), RunError> {
+    std::fs::write(path, text).map_err(|source| RunError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
