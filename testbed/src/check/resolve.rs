@@ -130,7 +130,8 @@ fn pods<'p>(plan: &'p Plan, e: &Endpoint) -> Result<Vec<&'p PodPlan>, String> {
         Endpoint::Rc(name) => (
             plan.pods
                 .iter()
-                .filter(|p| p.owner.as_ref() == Some(name) && p.namespace == "default")
+                // Any namespace, as an experiment's `pick: {rc}` does.
+                .filter(|p| p.owner.as_ref() == Some(name))
                 .collect(),
             format!("replication controller {name} has no pods"),
         ),

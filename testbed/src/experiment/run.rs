@@ -113,6 +113,7 @@ pub fn run_all(
         .find(|c| c.name == first.combination)
         .ok_or_else(|| RunError::Other("the schedule's first combination is missing".into()))?;
     let name = one::topology(exp, combo, first.seed)?.plan.name;
+    preflight(exp, sched)?;
     busy(&name)?;
     let dir = opts
         .results
@@ -173,6 +174,30 @@ pub fn run_all(
             interrupted,
         }),
     }
+}
+
+/// Plans every run before the first is made: its topology, its
+/// generators and its timeline's requests (a problem in the last run is
+/// found before anything is built).
+fn preflight(exp: &Experiment, sched: &Schedule) -> Result<(), RunError> {
+    for run in &sched.runs {
+        let Some(c) = sched
+            .combinations
+            .iter()
+            .find(|c| c.name == run.combination)
+        else {
+            continue;
+        };
+        let bad = |problem: String| RunError::Topology {
+            combination: c.name.clone(),
+            problem,
+        };
+        let loaded = one::topology(exp, c, run.seed)?;
+        workloads::generators(&loaded.plan, &exp.workloads, run).map_err(bad)?;
+        let texts: Vec<String> = run.timeline.iter().map(|s| s.what.clone()).collect();
+        timeline::actions(exp, &loaded.plan, run.seed, &texts).map_err(bad)?;
+    }
+    Ok(())
 }
 
 /// Refuses to start when the topology's testbed exists.

@@ -357,3 +357,14 @@ fn an_expect_table_must_fit_the_matrix() {
         .unwrap_err()
         .contains("3 rows by 3 columns"));
 }
+
+#[test]
+fn a_replication_controller_outside_default_is_found_as_pick_finds_it() {
+    let src = TOPO.replace(
+        "  - {name: api, replicas: 2,",
+        "  - {name: cart, namespace: shop, replicas: 1, selector: {app: cart}, template: {labels: {app: cart}, containers: [{name: c, command: [sleep, infinity]}]}}\n  - {name: api, replicas: 2,",
+    );
+    let p = plan(&src);
+    let r = resolve(&p, &pair("{rc: cart}", "pod a", None)).unwrap();
+    assert_eq!(r.rows, vec!["pod shop/cart-0".to_string()]);
+}

@@ -268,3 +268,41 @@ fn input(
         interrupted: ctx.stop.load(Ordering::Relaxed),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::schedule::Setting;
+
+    #[test]
+    fn a_runs_topology_has_the_values_and_the_seed_and_keeps_the_rest() {
+        let file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../topologies/experiments/failover.yaml"
+        );
+        let exp = crate::experiment::spec::read(Path::new(file)).unwrap();
+        let c = Combination {
+            name: "proxy=userspace,overlay=vxlan".into(),
+            params: vec![
+                Setting {
+                    path: "cluster.proxy".into(),
+                    value: "userspace".into(),
+                },
+                Setting {
+                    path: "cluster.overlay".into(),
+                    value: "vxlan".into(),
+                },
+            ],
+        };
+        let l = topology(&exp, &c, 42).unwrap();
+        assert_eq!(l.topology.seed, 42);
+        assert_eq!(l.plan.cluster.overlay, overlay::Backend::Vxlan);
+        assert_eq!(l.plan.seed, 42);
+        let original = crate::load_str("t", exp.topology_source.clone()).unwrap();
+        assert_eq!(l.plan.pods.len(), original.plan.pods.len());
+        assert_eq!(l.plan.services.len(), original.plan.services.len());
+        // The text reads back to the same plan (what the controller replans).
+        let again = crate::load_str("t", l.source.clone()).unwrap();
+        assert_eq!(again.plan, l.plan);
+    }
+}
