@@ -9,36 +9,7 @@
 mod support;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use support::{testbed, Testbed};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Brings topology `topologies/EXAMPLE.yaml` up under a unique name (its
-/// `name:` line replaced) and returns the running testbed.
-pub fn example_up(example: &str) -> Testbed {
-    let text = std::fs::read_to_string(repo().join(format!("topologies/{example}.yaml")))
-        .expect("example topology");
-    let body: String = text
-        .lines()
-        .filter(|l| !l.starts_with("name:"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let tag: String = example
-        .chars()
-        .filter(|c| c.is_ascii_alphabetic())
-        .collect();
-    let tb = Testbed::new(&format!("c{tag}"), &body);
-    let out = testbed(&["up", tb.file.to_str().expect("utf-8"), "--timeout", "60s"]);
-    assert!(
-        out.status.success(),
-        "up {example}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    tb
-}
+use support::{example_up, repo, testbed};
 
 /// Runs the example's checks file against it: exit 0, every check passed.
 fn checks_pass(example: &str) {

@@ -1,0 +1,43 @@
+//! The insta approach of `docs/ci.md`, run on this repository's own
+//! examples: the plan of `topologies/web.yaml` as `testbed plan --json`
+//! prints it (no root needed) and `testbed check --json` of the running
+//! example with `topologies/checks/web.yaml` (root), each compared with its
+//! reviewed snapshot under `tests/snapshots/`. Under `CI=true` insta does
+//! not write snapshots (`INSTA_UPDATE=no`): a missing or different one
+//! fails the test. The check report names the testbed, whose name is
+//! unique per run here, so that one field is replaced before comparing.
+
+mod support;
+
+use support::{example_up, ok, repo, testbed};
+
+#[test]
+fn plan_json_of_the_web_example() {
+    let file = repo().join("topologies/web.yaml");
+    let plan = ok(&["plan", "--json", file.to_str().expect("utf-8")]);
+    insta::assert_snapshot!("plan-json-web", plan);
+}
+
+#[test]
+fn check_json_of_the_running_web_example() {
+    let tb = example_up("web");
+    let checks = repo().join("topologies/checks/web.yaml");
+    let out = testbed(&[
+        "check",
+        &tb.name,
+        "--checks",
+        checks.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    let json = String::from_utf8_lossy(&out.stdout).replace(
+        &format!("\"testbed\": \"{}\"", tb.name),
+        "\"testbed\": \"webdemo\"",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{json}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    insta::assert_snapshot!("check-json-web", json);
+}
