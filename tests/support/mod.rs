@@ -137,7 +137,10 @@ pub fn example_up(example: &str) -> Testbed {
         .filter(|l| !l.starts_with("name:"))
         .map(|l| format!("{l}\n"))
         .collect();
-    let tag: String = example.chars().filter(|c| c.is_ascii_alphabetic()).collect();
+    let tag: String = example
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic())
+        .collect();
     let tb = Testbed::new(&format!("x{tag}"), &body);
     let out = testbed(&["up", tb.file.to_str().expect("utf-8"), "--timeout", "60s"]);
     assert!(
