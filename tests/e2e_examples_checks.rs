@@ -9,26 +9,13 @@
 mod support;
 
 use serde_json::Value;
-use support::{example_up, repo, testbed};
+use support::{check_example, example_up};
 
 /// Runs the example's checks file against it: exit 0, every check passed.
 fn checks_pass(example: &str) {
     let tb = example_up(example);
-    let file = repo().join(format!("topologies/checks/{example}.yaml"));
-    let out = testbed(&[
-        "check",
-        &tb.name,
-        "--checks",
-        file.to_str().expect("utf-8"),
-        "--json",
-    ]);
-    let json = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{example}: {json}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, json) = check_example(&tb, example);
+    assert_eq!(code, Some(0), "{example}: {json}");
     let v: Value = serde_json::from_str(&json).expect("check JSON");
     let checks = v["checks"].as_array().expect("checks");
     assert!(!checks.is_empty(), "{example}: no checks ran");

@@ -9,7 +9,7 @@
 
 mod support;
 
-use support::{example_up, ok, repo, testbed};
+use support::{check_example, example_up, ok, repo};
 
 #[test]
 fn plan_json_of_the_web_example() {
@@ -21,23 +21,11 @@ fn plan_json_of_the_web_example() {
 #[test]
 fn check_json_of_the_running_web_example() {
     let tb = example_up("web");
-    let checks = repo().join("topologies/checks/web.yaml");
-    let out = testbed(&[
-        "check",
-        &tb.name,
-        "--checks",
-        checks.to_str().expect("utf-8"),
-        "--json",
-    ]);
-    let json = String::from_utf8_lossy(&out.stdout).replace(
+    let (code, json) = check_example(&tb, "web");
+    assert_eq!(code, Some(0), "{json}");
+    let json = json.replace(
         &format!("\"testbed\": \"{}\"", tb.name),
         "\"testbed\": \"webdemo\"",
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{json}{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     insta::assert_snapshot!("check-json-web", json);
 }

@@ -151,6 +151,25 @@ pub fn example_up(example: &str) -> Testbed {
     tb
 }
 
+/// `testbed check NAME --checks topologies/checks/EXAMPLE.yaml --json` of
+/// running example `tb`: its exit code and the report (stderr appended
+/// when it failed, for the assertion's message).
+pub fn check_example(tb: &Testbed, example: &str) -> (Option<i32>, String) {
+    let file = repo().join(format!("topologies/checks/{example}.yaml"));
+    let out = testbed(&[
+        "check",
+        &tb.name,
+        "--checks",
+        file.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    (out.status.code(), text)
+}
+
 /// Runs `f` on a thread inside network namespace `ns`.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let file = std::fs::File::open(format!("/run/netns/{ns}"))
