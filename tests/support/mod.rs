@@ -122,6 +122,54 @@ impl Drop for Testbed {
     }
 }
 
+/// The repository's root (examples live under `topologies/`).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Brings example `topologies/EXAMPLE.yaml` up under a unique name (its
+/// `name:` line replaced), as it is otherwise; torn down when dropped.
+pub fn example_up(example: &str) -> Testbed {
+    let text = std::fs::read_to_string(repo().join(format!("topologies/{example}.yaml")))
+        .expect("example topology");
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with("name:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let tag: String = example
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic())
+        .collect();
+    let tb = Testbed::new(&format!("x{tag}"), &body);
+    let out = testbed(&["up", tb.file.to_str().expect("utf-8"), "--timeout", "60s"]);
+    assert!(
+        out.status.success(),
+        "up {example}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tb
+}
+
+/// `testbed check NAME --checks topologies/checks/EXAMPLE.yaml --json` of
+/// running example `tb`: its exit code and the report (stderr appended
+/// when it failed, for the assertion's message).
+pub fn check_example(tb: &Testbed, example: &str) -> (Option<i32>, String) {
+    let file = repo().join(format!("topologies/checks/{example}.yaml"));
+    let out = testbed(&[
+        "check",
+        &tb.name,
+        "--checks",
+        file.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    (out.status.code(), text)
+}
+
 /// Runs `f` on a thread inside network namespace `ns`.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let file = std::fs::File::open(format!("/run/netns/{ns}"))

@@ -5,6 +5,7 @@
 
 use super::{Expect, Level, Outcome, Port, Probe};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// The JSON document's schema.
@@ -149,18 +150,23 @@ pub fn table(
     outcomes: &[(Probe, Outcome)],
     expected: Option<Vec<String>>,
 ) -> Table {
+    // Each pair's outcome looked up once (the first probe of a pair
+    // counts), not searched for per cell: a 100 x 100 matrix is 10,000
+    // cells of 10,000 outcomes.
+    let mut by_pair: HashMap<(&str, &str), &Outcome> = HashMap::with_capacity(outcomes.len());
+    for (p, o) in outcomes {
+        by_pair.entry((p.from.as_str(), p.to.as_str())).or_insert(o);
+    }
     let cells = rows
         .iter()
         .map(|r| {
             columns
                 .iter()
-                .map(
-                    |c| match outcomes.iter().find(|(p, _)| &p.from == r && &p.to == c) {
-                        Some((_, Outcome::Ok)) => '.',
-                        Some(_) => 'X',
-                        None => '-',
-                    },
-                )
+                .map(|c| match by_pair.get(&(r.as_str(), c.as_str())) {
+                    Some(Outcome::Ok) => '.',
+                    Some(_) => 'X',
+                    None => '-',
+                })
                 .collect()
         })
         .collect();
@@ -424,5 +430,39 @@ mod tests {
             table: Some(t),
         }])
         .contains("expected:"));
+    }
+
+    #[test]
+    fn large_tables_place_every_outcome_in_its_cell() {
+        // 120 x 120 outcomes in reverse order, unreachable where (i + j) % 7
+        // == 0, a pair given twice (the first counts) and one left out.
+        let labels: Vec<String> = (0..120).map(|i| format!("pod p{i}")).collect();
+        let mut outcomes = Vec::new();
+        for (i, r) in labels.iter().enumerate().rev() {
+            for (j, c) in labels.iter().enumerate().rev() {
+                if (i, j) == (5, 6) {
+                    continue;
+                }
+                let o = if (i + j) % 7 == 0 {
+                    Outcome::Refused
+                } else {
+                    Outcome::Ok
+                };
+                outcomes.push((probe(r, c), o));
+            }
+        }
+        outcomes.insert(0, (probe("pod p1", "pod p2"), Outcome::Timeout));
+        let t = table(&labels, &labels, &outcomes, None);
+        for (i, row) in t.cells.iter().enumerate() {
+            for (j, cell) in row.chars().enumerate() {
+                let want = match (i, j) {
+                    (5, 6) => '-',
+                    (1, 2) => 'X',
+                    _ if (i + j) % 7 == 0 => 'X',
+                    _ => '.',
+                };
+                assert_eq!(cell, want, "row {i} column {j}");
+            }
+        }
     }
 }
