@@ -84,8 +84,7 @@ fn only_dir(dir: &Path) -> PathBuf {
 }
 
 fn json(path: &Path) -> Value {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()))
 }
 
@@ -131,7 +130,10 @@ fn a_short_experiment_writes_the_whole_layout() {
     let summary = json(&dir.join("summary.json"));
     assert_eq!(summary["interrupted"], false, "{summary:#}");
     let md = std::fs::read_to_string(dir.join("summary.md")).expect("summary.md");
-    assert!(md.contains("proxy=iptables") && md.contains("proxy=nftables"), "{md}");
+    assert!(
+        md.contains("proxy=iptables") && md.contains("proxy=nftables"),
+        "{md}"
+    );
     assert!(svgs(&dir.join("plots")) >= 2);
     for combo in ["proxy=iptables", "proxy=nftables"] {
         for rep in 0..2 {
@@ -140,7 +142,10 @@ fn a_short_experiment_writes_the_whole_layout() {
             assert_eq!(v["schema"], "testbed.run/1");
             assert_eq!(v["seed"], 3 + rep);
             assert_eq!(v["rep"], rep);
-            assert_eq!(v["params"]["cluster.proxy"], combo.trim_start_matches("proxy="));
+            assert_eq!(
+                v["params"]["cluster.proxy"],
+                combo.trim_start_matches("proxy=")
+            );
             assert_eq!(v["meta"]["topologySha256"].as_str().map(str::len), Some(64));
             let http = &v["workloads"][0];
             assert_eq!(http["sent"], 150, "{v:#}");
@@ -173,9 +178,7 @@ fn a_short_experiment_writes_the_whole_layout() {
 #[test]
 fn results_diff_separates_what_the_seed_determines() {
     let tb = Testbed::new("exd", TOPOLOGY);
-    let body = |seed: u32| {
-        format!("seed: {seed}\nparams:\n  cluster.proxy: [userspace]\n{SHORT}")
-    };
+    let body = |seed: u32| format!("seed: {seed}\nparams:\n  cluster.proxy: [userspace]\n{SHORT}");
     let a = experiment(&tb, "diffa", &body(5));
     let b = experiment(&tb, "diffb", &body(5));
     let c = experiment(&tb, "diffc", &body(6));
@@ -192,7 +195,10 @@ fn results_diff_separates_what_the_seed_determines() {
             x.to_str().expect("utf-8"),
             y.to_str().expect("utf-8"),
         ]);
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     let (code, out) = diff(&ra, &rb);
     assert_eq!(code, Some(0), "the same seed: {out}");
@@ -252,4 +258,41 @@ fn sigint_ends_an_experiment_with_nothing_left_behind() {
     let sent = r["workloads"][0]["sent"].as_u64().expect("sent");
     assert!(sent > 0 && sent < 1200, "sent {sent}");
     assert!(!dir.join("default").join("rep-1").exists());
+}
+
+#[test]
+fn the_proxy_modes_example_runs_as_the_ci_smoke_test() {
+    // The example and its topology, copied under a unique testbed name.
+    let dir = support::repo().join("topologies/experiments");
+    let topo = std::fs::read_to_string(dir.join("proxy-modes.topology.yaml")).expect("topology");
+    let body: String = topo
+        .lines()
+        .filter(|l| !l.starts_with("name:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let tb = Testbed::new("exp", &body);
+    let exp = std::fs::read_to_string(dir.join("proxy-modes.yaml"))
+        .expect("experiment")
+        .replace(
+            "topology: proxy-modes.topology.yaml",
+            &format!(
+                "topology: {}",
+                tb.file.file_name().and_then(|f| f.to_str()).expect("name")
+            ),
+        );
+    let file = tb.dir.path().join("proxy-modes.yaml");
+    std::fs::write(&file, exp).expect("write");
+    let results = tb.dir.path().join("results");
+    let dir = run(
+        &file,
+        &results,
+        &["--only", "proxy=iptables", "--repeat", "1"],
+    );
+    let r = json(&dir.join("proxy=iptables").join("rep-0").join("run.json"));
+    let http = &r["workloads"][0];
+    assert_eq!(http["sent"], 750, "{r:#}");
+    assert!(http["ok"].as_u64().expect("ok") > 600, "{r:#}");
+    assert_eq!(r["checks"][0]["status"], "pass", "{r:#}");
+    assert_eq!(r["verified"]["ok"], true, "{r:#}");
+    no_namespaces_of(&tb.name);
 }
