@@ -304,11 +304,11 @@ pub fn render(d: &Diff) -> String {
             );
         }
         for c in &r.measured {
-            let v = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.3}"));
+            let v = |x: Option<f64>| x.map_or("-".to_string(), number);
             let change = match (c.change, c.change_percent) {
                 (Some(0.0), _) => String::new(),
-                (Some(ch), Some(p)) => format!("  ({ch:+.3}, {p:+.1}%)"),
-                (Some(ch), None) => format!("  ({ch:+.3})"),
+                (Some(ch), Some(p)) => format!("  ({}{}, {p:+.1}%)", sign(ch), number(ch)),
+                (Some(ch), None) => format!("  ({}{})", sign(ch), number(ch)),
                 _ => String::new(),
             };
             let what = if c.what.ends_with("recoveryMs") {
@@ -326,6 +326,23 @@ pub fn render(d: &Diff) -> String {
         }
     }
     o
+}
+
+/// A whole number as such, others with three decimals.
+fn number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+fn sign(x: f64) -> &'static str {
+    if x > 0.0 {
+        "+"
+    } else {
+        ""
+    }
 }
 
 #[cfg(test)]
