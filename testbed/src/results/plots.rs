@@ -195,11 +195,29 @@ fn colour(i: usize) -> PaletteColor<Palette99> {
     Palette99::pick(i)
 }
 
-/// Areas for `n` panels stacked under a title.
-fn panels<'a>(root: &Area<'a>, title: &str, n: usize) -> Result<Vec<Area<'a>>, String> {
+/// Areas for `n` panels stacked under a title, left of a key naming each
+/// combination (`#1 proxy=iptables` with its colour).
+fn panels<'a>(
+    root: &Area<'a>,
+    summary: &Summary,
+    title: &str,
+    n: usize,
+) -> Result<Vec<Area<'a>>, String> {
     root.fill(&WHITE).map_err(text)?;
     let inner = root.titled(title, (FONT, 22)).map_err(text)?;
-    Ok(inner.split_evenly((n.max(1), 1)))
+    let (plots, key) = inner.split_horizontally(SIZE.0 * 7 / 10);
+    for (i, c) in summary.combinations.iter().enumerate() {
+        let y = 40 + 22 * i as i32;
+        key.draw(&Rectangle::new(
+            [(8, y - 6), (26, y + 6)],
+            colour(i).filled(),
+        ))
+        .map_err(text)?;
+        let label = format!("#{} {}", i + 1, c.name);
+        key.draw(&Text::new(label, (32, y - 7), (FONT, 13)))
+            .map_err(text)?;
+    }
+    Ok(plots.split_evenly((n.max(1), 1)))
 }
 
 /// `plots/latency.svg`: per workload, the CDF of the ok sends' latency of
@@ -218,11 +236,11 @@ pub fn latency_plot(summary: &Summary, latencies: &[Vec<Vec<f64>>]) -> Result<St
             "{}: latency distribution per combination",
             summary.experiment
         );
-        let areas = panels(&root, &title, summary.workloads.len())?;
+        let areas = panels(&root, summary, &title, summary.workloads.len())?;
         for (w, (name, area)) in summary.workloads.iter().zip(&areas).enumerate() {
             let top = latencies
                 .iter()
-                .flat_map(|c| c.get(w).and_then(|l| l.last()))
+                .flat_map(|c| c.get(w).into_iter().flatten())
                 .fold(1.0_f64, |a, b| a.max(*b))
                 * 1.05;
             let mut chart = ChartBuilder::on(area)
@@ -239,7 +257,7 @@ pub fn latency_plot(summary: &Summary, latencies: &[Vec<Vec<f64>>]) -> Result<St
                 .label_style((FONT, 13))
                 .draw()
                 .map_err(text)?;
-            for (c, combo) in summary.combinations.iter().enumerate() {
+            for c in 0..summary.combinations.len() {
                 let mut l = latencies
                     .get(c)
                     .and_then(|x| x.get(w))
@@ -251,20 +269,8 @@ pub fn latency_plot(summary: &Summary, latencies: &[Vec<Vec<f64>>]) -> Result<St
                 let col = colour(c);
                 chart
                     .draw_series(LineSeries::new(cdf, col.stroke_width(2)))
-                    .map_err(text)?
-                    .label(combo.name.as_str())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2))
-                    });
+                    .map_err(text)?;
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .label_font((FONT, 13))
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK)
-                .draw()
-                .map_err(text)?;
         }
         root.present().map_err(text)?;
     }
@@ -273,7 +279,7 @@ pub fn latency_plot(summary: &Summary, latencies: &[Vec<Vec<f64>>]) -> Result<St
 
 /// Draws one bar per combination in `area` (values by combination index),
 /// labelled with the combinations' indexes (`#1`, `#2`, ... as in the
-/// legend); `None` values are left out.
+/// key); `None` values are left out.
 fn bars(
     area: &Area<'_>,
     summary: &Summary,
@@ -307,7 +313,7 @@ fn bars(
         .label_style((FONT, 13))
         .draw()
         .map_err(text)?;
-    for (c, combo) in summary.combinations.iter().enumerate() {
+    for c in 0..n {
         let col = colour(c);
         let x = c as f64;
         let bar = values
@@ -315,20 +321,9 @@ fn bars(
             .copied()
             .flatten()
             .map(|v| Rectangle::new([(x - 0.3, 0.0), (x + 0.3, v)], col.filled()));
-        chart
-            .draw_series(bar)
-            .map_err(text)?
-            .label(format!("#{} {}", c + 1, combo.name))
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], col.filled()));
+        chart.draw_series(bar).map_err(text)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font((FONT, 13))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
-        .map_err(text)
+    Ok(())
 }
 
 /// `plots/success.svg`: per workload, the success rate of each
@@ -342,7 +337,7 @@ pub fn success_plot(summary: &Summary) -> Result<String, String> {
         )
         .into_drawing_area();
         let title = format!("{}: success rate per combination", summary.experiment);
-        let areas = panels(&root, &title, summary.workloads.len())?;
+        let areas = panels(&root, summary, &title, summary.workloads.len())?;
         for (name, area) in summary.workloads.iter().zip(&areas) {
             let values: Vec<Option<f64>> = summary
                 .combinations
@@ -380,7 +375,7 @@ pub fn recovery_plot(summary: &Summary) -> Result<String, String> {
             "{}: recovery time per fault and combination",
             summary.experiment
         );
-        let areas = panels(&root, &title, faults)?;
+        let areas = panels(&root, summary, &title, faults)?;
         if faults == 0 {
             areas[0]
                 .draw(&Text::new(
@@ -431,7 +426,10 @@ fn recovery_panel(area: &Area<'_>, summary: &Summary, f: usize) -> Result<(), St
         area,
         summary,
         &medians,
-        &format!("fault {}: {spec}", f + 1),
+        &format!(
+            "fault {}: {spec} (bar: median; dot: a repetition; x: never recovered)",
+            f + 1
+        ),
         "recovery (ms)",
         top,
     )?;
