@@ -220,9 +220,12 @@ fn sample_of(f: &[String]) -> Result<Sample, String> {
     })
 }
 
-/// The records of CSV `text` with the line each starts on (RFC 4180:
-/// quoted fields may hold commas, doubled quotes and line breaks).
-fn csv_records(text: &str) -> Result<Vec<(usize, Vec<String>)>, (usize, String)> {
+/// A CSV record: the line it starts on and its fields.
+type Record = (usize, Vec<String>);
+
+/// The records of CSV `text` (RFC 4180: quoted fields may hold commas,
+/// doubled quotes and line breaks); an error is a line and a message.
+fn csv_records(text: &str) -> Result<Vec<Record>, (usize, String)> {
     let mut out = Vec::new();
     let (mut fields, mut field) = (Vec::new(), String::new());
     let (mut line, mut start, mut quoted, mut was_quoted) = (1, 1, false, false);

@@ -111,9 +111,8 @@ pub fn summary_md(s: &Summary, id: &str) -> String {
     o
 }
 
-/// The table of workload `w`: one column per combination.
-fn workload_table(o: &mut String, s: &Summary, w: &str) {
-    let _ = writeln!(o, "\n## Workload `{w}`\n");
+/// A table's header: `first`, then one column per combination.
+fn header(o: &mut String, s: &Summary, first: &str) {
     let head: Vec<String> = s
         .combinations
         .iter()
@@ -122,10 +121,16 @@ fn workload_table(o: &mut String, s: &Summary, w: &str) {
         .collect();
     let _ = writeln!(
         o,
-        "| | {} |\n|---|{}",
+        "| {first} | {} |\n|---|{}",
         head.join(" | "),
         "---|".repeat(head.len())
     );
+}
+
+/// The table of workload `w`: one column per combination.
+fn workload_table(o: &mut String, s: &Summary, w: &str) {
+    let _ = writeln!(o, "\n## Workload `{w}`\n");
+    header(o, s, &format!("`{w}`"));
     type Row = (&'static str, fn(&CombinationSummary, &str) -> String);
     let rows: [Row; 9] = [
         ("sent", |c, w| {
@@ -179,18 +184,7 @@ fn faults_table(o: &mut String, s: &Summary) {
         return;
     }
     o.push_str("From the fault to the moment after which every send of the affected workloads succeeded for at least one second, per repetition (`never`: not within the run).\n\n");
-    let head: Vec<String> = s
-        .combinations
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("#{} {}", i + 1, cell(&c.name)))
-        .collect();
-    let _ = writeln!(
-        o,
-        "| fault | {} |\n|---|{}",
-        head.join(" | "),
-        "---|".repeat(head.len())
-    );
+    header(o, s, "fault");
     for f in 0..n {
         let spec = s
             .combinations

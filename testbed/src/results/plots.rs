@@ -9,6 +9,7 @@ use super::summary::Summary;
 use super::FaultRecord;
 use crate::experiment::Workload;
 use crate::traffic::{Sample, SampleOutcome};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -24,6 +25,53 @@ const FAILED: RGBColor = RGBColor(200, 30, 30);
 const OK: RGBColor = RGBColor(40, 90, 180);
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A chart over `x` by `y` in `area`, under `caption` if any.
+fn chart<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: Option<&str>,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> Result<Chart<'a, 'b>, String> {
+    let mut b = ChartBuilder::on(area);
+    if let Some(c) = caption {
+        b.caption(c, (FONT, 16));
+    }
+    b.margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x, y)
+        .map_err(text)
+}
+
+/// Draws `c`'s grid and axes, described.
+fn mesh(c: &mut Chart<'_, '_>, x_desc: &str, y_desc: &str) -> Result<(), String> {
+    c.configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style((FONT, 13))
+        .draw()
+        .map_err(text)
+}
+
+/// A chart over time (0 to `end_s`) by 0 to `top`, with the fault windows
+/// shaded.
+fn time_chart<'a, 'b>(
+    area: &'a Area<'b>,
+    faults: &[FaultRecord],
+    end_s: f64,
+    top: f64,
+    y_desc: &str,
+) -> Result<Chart<'a, 'b>, String> {
+    let mut c = chart(area, None, 0.0..end_s, 0.0..top)?;
+    mesh(&mut c, "time (s)", y_desc)?;
+    let shade = windows(faults, end_s)
+        .into_iter()
+        .map(|(a, b)| Rectangle::new([(a, 0.0), (b, top)], FAULT.mix(0.15).filled()));
+    c.draw_series(shade).map_err(text)?;
+    Ok(c)
+}
 
 /// Turns a drawing error into text.
 fn text<E: std::fmt::Display>(e: E) -> String {
@@ -89,26 +137,7 @@ fn latency_panel(
     end_s: f64,
     top_ms: f64,
 ) -> Result<(), String> {
-    let mut chart = ChartBuilder::on(area)
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..end_s, 0.0..top_ms)
-        .map_err(text)?;
-    chart
-        .configure_mesh()
-        .x_desc("time (s)")
-        .y_desc("latency (ms)")
-        .label_style((FONT, 13))
-        .draw()
-        .map_err(text)?;
-    chart
-        .draw_series(
-            windows(faults, end_s)
-                .into_iter()
-                .map(|(a, b)| Rectangle::new([(a, 0.0), (b, top_ms)], FAULT.mix(0.15).filled())),
-        )
-        .map_err(text)?;
+    let mut chart = time_chart(area, faults, end_s, top_ms, "latency (ms)")?;
     let ok = mine.iter().filter(|s| s.outcome == SampleOutcome::Ok);
     chart
         .draw_series(ok.map(|s| {
@@ -161,26 +190,8 @@ fn success_panel(
             (mid, 100.0 * *ok as f64 / *n as f64)
         })
         .collect();
-    let mut chart = ChartBuilder::on(area)
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..end_s, 0.0..105.0)
-        .map_err(text)?;
-    chart
-        .configure_mesh()
-        .x_desc("time (s)")
-        .y_desc(format!("success % per {} ms", bin_us / 1000))
-        .label_style((FONT, 13))
-        .draw()
-        .map_err(text)?;
-    chart
-        .draw_series(
-            windows(faults, end_s)
-                .into_iter()
-                .map(|(a, b)| Rectangle::new([(a, 0.0), (b, 105.0)], FAULT.mix(0.15).filled())),
-        )
-        .map_err(text)?;
+    let y_desc = format!("success % per {} ms", bin_us / 1000);
+    let mut chart = time_chart(area, faults, end_s, 105.0, &y_desc)?;
     chart
         .draw_series(LineSeries::new(points.iter().copied(), OK.stroke_width(2)))
         .map_err(text)?;
@@ -243,20 +254,8 @@ pub fn latency_plot(summary: &Summary, latencies: &[Vec<Vec<f64>>]) -> Result<St
                 .flat_map(|c| c.get(w).into_iter().flatten())
                 .fold(1.0_f64, |a, b| a.max(*b))
                 * 1.05;
-            let mut chart = ChartBuilder::on(area)
-                .caption(name, (FONT, 16))
-                .margin(12)
-                .x_label_area_size(36)
-                .y_label_area_size(64)
-                .build_cartesian_2d(0.0..top, 0.0..1.0)
-                .map_err(text)?;
-            chart
-                .configure_mesh()
-                .x_desc("latency (ms)")
-                .y_desc("fraction of ok sends")
-                .label_style((FONT, 13))
-                .draw()
-                .map_err(text)?;
+            let mut chart = chart(area, Some(name), 0.0..top, 0.0..1.0)?;
+            mesh(&mut chart, "latency (ms)", "fraction of ok sends")?;
             for c in 0..summary.combinations.len() {
                 let mut l = latencies
                     .get(c)
@@ -297,13 +296,7 @@ fn bars(
             String::new()
         }
     };
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, (FONT, 16))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..top)
-        .map_err(text)?;
+    let mut chart = chart(area, Some(caption), -0.5..(n as f64 - 0.5), 0.0..top)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -435,13 +428,7 @@ fn recovery_panel(area: &Area<'_>, summary: &Summary, f: usize) -> Result<(), St
     )?;
     // The repetitions over the bars, on the same coordinates.
     let n = summary.combinations.len();
-    let mut chart = ChartBuilder::on(area)
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .caption(" ", (FONT, 16))
-        .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..top)
-        .map_err(text)?;
+    let mut chart = chart(area, Some(" "), -0.5..(n as f64 - 0.5), 0.0..top)?;
     for (c, r) in reps.iter().enumerate() {
         let k = r.len().max(1) as f64;
         let x = |i: usize| c as f64 - 0.2 + 0.4 * (i as f64 + 0.5) / k;

@@ -204,7 +204,7 @@ fn an_experiment_summary_pools_runs_and_reads_well() {
     for want in [
         "# Experiment `failover`",
         "## Workload `http`",
-        "| | #1 proxy=iptables,overlay=udp | #2 proxy=userspace,overlay=10.0.0.0/8 |",
+        "| `http` | #1 proxy=iptables,overlay=udp | #2 proxy=userspace,overlay=10.0.0.0/8 |",
         "| sent | 120 | 120 |",
         "| success | 82.50% | 33.33% |",
         "| 1: kill pod shop/web-1 | 1000 ms, 1100 ms | never, never |",
