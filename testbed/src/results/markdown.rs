@@ -89,25 +89,29 @@ pub fn summary_md(s: &Summary, id: &str) -> String {
         workload_table(&mut o, s, w);
     }
     faults_table(&mut o, s);
-    o.push_str("\n## Plots\n\n![latency distribution per combination](plots/latency.svg)\n\n![success rate per combination](plots/success.svg)\n\n![recovery time per fault](plots/recovery.svg)\n\nPer run, each workload's latency and success rate over time: ");
-    let links: Vec<String> = s
-        .combinations
-        .iter()
-        .flat_map(|c| {
-            c.runs.iter().flat_map(move |r| {
-                s.workloads.iter().map(move |w| {
-                    format!(
-                        "[{} rep {} {w}]({}/plots/{w}.svg)",
-                        cell(&c.name),
-                        r.rep,
-                        link(&r.dir)
-                    )
-                })
-            })
-        })
-        .collect();
-    o.push_str(&links.join(", "));
-    o.push('\n');
+    o.push_str("\n## Plots\n\n![latency distribution per combination](plots/latency.svg)\n\n![success rate per combination](plots/success.svg)\n\n![recovery time per fault](plots/recovery.svg)\n\nEach run's workloads over time (latency, success rate, fault windows shaded):\n\n");
+    let _ = writeln!(
+        o,
+        "| combination | rep | {} |\n|---|---|{}",
+        s.workloads.join(" | "),
+        "---|".repeat(s.workloads.len())
+    );
+    for c in &s.combinations {
+        for r in &c.runs {
+            let plots: Vec<String> = s
+                .workloads
+                .iter()
+                .map(|w| format!("[{w}]({}/plots/{w}.svg)", link(&r.dir)))
+                .collect();
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} |",
+                cell(&c.name),
+                r.rep,
+                plots.join(" | ")
+            );
+        }
+    }
     o
 }
 
