@@ -609,6 +609,31 @@ fn ls_snapshots() {
 }
 
 #[test]
+fn results_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    results_fixture::write(dir.path(), 7);
+    let run = dir.path().join("proxy=userspace,cidr=10.0.0.0%2F8/rep-1");
+    for (name, path) in [
+        ("results-experiment-json", dir.path()),
+        ("results-run-json", run.as_path()),
+    ] {
+        let (code, out) = stdout_of(&["results", "--json", &path.display().to_string()]);
+        assert_eq!(code, Some(0), "{name}");
+        insta::assert_snapshot!(name, out);
+    }
+    let (_, text) = stdout_of(&["results", &run.display().to_string()]);
+    insta::assert_snapshot!("results-run-text", text);
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    let id = dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    insta::assert_snapshot!("results-summary-md", md.replace(&id, "RUN-ID"));
+}
+
+#[test]
 fn inspect_snapshots() {
     // The kernel state `inspect` reads back has the shape of the state the
     // plan implies (`verify` compares the two): that of a small example.
