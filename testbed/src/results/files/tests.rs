@@ -228,11 +228,3 @@ fn an_interrupted_experiment_says_so() {
     let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(md.contains("**Interrupted**"), "{md}");
 }
-
-/// Writes the example experiment to `$RESULTS_EXAMPLE_DIR` (to look at).
-#[test]
-#[ignore]
-fn write_example_to_look_at() {
-    let dir = std::path::PathBuf::from(std::env::var("RESULTS_EXAMPLE_DIR").unwrap());
-    write_example(&dir, 7, false);
-}
