@@ -106,6 +106,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Summarize recorded results (`results/<experiment>/<run-id>` or one
+    /// run's directory), or `diff` two of them.
+    #[command(args_conflicts_with_subcommands = true)]
+    Results {
+        /// An experiment's run directory or one run's directory.
+        path: Option<PathBuf>,
+        /// Print JSON (the summary or run record; `testbed.diff/1`).
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        diff: Option<cmd::results::ResultsCmd>,
+    },
     /// What a testbed's controller did and saw: pods made, ready, evicted,
     /// nodes NotReady, faults, drift repaired, apply steps.
     Events {
@@ -568,6 +580,14 @@ fn run(command: Command) -> Result<(), Failure> {
             results: &results,
             up_timeout: timeout,
         }),
+        Command::Results { path, json, diff } => match (diff, path) {
+            (Some(d), _) => cmd::results::diff(d, json),
+            (None, Some(p)) => cmd::results::show(&p, json),
+            (None, None) => {
+                eprintln!("error: give a results directory, or `diff A B`");
+                Err(Failure::BadInput)
+            }
+        },
         Command::Check {
             target,
             checks,

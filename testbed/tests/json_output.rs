@@ -5,6 +5,7 @@
 //! the same pure functions the commands call (`report::summary`,
 //! `report::status::report`, `report::inspect::kernel`).
 
+mod results_fixture;
 mod shapes;
 
 use serde_json::Value;
@@ -352,6 +353,7 @@ fn every_json_output_has_its_documented_shape() {
     assert_shape(&doc, "Events", &json(&evs), "events");
     assert_shape(&doc, "Reply", &json(&apply_reply()), "apply");
     assert_shape(&doc, "CheckReport", &json(&check_report()), "check");
+    results_shapes(&doc);
     // ls: whatever this machine has, and each state.
     let (code, out) = stdout_of(&["ls", "--json"]);
     assert_eq!(code, Some(0), "ls");
@@ -361,6 +363,51 @@ fn every_json_output_has_its_documented_shape() {
     assert!(
         unseen.is_empty(),
         "docs/json.md documents fields no output had (stale, or the test lacks a case): {unseen:?}"
+    );
+}
+
+/// `results --json` of an experiment and of a run, and `results diff
+/// --json` of two experiments whose seeds differ.
+fn results_shapes(doc: &Doc) {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    results_fixture::write(a.path(), 7);
+    results_fixture::write(b.path(), 8);
+    let (pa, pb) = (
+        a.path().display().to_string(),
+        b.path().display().to_string(),
+    );
+    let (code, out) = stdout_of(&["results", "--json", &pa]);
+    assert_eq!(code, Some(0), "results --json");
+    assert_shape(
+        doc,
+        "ExperimentSummary",
+        &out,
+        "results --json (experiment)",
+    );
+    for entry in [
+        "proxy=iptables,cidr=default/rep-0",
+        "proxy=userspace,cidr=10.0.0.0%2F8/rep-1",
+    ] {
+        let run = a.path().join(entry).display().to_string();
+        let (code, out) = stdout_of(&["results", "--json", &run]);
+        assert_eq!(code, Some(0), "results --json {entry}");
+        assert_shape(doc, "RunRecord", &out, "results --json (run)");
+    }
+    let (code, out) = stdout_of(&["results", "diff", "--json", &pa, &pb]);
+    assert_eq!(code, Some(1), "seeds differ");
+    assert_shape(doc, "ResultsDiff", &out, "results diff --json");
+    // Runs on one side only.
+    let only = a
+        .path()
+        .join("proxy=iptables,cidr=default/rep-1")
+        .display()
+        .to_string();
+    let (_, out) = stdout_of(&["results", "diff", "--json", &pa, &only]);
+    assert_shape(
+        doc,
+        "ResultsDiff",
+        &out,
+        "results diff --json (a run against an experiment)",
     );
 }
 
@@ -559,6 +606,31 @@ fn status_snapshots() {
 fn ls_snapshots() {
     insta::assert_snapshot!("ls-json", json(&listed()));
     insta::assert_snapshot!("ls-text", report::list_table(&listed()));
+}
+
+#[test]
+fn results_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    results_fixture::write(dir.path(), 7);
+    let run = dir.path().join("proxy=userspace,cidr=10.0.0.0%2F8/rep-1");
+    for (name, path) in [
+        ("results-experiment-json", dir.path()),
+        ("results-run-json", run.as_path()),
+    ] {
+        let (code, out) = stdout_of(&["results", "--json", &path.display().to_string()]);
+        assert_eq!(code, Some(0), "{name}");
+        insta::assert_snapshot!(name, out);
+    }
+    let (_, text) = stdout_of(&["results", &run.display().to_string()]);
+    insta::assert_snapshot!("results-run-text", text);
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    let id = dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    insta::assert_snapshot!("results-summary-md", md.replace(&id, "RUN-ID"));
 }
 
 #[test]

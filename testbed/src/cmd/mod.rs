@@ -6,5 +6,6 @@ pub mod check;
 pub mod control;
 pub mod events;
 pub mod lifecycle;
+pub mod results;
 pub mod run;
 pub mod verify;

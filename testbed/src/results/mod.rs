@@ -4,9 +4,118 @@
 //! SVG plots drawn in-process, the experiment's `summary.json` and
 //! `summary.md`, and reading results back for `testbed results` and
 //! `testbed results diff`.
+//!
+//! `stats` computes the figures, `files` writes and reads one run's files,
+//! `summary` the experiment's `summary.json`, `markdown` the texts people
+//! read (`summary.md`, `testbed results`), `plots` the SVGs, `seeded` what
+//! the seed determines and `diff` compares two results. Absent values are
+//! left out of the JSON, never `null` (docs/json.md).
+
+pub mod diff;
+pub mod files;
+pub mod markdown;
+pub mod plots;
+pub mod seeded;
+pub mod stats;
+pub mod summary;
+#[cfg(test)]
+mod testutil;
+
+pub use files::{combination_dir, read_run, read_samples, run_id, write_run};
+pub use seeded::seeded;
+pub use stats::FaultInput;
+pub use summary::{read_experiment, write_experiment, Summary};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Everything the runner knows after one run: what [`write_run`] turns
+/// into the run's files.
+#[derive(Clone, Debug)]
+pub struct RunInput {
+    /// The experiment's name.
+    pub experiment: String,
+    /// The combination run.
+    pub combination: crate::experiment::schedule::Combination,
+    /// The repetition, from 0.
+    pub rep: u32,
+    /// The run's seed.
+    pub seed: u64,
+    /// Where and what ran.
+    pub meta: Meta,
+    /// The file's workloads.
+    pub workloads: Vec<crate::experiment::Workload>,
+    /// Every sample of every generator, in any order.
+    pub samples: Vec<crate::traffic::Sample>,
+    /// The timeline's faults, in the file's order.
+    pub faults: Vec<FaultInput>,
+    /// The timeline's checks.
+    pub checks: Vec<CheckRecord>,
+    /// The timeline's exec steps.
+    pub execs: Vec<ExecRecord>,
+    /// What the seed determines ([`seeded`]).
+    pub seeded: Seeded,
+    /// Whether the cluster came back to its plan.
+    pub verified: Verified,
+    /// Whether the run was interrupted.
+    pub interrupted: bool,
+}
+
+/// Why results could not be written or read; every variant names its file.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    /// A file or directory could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A JSON file is not what the testbed writes.
+    #[error("{}: not a valid results file: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// A JSON file of another schema (or version).
+    #[error("{}: schema `{found}`, expected `{expected}`", path.display())]
+    Schema {
+        /// The file.
+        path: PathBuf,
+        /// The schema it has.
+        found: String,
+        /// The schema expected.
+        expected: &'static str,
+    },
+    /// A row of `samples.csv` is malformed.
+    #[error("{}:{line}: {message}", path.display())]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A plot could not be drawn.
+    #[error("{}: drawing the plot: {message}", path.display())]
+    Plot {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A directory holds neither `summary.json` nor `run.json`.
+    #[error("{}: not a results directory (no summary.json or run.json)", path.display())]
+    NotResults {
+        /// The directory.
+        path: PathBuf,
+    },
+}
 
 /// `run.json`'s schema.
 pub const RUN_SCHEMA: &str = "testbed.run/1";
@@ -79,6 +188,7 @@ pub struct WorkloadSummary {
     /// The others, by outcome name.
     pub failed: BTreeMap<String, u64>,
     /// Latency of the `ok` sends, milliseconds (`None` without any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<Percentiles>,
     /// `ok` sends per second over the workload's duration (tcpStream:
     /// received bytes per second).
@@ -87,6 +197,7 @@ pub struct WorkloadSummary {
     pub backends: BTreeMap<String, u64>,
     /// The generators' send-time lateness (actual minus scheduled),
     /// microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter_us: Option<Percentiles>,
 }
 
@@ -110,6 +221,7 @@ pub struct FaultRecord {
     /// When it was injected, milliseconds from the start of the workloads.
     pub at: f64,
     /// When it was undone (`None`: at the end of the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<f64>,
     /// What it was, with its target resolved (`kill pod shop/web-1`).
     pub spec: String,
@@ -117,10 +229,12 @@ pub struct FaultRecord {
     /// workloads succeeded for at least one second, milliseconds (`None`:
     /// never within the run). Affected: the workloads with a failed send
     /// from `at` on, before the next fault. 0 when none was affected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_ms: Option<f64>,
     /// The workloads counted as affected.
     pub affected: Vec<String>,
     /// The controller's answer (`None`: accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
@@ -147,6 +261,7 @@ pub struct ExecRecord {
     /// The command.
     pub command: Vec<String>,
     /// Its exit code (`None`: it did not run or was killed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<i32>,
     /// Its output's file, relative to the run's directory (`exec/...`).
     pub output: String,
@@ -182,5 +297,3 @@ pub struct Verified {
     /// The differences left (empty when `ok`).
     pub differences: Vec<String>,
 }
-mod stub;
-pub use stub::*;

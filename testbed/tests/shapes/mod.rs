@@ -14,6 +14,8 @@ pub enum Ty {
     String,
     /// `integer`.
     Integer,
+    /// `number`: any JSON number (fractions too).
+    Number,
     /// `boolean`.
     Boolean,
     /// ``one of `a`, `b` ``: a string among these.
@@ -86,6 +88,7 @@ fn parse_ty(s: &str) -> Ty {
     match s {
         "string" => Ty::String,
         "integer" => Ty::Integer,
+        "number" => Ty::Number,
         "boolean" => Ty::Boolean,
         other => Ty::Named(other.to_string()),
     }
@@ -181,6 +184,7 @@ impl Doc {
             (_, Value::Null) => fail("null (absent values are omitted)".into()),
             (Ty::String, Value::String(_)) | (Ty::Boolean, Value::Bool(_)) => {}
             (Ty::Integer, Value::Number(n)) if n.is_u64() || n.is_i64() => {}
+            (Ty::Number, Value::Number(_)) => {}
             (Ty::OneOf(vs), Value::String(s)) if vs.contains(s) => {}
             (Ty::OneOf(vs), _) => fail(format!("expected one of {vs:?}")),
             (Ty::List(t), Value::Array(items)) => {

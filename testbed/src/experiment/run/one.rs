@@ -14,7 +14,6 @@ use crate::kernel::teardown;
 use crate::results::{self, FaultInput, Meta, RunInput, Verified};
 use crate::state::TestbedName;
 use crate::Loaded;
-use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -213,13 +212,6 @@ fn copy_events(state: &Path, to: &Path) {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// What the run hands to `results`.
 fn input(
     ctx: &Context<'_>,
@@ -229,10 +221,9 @@ fn input(
     faults: &[timeline::FaultPlan],
     verified: Verified,
 ) -> RunInput {
-    let plan_json = serde_json::to_vec(&loaded.plan).unwrap_or_default();
     let meta = Meta {
-        topology_sha256: sha256_hex(ctx.exp.topology_source.as_bytes()),
-        plan_sha256: sha256_hex(&plan_json),
+        topology_sha256: results::seeded::sha256_hex(ctx.exp.topology_source.as_bytes()),
+        plan_sha256: results::seeded::plan_sha256(&loaded.plan),
         testbed_version: env!("CARGO_PKG_VERSION").to_string(),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
