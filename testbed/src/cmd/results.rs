@@ -33,7 +33,9 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
 
 /// `testbed results PATH`: the experiment's summary, or the run's record.
 pub fn show(path: &Path, json: bool) -> Result<(), Failure> {
-    let id = path
+    // `.` or `../x` name their directory by its real name.
+    let id = std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
