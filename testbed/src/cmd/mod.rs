@@ -7,4 +7,5 @@ pub mod control;
 pub mod events;
 pub mod lifecycle;
 pub mod run;
+pub mod serve;
 pub mod verify;

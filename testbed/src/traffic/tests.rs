@@ -1,0 +1,1 @@
+//! Namespace tests of the generators against `testbed serve`.
