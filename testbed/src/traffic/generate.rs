@@ -65,6 +65,16 @@ async fn one(g: Rc<Generator>, pinger: Option<Rc<Pinger>>, k: u64) -> Measured {
 
 /// Runs a send-per-sample generator (inside its namespace and `LocalSet`).
 pub async fn run(g: &Generator, t0: Instant, stop: &AtomicBool) -> std::io::Result<Vec<Sample>> {
+    run_capped(g, t0, stop, MAX_IN_FLIGHT).await
+}
+
+/// [`run`] with at most `cap` sends in flight.
+pub(super) async fn run_capped(
+    g: &Generator,
+    t0: Instant,
+    stop: &AtomicBool,
+    cap: usize,
+) -> std::io::Result<Vec<Sample>> {
     let clock = Clock::new()?;
     let shared = Rc::new(g.clone());
     let (pinger, receiver) = match g.kind {
@@ -84,7 +94,7 @@ pub async fn run(g: &Generator, t0: Instant, stop: &AtomicBool) -> std::io::Resu
         {
             break;
         }
-        let Some(place) = InFlight::take(&in_flight, MAX_IN_FLIGHT) else {
+        let Some(place) = InFlight::take(&in_flight, cap) else {
             let now = Instant::now();
             samples.push(sample(
                 g,
