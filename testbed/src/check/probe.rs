@@ -8,6 +8,8 @@ pub mod http;
 pub mod icmp;
 
 #[cfg(test)]
+pub(crate) mod fuzz;
+#[cfg(test)]
 pub(crate) mod testnet;
 #[cfg(test)]
 mod tests;
