@@ -9,7 +9,7 @@ use super::send::outcome_of;
 use super::{Measured, SampleOutcome};
 use crate::check::probe::icmp::{self, Answer, Echo};
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -56,6 +56,8 @@ pub struct Pinger {
     fd: AsyncFd<OwnedFd>,
     id: u16,
     waiting: RefCell<HashMap<u16, (u64, oneshot::Sender<Answer>)>>,
+    /// The receiving task ended (the socket failed): sends are errors.
+    broken: Cell<bool>,
 }
 
 /// An identifier that differs between the generators of this process.
@@ -82,13 +84,22 @@ impl Pinger {
             fd: register(fd)?,
             id: next_id(),
             waiting: RefCell::new(HashMap::new()),
+            broken: Cell::new(false),
         });
         let receiver = tokio::task::spawn_local(Rc::clone(&pinger).receive());
         Ok((pinger, receiver))
     }
 
-    /// Hands every answer to the send waiting for it, until the socket fails.
+    /// Hands every answer to the send waiting for it, until the socket
+    /// fails: then every send waiting, and every later one, is an error.
     async fn receive(self: Rc<Self>) {
+        self.dispatch().await;
+        self.broken.set(true);
+        self.waiting.borrow_mut().clear();
+    }
+
+    /// [`Pinger::receive`] until the socket fails.
+    async fn dispatch(&self) {
         let mut buf = [0u8; 1500];
         loop {
             let Ok(mut guard) = self.fd.readable().await else {
@@ -123,7 +134,7 @@ impl Pinger {
         let (tx, rx) = oneshot::channel();
         {
             let mut waiting = self.waiting.borrow_mut();
-            if waiting.len() >= MAX_PENDING || waiting.contains_key(&e.seq) {
+            if self.broken.get() || waiting.len() >= MAX_PENDING || waiting.contains_key(&e.seq) {
                 return Measured::failed(SampleOutcome::Error, start);
             }
             waiting.insert(e.seq, (k, tx));

@@ -221,7 +221,10 @@ where
             Ok(c) => c,
             // A connection reset before it was accepted, or out of files:
             // the listener itself is fine.
-            Err(e) if is_transient(&e) => continue,
+            Err(e) if is_transient(&e) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
             Err(e) => return Err(e),
         };
         let Ok(permit) = Arc::clone(limit).try_acquire_owned() else {
