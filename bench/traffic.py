@@ -11,9 +11,11 @@ the last actual send), the send-time jitter (actual minus scheduled send
 time) at p50/p99/max, the latency at p50/p99 and the share of sends that
 were ok.
 
-The reference, measured in the same run: a Python loop that sleeps until
-each of 10,000 deadlines 1 ms apart (time.sleep) and records how late it
-woke, i.e. the jitter of a plain sleep-based sender doing no work at all.
+The reference, measured at the same time as each generator (the machine is
+shared, so its load changes from one minute to the next): a Python process
+that sleeps until each of the same number of deadlines at the same rate
+(time.sleep) and records how late it woke, i.e. the jitter of a plain
+sleep-based sender doing no work at all.
 
 Run as root from the repository after `cargo build --release`:
 
@@ -64,23 +66,41 @@ def generate(bin_, kind, rate, seconds):
     return [json.loads(line) for line in out.splitlines()]
 
 
+# How late a plain sleep-until-deadline loop wakes, in microseconds: one
+# number a line (argv: rate, seconds).
+REFERENCE = """
+import sys, time
+rate, seconds = int(sys.argv[1]), int(sys.argv[2])
+late = []
+t0 = time.monotonic() + 0.05
+for k in range(rate * seconds):
+    due = t0 + k / rate
+    d = due - time.monotonic()
+    if d > 0:
+        time.sleep(d)
+    late.append((time.monotonic() - due) * 1e6)
+print("\\n".join(f"{x:.0f}" for x in late))
+"""
+
+
 def reference(rate, seconds):
-    """How late a plain sleep-until-deadline loop wakes, in microseconds."""
-    late = []
-    t0 = time.monotonic() + 0.05
-    for k in range(rate * seconds):
-        due = t0 + k / rate
-        d = due - time.monotonic()
-        if d > 0:
-            time.sleep(d)
-        late.append((time.monotonic() - due) * 1e6)
-    return late
+    """Starts the reference loop; `finish` returns its lateness list."""
+    p = subprocess.Popen([sys.executable, "-c", REFERENCE, str(rate), str(seconds)],
+                         stdout=subprocess.PIPE, text=True)
+
+    def finish():
+        out, _ = p.communicate()
+        return [float(x) for x in out.split()]
+    return finish
 
 
-def row(name, n, rate, jitter, latency, ok):
-    j = f"{pct(jitter, 50):.0f} / {pct(jitter, 99):.0f} / {max(jitter):.0f}"
+def spread(xs):
+    return f"{pct(xs, 50):.0f} / {pct(xs, 99):.0f} / {max(xs):.0f}"
+
+
+def row(name, n, rate, jitter, ref, latency, ok):
     lat = f"{pct(latency, 50) / 1000:.2f} / {pct(latency, 99) / 1000:.2f}" if latency else "-"
-    return f"| {name} | {n} | {rate:.1f} | {j} | {lat} | {ok} |"
+    return f"| {name} | {n} | {rate:.1f} | {spread(jitter)} | {spread(ref)} | {lat} | {ok} |"
 
 
 def main():
@@ -100,21 +120,21 @@ def main():
         time.sleep(0.5)
         print(f"{args.rate} sends/s for {args.seconds} s, load average before: "
               f"{os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs\n")
-        print("| sender | sends | achieved /s | jitter µs p50 / p99 / max | latency ms p50 / p99 | ok |")
-        print("|---|---|---|---|---|---|")
+        print("| generator | sends | achieved /s | jitter µs p50 / p99 / max "
+              "| reference sleep loop, same time: µs p50 / p99 / max "
+              "| latency ms p50 / p99 | ok |")
+        print("|---|---|---|---|---|---|---|")
         for kind in ("http", "tcpConnect", "udpEcho", "ping", "tcpStream"):
+            ref = reference(args.rate, args.seconds)
             s = generate(bin_, kind, args.rate, args.seconds)
+            late = ref()
             sent = sorted(x["sentUs"] for x in s)
             achieved = (len(sent) - 1) / ((sent[-1] - sent[0]) / 1e6)
             jitter = [x["sentUs"] - x["sendUs"] for x in s]
             ok = sum(x["outcome"] == "ok" for x in s)
             latency = [x["latencyUs"] for x in s] if kind != "tcpStream" else []
-            print(row(f"testbed {kind}", len(s), achieved, jitter, latency, f"{100 * ok / len(s):.1f}%"),
+            print(row(kind, len(s), achieved, jitter, late, latency, f"{100 * ok / len(s):.1f}%"),
                   flush=True)
-        late = reference(args.rate, args.seconds)
-        print(row("Python sleep loop (reference, sends nothing)", len(late),
-                  (len(late) - 1) / ((len(late) - 1) / args.rate + (late[-1] - late[0]) / 1e6),
-                  late, [], "-"))
         print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     finally:
         if server:
