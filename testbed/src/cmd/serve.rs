@@ -112,6 +112,13 @@ pub fn generate(args: GenerateArgs) -> Result<(), Failure> {
             return Err(Failure::BadInput);
         }
     };
+    if !traffic::valid_netns(&args.netns) {
+        eprintln!(
+            "error: --netns {:?} is not a network namespace's name",
+            args.netns
+        );
+        return Err(Failure::BadInput);
+    }
     if args.rate == 0 {
         eprintln!("error: --rate must be at least 1");
         return Err(Failure::BadInput);

@@ -150,9 +150,20 @@ impl Measured {
     }
 }
 
+/// Whether `name` can name a namespace under `/run/netns`: one path
+/// component of at most 255 visible characters, not `.` or `..`.
+pub fn valid_netns(name: &str) -> bool {
+    !matches!(name, "" | "." | "..")
+        && name.len() <= 255
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+}
+
 /// Why a generator could not run (a send that fails is a sample, not this).
 #[derive(Debug, thiserror::Error)]
 pub enum TrafficError {
+    /// The namespace's name is not one (it would leave `/run/netns`).
+    #[error("{0:?} is not a network namespace's name")]
+    BadNetns(String),
     /// The source's namespace cannot be entered.
     #[error(transparent)]
     Netns(#[from] NetnsError),
@@ -174,6 +185,9 @@ pub enum TrafficError {
 /// `tcpStream` samples are described in `stream`. Setting `stop` ends it
 /// early: sends still waiting are dropped and the samples so far returned.
 pub fn run(gen: &Generator, t0: Instant, stop: &AtomicBool) -> Result<Vec<Sample>, TrafficError> {
+    if !valid_netns(&gen.netns) {
+        return Err(TrafficError::BadNetns(gen.netns.clone()));
+    }
     let ns = Netns::open(&gen.netns)?;
     let setup = |error| TrafficError::Setup {
         workload: gen.workload.clone(),
@@ -193,4 +207,20 @@ pub fn run(gen: &Generator, t0: Instant, stop: &AtomicBool) -> Result<Vec<Sample
         })
     })?
     .map_err(setup)
+}
+
+#[cfg(test)]
+mod names {
+    use super::valid_netns;
+
+    #[test]
+    fn namespace_names_stay_in_their_directory() {
+        for good in ["tb-x.pod.default.web", "a", "x..y"] {
+            assert!(valid_netns(good), "{good}");
+        }
+        let long = "n".repeat(256);
+        for bad in ["", ".", "..", "../etc", "a/b", "a b", long.as_str()] {
+            assert!(!valid_netns(bad), "{bad:?}");
+        }
+    }
 }
