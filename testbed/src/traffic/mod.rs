@@ -150,6 +150,24 @@ impl Measured {
     }
 }
 
+/// Raises this process's soft limit of open files to its hard limit, once:
+/// every send in flight holds a socket, and sudo's usual soft limit (1,024)
+/// is below [`MAX_IN_FLIGHT`]. Best effort: a send that finds no file left
+/// is recorded as `error`.
+fn raise_open_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            if soft < hard {
+                if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                    tracing::debug!(%e, "cannot raise the limit of open files");
+                }
+            }
+        }
+    });
+}
+
 /// Whether `name` can name a namespace under `/run/netns`: one path
 /// component of at most 255 visible characters, not `.` or `..`.
 pub fn valid_netns(name: &str) -> bool {
@@ -188,6 +206,7 @@ pub fn run(gen: &Generator, t0: Instant, stop: &AtomicBool) -> Result<Vec<Sample
     if !valid_netns(&gen.netns) {
         return Err(TrafficError::BadNetns(gen.netns.clone()));
     }
+    raise_open_files();
     let ns = Netns::open(&gen.netns)?;
     let setup = |error| TrafficError::Setup {
         workload: gen.workload.clone(),
