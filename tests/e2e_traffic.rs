@@ -1,8 +1,9 @@
 //! The generators on a real testbed: two pods of a replication controller
 //! run `testbed serve` as their container command (a bare `testbed`, not in
-//! the containers' `PATH`: the launching binary), and HTTP and udpEcho
-//! generators from a client pod through the service's cluster IP are all
-//! answered, each by a backend named `NAMESPACE/POD` from `TESTBED_POD`.
+//! the containers' `PATH`: the launching binary), and HTTP, udpEcho and
+//! tcpConnect generators from a client pod through the service's cluster
+//! IP are all answered, each by a backend named `NAMESPACE/POD` from
+//! `TESTBED_POD`.
 
 mod support;
 
@@ -26,13 +27,13 @@ replicationControllers:
       labels: {app: web}
       containers:
         - name: serve
-          command: [testbed, serve, --http, '8080', --udp, '9000']
+          command: [testbed, serve, --http, '8080', --udp, '9000', --tcp, '9001']
           env: {PATH: /nonexistent}
           ready: {tcp: 8080}
 services:
   - name: web
     selector: {app: web}
-    ports: [{name: http, port: 80, targetPort: 8080}, {name: echo, port: 90, targetPort: 9000, protocol: UDP}]
+    ports: [{name: http, port: 80, targetPort: 8080}, {name: echo, port: 90, targetPort: 9000, protocol: UDP}, {name: tcp, port: 91, targetPort: 9001}]
 ";
 
 #[test]
@@ -55,7 +56,11 @@ fn generators_through_a_service_are_answered_by_serve_naming_its_pod() {
         .iter()
         .find(|p| p.name == "client")
         .expect("client");
-    for (kind, port) in [(WorkloadKind::Http, 80), (WorkloadKind::UdpEcho, 90)] {
+    for (kind, port) in [
+        (WorkloadKind::Http, 80),
+        (WorkloadKind::UdpEcho, 90),
+        (WorkloadKind::TcpConnect, 91),
+    ] {
         let gen = Generator {
             workload: "w".into(),
             kind,
