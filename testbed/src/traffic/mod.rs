@@ -182,6 +182,9 @@ pub enum TrafficError {
     /// The namespace's name is not one (it would leave `/run/netns`).
     #[error("{0:?} is not a network namespace's name")]
     BadNetns(String),
+    /// The send times have no rate (they cannot be computed).
+    #[error("workload {0}: a rate of 0 sends per second")]
+    NoRate(String),
     /// The source's namespace cannot be entered.
     #[error(transparent)]
     Netns(#[from] NetnsError),
@@ -205,6 +208,9 @@ pub enum TrafficError {
 pub fn run(gen: &Generator, t0: Instant, stop: &AtomicBool) -> Result<Vec<Sample>, TrafficError> {
     if !valid_netns(&gen.netns) {
         return Err(TrafficError::BadNetns(gen.netns.clone()));
+    }
+    if gen.sends.rate == 0 && gen.sends.count > 0 {
+        return Err(TrafficError::NoRate(gen.workload.clone()));
     }
     raise_open_files();
     let ns = Netns::open(&gen.netns)?;
