@@ -14,7 +14,7 @@
 
 use super::clock::{deadline, micros_since, Clock};
 use super::send::outcome_of;
-use super::{wire, Generator, Sample, SampleOutcome};
+use super::{wire, Generator, Sample, SampleOutcome, MAX_IN_FLIGHT};
 use std::cell::RefCell;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::rc::Rc;
@@ -133,6 +133,12 @@ async fn keep_open(to: SocketAddrV4, timeout: Duration, state: Rc<RefCell<Stream
 pub async fn run(g: &Generator, t0: Instant, stop: &AtomicBool) -> std::io::Result<Vec<Sample>> {
     let clock = Clock::new()?;
     let to = SocketAddrV4::new(g.addr, g.port);
+    if g.streams as usize > MAX_IN_FLIGHT {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} streams: at most {MAX_IN_FLIGHT}", g.streams),
+        ));
+    }
     let mut samples = Vec::new();
     if g.sends.count == 0
         || !clock
