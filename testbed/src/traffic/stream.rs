@@ -1,7 +1,7 @@
-//! The `tcpStream` generator: `streams` long-lived connections to a server
-//! that sends continuously (`testbed serve --stream`: a `pod NAME` line,
-//! then data), opened at the workload's start, each reconnected
-//! [`RECONNECT_WAIT`] after it breaks or fails to connect.
+//! The `tcpStream` generator: `streams` (at most `MAX_IN_FLIGHT`) long-lived
+//! connections to a server that sends continuously (`testbed serve --stream`:
+//! a `pod NAME` line, then data), opened at the workload's start, each
+//! reconnected [`RECONNECT_WAIT`] after it breaks or fails to connect.
 //!
 //! **A sample** is taken at every send time, one per stream: `bytes` is what
 //! the stream received since its previous sample, `latency_us` the age of
