@@ -262,6 +262,13 @@ enum Command {
         #[arg(long)]
         clear: bool,
     },
+    /// Serve answers that name this pod, for the generators of experiments
+    /// (a container command: `[testbed, serve, --http, "80"]`).
+    Serve(cmd::serve::ServeArgs),
+    /// Run one traffic generator from a network namespace and print its
+    /// samples as JSON lines (for benchmarks).
+    #[command(hide = true)]
+    Generate(cmd::serve::GenerateArgs),
     /// Run the overlay daemon of a node in the foreground (`up` starts it).
     #[command(hide = true)]
     OverlayDaemon {
@@ -588,6 +595,8 @@ fn run(command: Command) -> Result<(), Failure> {
                 Err(Failure::BadInput)
             }
         },
+        Command::Serve(args) => cmd::serve::serve(args),
+        Command::Generate(args) => cmd::serve::generate(args),
         Command::Check {
             target,
             checks,

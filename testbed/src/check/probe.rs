@@ -8,6 +8,8 @@ pub mod http;
 pub mod icmp;
 
 #[cfg(test)]
+pub(crate) mod fuzz;
+#[cfg(test)]
 pub(crate) mod testnet;
 #[cfg(test)]
 mod tests;
@@ -60,7 +62,7 @@ fn probe_here(addr: Ipv4Addr, port: &Port, timeout: Duration, body: Option<&str>
 
 /// What a socket error means: refused (a reset or an ICMP unreachable, or
 /// no route), a timeout, or something else.
-fn io_outcome(e: &io::Error) -> Outcome {
+pub(crate) fn io_outcome(e: &io::Error) -> Outcome {
     let refused = [libc::ECONNREFUSED, libc::EHOSTUNREACH, libc::ENETUNREACH];
     match e.raw_os_error() {
         Some(code) if refused.contains(&code) => Outcome::Refused,

@@ -8,4 +8,5 @@ pub mod events;
 pub mod lifecycle;
 pub mod results;
 pub mod run;
+pub mod serve;
 pub mod verify;

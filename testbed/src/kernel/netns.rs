@@ -136,31 +136,31 @@ impl Netns {
     }
 
     /// Runs `f` on a new thread that has entered this namespace (the calling
-    /// thread's namespace never changes).
-    pub fn run_in<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, NetnsError> {
+    /// thread's namespace never changes) and waits for it; `f` may borrow
+    /// from the caller.
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
         let file = self
             .file
             .try_clone()
             .map_err(|e| sys("opening namespace", &self.name, e))?;
         let name = self.name.clone();
-        std::thread::Builder::new()
-            .spawn(move || {
-                setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| sys("entering namespace", &name, e))?;
-                Ok(f())
-            })
-            .map_err(|e| sys("entering namespace", &self.name, e))?
-            .join()
-            .unwrap_or_else(|_| {
-                Err(sys(
-                    "entering namespace",
-                    &self.name,
-                    std::io::Error::other("thread panicked"),
-                ))
-            })
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .spawn_scoped(scope, move || {
+                    setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| sys("entering namespace", &name, e))?;
+                    Ok(f())
+                })
+                .map_err(|e| sys("entering namespace", &self.name, e))?
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(sys(
+                        "entering namespace",
+                        &self.name,
+                        std::io::Error::other("thread panicked"),
+                    ))
+                })
+        })
     }
 }
 

@@ -95,6 +95,14 @@ impl<'a> Sandbox<'a> {
         }
     }
 
+    /// `NAMESPACE/NAME` of a pod, `host:NAME` of a host.
+    pub fn key(&self) -> String {
+        match (self.kind, self.namespace) {
+            (OwnerKind::Pod, Some(ns)) => format!("{ns}/{}", self.name),
+            _ => format!("host:{}", self.name),
+        }
+    }
+
     /// Every pod's and host's sandbox in the plan, pods first, in plan order.
     pub fn all(plan: &'a Plan) -> Vec<Sandbox<'a>> {
         plan.pods
@@ -158,10 +166,7 @@ impl OwnedSandbox {
 
     /// `NAMESPACE/NAME` of a pod, `host:NAME` of a host.
     pub fn key(&self) -> String {
-        match (&self.kind, &self.namespace) {
-            (OwnerKind::Pod, Some(ns)) => format!("{ns}/{}", self.name),
-            _ => format!("host:{}", self.name),
-        }
+        self.view().key()
     }
 }
 

@@ -2,7 +2,10 @@
 //! in the container's `PATH` with its volumes mapped to their directories
 //! (so that a missing command is a clear error, `command `foo` not found`,
 //! rather than an exit code 127 in a log), and its environment (as planned,
-//! plus `PATH`, `HOME` and `HOSTNAME` when missing).
+//! plus `PATH`, `HOME` and `HOSTNAME` when missing, and `TESTBED_POD`, the
+//! pod's `NAMESPACE/NAME` or `host:NAME`, which `testbed serve` answers
+//! with). A bare `testbed` is the launching testbed binary itself, not a
+//! `testbed` found in `PATH` (which sudo resets; and versions could differ).
 
 use super::launch::{LaunchError, Mode};
 use super::Sandbox;
@@ -15,8 +18,12 @@ use std::path::{Path, PathBuf};
 /// `PATH` when neither the plan nor the caller gives one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The container's environment: as planned, plus `PATH`, `HOME` and
-/// `HOSTNAME` when missing (and `TERM` from the caller for `exec`).
+/// The variable that names a container's pod (or host).
+pub const POD_VAR: &str = "TESTBED_POD";
+
+/// The container's environment: as planned, plus `PATH`, `HOME`,
+/// `HOSTNAME` and [`POD_VAR`] when missing (and `TERM` from the caller for
+/// `exec`).
 pub(crate) fn environment(
     sandbox: &Sandbox,
     container: &ContainerPlan,
@@ -32,6 +39,7 @@ pub(crate) fn environment(
     env.entry("HOME".into()).or_insert_with(|| "/root".into());
     env.entry("HOSTNAME".into())
         .or_insert_with(|| sandbox.hostname.to_string());
+    env.entry(POD_VAR.into()).or_insert_with(|| sandbox.key());
     if mode == Mode::Attached {
         if let Ok(term) = std::env::var("TERM") {
             env.entry("TERM".into()).or_insert(term);
@@ -73,6 +81,11 @@ pub(crate) fn resolve_program(
         command: cmd.clone(),
         path: p.display().to_string(),
     };
+    if let Some(p) = own_binary(cmd, std::env::current_exe().ok()) {
+        if matches!(probe(&p), Found::Executable) {
+            return Ok(p);
+        }
+    }
     if cmd.contains('/') {
         let p = cwd.join(cmd);
         return match probe(&host(&p)) {
@@ -107,6 +120,13 @@ pub(crate) fn resolve_program(
     }
 }
 
+/// The program of a bare `testbed` command: `exe` (the running binary),
+/// when it is a `testbed` binary (not, say, a test harness).
+pub(crate) fn own_binary(cmd: &str, exe: Option<PathBuf>) -> Option<PathBuf> {
+    let exe = exe.filter(|_| cmd == "testbed")?;
+    (exe.file_name()? == "testbed" && exe.is_absolute()).then_some(exe)
+}
+
 enum Found {
     Executable,
     Other,
@@ -118,5 +138,26 @@ fn probe(p: &Path) -> Found {
         Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Found::Executable,
         Ok(_) => Found::Other,
         Err(_) => Found::Nothing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_testbed_is_the_running_testbed_binary() {
+        let exe = || Some(PathBuf::from("/work/target/release/testbed"));
+        assert_eq!(own_binary("testbed", exe()), exe());
+        // Only the bare name; only a testbed binary; only a known one.
+        assert_eq!(own_binary("./testbed", exe()), None);
+        assert_eq!(own_binary("/usr/bin/testbed", exe()), None);
+        assert_eq!(own_binary("testbedx", exe()), None);
+        let harness = Some(PathBuf::from("/work/target/debug/deps/testbed-0123abcd"));
+        assert_eq!(own_binary("testbed", harness), None);
+        let deleted = Some(PathBuf::from("/work/target/debug/testbed (deleted)"));
+        assert_eq!(own_binary("testbed", deleted), None);
+        assert_eq!(own_binary("testbed", Some(PathBuf::from("testbed"))), None);
+        assert_eq!(own_binary("testbed", None), None);
     }
 }

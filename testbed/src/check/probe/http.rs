@@ -201,19 +201,10 @@ mod tests {
         ];
         let mut state = 0x9e37_79b9_u32;
         for seed in seeds {
-            for cut in 0..=seed.len() {
-                let _ = outcome(&seed[..cut], Some("body"));
-            }
-            for _ in 0..20_000 {
-                let mut b = seed.to_vec();
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                let at = state as usize % b.len();
-                b[at] = (state >> 8) as u8;
-                b.truncate(((state >> 16) as usize % (b.len() + 1)).max(at));
-                let _ = outcome(&b, Some("od"));
-            }
+            crate::check::probe::fuzz::variants(seed, 20_000, true, &mut state, |b| {
+                let _ = outcome(b, Some("body"));
+                let _ = outcome(b, Some("od"));
+            });
         }
     }
 }

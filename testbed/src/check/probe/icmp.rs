@@ -52,6 +52,31 @@ pub fn request(e: &Echo) -> [u8; REQUEST_LEN] {
 /// included) says about echo request `e`, or `None` when it is about
 /// something else or malformed.
 pub fn answer(packet: &[u8], e: &Echo) -> Option<Answer> {
+    let seen = identify(packet)?;
+    let same = seen.id == e.id && seen.seq == e.seq;
+    match seen.answer {
+        Answer::Reply => (same && seen.token == Some(e.token)).then_some(Answer::Reply),
+        unreachable => same.then_some(unreachable),
+    }
+}
+
+/// Which echo request an answer is about: its identifier, sequence number
+/// and (for a reply) the token it echoes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identified {
+    /// A reply or an unreachable.
+    pub answer: Answer,
+    /// The request's identifier.
+    pub id: u16,
+    /// The request's sequence number.
+    pub seq: u16,
+    /// The token a reply echoes (an unreachable's quote may cut it off).
+    pub token: Option<[u8; TOKEN_LEN]>,
+}
+
+/// Which echo request `packet` (as for [`answer`]) answers, for senders
+/// with many requests in flight; `None` for anything else or malformed.
+pub fn identify(packet: &[u8]) -> Option<Identified> {
     let ip = overlay::packet::parse(packet).ok()?;
     if ip.protocol != PROTO_ICMP || ip.fragment_offset != 0 {
         return None;
@@ -60,39 +85,32 @@ pub fn answer(packet: &[u8], e: &Echo) -> Option<Answer> {
     if checksum(icmp) != 0 {
         return None;
     }
-    let head = bytes::<8>(icmp, 0)?;
-    match head[0] {
-        ECHO_REPLY => {
-            let same = head[4..8] == ids(e) && icmp.get(8..8 + TOKEN_LEN)? == e.token;
-            same.then_some(Answer::Reply)
-        }
-        DEST_UNREACH => quotes(icmp.get(8..)?, e).then_some(Answer::Unreachable(head[1])),
-        _ => None,
-    }
-}
-
-/// The identifier and sequence number as they are on the wire.
-fn ids(e: &Echo) -> [u8; 4] {
-    let [i0, i1] = e.id.to_be_bytes();
-    let [s0, s1] = e.seq.to_be_bytes();
-    [i0, i1, s0, s1]
-}
-
-/// Whether an ICMP error's quoted packet (an IP header and at least the
-/// first 8 bytes of what it carried) is echo request `e`. The quoted packet
-/// is cut short, so only its header length and protocol are read.
-fn quotes(quoted: &[u8], e: &Echo) -> bool {
-    let Some(first) = quoted.first() else {
-        return false;
+    let head = *bytes::<8>(icmp, 0)?;
+    let (answer, ids, token) = match head[0] {
+        ECHO_REPLY => (Answer::Reply, head, Some(*bytes::<TOKEN_LEN>(icmp, 8)?)),
+        DEST_UNREACH => (Answer::Unreachable(head[1]), quoted(icmp.get(8..)?)?, None),
+        _ => return None,
     };
+    Some(Identified {
+        answer,
+        id: u16::from_be_bytes([ids[4], ids[5]]),
+        seq: u16::from_be_bytes([ids[6], ids[7]]),
+        token,
+    })
+}
+
+/// The ICMP header of the echo request an ICMP error quotes (an IP header
+/// and at least the first 8 bytes of what it carried). The quoted packet is
+/// cut short, so only its header length and protocol are read.
+fn quoted(quoted: &[u8]) -> Option<[u8; 8]> {
+    let first = quoted.first()?;
     let header_len = usize::from(first & 0x0f) * 4;
     if first >> 4 != 4 || header_len < 20 || quoted.get(9) != Some(&PROTO_ICMP) {
-        return false;
+        return None;
     }
-    match bytes::<8>(quoted, header_len) {
-        Some(h) => h[0] == ECHO_REQUEST && h[4..8] == ids(e),
-        None => false,
-    }
+    bytes::<8>(quoted, header_len)
+        .copied()
+        .filter(|h| h[0] == ECHO_REQUEST)
 }
 
 #[cfg(test)]
@@ -167,6 +185,28 @@ mod tests {
     }
 
     #[test]
+    fn answers_are_identified_by_identifier_sequence_and_token() {
+        let req = request(&E);
+        let reply = identify(&ip(&reply_of(&req))).unwrap();
+        assert_eq!(
+            reply,
+            Identified {
+                answer: Answer::Reply,
+                id: 0x1234,
+                seq: 7,
+                token: Some(*b"tbcheck!"),
+            }
+        );
+        let unreachable = identify(&ip(&unreachable_of(&req, 28))).unwrap();
+        assert_eq!(unreachable.answer, Answer::Unreachable(3));
+        assert_eq!(
+            (unreachable.id, unreachable.seq, unreachable.token),
+            (0x1234, 7, None)
+        );
+        assert_eq!(identify(&ip(&req)), None, "a request is no answer");
+    }
+
+    #[test]
     fn answers_to_other_requests_and_bad_packets_are_ignored() {
         let req = request(&E);
         for other in [
@@ -205,18 +245,9 @@ mod tests {
         let seeds = [ip(&reply_of(&req)), ip(&unreachable_of(&req, 28))];
         let mut state = 0x2545_f491_u32;
         for seed in &seeds {
-            for cut in 0..=seed.len() {
-                let _ = answer(&seed[..cut], &E);
-            }
-            for _ in 0..50_000 {
-                let mut b = seed.clone();
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                let at = state as usize % b.len();
-                b[at] = (state >> 8) as u8;
-                let _ = answer(&b, &E);
-            }
+            crate::check::probe::fuzz::variants(seed, 50_000, false, &mut state, |b| {
+                let _ = answer(b, &E);
+            });
         }
     }
 }

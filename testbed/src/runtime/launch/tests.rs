@@ -153,6 +153,7 @@ fn a_container_sees_its_namespaces_hosts_file_volumes_env_and_logs() {
             "HOME=/root".into(),
             "HOSTNAME=web".into(),
             format!("PATH={path}"),
+            "TESTBED_POD=default/web".into(),
         ]
     );
 
