@@ -159,7 +159,8 @@ fn a_short_experiment_writes_the_whole_layout() {
             assert_eq!(v["checks"][0]["status"], "pass", "{v:#}");
             assert_eq!(v["verified"]["ok"], true, "{v:#}");
             let csv = std::fs::read_to_string(r.join("samples.csv")).expect("samples.csv");
-            assert_eq!(csv.lines().count(), 1 + 150 + 30, "{}", &csv[..200]);
+            // http: 150 sends; ping: 30 to each of the two web pods.
+            assert_eq!(csv.lines().count(), 1 + 150 + 60, "{}", &csv[..200]);
             let events = std::fs::read_to_string(r.join("events.jsonl")).expect("events");
             assert!(events.contains("\"faultInjected\""));
             assert_eq!(json(&r.join("checks.json"))["schema"], "testbed.check/1");
