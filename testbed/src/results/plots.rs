@@ -118,14 +118,16 @@ pub fn run_plot(
     Ok(svg)
 }
 
-/// Each fault's window in seconds, clipped to `[0, end_s]`.
+/// Each fault's window in seconds, clipped to `[0, end_s]`, at least 0.5%
+/// of the run wide.
 fn windows(faults: &[FaultRecord], end_s: f64) -> Vec<(f64, f64)> {
     faults
         .iter()
         .map(|f| {
             let from = (f.at / 1000.0).clamp(0.0, end_s);
             let to = f.until.map_or(end_s, |u| u / 1000.0).clamp(from, end_s);
-            (from, to)
+            // A moment (a kill) is drawn as a thin band, 0.5% of the run.
+            (from, to.max(from + end_s * 0.005).min(end_s))
         })
         .collect()
 }

@@ -52,7 +52,8 @@ pub struct Timed {
 pub struct FaultPlan {
     /// When, microseconds from the start of the workloads.
     pub at_us: u64,
-    /// When it is undone (`for`), if written.
+    /// When it is undone (`for`), if written; a kill or a delete ends when
+    /// it is made.
     pub until_us: Option<u64>,
     /// The schedule's text of it.
     pub spec: String,
@@ -91,7 +92,14 @@ pub fn actions(
             }
             Action::Fault(f) => {
                 let index = faults.len();
-                let until_us = e.hold.map(|h| at_us + h.as_micros() as u64);
+                // A kill or a delete is over once made: its window is a
+                // moment, not the rest of the run.
+                let instant = matches!(f, Fault::Kill(_) | Fault::Delete(_));
+                let until_us = match e.hold {
+                    Some(h) => Some(at_us + h.as_micros() as u64),
+                    None if instant => Some(at_us),
+                    None => None,
+                };
                 let (request, undo) = requests(plan, f, seed, i)?;
                 out.push(Timed {
                     at_us,
