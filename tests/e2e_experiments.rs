@@ -178,7 +178,10 @@ fn a_short_experiment_writes_the_whole_layout() {
 
 #[test]
 fn results_diff_separates_what_the_seed_determines() {
-    let tb = Testbed::new("exd", TOPOLOGY);
+    // node2's link impaired (in the udp overlay's own engine): its fates are
+    // seeded too.
+    let topology = TOPOLOGY.replace("{name: n2}", "{name: n2, link: {delay: 1ms, loss: 0.1%}}");
+    let tb = Testbed::new("exd", &topology);
     let body = |seed: u32| format!("seed: {seed}\nparams:\n  cluster.proxy: [userspace]\n{SHORT}");
     let a = experiment(&tb, "diffa", &body(5));
     let b = experiment(&tb, "diffb", &body(5));
@@ -203,9 +206,17 @@ fn results_diff_separates_what_the_seed_determines() {
     };
     let (code, out) = diff(&ra, &rb);
     assert_eq!(code, Some(0), "the same seed: {out}");
+    let seeded = json(&ra.join("proxy=userspace/rep-0/run.json"))["seeded"].clone();
+    assert!(
+        !seeded["balancerOrder"].as_object().expect("order").is_empty()
+            && !seeded["impairmentFates"].as_object().expect("fates").is_empty(),
+        "{seeded:#}"
+    );
     let (code, out) = diff(&ra, &rc);
     assert_eq!(code, Some(1), "another seed: {out}");
-    assert!(out.contains("seed"), "{out}");
+    for field in ["seed", "balancerOrder", "impairmentFates", "schedule"] {
+        assert!(out.contains(field), "no {field} in: {out}");
+    }
     no_namespaces_of(&tb.name);
 }
 
