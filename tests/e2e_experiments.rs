@@ -208,8 +208,14 @@ fn results_diff_separates_what_the_seed_determines() {
     assert_eq!(code, Some(0), "the same seed: {out}");
     let seeded = json(&ra.join("proxy=userspace/rep-0/run.json"))["seeded"].clone();
     assert!(
-        !seeded["balancerOrder"].as_object().expect("order").is_empty()
-            && !seeded["impairmentFates"].as_object().expect("fates").is_empty(),
+        !seeded["balancerOrder"]
+            .as_object()
+            .expect("order")
+            .is_empty()
+            && !seeded["impairmentFates"]
+                .as_object()
+                .expect("fates")
+                .is_empty(),
         "{seeded:#}"
     );
     let (code, out) = diff(&ra, &rc);

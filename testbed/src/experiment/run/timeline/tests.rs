@@ -42,7 +42,11 @@ fn faults_with_for_are_undone_at_their_end_in_time_order() {
     // kill (no undo), nodeDown 8..14, impair 15..18, partition 16..18, exec 19.
     assert_eq!(faults.len(), 4);
     assert_eq!(faults[1].until_us, Some(14_000_000));
-    assert_eq!(faults[0].until_us, Some(faults[0].at_us), "a kill is a moment");
+    assert_eq!(
+        faults[0].until_us,
+        Some(faults[0].at_us),
+        "a kill is a moment"
+    );
     let undos: Vec<(u64, usize)> = acts
         .iter()
         .filter_map(|t| match &t.act {
