@@ -180,6 +180,21 @@ fn names_modes_and_volumes() {
         "/shared appeared on the host"
     );
 
+    // A pod, host or container the testbed does not have is bad input
+    // (exit 2, with the closest name), for exec and logs alike; the
+    // command's own code comes back as it is.
+    assert_eq!(exec(&tb, "isolatd", &["true"]).0, 2);
+    assert_eq!(exec_in(&tb, "vols", Some("nope"), &["true"]).0, 2);
+    assert_eq!(exec(&tb, "vols", &["sh", "-c", "exit 7"]).0, 7);
+    let out = testbed(&["logs", "-t", &tb.name, "isolatd"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did you mean `isolated`"),
+        "{out:?}"
+    );
+    let out = testbed(&["logs", "-t", &tb.name, "vols", "-c", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
     // The kernel still matches the plan with everything running.
     assert!(ok(&["verify", &tb.name]).contains("matches"));
 }

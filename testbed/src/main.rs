@@ -466,9 +466,7 @@ fn run(command: Command) -> Result<(), Failure> {
             command,
         } => {
             let plan = one_testbed(testbed)?;
-            let code = testbed::runtime::exec::exec(&plan, &target, container.as_deref(), &command)
-                .context("exec")?;
-            Err(Failure::Reported(u8::try_from(code).unwrap_or(1)))
+            cmd::exec::exec(&plan, &target, container.as_deref(), &command)
         }
         Command::Logs {
             testbed,
@@ -477,18 +475,7 @@ fn run(command: Command) -> Result<(), Failure> {
             follow,
         } => {
             let plan = one_testbed(testbed)?;
-            let sandbox = testbed::runtime::exec::resolve(&plan, &target).context("logs")?;
-            let c = match &container {
-                Some(name) => sandbox.containers.iter().find(|c| &c.name == name),
-                None => sandbox.containers.first(),
-            }
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{sandbox} has no container {}",
-                    container.as_deref().unwrap_or("")
-                )
-            })?;
-            follow_log(&c.log, follow)
+            cmd::exec::logs(&plan, &target, container.as_deref(), follow)
         }
         Command::ProxyDaemon { name, node } => {
             let name = checked_name(&name)?;
@@ -791,24 +778,6 @@ fn one_testbed(target: Option<String>) -> Result<testbed::plan::Plan, Failure> {
 
 /// Prints a log (its rotated part first) and, with `follow`, what is
 /// appended to it, across rotations.
-fn follow_log(path: &str, follow: bool) -> Result<(), Failure> {
-    use testbed::runtime::logs;
-    let path = std::path::Path::new(path);
-    let (mut follower, shown) =
-        logs::Follower::start(path).with_context(|| format!("reading {}", path.display()))?;
-    print(&String::from_utf8_lossy(&shown))?;
-    if !follow {
-        return Ok(());
-    }
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let more = follower.poll().context("reading the log")?;
-        if !more.is_empty() {
-            print(&String::from_utf8_lossy(&more))?;
-        }
-    }
-}
-
 fn status(target: Option<String>, json: bool) -> Result<(), Failure> {
     let names = match target {
         Some(t) => vec![target_name(&t)?],

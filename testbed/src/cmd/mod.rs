@@ -5,6 +5,7 @@
 pub mod check;
 pub mod control;
 pub mod events;
+pub mod exec;
 pub mod lifecycle;
 pub mod results;
 pub mod run;

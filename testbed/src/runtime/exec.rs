@@ -63,6 +63,19 @@ pub enum ExecError {
     Wait(io::Error),
 }
 
+impl ExecError {
+    /// Whether the command line named what the testbed does not have (a
+    /// pod, host or container: exit 2) rather than the command failing.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            ExecError::NoSuchTarget { .. }
+                | ExecError::Ambiguous { .. }
+                | ExecError::NoSuchContainer { .. }
+        )
+    }
+}
+
 /// Runs `argv` in `container` (default: the first) of `target`; returns its
 /// exit code, or 128 + the signal that killed it.
 pub fn exec(

@@ -1,0 +1,75 @@
+//! `testbed exec` and `testbed logs`: a command in a pod's or host's
+//! container, and a container's log (followed with `-f`). A pod, host or
+//! container the testbed does not have is bad input (exit 2, with the
+//! closest name); `exec` exits with the command's own code.
+
+use crate::{print, Failure};
+use anyhow::Context;
+use testbed::plan::Plan;
+use testbed::runtime::exec::{self, ExecError};
+
+/// Bad input (exit 2) or a failure of the command.
+fn failure(e: ExecError, what: &str) -> Failure {
+    if e.is_bad_input() {
+        eprintln!("error: {e}");
+        Failure::BadInput
+    } else {
+        Failure::Runtime(anyhow::Error::new(e).context(what.to_string()))
+    }
+}
+
+/// Runs `command` in `container` (default: the first) of `target`.
+pub fn exec(
+    plan: &Plan,
+    target: &str,
+    container: Option<&str>,
+    command: &[String],
+) -> Result<(), Failure> {
+    let code = exec::exec(plan, target, container, command).map_err(|e| failure(e, "exec"))?;
+    match code {
+        0 => Ok(()),
+        code => Err(Failure::Reported(u8::try_from(code).unwrap_or(1))),
+    }
+}
+
+/// Prints the log of `container` (default: the first) of `target`, and
+/// what comes after it with `follow`.
+pub fn logs(
+    plan: &Plan,
+    target: &str,
+    container: Option<&str>,
+    follow: bool,
+) -> Result<(), Failure> {
+    let sandbox = exec::resolve(plan, target).map_err(|e| failure(e, "logs"))?;
+    let c = match container {
+        Some(name) => sandbox.containers.iter().find(|c| c.name == name),
+        None => sandbox.containers.first(),
+    };
+    let Some(c) = c else {
+        let e = ExecError::NoSuchContainer {
+            owner: sandbox.to_string(),
+            container: container.unwrap_or("").to_string(),
+            available: sandbox.containers.iter().map(|c| c.name.clone()).collect(),
+        };
+        return Err(failure(e, "logs"));
+    };
+    follow_log(&c.log, follow)
+}
+
+fn follow_log(path: &str, follow: bool) -> Result<(), Failure> {
+    use testbed::runtime::logs;
+    let path = std::path::Path::new(path);
+    let (mut follower, shown) =
+        logs::Follower::start(path).with_context(|| format!("reading {}", path.display()))?;
+    print(&String::from_utf8_lossy(&shown))?;
+    if !follow {
+        return Ok(());
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let more = follower.poll().context("reading the log")?;
+        if !more.is_empty() {
+            print(&String::from_utf8_lossy(&more))?;
+        }
+    }
+}
