@@ -192,3 +192,17 @@ fn rules_prints_what_each_mode_loads() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn impair_without_a_change_or_with_clear_and_flags_is_refused() {
+    // Refused before any testbed is looked at: nothing is cleared by accident.
+    for args in [
+        vec!["impair", "nosuchbed", "node1"],
+        vec!["impair", "nosuchbed", "node1", "--clear", "--delay", "1ms"],
+        vec!["impair", "nosuchbed", "node1", "--delay", "1 parsec"],
+    ] {
+        let out = testbed(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(text(&out.stderr).starts_with("error: "), "{out:?}");
+    }
+}

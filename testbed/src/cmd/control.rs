@@ -237,8 +237,9 @@ pub struct LinkArgs {
 }
 
 impl LinkArgs {
-    /// The impairments they ask for (`None`: none, with `clear` or no
-    /// flag); a value that does not parse is exit 2.
+    /// The impairments they ask for (`None`: none, with `clear`); no flag
+    /// at all, `clear` with flags, or a value that does not parse is exit 2
+    /// (nothing is cleared by accident).
     pub fn parse(self, clear: bool) -> Result<Option<testbed::plan::types::LinkPlan>, Failure> {
         fn one<T: std::str::FromStr<Err = testbed::topology::units::UnitError>>(
             flag: &str,
@@ -252,8 +253,27 @@ impl LinkArgs {
             })
             .transpose()
         }
-        if clear {
-            return Ok(None);
+        let given = [
+            &self.delay,
+            &self.jitter,
+            &self.loss,
+            &self.duplicate,
+            &self.reorder,
+            &self.rate,
+        ]
+        .iter()
+        .any(|f| f.is_some());
+        match (clear, given) {
+            (true, false) => return Ok(None),
+            (true, true) => {
+                eprintln!("error: --clear removes every impairment: give it alone, or only the flags of the impairments wanted");
+                return Err(Failure::BadInput);
+            }
+            (false, false) => {
+                eprintln!("error: say what to change: e.g. --delay 10ms --loss 1%, or --clear to remove every impairment");
+                return Err(Failure::BadInput);
+            }
+            (false, true) => {}
         }
         let link = testbed::plan::types::LinkPlan {
             delay: one("delay", self.delay)?,
