@@ -72,6 +72,12 @@ fn checks_pass_fail_and_report() {
     let (code, _, _) = code_and_out(&["check", &tb.name, "--junit", j]);
     assert_eq!(code, Some(3));
     let xml = std::fs::read_to_string(&junit).expect("junit written");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&junit)
+        .expect("junit")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644, "a report CI steps (not root) can read");
     assert!(xml.contains("tests=\"5\" failures=\"1\""), "{xml}");
     assert!(xml.contains("<failure type=\"warning\""), "{xml}");
 

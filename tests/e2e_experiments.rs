@@ -129,6 +129,13 @@ fn a_short_experiment_writes_the_whole_layout() {
     no_namespaces_of(&tb.name);
     let summary = json(&dir.join("summary.json"));
     assert_eq!(summary["interrupted"], false, "{summary:#}");
+    // Readable by the user who ran it with sudo, and by CI steps.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&results), 0o755);
+    assert_eq!(mode(&dir), 0o755);
+    assert_eq!(mode(&dir.join("summary.md")), 0o644);
+    assert_eq!(mode(&dir.join("proxy=nftables/rep-1/samples.csv")), 0o644);
     let md = std::fs::read_to_string(dir.join("summary.md")).expect("summary.md");
     assert!(
         md.contains("proxy=iptables") && md.contains("proxy=nftables"),

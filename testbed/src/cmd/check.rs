@@ -59,7 +59,7 @@ pub fn run(name: &TestbedName, plan: &testbed::plan::Plan, args: Args<'_>) -> Re
     }
     let results = suite::run_checks(plan, &checks, args.only);
     if let Some(path) = args.junit {
-        testbed::state::write_atomic(path, report::junit(name.as_str(), &results).as_bytes())
+        testbed::state::write_report(path, report::junit(name.as_str(), &results).as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let out = if args.json {

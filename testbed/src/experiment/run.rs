@@ -119,6 +119,12 @@ pub fn run_all(
         .results
         .join(&exp.name)
         .join(results::run_id(std::time::SystemTime::now()));
+    // The parents made here are the user's to read too (not ones that were
+    // there: their modes are the user's business).
+    let made: Vec<PathBuf> = [opts.results.clone(), opts.results.join(&exp.name)]
+        .into_iter()
+        .filter(|p| !p.exists())
+        .collect();
     create(&dir)?;
     let json = serde_json::json!({"schema": "testbed.schedule/1", "schedule": sched});
     write(&dir.join("schedule.json"), &format!("{json:#}\n"))?;
@@ -165,7 +171,9 @@ pub fn run_all(
         }
     }
     let interrupted = stop.load(Ordering::Relaxed) || failure.is_some();
-    results::write_experiment(&dir, &exp.name, &runs, interrupted)?;
+    let written = results::write_experiment(&dir, &exp.name, &runs, interrupted);
+    publish(&made, &dir);
+    written?;
     match failure {
         Some(e) => Err(e),
         None => Ok(Outcome {
@@ -207,6 +215,21 @@ fn busy(name: &str) -> Result<(), RunError> {
         return Err(RunError::Busy(name.to_string()));
     }
     Ok(())
+}
+
+/// Results are read by the user who ran `sudo testbed run` and by CI
+/// steps that are not root: the run's tree 0755/0644, and the parents this
+/// experiment made 0755.
+fn publish(made: &[PathBuf], dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = crate::state::publish_tree(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "making the results readable");
+    }
+    for p in made {
+        if let Err(e) = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)) {
+            tracing::warn!(dir = %p.display(), error = %e, "making the results readable");
+        }
+    }
 }
 
 fn create(dir: &Path) -> Result<(), RunError> {

@@ -168,6 +168,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     overlay::atomic_file::write_atomic(path, bytes)
 }
 
+/// Writes a report a user asked for (`--junit FILE`, an experiment's
+/// results) as [`write_atomic`] does, readable by everyone (0644): the
+/// testbed runs as root, its reports are read by the user and CI steps
+/// that are not.
+pub fn write_report(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    write_atomic(path, bytes)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+}
+
+/// Makes the tree at `dir` (which the testbed wrote) readable by everyone:
+/// directories 0755, files 0644; symbolic links are not followed.
+pub fn publish_tree(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::symlink_metadata(dir)?;
+    if meta.is_dir() {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+        for entry in fs::read_dir(dir)? {
+            publish_tree(&entry?.path())?;
+        }
+    } else if meta.is_file() {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o644))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
