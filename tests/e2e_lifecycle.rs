@@ -297,6 +297,13 @@ pods:
     );
     assert!(shown.len() <= 32 * 1024, "{} bytes shown", shown.len());
     assert!(shown.contains("line 3999 of"), "the newest lines are kept");
+    // `--tail N`: the last N lines, across the two parts as well.
+    let tail = ok(&["logs", "-t", &tb.name, "chatty", "--tail", "2"]);
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    assert!(
+        tail.ends_with("last-line\n") && tail.contains("line 3999 of"),
+        "{tail}"
+    );
 }
 
 #[test]

@@ -233,6 +233,10 @@ enum Command {
         /// Keep printing what is appended.
         #[arg(short, long)]
         follow: bool,
+        /// Only the last N lines of what is there (then, with -f, what
+        /// comes).
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
     },
     /// Change the link impairments of a node of a running testbed (udp overlay).
     Impair {
@@ -473,9 +477,10 @@ fn run(command: Command) -> Result<(), Failure> {
             target,
             container,
             follow,
+            tail,
         } => {
             let plan = one_testbed(testbed)?;
-            cmd::exec::logs(&plan, &target, container.as_deref(), follow)
+            cmd::exec::logs(&plan, &target, container.as_deref(), follow, tail)
         }
         Command::ProxyDaemon { name, node } => {
             let name = checked_name(&name)?;

@@ -32,13 +32,14 @@ pub fn exec(
     }
 }
 
-/// Prints the log of `container` (default: the first) of `target`, and
-/// what comes after it with `follow`.
+/// Prints the log of `container` (default: the first) of `target` (its
+/// last `tail` lines), and what comes after it with `follow`.
 pub fn logs(
     plan: &Plan,
     target: &str,
     container: Option<&str>,
     follow: bool,
+    tail: Option<usize>,
 ) -> Result<(), Failure> {
     let sandbox = exec::resolve(plan, target).map_err(|e| failure(e, "logs"))?;
     let c = match container {
@@ -53,15 +54,19 @@ pub fn logs(
         };
         return Err(failure(e, "logs"));
     };
-    follow_log(&c.log, follow)
+    follow_log(&c.log, follow, tail)
 }
 
-fn follow_log(path: &str, follow: bool) -> Result<(), Failure> {
+fn follow_log(path: &str, follow: bool, tail: Option<usize>) -> Result<(), Failure> {
     use testbed::runtime::logs;
     let path = std::path::Path::new(path);
     let (mut follower, shown) =
         logs::Follower::start(path).with_context(|| format!("reading {}", path.display()))?;
-    print(&String::from_utf8_lossy(&shown))?;
+    let shown = match tail {
+        Some(n) => logs::last_lines(&shown, n),
+        None => &shown[..],
+    };
+    print(&String::from_utf8_lossy(shown))?;
     if !follow {
         return Ok(());
     }

@@ -21,6 +21,25 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// The last `n` lines of `data` (a last line without its newline counts).
+pub fn last_lines(data: &[u8], n: usize) -> &[u8] {
+    if n == 0 {
+        return &data[data.len()..];
+    }
+    // A final newline ends the last line; it does not start another.
+    let body = data.strip_suffix(b"\n").unwrap_or(data);
+    let mut seen = 0;
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            seen += 1;
+            if seen == n {
+                return &data[i + 1..];
+            }
+        }
+    }
+    data
+}
+
 /// The rotated part of log `path`: `C.log.1`.
 pub fn rotated(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -156,6 +175,19 @@ const MIN_OVERLAP: usize = 8;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_lines_counts_lines_not_newlines() {
+        let log = b"one\ntwo\nthree\n";
+        assert_eq!(last_lines(log, 1), b"three\n");
+        assert_eq!(last_lines(log, 2), b"two\nthree\n");
+        assert_eq!(last_lines(log, 3), &log[..]);
+        assert_eq!(last_lines(log, 9), &log[..]);
+        assert_eq!(last_lines(log, 0), b"");
+        assert_eq!(last_lines(b"a\nunfinished", 1), b"unfinished");
+        assert_eq!(last_lines(b"", 2), b"");
+        assert_eq!(last_lines(b"\n\n", 1), b"\n");
+    }
 
     /// A writer appending to `path`, as a container's output does.
     fn appender(path: &Path) -> File {
