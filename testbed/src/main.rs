@@ -266,6 +266,14 @@ enum Command {
         #[arg(long)]
         clear: bool,
     },
+    /// Print shell completions: `testbed completions bash >
+    /// /etc/bash_completion.d/testbed` (also zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `testbed man | man -l -`.
+    Man,
     /// Serve answers that name this pod, for the generators of experiments
     /// (a container command: `[testbed, serve, --http, "80"]`).
     Serve(cmd::serve::ServeArgs),
@@ -587,6 +595,20 @@ fn run(command: Command) -> Result<(), Failure> {
                 Err(Failure::BadInput)
             }
         },
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "testbed", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .context("writing the manual page")?;
+            print(&String::from_utf8_lossy(&out))
+        }
         Command::Serve(args) => cmd::serve::serve(args),
         Command::Generate(args) => cmd::serve::generate(args),
         Command::Check {

@@ -206,3 +206,25 @@ fn impair_without_a_change_or_with_clear_and_flags_is_refused() {
         assert!(text(&out.stderr).starts_with("error: "), "{out:?}");
     }
 }
+
+#[test]
+fn completions_and_the_manual_page_cover_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = testbed(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = text(&out.stdout);
+        for sub in ["up", "down", "check", "run", "results"] {
+            assert!(script.contains(sub), "{shell} completions lack {sub}");
+        }
+    }
+    let out = testbed(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is bad usage");
+    let man = testbed(&["man"]);
+    assert!(man.status.success());
+    let page = text(&man.stdout);
+    assert!(
+        page.contains(".TH testbed 1") && page.contains("testbed\\-check"),
+        "{}",
+        &page[..400.min(page.len())]
+    );
+}
