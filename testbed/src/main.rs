@@ -17,8 +17,12 @@ mod cmd;
 #[command(name = "testbed", version, about, long_about = None)]
 struct Cli {
     /// More log output (-v: debug, -vv: trace); logs go to stderr.
+    /// `RUST_LOG` (e.g. `RUST_LOG=testbed::controller=debug`) overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Only errors in the log output.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -355,21 +359,40 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// Logs to stderr: warnings by default, `-q` errors only, `-v` debug,
+/// `-vv` trace; `RUST_LOG` filters instead when set; colour only on a
+/// terminal and without `NO_COLOR`.
+fn init_logs(verbose: u8, quiet: bool) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+            eprintln!("warning: RUST_LOG `{spec}`: {e}; using `{level}`");
+            EnvFilter::new(level)
+        }),
+        _ => EnvFilter::new(level),
+    };
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .with_target(false)
+        .init();
+}
+
 fn main() -> ExitCode {
     // Everything the testbed writes (plans with the containers' environments,
     // logs, pid files) is for root alone; containers get the usual 022.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
-    let level = match cli.verbose {
-        0 => tracing::Level::WARN,
-        1 => tracing::Level::DEBUG,
-        _ => tracing::Level::TRACE,
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    init_logs(cli.verbose, cli.quiet);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::BadInput) => ExitCode::from(2),

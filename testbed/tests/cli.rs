@@ -228,3 +228,33 @@ fn completions_and_the_manual_page_cover_the_subcommands() {
         &page[..400.min(page.len())]
     );
 }
+
+#[test]
+fn log_output_follows_quiet_verbose_and_rust_log_without_colour_off_a_terminal() {
+    let file = root().join("topologies/web.yaml");
+    let file = file.to_str().expect("utf-8");
+    let run = |args: &[&str], rust_log: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_testbed"));
+        c.args(args).env_remove("RUST_LOG").env_remove("NO_COLOR");
+        if let Some(spec) = rust_log {
+            c.env("RUST_LOG", spec);
+        }
+        c.output().expect("runs")
+    };
+    let debug = run(&["-v", "validate", file], None);
+    let log = text(&debug.stderr);
+    assert!(log.contains("DEBUG"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour off a terminal: {log:?}");
+    assert!(!text(&run(&["validate", file], None).stderr).contains("DEBUG"));
+    assert!(text(&run(&["validate", file], Some("debug")).stderr).contains("DEBUG"));
+    assert!(!text(&run(&["-v", "validate", file], Some("error")).stderr).contains("DEBUG"));
+    assert_eq!(
+        run(&["-q", "-v", "validate", file], None).status.code(),
+        Some(2)
+    );
+    let quiet = run(&["-q", "validate", file], None);
+    assert!(
+        quiet.status.success() && quiet.stderr.is_empty(),
+        "{quiet:?}"
+    );
+}
