@@ -197,6 +197,9 @@ fn names_modes_and_volumes() {
 
     // The kernel still matches the plan with everything running.
     assert!(ok(&["verify", &tb.name]).contains("matches"));
+    let v: Value = serde_json::from_str(&ok(&["verify", &tb.name, "--json"])).expect("JSON");
+    assert_eq!(v["matches"], true, "{v:#}");
+    assert!(v["namespaces"].as_u64().expect("namespaces") > 5, "{v:#}");
 }
 
 fn container(st: &Value, owner: &str, name: &str) -> Value {

@@ -304,6 +304,28 @@ pods:
         tail.ends_with("last-line\n") && tail.contains("line 3999 of"),
         "{tail}"
     );
+
+    // `down --keep-logs DIR` copies the logs out before everything goes.
+    let kept = tb.dir.path().join("kept");
+    let json = ok(&[
+        "down",
+        &tb.name,
+        "--keep-logs",
+        kept.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(v["removed"][0]["testbed"], tb.name.as_str(), "{v:#}");
+    assert!(
+        v["removed"][0]["keptFiles"].as_u64().expect("keptFiles") >= 3,
+        "{v:#}"
+    );
+    let logs = kept.join(&tb.name).join("pods/default/chatty/logs");
+    let text = std::fs::read_to_string(logs.join("c.log.1")).expect("the kept rotated log")
+        + &std::fs::read_to_string(logs.join("c.log")).expect("the kept log");
+    assert!(text.contains("last-line"), "{text}");
+    assert!(kept.join(&tb.name).join("events.jsonl").is_file());
+    assert!(!dir.exists(), "the state directory is gone");
 }
 
 #[test]

@@ -174,6 +174,13 @@ enum Command {
         /// Remove every testbed on this machine.
         #[arg(long, conflicts_with = "target")]
         all: bool,
+        /// First copy the logs (containers', daemons', the controller's
+        /// events) to DIR/<testbed>/.
+        #[arg(long, value_name = "DIR")]
+        keep_logs: Option<PathBuf>,
+        /// Print what was removed as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List the testbeds on this machine.
     Ls {
@@ -201,6 +208,9 @@ enum Command {
         /// Keep watching: print differences as they come (+) and go (-).
         #[arg(long)]
         watch: bool,
+        /// Print the comparison as JSON (not with --watch).
+        #[arg(long, conflicts_with = "watch")]
+        json: bool,
     },
     /// Show a testbed's nodes, hosts, pods (phase, restarts) and services.
     Status {
@@ -460,7 +470,12 @@ fn run(command: Command) -> Result<(), Failure> {
             json,
             overlay,
         } => cmd::lifecycle::up(&file, timeout, json, overlay.as_deref()),
-        Command::Down { target, all } => cmd::lifecycle::down(target, all),
+        Command::Down {
+            target,
+            all,
+            keep_logs,
+            json,
+        } => cmd::lifecycle::down(target, all, keep_logs.as_deref(), json),
         Command::Ls { json } => ls(json),
         Command::Inspect {
             target,
@@ -485,12 +500,16 @@ fn run(command: Command) -> Result<(), Failure> {
             };
             print(&text.context("printing the state")?)
         }
-        Command::Verify { target, watch } => {
+        Command::Verify {
+            target,
+            watch,
+            json,
+        } => {
             let plan = target_plan(&target)?;
             if watch {
                 cmd::verify::watch(plan)
             } else {
-                cmd::verify::once(&plan)
+                cmd::verify::once(&plan, json)
             }
         }
         Command::Status { target, json } => status(target, json),

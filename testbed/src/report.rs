@@ -12,6 +12,44 @@ pub mod validate;
 
 pub use status::{status, StatusReport};
 
+/// What `testbed down --json` prints.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DownReport {
+    /// Each testbed removed, in order.
+    pub removed: Vec<Removed>,
+}
+
+/// One testbed `down` removed.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Removed {
+    /// The testbed.
+    pub testbed: String,
+    /// Network namespaces removed.
+    pub namespaces: usize,
+    /// Processes ended.
+    pub processes: usize,
+    /// `--keep-logs`: where its logs were copied.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kept_logs: Option<String>,
+    /// `--keep-logs`: how many files were copied.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kept_files: Option<usize>,
+}
+
+/// What `testbed verify --json` prints.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VerifyReport {
+    /// The testbed.
+    pub testbed: String,
+    /// Whether the kernel matches the desired state.
+    pub matches: bool,
+    /// Network namespaces read.
+    pub namespaces: usize,
+    /// Every difference, one line each (empty when it matches).
+    pub differences: Vec<String>,
+}
+
 /// What `testbed events --json` prints.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EventsReport {

@@ -353,6 +353,32 @@ fn every_json_output_has_its_documented_shape() {
     assert_shape(&doc, "Events", &json(&evs), "events");
     assert_shape(&doc, "Reply", &json(&apply_reply()), "apply");
     assert_shape(&doc, "CheckReport", &json(&check_report()), "check");
+    let verify = report::VerifyReport {
+        testbed: "web".into(),
+        matches: false,
+        namespaces: 9,
+        differences: vec!["pod.default.web: link eth0: missing".into()],
+    };
+    assert_shape(&doc, "VerifyReport", &json(&verify), "verify");
+    let down = report::DownReport {
+        removed: vec![
+            report::Removed {
+                testbed: "web".into(),
+                namespaces: 9,
+                processes: 4,
+                kept_logs: Some("/srv/logs/web".into()),
+                kept_files: Some(12),
+            },
+            report::Removed {
+                testbed: "other".into(),
+                namespaces: 0,
+                processes: 0,
+                kept_logs: None,
+                kept_files: None,
+            },
+        ],
+    };
+    assert_shape(&doc, "DownReport", &json(&down), "down");
     results_shapes(&doc);
     // ls: whatever this machine has, and each state.
     let (code, out) = stdout_of(&["ls", "--json"]);

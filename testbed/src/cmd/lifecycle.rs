@@ -91,7 +91,12 @@ pub fn up(
     print(&text)
 }
 
-pub fn down(target: Option<String>, all: bool) -> Result<(), Failure> {
+pub fn down(
+    target: Option<String>,
+    all: bool,
+    keep_logs: Option<&std::path::Path>,
+    json: bool,
+) -> Result<(), Failure> {
     use std::io::IsTerminal;
     let names = match (all, target) {
         (true, _) => testbed::kernel::teardown::testbeds(),
@@ -107,7 +112,20 @@ pub fn down(target: Option<String>, all: bool) -> Result<(), Failure> {
         )));
     }
     let tty = std::io::stderr().is_terminal();
+    let mut removed = Vec::new();
     for n in names {
+        let mut kept = None;
+        if let Some(dir) = keep_logs {
+            let to = dir.join(n.as_str());
+            if n.dir().is_dir() {
+                let files = testbed::state::keep::keep_logs(&n.dir(), &to)
+                    .with_context(|| format!("keeping the logs of {n} in {}", to.display()))?;
+                eprintln!("{n}: kept {files} log files in {}", to.display());
+                kept = Some((to.display().to_string(), files));
+            } else {
+                eprintln!("{n}: no state directory (gone after a crash?): no logs to keep");
+            }
+        }
         let mut progress = |msg: &str| {
             if tty {
                 eprint!("\r\x1b[2K{n}: {msg}");
@@ -124,6 +142,20 @@ pub fn down(target: Option<String>, all: bool) -> Result<(), Failure> {
             "{n}: removed {} network namespaces and {} processes",
             r.namespaces, r.processes
         );
+        removed.push(testbed::report::Removed {
+            testbed: n.to_string(),
+            namespaces: r.namespaces,
+            processes: r.processes,
+            kept_logs: kept.as_ref().map(|k| k.0.clone()),
+            kept_files: kept.map(|k| k.1),
+        });
+    }
+    if json {
+        let doc = testbed::report::DownReport { removed };
+        print(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&doc).context("printing")?
+        ))?;
     }
     Ok(())
 }

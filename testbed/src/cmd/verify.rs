@@ -24,20 +24,38 @@ fn wanted(plan: &Plan) -> KernelState {
     testbed::controller::verify::wanted(plan)
 }
 
-/// Compares once; exit 1 with every difference if there is one.
-pub fn once(plan: &Plan) -> Result<(), Failure> {
+/// Compares once; exit 1 with every difference if there is one (as text,
+/// or a `VerifyReport` with `json`).
+pub fn once(plan: &Plan, json: bool) -> Result<(), Failure> {
     let want = wanted(plan);
     let have = observe(plan, &want)?;
     let diffs = diff(&want, &have);
-    if diffs.is_empty() {
-        return crate::print(&format!(
+    let matches = diffs.is_empty();
+    if json {
+        let report = testbed::report::VerifyReport {
+            testbed: plan.name.clone(),
+            matches,
+            namespaces: have.len(),
+            differences: diffs,
+        };
+        crate::print(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&report).context("printing")?
+        ))?;
+    } else if matches {
+        crate::print(&format!(
             "{}: the kernel matches the plan ({} namespaces)\n",
             plan.name,
             have.len()
-        ));
+        ))?;
+    } else {
+        crate::print(&diffs.iter().map(|d| format!("{d}\n")).collect::<String>())?;
     }
-    crate::print(&diffs.iter().map(|d| format!("{d}\n")).collect::<String>())?;
-    Err(Failure::Reported(1))
+    if matches {
+        Ok(())
+    } else {
+        Err(Failure::Reported(1))
+    }
 }
 
 /// Prints differences as they appear (`+`) and go (`-`), until the testbed
