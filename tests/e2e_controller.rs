@@ -633,6 +633,16 @@ hosts: [{name: client}]
     assert!(qdisc(&host).contains("tbf"), "{}", qdisc(&host));
     ok(&["impair", &tb.name, "n1", "--rate", "20mbit"]);
     assert!(qdisc(&node).contains("tbf"), "{}", qdisc(&node));
+    // `--show` prints what is in force and changes nothing.
+    let shown = ok(&["impair", &tb.name, "n1", "--show"]);
+    assert!(shown.contains("n1: rate 20mbit"), "{shown}");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["impair", &tb.name, "client", "--show", "--json"]))
+            .expect("JSON");
+    assert_eq!(v["machine"], "client");
+    assert!(v["link"]["rate"].is_string(), "{v:#}");
+    let out = testbed(&["impair", &tb.name, "nx", "--show"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(ok(&["verify", &tb.name]).contains("matches"));
     // A kernel with netem applies it; one without refuses and keeps tbf.
     let out = testbed(&["impair", &tb.name, "client", "--delay", "10ms"]);

@@ -279,6 +279,12 @@ enum Command {
         /// Remove every impairment of the machine.
         #[arg(long)]
         clear: bool,
+        /// Print the machine's impairments in force, changing nothing.
+        #[arg(long, conflicts_with_all = ["delay", "jitter", "loss", "duplicate", "reorder", "rate", "clear"])]
+        show: bool,
+        /// Print the impairments (after the change) as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print shell completions: `testbed completions bash >
     /// /etc/bash_completion.d/testbed` (also zsh, fish, elvish, powershell).
@@ -556,8 +562,9 @@ fn run(command: Command) -> Result<(), Failure> {
             reorder,
             rate,
             clear,
+            show,
+            json,
         } => {
-            let name = target_name(&target)?;
             let link = cmd::control::LinkArgs {
                 delay,
                 jitter,
@@ -565,15 +572,8 @@ fn run(command: Command) -> Result<(), Failure> {
                 duplicate,
                 reorder,
                 rate,
-            }
-            .parse(clear)?;
-            let req = testbed::controller::control::Request::Impair {
-                machine: machine.clone(),
-                link,
             };
-            cmd::control::send(&name, &req, false)?;
-            eprintln!("{name}: impairments of {machine} changed");
-            Ok(())
+            cmd::control::impair(&target, &machine, link, clear, show, json)
         }
         Command::Fault {
             testbed,

@@ -50,6 +50,47 @@ pub struct VerifyReport {
     pub differences: Vec<String>,
 }
 
+/// What `testbed impair --show --json` (and `impair --json`) prints.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ImpairReport {
+    /// The testbed.
+    pub testbed: String,
+    /// The node or host.
+    pub machine: String,
+    /// Its impairments in force (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub link: Option<crate::plan::types::LinkPlan>,
+}
+
+impl ImpairReport {
+    /// One line: `web: node1: delay 10ms loss 1%` (or `no impairments`).
+    pub fn text(&self) -> String {
+        let what = match &self.link {
+            None => "no impairments".to_string(),
+            Some(l) => {
+                let mut parts = Vec::new();
+                let mut add = |k: &str, v: Option<String>| {
+                    if let Some(v) = v {
+                        parts.push(format!("{k} {v}"));
+                    }
+                };
+                add("delay", l.delay.map(|d| d.to_string()));
+                add("jitter", l.jitter.map(|d| d.to_string()));
+                add("loss", l.loss.map(|p| p.to_string()));
+                add("duplicate", l.duplicate.map(|p| p.to_string()));
+                add("reorder", l.reorder.map(|p| p.to_string()));
+                add("rate", l.rate.map(|r| r.to_string()));
+                if parts.is_empty() {
+                    "no impairments".to_string()
+                } else {
+                    parts.join(" ")
+                }
+            }
+        };
+        format!("{}: {}: {what}", self.testbed, self.machine)
+    }
+}
+
 /// What `testbed events --json` prints.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EventsReport {

@@ -379,6 +379,15 @@ fn every_json_output_has_its_documented_shape() {
         ],
     };
     assert_shape(&doc, "DownReport", &json(&down), "down");
+    let web = example("web");
+    for link in [web.nodes[0].link.clone(), Some(Default::default()), None] {
+        let impair = report::ImpairReport {
+            testbed: "web".into(),
+            machine: "node1".into(),
+            link,
+        };
+        assert_shape(&doc, "ImpairReport", &json(&impair), "impair --show");
+    }
     results_shapes(&doc);
     // ls: whatever this machine has, and each state.
     let (code, out) = stdout_of(&["ls", "--json"]);

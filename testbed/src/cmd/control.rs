@@ -286,3 +286,66 @@ impl LinkArgs {
         Ok((link != Default::default()).then_some(link))
     }
 }
+
+/// `testbed impair NAME MACHINE ...`: changes a node's or host's link
+/// impairments through the controller (or, with `show`, only prints them),
+/// then prints what is in force.
+pub fn impair(
+    target: &str,
+    machine: &str,
+    link: LinkArgs,
+    clear: bool,
+    show: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let name = crate::target_name(target)?;
+    if !show {
+        let link = link.parse(clear)?;
+        let req = testbed::controller::control::Request::Impair {
+            machine: machine.to_string(),
+            link,
+        };
+        send(&name, &req, false)?;
+        if !json {
+            eprintln!("{name}: impairments of {machine} changed");
+            return Ok(());
+        }
+    }
+    let plan = crate::running_plan(&name)?;
+    let node = plan
+        .nodes
+        .iter()
+        .find(|n| n.name == machine)
+        .map(|n| &n.link);
+    let host = plan
+        .hosts
+        .iter()
+        .find(|h| h.name == machine)
+        .map(|h| &h.link);
+    let Some(link) = node.or(host).cloned() else {
+        let names: Vec<&str> = plan
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .chain(plan.hosts.iter().map(|h| h.name.as_str()))
+            .collect();
+        eprintln!(
+            "error: {name} has no node or host `{machine}`{}",
+            testbed::diag::did_you_mean(machine, &names)
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default()
+        );
+        return Err(Failure::BadInput);
+    };
+    let report = testbed::report::ImpairReport {
+        testbed: name.to_string(),
+        machine: machine.to_string(),
+        link,
+    };
+    let text = if json {
+        serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)? + "\n"
+    } else {
+        format!("{}\n", report.text())
+    };
+    crate::print(&text)
+}
