@@ -335,6 +335,9 @@ enum Command {
         /// as when it stops being ready (repeatable).
         #[arg(long, value_name = "POD")]
         without: Vec<String>,
+        /// Print a JSON object (`mode`, `without`, `rules`).
+        #[arg(long)]
+        json: bool,
     },
     /// Draw a topology: nodes, pods, hosts, bridges, links and services.
     Graph {
@@ -679,6 +682,7 @@ fn run(command: Command) -> Result<(), Failure> {
             file,
             mode,
             without,
+            json,
         } => {
             let mut plan = load(&file)?.plan;
             match mode.as_deref() {
@@ -697,7 +701,17 @@ fn run(command: Command) -> Result<(), Failure> {
                 );
                 return Err(Failure::Reported(2));
             }
-            print(&testbed::services::rendered(&plan, &without))
+            let rules = testbed::services::rendered(&plan, &without);
+            if json {
+                let report = testbed::report::RulesReport {
+                    mode: plan.cluster.proxy,
+                    without,
+                    rules,
+                };
+                print(&(serde_json::to_string_pretty(&report).context("printing")? + "\n"))
+            } else {
+                print(&rules)
+            }
         }
         Command::Graph { file, format } => {
             let loaded = load(&file)?;

@@ -91,6 +91,18 @@ impl ImpairReport {
     }
 }
 
+/// What `testbed rules --json FILE` prints: the rules a proxy mode loads
+/// into every node for the file (pure: no root, nothing loaded).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RulesReport {
+    /// The proxy mode.
+    pub mode: proxy::Mode,
+    /// The pods whose endpoints are taken out (`--without`).
+    pub without: Vec<String>,
+    /// The transaction, as `iptables-restore` or `nft -f` reads it.
+    pub rules: String,
+}
+
 /// What `testbed events --json` prints.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EventsReport {

@@ -379,6 +379,22 @@ fn every_json_output_has_its_documented_shape() {
         ],
     };
     assert_shape(&doc, "DownReport", &json(&down), "down");
+    for args in [
+        vec!["rules", "--json", "topologies/web.yaml"],
+        vec![
+            "rules",
+            "--json",
+            "--mode",
+            "nftables",
+            "topologies/web.yaml",
+            "--without",
+            "web-0",
+        ],
+    ] {
+        let (code, out) = stdout_of(&args);
+        assert_eq!(code, Some(0), "{args:?}");
+        assert_shape(&doc, "RulesReport", &out, &args.join(" "));
+    }
     let web = example("web");
     for link in [web.nodes[0].link.clone(), Some(Default::default()), None] {
         let impair = report::ImpairReport {
