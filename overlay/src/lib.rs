@@ -16,6 +16,7 @@ pub mod impair;
 pub mod network;
 pub mod packet;
 pub mod registry;
+pub mod rng;
 pub mod routes;
 pub mod stats;
 pub mod tun;

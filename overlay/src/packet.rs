@@ -314,20 +314,8 @@ pub fn build_ipv4(
 mod tests {
     use super::*;
 
-    /// SplitMix64: a small deterministic generator for the fuzz loops.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            ((u128::from(self.next()) * n as u128) >> 64) as usize
-        }
-    }
+    /// The fuzz loops' generator.
+    use crate::rng::SplitMix64 as Rng;
 
     fn a(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
@@ -514,7 +502,7 @@ mod tests {
     /// are (almost always) rejected.
     #[test]
     fn decoder_never_panics_and_rejects_garbage() {
-        let mut rng = Rng(0x005e_ed0f_0e1a_u64);
+        let mut rng = Rng::new(0x005e_ed0f_0e1a_u64);
         let mut buf = vec![0u8; 2048];
         let mut out = [0u8; ICMP_ERROR_MAX];
         let mut accepted_random = 0;
@@ -522,7 +510,7 @@ mod tests {
             let cap = if rng.below(4) == 0 { 2048 } else { 80 };
             let len = rng.below(cap);
             for b in &mut buf[..len] {
-                *b = rng.next() as u8;
+                *b = rng.next_u64() as u8;
             }
             // Bias a quarter of them to look like IPv4 so deeper checks run.
             if len > 0 && rng.below(4) == 0 {
@@ -555,13 +543,13 @@ mod tests {
                     }
                     1 => {
                         let j = rng.below(24.min(p.len()));
-                        p[j] = rng.next() as u8;
+                        p[j] = rng.next_u64() as u8;
                     }
                     2 => {
                         let n = rng.below(p.len() + 1);
                         p.truncate(n);
                     }
-                    _ => p.extend((0..rng.below(16)).map(|_| rng.next() as u8)),
+                    _ => p.extend((0..rng.below(16)).map(|_| rng.next_u64() as u8)),
                 }
                 if p.is_empty() {
                     break;

@@ -9,7 +9,8 @@
 //! `PHASE_STREAM + workload index` of the run's seed. `pick` targets are
 //! drawn from stream `PICK_STREAM + entry index` of the run's seed among
 //! the controller's pods in the plan of that run's topology, in plan order.
-//! The generator is overlay's `Xoshiro256StarStar::for_stream`.
+//! The generator is the project's `overlay::rng::Xoshiro256StarStar::for_stream`,
+//! its draws `overlay::rng::below`.
 
 use super::{params, Action, Experiment, Fault, LinkTarget, PodTarget};
 use crate::plan::Plan;
@@ -183,15 +184,10 @@ pub fn combinations(exp: &Experiment) -> Vec<Combination> {
     if exp.shuffle {
         let mut rng = Xoshiro256StarStar::for_stream(exp.seed, SHUFFLE_STREAM);
         for i in (1..out.len()).rev() {
-            out.swap(i, below(&mut rng, i as u64 + 1) as usize);
+            out.swap(i, rng.below(i as u64 + 1) as usize);
         }
     }
     out
-}
-
-/// A uniform draw in `0..n` (n > 0), by multiply-and-shift.
-fn below(rng: &mut Xoshiro256StarStar, n: u64) -> u64 {
-    ((u128::from(rng.next_u64()) * u128::from(n)) >> 64) as u64
 }
 
 /// Every run of `exp`, narrowed by `opts`.
@@ -249,7 +245,7 @@ fn run(exp: &Experiment, c: &Combination, rep: u32) -> Result<Run, ScheduleError
         .enumerate()
         .map(|(i, w)| {
             let mut rng = Xoshiro256StarStar::for_stream(seed, PHASE_STREAM + i as u64);
-            let phase_ppm = below(&mut rng, 1_000_000);
+            let phase_ppm = rng.below(1_000_000);
             let start = w.start.as_micros() as u64;
             let mut s = Sends {
                 name: w.name.clone(),
@@ -309,7 +305,7 @@ pub fn pod_target(plan: &Plan, t: &PodTarget, seed: u64, entry: usize) -> Option
                 return None;
             }
             let mut rng = Xoshiro256StarStar::for_stream(seed, PICK_STREAM + entry as u64);
-            let p = pods[below(&mut rng, pods.len() as u64) as usize];
+            let p = pods[rng.below(pods.len() as u64) as usize];
             Some(format!("pod {}/{}", p.namespace, p.name))
         }
     }
