@@ -49,33 +49,36 @@ pub fn assignment(
     for i in hosts.iter().flatten().filter_map(|w| pos(w)) {
         all_on[i] += 1;
     }
-    let node_machines = nodes
-        .iter()
-        .map(|w| match w {
-            Some(name) => name.to_string(),
-            None => {
-                let i = least(&nodes_on);
-                nodes_on[i] += 1;
-                all_on[i] += 1;
-                machines[i].to_string()
-            }
-        })
-        .collect();
-    let host_machines = hosts
-        .iter()
-        .map(|w| match w {
-            Some(name) => name.to_string(),
-            None => {
-                let i = least(&all_on);
-                all_on[i] += 1;
-                machines[i].to_string()
-            }
-        })
-        .collect();
+    let node_machines = spread(machines, nodes, || {
+        let i = least(&nodes_on);
+        nodes_on[i] += 1;
+        all_on[i] += 1;
+        i
+    });
+    let host_machines = spread(machines, hosts, || {
+        let i = least(&all_on);
+        all_on[i] += 1;
+        i
+    });
     Some(Assignment {
         nodes: node_machines,
         hosts: host_machines,
     })
+}
+
+/// Each entry's machine: the written one, or the one `pick` chooses.
+fn spread(
+    machines: &[&str],
+    written: &[Option<&str>],
+    mut pick: impl FnMut() -> usize,
+) -> Vec<String> {
+    written
+        .iter()
+        .map(|w| match w {
+            Some(name) => name.to_string(),
+            None => machines[pick()].to_string(),
+        })
+        .collect()
 }
 
 /// The index of the smallest count, the first of equal ones.
