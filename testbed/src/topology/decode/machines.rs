@@ -238,7 +238,11 @@ impl Decoder<'_> {
     /// The valid endpoints, and how many were listed.
     fn endpoints(&mut self, node: &Node, path: &str) -> (Vec<Sp<String>>, usize) {
         let items = self.list(node, path, "`endpoints`");
-        let listed = items.len();
+        // A value that is not a list is its own error, not "no endpoints".
+        let listed = match node.value {
+            Value::Seq(_) | Value::Null => items.len(),
+            _ => 1,
+        };
         if items.len() > MAX_ETCD_ENDPOINTS {
             self.err(
                 &at(node, path),
@@ -316,6 +320,20 @@ mod tests {
             let e = check_endpoint(bad).expect_err(bad);
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    /// A broken field is one error: endpoints that are not a list are not
+    /// also "no endpoints".
+    #[test]
+    fn endpoints_that_are_not_a_list_are_one_error() {
+        let yaml = "name: t\ncluster: {registry: etcd, etcd: {endpoints: 'http://10.0.0.1:2379'}}\nnodes: [{name: n1}]\n";
+        let Err(crate::LoadError::Invalid { diagnostics, .. }) =
+            crate::load_str("t.yaml", yaml.to_string())
+        else {
+            panic!("accepted");
+        };
+        let paths: Vec<&str> = diagnostics.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(paths, ["cluster.etcd.endpoints"], "{diagnostics:?}");
     }
 
     #[test]
