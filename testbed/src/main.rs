@@ -166,6 +166,10 @@ enum Command {
         /// Use this overlay backend instead of the file's `cluster.overlay`.
         #[arg(long, value_parser = ["udp", "vxlan", "host-gw"])]
         overlay: Option<String>,
+        /// Build this machine's share of a topology spread over `machines:`
+        /// (not built yet: refused).
+        #[arg(long, value_name = "NAME")]
+        machine: Option<String>,
     },
     /// Remove a testbed and everything it owns, even after a crash (needs root).
     Down {
@@ -478,7 +482,8 @@ fn run(command: Command) -> Result<(), Failure> {
             timeout,
             json,
             overlay,
-        } => cmd::lifecycle::up(&file, timeout, json, overlay.as_deref()),
+            machine,
+        } => cmd::lifecycle::up(&file, timeout, json, overlay.as_deref(), machine.as_deref()),
         Command::Down {
             target,
             all,

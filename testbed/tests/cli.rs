@@ -258,3 +258,49 @@ fn log_output_follows_quiet_verbose_and_rust_log_without_colour_off_a_terminal()
         "{quiet:?}"
     );
 }
+
+/// `up` of a topology spread over machines is refused before anything is
+/// made (exit 2): without `--machine` it says how to bring a share up; with
+/// one, that building a share is not there yet; a wrong `--machine` is
+/// named. Nothing of the testbed appears under /run/netns.
+#[test]
+fn up_of_a_multi_machine_topology_is_refused_before_anything_is_made() {
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["up", "topologies/two-machines.yaml"],
+            "is spread over the machines alpha, beta: run `testbed up FILE --machine NAME`",
+        ),
+        (
+            &["up", "topologies/two-machines.yaml", "--machine", "alpha"],
+            "multi-machine up is not built yet: nothing was made. `two-machines`'s share on `alpha` would be the nodes [node1, node2], the hosts [client]",
+        ),
+        (
+            &["up", "topologies/two-machines.yaml", "--machine", "alhpa"],
+            "has no machine named `alhpa`; did you mean `alpha`?",
+        ),
+        (
+            &["up", "topologies/minimal.yaml", "--machine", "alpha"],
+            "runs on one machine: its topology has no `machines:`; leave out --machine",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = testbed(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    let made = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("tb-two-machines.")
+        });
+    assert!(!made, "a namespace of the refused testbed exists");
+}

@@ -4,6 +4,7 @@
 
 use crate::{load, print, target_name, Failure};
 use anyhow::Context;
+use testbed::plan::machines::ShareError;
 use testbed::plan::render;
 
 pub fn up(
@@ -11,9 +12,11 @@ pub fn up(
     timeout: std::time::Duration,
     json: bool,
     overlay: Option<&str>,
+    machine: Option<&str>,
 ) -> Result<(), Failure> {
     use std::io::IsTerminal;
     let mut loaded = load(file)?;
+    refuse_machines(&loaded.plan, machine)?;
     if let Some(name) = overlay {
         let backend = overlay::Backend::ALL
             .into_iter()
@@ -89,6 +92,40 @@ pub fn up(
         summary.to_string()
     };
     print(&text)
+}
+
+/// A topology spread over machines is brought up one machine's share at a
+/// time (`--machine NAME` on each), which is not built yet: refused, exit
+/// 2, before anything is made. `--machine` on a one-machine topology, or
+/// naming no machine of it, is refused too.
+fn refuse_machines(plan: &testbed::plan::Plan, machine: Option<&str>) -> Result<(), Failure> {
+    let names: Vec<&str> = plan.machines.iter().map(|m| m.name.as_str()).collect();
+    let Some(machine) = machine else {
+        if !names.is_empty() {
+            eprintln!(
+                "error: `{}` is spread over the machines {}: run `testbed up FILE --machine NAME` on each machine to build its share",
+                plan.name,
+                names.join(", ")
+            );
+            return Err(Failure::BadInput);
+        }
+        return Ok(());
+    };
+    let share = testbed::plan::machines::share(plan, machine).map_err(|e| {
+        match e {
+            ShareError::NoMachines(_) => eprintln!("error: {e}; leave out --machine"),
+            ShareError::Unknown { .. } => eprintln!("error: {e}"),
+        }
+        Failure::BadInput
+    })?;
+    eprintln!(
+        "error: multi-machine up is not built yet: nothing was made. `{}`'s share on `{machine}` would be the nodes [{}], the hosts [{}] and {} pods",
+        plan.name,
+        share.nodes.join(", "),
+        share.hosts.join(", "),
+        share.pods.len()
+    );
+    Err(Failure::BadInput)
 }
 
 pub fn down(

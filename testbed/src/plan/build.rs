@@ -117,7 +117,8 @@ impl Planner<'_, '_> {
             &fabric_netns,
             &mut fabric_names,
         );
-        let hosts = self.host_plans(&host_ips, &fabric_netns, &mut fabric_names);
+        let mut hosts = self.host_plans(&host_ips, &fabric_netns, &mut fabric_names);
+        let machines = crate::plan::machines::assign(topo, &mut nodes, &mut hosts, self.diags);
         let pods = self.pods(&placements, &nodes, &mut node_if_names, pod_mtu);
         let services = self.services(&pods, &nodes);
         // The node that announces an external IP holds it (as a /32 on its
@@ -138,6 +139,7 @@ impl Planner<'_, '_> {
             prefix: self.prefix.clone(),
             state_dir: self.state_dir.clone(),
             cluster: self.cluster_plan(pod_mtu),
+            machines,
             fabric,
             nodes,
             hosts,
@@ -162,6 +164,11 @@ impl Planner<'_, '_> {
             network_config: self.config.clone(),
             container_log_max_bytes: c.container_log_max_size.value.0,
             pod_eviction_timeout: c.pod_eviction_timeout.value,
+            registry: c.registry.value,
+            etcd: c.etcd.as_ref().map(|e| EtcdPlan {
+                endpoints: e.endpoints.iter().map(|u| u.value.clone()).collect(),
+                prefix: e.prefix.value.clone(),
+            }),
         }
     }
 
@@ -216,6 +223,7 @@ impl Planner<'_, '_> {
                 labels: n.labels.map.clone(),
                 netns,
                 ip: node_ips[i],
+                machine: None,
                 uplink,
                 lease: Lease::new(subnet, node_ips[i], c.overlay.value),
                 bridge: Iface {
@@ -262,6 +270,7 @@ impl Planner<'_, '_> {
                 name: h.name.value.clone(),
                 netns: names::host_netns(&self.prefix, &h.name.value),
                 ip: host_ips[i],
+                machine: None,
                 uplink,
                 link: h.link.as_ref().map(link_plan),
                 hosts_file: format!("{dir}/hosts"),

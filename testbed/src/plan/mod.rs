@@ -1,9 +1,11 @@
 //! The plan: the desired state computed from a topology (`build`), its shape
 //! (`types`), kernel object names and MACs (`names`), hosts files
-//! (`hosts`), and its YAML or JSON text (`render`).
+//! (`hosts`), its YAML or JSON text (`render`), and which real machine
+//! runs what (`machines`).
 
 pub mod build;
 pub mod hosts;
+pub mod machines;
 pub mod names;
 pub mod render;
 pub mod state;

@@ -3,7 +3,7 @@
 //! applying the plan creates exactly this, and reading the kernel back gives
 //! this shape again.
 
-use crate::topology::model::RestartPolicy;
+use crate::topology::model::{Registry, RestartPolicy};
 use crate::topology::units::{Duration, Percent, Rate};
 use overlay::{Backend, Ipv4Net, Lease, NetworkConfig};
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,10 @@ pub struct Plan {
     pub state_dir: String,
     /// Cluster-wide settings, defaults resolved.
     pub cluster: ClusterPlan,
+    /// The real machines the testbed is spread over (`machines:`); absent
+    /// for a testbed on one machine.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub machines: Vec<MachinePlan>,
     /// The LAN the nodes and hosts share.
     pub fabric: Fabric,
     /// The nodes.
@@ -82,6 +86,34 @@ pub struct ClusterPlan {
     /// pods (`cluster.podEvictionTimeout`). An older plan reads as 5 s.
     #[serde(default = "default_pod_eviction_timeout")]
     pub pod_eviction_timeout: Duration,
+    /// Where the shared state is kept; absent when it is the default,
+    /// `file`.
+    #[serde(skip_serializing_if = "Registry::is_file", default)]
+    pub registry: Registry,
+    /// How to reach etcd (`registry: etcd` only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub etcd: Option<EtcdPlan>,
+}
+
+/// How to reach etcd.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdPlan {
+    /// Its client URLs, as the file wrote them.
+    pub endpoints: Vec<String>,
+    /// The key prefix of flannel's layout (`/coreos.com/network` unless
+    /// the file says otherwise).
+    pub prefix: String,
+}
+
+/// A real machine that carries a share of the testbed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachinePlan {
+    /// Its name.
+    pub name: String,
+    /// Its address on the network that joins the machines.
+    pub address: Ipv4Addr,
 }
 
 fn default_pod_eviction_timeout() -> Duration {
@@ -187,6 +219,9 @@ pub struct NodePlan {
     pub netns: String,
     /// Its underlay address.
     pub ip: Ipv4Addr,
+    /// The real machine it runs on (multi-machine testbeds only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub machine: Option<String>,
     /// Its link to the LAN.
     pub uplink: Veth,
     /// Its pod subnet lease.
@@ -235,6 +270,9 @@ pub struct HostPlan {
     pub netns: String,
     /// Its underlay address.
     pub ip: Ipv4Addr,
+    /// The real machine it runs on (multi-machine testbeds only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub machine: Option<String>,
     /// Its link to the LAN.
     pub uplink: Veth,
     /// Impairments of its link.

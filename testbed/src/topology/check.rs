@@ -25,6 +25,7 @@ pub fn check(topo: &Topology, diags: &mut Diagnostics) {
     pod_references(topo, diags);
     selectors(topo, diags);
     proxy_ports(topo, diags);
+    crate::topology::machines::check(topo, diags);
 }
 
 /// In userspace mode the node's proxy listens on `LISTEN_BASE` upwards in

@@ -13,12 +13,16 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 mod cluster;
+mod machines;
 mod service;
 mod workload;
 
 pub use cluster::{
     defaults, derived_lb_cidr, derived_subnet_len, lb_derivation, MIN_CONTAINER_LOG_MAX_SIZE,
     MTU_RANGE,
+};
+pub use machines::{
+    check_endpoint, check_prefix, DEFAULT_ETCD_PREFIX, MAX_ETCD_ENDPOINTS, MAX_MACHINES,
 };
 pub use workload::MAX_REPLICAS;
 
@@ -138,6 +142,7 @@ const TOP: &[&str] = &[
     "replicationControllers",
     "services",
     "checks",
+    "machines",
 ];
 
 impl<'d> Decoder<'d> {
@@ -513,6 +518,7 @@ impl Decoder<'_> {
             })
             .unwrap_or(0);
         let cluster = self.cluster(&obj);
+        let (machines, machines_at) = self.machines(&obj);
         self.examples = Examples::of(
             &cluster.pod_cidr.value,
             cluster.subnet_len.value,
@@ -559,6 +565,8 @@ impl Decoder<'_> {
             controllers,
             services,
             checks: Vec::new(),
+            machines,
+            machines_at,
         };
         let known = crate::check::spec::Known::of_topology(&topo);
         crate::check::spec::check_names(&declared, &known, self.diags);

@@ -1,10 +1,11 @@
 //! The topology file: reading it (`yaml`), typing it (`decode`, `model`,
-//! `units`), checking what refers to what (`check`) and writing a tree back
-//! as text (`emit`).
+//! `units`), checking what refers to what (`check`; the multi-machine fields
+//! in `machines`) and writing a tree back as text (`emit`).
 
 pub mod check;
 pub mod decode;
 pub mod emit;
+pub mod machines;
 pub mod model;
 pub mod units;
 pub mod yaml;

@@ -118,6 +118,53 @@ pub struct Topology {
     pub services: Vec<Service>,
     /// Reachability checks (`testbed check`); not part of the plan.
     pub checks: Vec<crate::check::Check>,
+    /// The real machines the testbed is spread over (`machines:`); empty for
+    /// a testbed on one machine.
+    pub machines: Vec<RealMachine>,
+    /// Where the `machines:` key is, when the file has one.
+    pub machines_at: Option<At>,
+}
+
+/// One real machine (or VM) that carries a share of the testbed.
+#[derive(Clone, Debug)]
+pub struct RealMachine {
+    /// Its name, which nodes and hosts name in `machine:`.
+    pub name: Sp<String>,
+    /// Its address on the real network.
+    pub address: Sp<Ipv4Addr>,
+    /// Where the entry is.
+    pub at: At,
+}
+
+/// Where the state the machines share is kept (`cluster.registry`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registry {
+    /// A directory of files on the machine (`/run/testbed/NAME/registry`).
+    #[default]
+    File,
+    /// An etcd cluster (`cluster.etcd`), in flannel's layout.
+    Etcd,
+}
+
+impl Registry {
+    /// Whether this is the default, the file registry.
+    pub fn is_file(&self) -> bool {
+        *self == Registry::File
+    }
+}
+
+/// How to reach etcd (`cluster.etcd`).
+#[derive(Clone, Debug)]
+pub struct Etcd {
+    /// Its client URLs, `http://A.B.C.D:PORT` or `https://...`.
+    pub endpoints: Vec<Sp<String>>,
+    /// How many endpoints the file listed, valid or not.
+    pub listed: usize,
+    /// The key prefix of flannel's layout (default `/coreos.com/network`).
+    pub prefix: Sp<String>,
+    /// Where the `etcd:` key is.
+    pub at: At,
 }
 
 /// Cluster-wide settings.
@@ -148,6 +195,10 @@ pub struct Cluster {
     /// How long a node may be unreachable before the controller evicts its
     /// pods (`podEvictionTimeout`).
     pub pod_eviction_timeout: Sp<Duration>,
+    /// Where the shared state is kept.
+    pub registry: Sp<Registry>,
+    /// How to reach etcd, when the file says.
+    pub etcd: Option<Etcd>,
 }
 
 /// Labels, as key/value pairs.
@@ -196,6 +247,8 @@ pub struct Machine {
     pub link: Option<Link>,
     /// Containers (hosts only).
     pub containers: Vec<Container>,
+    /// The real machine it runs on (`machine:`), when the file says.
+    pub machine: Option<Sp<String>>,
     /// Where the entry is.
     pub at: At,
 }

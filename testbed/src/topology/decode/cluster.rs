@@ -88,6 +88,8 @@ const CLUSTER: &[&str] = &[
     "proxy",
     "containerLogMaxSize",
     "podEvictionTimeout",
+    "registry",
+    "etcd",
 ];
 
 impl Decoder<'_> {
@@ -175,6 +177,8 @@ impl Decoder<'_> {
             pod_eviction_timeout: self.eviction_timeout(&obj).unwrap_or_else(|| {
                 Sp::defaulted(Duration(defaults::POD_EVICTION_TIMEOUT_US), here.clone())
             }),
+            registry: self.registry(&obj, &here),
+            etcd: self.etcd(&obj),
         }
     }
 

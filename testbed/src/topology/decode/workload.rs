@@ -11,8 +11,8 @@ use std::net::Ipv4Addr;
 /// The largest number of replicas one controller may ask for.
 pub const MAX_REPLICAS: u32 = 10_000;
 
-const NODE: &[&str] = &["name", "labels", "link"];
-const HOST: &[&str] = &["name", "link", "containers"];
+const NODE: &[&str] = &["name", "labels", "link", "machine"];
+const HOST: &[&str] = &["name", "link", "containers", "machine"];
 const LINK: &[&str] = &["delay", "jitter", "loss", "duplicate", "reorder", "rate"];
 const POD: &[&str] = &[
     "name",
@@ -49,11 +49,13 @@ impl Decoder<'_> {
             .get("containers")
             .map(|(n, p)| self.containers(n, &p, &[]))
             .unwrap_or_default();
+        let machine = self.machine_ref(&obj);
         Some(Machine {
             name: name?,
             labels,
             link,
             containers,
+            machine,
             at: obj.at(),
         })
     }
