@@ -52,6 +52,14 @@ pub enum RegistryError {
         /// What is wrong.
         message: String,
     },
+    /// A remote store (etcd) failed; the message names its endpoints.
+    #[error("{message}")]
+    Remote {
+        /// The kind of store.
+        store: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl RegistryError {
@@ -64,6 +72,10 @@ impl RegistryError {
             },
             RegistryError::Format { path, message } => BadLease {
                 file: path.clone(),
+                error: message.clone(),
+            },
+            RegistryError::Remote { store, message } => BadLease {
+                file: store.clone(),
                 error: message.clone(),
             },
         }
