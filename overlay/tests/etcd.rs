@@ -16,6 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CLIENT_URL: &str = "http://127.0.0.1:2379";
+/// A second address of the same server, for a client whose path a test cuts.
+const SIDE_URL: &str = "http://127.0.0.2:2379";
 const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Returns from the test when not root or without etcd (failures under `CI`).
@@ -104,7 +106,7 @@ impl Etcd {
             .arg(&data)
             .args([
                 "--listen-client-urls",
-                CLIENT_URL,
+                &format!("{CLIENT_URL},{SIDE_URL}"),
                 "--advertise-client-urls",
                 CLIENT_URL,
                 "--listen-peer-urls",
@@ -162,6 +164,18 @@ impl Etcd {
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
+    }
+
+    /// Cuts (or restores) the path to [`SIDE_URL`]: TCP resets both ways.
+    fn cut_side(&self, cut: bool) {
+        let nft = |cmd: &str| run("ip", &["netns", "exec", &self.ns, "nft", cmd]);
+        if !cut {
+            return nft("delete table ip cut");
+        }
+        nft("add table ip cut");
+        nft("add chain ip cut out { type filter hook output priority 0 ; }");
+        nft("add rule ip cut out ip daddr 127.0.0.2 tcp dport 2379 reject with tcp reset");
+        nft("add rule ip cut out ip saddr 127.0.0.2 tcp sport 2379 reject with tcp reset");
     }
 
     /// Runs `f` in a thread inside the namespace (a store it connects talks
@@ -399,6 +413,47 @@ fn the_watch_sees_new_revoked_and_expired_leases() {
         });
         assert!(matches!(&evs[..], [LeaseEvent::Removed { subnet, .. }] if *subnet == b));
     });
+}
+
+/// A running watch whose stream breaks while leases change and the history
+/// is compacted: it reports the break, keeps the leases it knew, and when
+/// etcd is reachable again lists again (it cannot resume) and reports the
+/// leases as they are.
+#[test]
+fn a_running_watch_relists_after_a_compaction_it_missed() {
+    require_etcd!();
+    let etcd = Etcd::start("relist");
+    let (a, b) = (net("10.244.1.0/24"), net("10.244.2.0/24"));
+    let (s, mut w, mut v) = etcd.run(move || {
+        let s = connect();
+        s.put_lease(a, &attrs([10, 0, 0, 1])).unwrap();
+        let watcher = EtcdStore::connect(&[SIDE_URL.into()], DEFAULT_PREFIX, TIMEOUT).unwrap();
+        let mut w = watcher.watch(16);
+        let mut v = LeaseView::new();
+        follow_until(&mut w, &mut v, TIMEOUT, |v| view_subnets(v) == [a]);
+        (s, w, v)
+    });
+    etcd.cut_side(true);
+    let evs = follow_until(&mut w, &mut v, Duration::from_secs(10), |v| {
+        v.lost().is_some()
+    });
+    assert!(matches!(evs.last(), Some(LeaseEvent::Lost { error }) if error.contains(SIDE_URL)));
+    let s = etcd.run(move || {
+        s.put_lease(b, &attrs([10, 0, 0, 2])).unwrap();
+        s.revoke(a).unwrap();
+        s.compact().unwrap();
+        s
+    });
+    assert_eq!(view_subnets(&v), [a], "the last known leases stay");
+    etcd.cut_side(false);
+    let evs = follow_until(&mut w, &mut v, Duration::from_secs(15), |v| {
+        v.lost().is_none() && view_subnets(v) == [b]
+    });
+    assert!(
+        evs.iter().any(|e| matches!(e, LeaseEvent::Listed(_))),
+        "listed again: {evs:?}"
+    );
+    drop(s);
 }
 
 /// A watch that resumes from a revision whose history was compacted lists
