@@ -12,99 +12,28 @@
 //! the store talks to etcd from the network namespace of the thread that
 //! connected it, whichever thread calls it later.
 
+mod error;
 pub mod layout;
+mod lease;
 pub mod watch;
 
 use crate::cidr::Ipv4Net;
 use crate::network::NetworkConfig;
 use crate::registry::{BadLease, LeaseAttrs, LeaseRecord, LeaseScan, RegistryError, SubnetStore};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 use layout::Layout;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::runtime::Runtime;
-use tokio::task::JoinHandle;
 
+pub use error::EtcdError;
 pub use layout::DEFAULT_PREFIX;
 pub use watch::{LeaseEvent, LeaseView, LeaseWatch};
 
 /// Leases listed per request (a bound on each response).
 const PAGE: i64 = 500;
-
-/// Why etcd could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum EtcdError {
-    /// No endpoint was given.
-    #[error("no etcd endpoint given")]
-    NoEndpoints,
-    /// The prefix cannot be used.
-    #[error(transparent)]
-    Prefix(#[from] layout::PrefixError),
-    /// The client's runtime could not start.
-    #[error("starting the etcd client: {0}")]
-    Runtime(std::io::Error),
-    /// No endpoint answered in time.
-    #[error("etcd unreachable at {endpoints} (tried for {after:?}): {reason}")]
-    Unreachable {
-        /// The endpoints, comma-separated.
-        endpoints: String,
-        /// How long it was tried.
-        after: Duration,
-        /// The last error.
-        reason: String,
-    },
-    /// A request got no answer in time.
-    #[error("etcd at {endpoints}: {op}: no answer within {after:?}")]
-    Timeout {
-        /// The endpoints, comma-separated.
-        endpoints: String,
-        /// The request.
-        op: &'static str,
-        /// The timeout.
-        after: Duration,
-    },
-    /// A request failed.
-    #[error("etcd at {endpoints}: {op}: {source}")]
-    Request {
-        /// The endpoints, comma-separated.
-        endpoints: String,
-        /// The request.
-        op: &'static str,
-        /// The client's error.
-        source: etcd_client::Error,
-    },
-    /// The subnet is leased by another node.
-    #[error("etcd at {endpoints}: {key} is already leased to {holder}")]
-    Taken {
-        /// The endpoints, comma-separated.
-        endpoints: String,
-        /// The lease key.
-        key: String,
-        /// The holder's PublicIP (or its raw value when unreadable).
-        holder: String,
-    },
-    /// A value is not what it should be.
-    #[error("etcd at {endpoints}: {key}: {message}")]
-    Format {
-        /// The endpoints, comma-separated.
-        endpoints: String,
-        /// The key.
-        key: String,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-impl From<EtcdError> for RegistryError {
-    fn from(e: EtcdError) -> RegistryError {
-        RegistryError::Remote {
-            store: "etcd".into(),
-            message: e.to_string(),
-        }
-    }
-}
 
 /// A lease as etcd holds it: the record, the revision that last changed it
 /// and the etcd lease it is bound to (0: none).
@@ -137,12 +66,6 @@ impl EtcdScan {
             bad: self.bad,
         }
     }
-}
-
-/// A lease this store created and renews.
-struct Owned {
-    id: i64,
-    keeper: JoinHandle<()>,
 }
 
 /// What the store's calls share with its background tasks.
@@ -220,12 +143,65 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
     vec![0]
 }
 
+/// The store's runtime: one worker thread that does all the I/O. Dropping it
+/// does not wait for its tasks, so that it may be dropped anywhere.
+pub(crate) struct Rt(Option<Runtime>);
+
+impl Rt {
+    fn rt(&self) -> &Runtime {
+        // Only `drop` takes it out.
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("runtime used after drop"))
+    }
+
+    /// Spawns `task` on the runtime.
+    pub(crate) fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.rt().spawn(task)
+    }
+
+    /// Blocks the calling (non-async) thread on `f`, which runs on the
+    /// calling thread but uses the runtime's timers.
+    pub(crate) fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt().block_on(f)
+    }
+
+    /// Runs `fut` on the runtime's thread and waits for it at most
+    /// `timeout` (`None`: no result in time). The calling thread only waits
+    /// on a channel, so it may be any thread.
+    pub(crate) fn within<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.spawn(async move {
+            if let Ok(r) = tokio::time::timeout(timeout, fut).await {
+                let _ = tx.send(r);
+            }
+        });
+        rx.recv_timeout(timeout + Duration::from_secs(1)).ok()
+    }
+}
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// The subnet registry in etcd.
 pub struct EtcdStore {
-    rt: Arc<Runtime>,
+    rt: Arc<Rt>,
     conn: Conn,
     ttl: Duration,
-    owned: Mutex<BTreeMap<Ipv4Net, Owned>>,
+    owned: Mutex<BTreeMap<Ipv4Net, lease::Owned>>,
 }
 
 impl EtcdStore {
@@ -259,19 +235,16 @@ impl EtcdStore {
             .with_timeout(timeout)
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
             .with_keep_alive_while_idle(true);
-        let task = rt.spawn(async move {
-            tokio::time::timeout(timeout, async move {
-                let mut client = Client::connect(eps, Some(opts)).await?;
-                client.status().await?;
-                Ok::<Client, etcd_client::Error>(client)
-            })
-            .await
+        let rt = Rt(Some(rt));
+        let reached = rt.within(timeout, async move {
+            let mut client = Client::connect(eps, Some(opts)).await?;
+            client.status().await?;
+            Ok::<Client, etcd_client::Error>(client)
         });
-        let client = match rt.block_on(task) {
-            Ok(Ok(Ok(client))) => client,
-            Ok(Ok(Err(e))) => return Err(unreachable(e.to_string())),
-            Ok(Err(_)) => return Err(unreachable("no answer".into())),
-            Err(e) => return Err(unreachable(e.to_string())),
+        let client = match reached {
+            Some(Ok(client)) => client,
+            Some(Err(e)) => return Err(unreachable(e.to_string())),
+            None => return Err(unreachable("no answer".into())),
         };
         Ok(EtcdStore {
             rt: Arc::new(rt),
@@ -315,18 +288,13 @@ impl EtcdStore {
         fut: impl Future<Output = Result<T, EtcdError>> + Send + 'static,
     ) -> Result<T, EtcdError> {
         let timeout = self.conn.timeout;
-        let task = self
-            .rt
-            .spawn(async move { tokio::time::timeout(timeout, fut).await });
-        let late = || EtcdError::Timeout {
-            endpoints: self.conn.endpoints.clone(),
-            op,
-            after: timeout,
-        };
-        match self.rt.block_on(task) {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) | Err(_) => Err(late()),
-        }
+        self.rt.within(timeout, fut).unwrap_or_else(|| {
+            Err(EtcdError::Timeout {
+                endpoints: self.conn.endpoints.clone(),
+                op,
+                after: timeout,
+            })
+        })
     }
 
     /// Every lease with its revisions, at one revision of the store.
@@ -378,161 +346,6 @@ impl EtcdStore {
     /// history was compacted.
     pub fn watch_from(&self, revision: i64, capacity: usize) -> LeaseWatch {
         LeaseWatch::start(self.rt.clone(), self.conn.clone(), Some(revision), capacity)
-    }
-
-    /// Creates the lease of `subnet` if it is absent (or held by a node with
-    /// the same PublicIP: this node before a restart, as flannel takes it
-    /// back), bound to a new etcd lease this store keeps alive.
-    fn acquire(&self, subnet: Ipv4Net, attrs: &LeaseAttrs) -> Result<(), EtcdError> {
-        let conn = self.conn.clone();
-        let key = conn.layout.lease_key(subnet);
-        let value = serde_json::to_string(attrs).map_err(|e| EtcdError::Format {
-            endpoints: conn.endpoints.clone(),
-            key: key.clone(),
-            message: e.to_string(),
-        })?;
-        let (ttl, ip) = (self.ttl_secs(), attrs.public_ip);
-        let id = self.call("creating a lease", async move {
-            let mut c = conn.client.clone();
-            let id = c
-                .lease_grant(ttl, None)
-                .await
-                .map_err(conn.request("granting a lease"))?
-                .id();
-            let put = || {
-                TxnOp::put(
-                    key.clone(),
-                    value.clone(),
-                    Some(PutOptions::new().with_lease(id)),
-                )
-            };
-            let txn = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([put()])
-                .or_else([TxnOp::get(key.clone(), None)]);
-            let resp = c.txn(txn).await.map_err(conn.request("creating a lease"))?;
-            if resp.succeeded() {
-                return Ok(id);
-            }
-            let held = held_by(&resp);
-            let same_node = held
-                .as_ref()
-                .and_then(|(v, _)| serde_json::from_slice::<LeaseAttrs>(v).ok())
-                .is_some_and(|a| a.public_ip == ip);
-            if let (true, Some((_, rev))) = (same_node, &held) {
-                let txn = Txn::new()
-                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, *rev)])
-                    .and_then([put()]);
-                let resp = c
-                    .txn(txn)
-                    .await
-                    .map_err(conn.request("taking a lease back"))?;
-                if resp.succeeded() {
-                    return Ok(id);
-                }
-            }
-            let _ = c.lease_revoke(id).await;
-            Err(EtcdError::Taken {
-                endpoints: conn.endpoints.clone(),
-                key,
-                holder: held.map_or_else(
-                    || "another node".into(),
-                    |(v, _)| {
-                        serde_json::from_slice::<LeaseAttrs>(&v).map_or_else(
-                            |_| String::from_utf8_lossy(&v).into_owned(),
-                            |a| a.public_ip.to_string(),
-                        )
-                    },
-                ),
-            })
-        })?;
-        let keeper = self
-            .rt
-            .spawn(keep_alive(self.conn.clone(), subnet, id, self.ttl));
-        if let Some(old) = crate::lock(&self.owned).insert(subnet, Owned { id, keeper }) {
-            old.keeper.abort();
-        }
-        Ok(())
-    }
-
-    /// Renews a lease this store holds and rewrites its value; false when
-    /// the key is no longer bound to `id` (it expired or was taken).
-    fn renew(&self, subnet: Ipv4Net, id: i64, attrs: &LeaseAttrs) -> Result<bool, EtcdError> {
-        let conn = self.conn.clone();
-        let key = conn.layout.lease_key(subnet);
-        let value = serde_json::to_vec(attrs).unwrap_or_default();
-        self.call("renewing a lease", async move {
-            let mut c = conn.client.clone();
-            let txn = Txn::new()
-                .when([
-                    Compare::lease(key.clone(), CompareOp::Equal, id),
-                    Compare::value(key.clone(), CompareOp::Equal, value.clone()),
-                ])
-                .or_else([TxnOp::put(
-                    key.clone(),
-                    value,
-                    Some(PutOptions::new().with_lease(id)),
-                )]);
-            let txn = Txn::new()
-                .when([Compare::lease(key.clone(), CompareOp::Equal, id)])
-                .and_then([TxnOp::txn(txn)]);
-            let resp = c.txn(txn).await.map_err(conn.request("renewing a lease"))?;
-            if !resp.succeeded() {
-                return Ok(false);
-            }
-            match c.lease_keep_alive(id).await {
-                Ok(_) => Ok(true),
-                Err(etcd_client::Error::LeaseKeepAliveError(_)) => Ok(false),
-                Err(e) => Err(conn.request("renewing a lease")(e)),
-            }
-        })
-    }
-}
-
-/// The value and modification revision of the key a failed create-if-absent
-/// transaction read in its else branch.
-fn held_by(resp: &etcd_client::TxnResponse) -> Option<(Vec<u8>, i64)> {
-    resp.op_responses().into_iter().find_map(|r| match r {
-        etcd_client::TxnOpResponse::Get(g) => g
-            .kvs()
-            .first()
-            .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
-        _ => None,
-    })
-}
-
-/// Keeps etcd lease `id` alive, every third of its TTL, until etcd says it
-/// is gone; a broken stream is opened again after a pause.
-async fn keep_alive(conn: Conn, subnet: Ipv4Net, id: i64, ttl: Duration) {
-    let every = (ttl / 3).max(Duration::from_millis(300));
-    let mut client = conn.client.clone();
-    loop {
-        let (mut keeper, mut stream) = match client.lease_keep_alive(id).await {
-            Ok(k) => k,
-            Err(etcd_client::Error::LeaseKeepAliveError(e)) => {
-                tracing::warn!(%subnet, error = %e, endpoints = %conn.endpoints, "the lease is gone");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(%subnet, error = %e, endpoints = %conn.endpoints, "keeping the lease alive");
-                tokio::time::sleep(every.min(Duration::from_secs(1))).await;
-                continue;
-            }
-        };
-        loop {
-            tokio::time::sleep(every).await;
-            if keeper.keep_alive().await.is_err() {
-                break;
-            }
-            match stream.message().await {
-                Ok(Some(r)) if r.ttl() > 0 => {}
-                Ok(Some(_)) => {
-                    tracing::warn!(%subnet, endpoints = %conn.endpoints, "the lease expired");
-                    return;
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
     }
 }
 

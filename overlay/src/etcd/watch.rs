@@ -6,7 +6,7 @@
 //! that history was compacted it lists again. [`LeaseView`] is the pure
 //! state a receiver keeps from the events.
 
-use super::{Conn, EtcdLease, EtcdScan};
+use super::{Conn, EtcdLease, EtcdScan, Rt};
 use crate::cidr::Ipv4Net;
 use crate::registry::{BadLease, LeaseScan};
 use etcd_client::WatchOptions;
@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -152,18 +151,13 @@ fn subnet_of_bad(b: &BadLease) -> Option<Ipv4Net> {
 /// The receiving end of a watch; dropping it stops the watch. Its methods
 /// block and must not be called from inside an async runtime.
 pub struct LeaseWatch {
-    rt: Arc<Runtime>,
+    rt: Arc<Rt>,
     rx: mpsc::Receiver<LeaseEvent>,
     task: JoinHandle<()>,
 }
 
 impl LeaseWatch {
-    pub(crate) fn start(
-        rt: Arc<Runtime>,
-        conn: Conn,
-        from: Option<i64>,
-        capacity: usize,
-    ) -> LeaseWatch {
+    pub(crate) fn start(rt: Arc<Rt>, conn: Conn, from: Option<i64>, capacity: usize) -> LeaseWatch {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let task = rt.spawn(run(conn, from, tx));
         LeaseWatch { rt, rx, task }
