@@ -523,6 +523,20 @@ fn connecting_to_a_dead_endpoint_fails_in_time() {
             msg.contains("http://127.0.0.1:2999, http://127.0.0.2:2999"),
             "{msg}"
         );
+        // An endpoint that accepts connections but never answers: the
+        // timeout, not the kernel, ends the attempt.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let silent = format!("http://{}", silent.local_addr().unwrap());
+        let started = Instant::now();
+        let err = EtcdStore::connect(&[silent.clone()], DEFAULT_PREFIX, Duration::from_secs(1))
+            .err()
+            .expect("no answer there");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+            "took {took:?}"
+        );
+        assert!(err.to_string().contains(&silent), "{err}");
         let none = EtcdStore::connect(&[], DEFAULT_PREFIX, TIMEOUT).err();
         assert!(matches!(none, Some(EtcdError::NoEndpoints)));
         let bad = EtcdStore::connect(&[CLIENT_URL.into()], "relative", TIMEOUT).err();
