@@ -528,9 +528,13 @@ fn connecting_to_a_dead_endpoint_fails_in_time() {
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let silent = format!("http://{}", silent.local_addr().unwrap());
         let started = Instant::now();
-        let err = EtcdStore::connect(&[silent.clone()], DEFAULT_PREFIX, Duration::from_secs(1))
-            .err()
-            .expect("no answer there");
+        let err = EtcdStore::connect(
+            std::slice::from_ref(&silent),
+            DEFAULT_PREFIX,
+            Duration::from_secs(1),
+        )
+        .err()
+        .expect("no answer there");
         let took = started.elapsed();
         assert!(
             took >= Duration::from_millis(900) && took < Duration::from_secs(3),

@@ -23,11 +23,7 @@ impl EtcdStore {
     pub(super) fn acquire(&self, subnet: Ipv4Net, attrs: &LeaseAttrs) -> Result<(), EtcdError> {
         let conn = self.conn.clone();
         let key = conn.layout.lease_key(subnet);
-        let value = serde_json::to_string(attrs).map_err(|e| EtcdError::Format {
-            endpoints: conn.endpoints.clone(),
-            key: key.clone(),
-            message: e.to_string(),
-        })?;
+        let value = encode(&conn, &key, attrs)?;
         let (ttl, ip) = (self.ttl_secs(), attrs.public_ip);
         let id = self.call("creating a lease", async move {
             let mut c = conn.client.clone();
@@ -102,11 +98,7 @@ impl EtcdStore {
     ) -> Result<bool, EtcdError> {
         let conn = self.conn.clone();
         let key = conn.layout.lease_key(subnet);
-        let value = serde_json::to_vec(attrs).map_err(|e| EtcdError::Format {
-            endpoints: conn.endpoints.clone(),
-            key: key.clone(),
-            message: e.to_string(),
-        })?;
+        let value = encode(&conn, &key, attrs)?;
         self.call("renewing a lease", async move {
             let mut c = conn.client.clone();
             let txn = Txn::new()
@@ -133,6 +125,15 @@ impl EtcdStore {
             }
         })
     }
+}
+
+/// A lease's value: flannel's attributes as JSON.
+fn encode(conn: &Conn, key: &str, attrs: &LeaseAttrs) -> Result<Vec<u8>, EtcdError> {
+    serde_json::to_vec(attrs).map_err(|e| EtcdError::Format {
+        endpoints: conn.endpoints.clone(),
+        key: key.to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// The value and modification revision of the key a failed create-if-absent
