@@ -415,6 +415,27 @@ fn the_watch_sees_new_revoked_and_expired_leases() {
     });
 }
 
+/// A watch serves as the udp data path's lease source: its udp leases as
+/// they change, without a request to etcd per look.
+#[test]
+fn a_watch_is_a_lease_source_for_the_udp_daemon() {
+    require_etcd!();
+    let etcd = Etcd::start("source");
+    etcd.run(|| {
+        let s = connect();
+        let (a, b) = (net("10.244.1.0/24"), net("10.244.2.0/24"));
+        s.put_lease(a, &attrs([10, 0, 0, 1])).unwrap();
+        let mut vx = attrs([10, 0, 0, 2]);
+        vx.backend_type = "vxlan".into();
+        s.put_lease(b, &vx).unwrap();
+        let mut source = overlay::registry::udp_leases(s.watch(16).into_source());
+        let one = vec![(a, Ipv4Addr::new(10, 0, 0, 1))];
+        assert!(eventually(TIMEOUT, || source().leases == one));
+        s.revoke(a).unwrap();
+        assert!(eventually(TIMEOUT, || source().leases.is_empty()));
+    });
+}
+
 /// A running watch whose stream breaks while leases change and the history
 /// is compacted: it reports the break, keeps the leases it knew, and when
 /// etcd is reachable again lists again (it cannot resume) and reports the

@@ -388,6 +388,8 @@ impl SubnetStore for EtcdStore {
         Ok(())
     }
 
+    /// The leases (their `expiration` is `None`: etcd deletes a lease
+    /// whose TTL ran out, so every lease listed is current).
     fn scan(&self) -> Result<LeaseScan, RegistryError> {
         Ok(self.list()?.into_scan())
     }

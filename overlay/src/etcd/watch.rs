@@ -8,17 +8,20 @@
 
 use super::{Conn, EtcdLease, EtcdScan, Rt};
 use crate::cidr::Ipv4Net;
-use crate::registry::{BadLease, LeaseScan};
+use crate::registry::{BadLease, LeaseScan, RegistryError};
 use etcd_client::WatchOptions;
 use std::collections::BTreeMap;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::task::JoinHandle;
 
 /// The first pause after a failure; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// The most events one look of [`LeaseWatch::into_source`] takes.
+const DRAIN: usize = 10_000;
 /// The longest pause between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -180,6 +183,32 @@ impl LeaseWatch {
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> Option<LeaseEvent> {
         self.rx.try_recv().ok()
+    }
+
+    /// A lease source for [`crate::registry::udp_leases`] (a data-path
+    /// daemon's look at the leases): each call applies the events waiting,
+    /// without blocking and without asking etcd, and returns the leases as
+    /// they now are (none before the first list); an error once the watch
+    /// has ended.
+    pub fn into_source(mut self) -> impl FnMut() -> Result<LeaseScan, RegistryError> + Send {
+        let mut view = LeaseView::new();
+        move || {
+            for _ in 0..DRAIN {
+                match self.rx.try_recv() {
+                    Ok(ev) => {
+                        view.apply(ev);
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        return Err(RegistryError::Remote {
+                            store: "etcd".into(),
+                            message: "the lease watch ended".into(),
+                        })
+                    }
+                }
+            }
+            Ok(view.scan())
+        }
     }
 }
 
