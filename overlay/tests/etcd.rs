@@ -334,11 +334,15 @@ fn a_lease_is_created_only_if_absent() {
         // Still the first holder's.
         let leases = b.leases().unwrap();
         assert_eq!(leases[0].attrs.public_ip, Ipv4Addr::new(10, 0, 0, 1));
-        // The holder renews and updates it.
+        // The holder renews and updates it; the revision follows changes.
+        let r0 = b.revision();
+        a.put_lease(sub, &attrs([10, 0, 0, 1])).unwrap();
+        assert_eq!(b.revision(), r0, "a renewal changes nothing");
         let mut moved = attrs([10, 0, 0, 1]);
         moved.backend_type = "host-gw".into();
         a.put_lease(sub, &moved).unwrap();
         assert_eq!(b.leases().unwrap()[0].attrs.backend_type, "host-gw");
+        assert_ne!(b.revision(), r0);
         // The same node after a restart (a new store, same PublicIP) takes it back.
         drop(a);
         let a2 = connect();
@@ -562,6 +566,14 @@ fn connecting_to_a_dead_endpoint_fails_in_time() {
             "took {took:?}"
         );
         assert!(err.to_string().contains(&silent), "{err}");
+        // A dead endpoint beside a live one: the live one serves.
+        let mixed = [dead[0].clone(), CLIENT_URL.to_string()];
+        let s = EtcdStore::connect(&mixed, DEFAULT_PREFIX, TIMEOUT).unwrap();
+        for i in 0..10u8 {
+            s.put_lease(net(&format!("10.244.{i}.0/24")), &attrs([10, 0, 0, i]))
+                .unwrap();
+        }
+        assert_eq!(s.leases().unwrap().len(), 10);
         let none = EtcdStore::connect(&[], DEFAULT_PREFIX, TIMEOUT).err();
         assert!(matches!(none, Some(EtcdError::NoEndpoints)));
         let bad = EtcdStore::connect(&[CLIENT_URL.into()], "relative", TIMEOUT).err();

@@ -25,60 +25,7 @@ impl EtcdStore {
         let key = conn.layout.lease_key(subnet);
         let value = encode(&conn, &key, attrs)?;
         let (ttl, ip) = (self.ttl_secs(), attrs.public_ip);
-        let id = self.call("creating a lease", async move {
-            let mut c = conn.client.clone();
-            let id = c
-                .lease_grant(ttl, None)
-                .await
-                .map_err(conn.request("granting a lease"))?
-                .id();
-            let put = || {
-                TxnOp::put(
-                    key.clone(),
-                    value.clone(),
-                    Some(PutOptions::new().with_lease(id)),
-                )
-            };
-            let txn = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([put()])
-                .or_else([TxnOp::get(key.clone(), None)]);
-            let resp = c.txn(txn).await.map_err(conn.request("creating a lease"))?;
-            if resp.succeeded() {
-                return Ok(id);
-            }
-            let held = held_by(&resp);
-            let same_node = held
-                .as_ref()
-                .and_then(|(v, _)| serde_json::from_slice::<LeaseAttrs>(v).ok())
-                .is_some_and(|a| a.public_ip == ip);
-            if let (true, Some((_, rev))) = (same_node, &held) {
-                let txn = Txn::new()
-                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, *rev)])
-                    .and_then([put()]);
-                let resp = c
-                    .txn(txn)
-                    .await
-                    .map_err(conn.request("taking a lease back"))?;
-                if resp.succeeded() {
-                    return Ok(id);
-                }
-            }
-            let _ = c.lease_revoke(id).await;
-            Err(EtcdError::Taken {
-                endpoints: conn.endpoints.clone(),
-                key,
-                holder: held.map_or_else(
-                    || "another node".into(),
-                    |(v, _)| {
-                        serde_json::from_slice::<LeaseAttrs>(&v).map_or_else(
-                            |_| String::from_utf8_lossy(&v).into_owned(),
-                            |a| a.public_ip.to_string(),
-                        )
-                    },
-                ),
-            })
-        })?;
+        let id = self.call("creating a lease", create(conn, key, value, ttl, ip))?;
         let keeper = self
             .rt
             .spawn(keep_alive(self.conn.clone(), subnet, id, self.ttl));
@@ -100,7 +47,6 @@ impl EtcdStore {
         let key = conn.layout.lease_key(subnet);
         let value = encode(&conn, &key, attrs)?;
         self.call("renewing a lease", async move {
-            let mut c = conn.client.clone();
             let txn = Txn::new()
                 .when([
                     Compare::lease(key.clone(), CompareOp::Equal, id),
@@ -114,17 +60,67 @@ impl EtcdStore {
             let txn = Txn::new()
                 .when([Compare::lease(key.clone(), CompareOp::Equal, id)])
                 .and_then([TxnOp::txn(txn)]);
-            let resp = c.txn(txn).await.map_err(conn.request("renewing a lease"))?;
-            if !resp.succeeded() {
-                return Ok(false);
-            }
-            match c.lease_keep_alive(id).await {
-                Ok(_) => Ok(true),
-                Err(etcd_client::Error::LeaseKeepAliveError(_)) => Ok(false),
-                Err(e) => Err(conn.request("renewing a lease")(e)),
-            }
+            let resp = conn.txn("renewing a lease", txn).await?;
+            Ok(resp.succeeded() && conn.keep_alive_once(id).await?)
         })
     }
+}
+
+/// Creates lease `key` if it is absent, or takes it back from a node with
+/// the same PublicIP `ip`, bound to a new etcd lease of `ttl` seconds: the
+/// etcd lease's id.
+async fn create(
+    conn: Conn,
+    key: String,
+    value: Vec<u8>,
+    ttl: i64,
+    ip: std::net::Ipv4Addr,
+) -> Result<i64, EtcdError> {
+    let id = conn.grant(ttl).await?;
+    let put = || {
+        TxnOp::put(
+            key.clone(),
+            value.clone(),
+            Some(PutOptions::new().with_lease(id)),
+        )
+    };
+    let txn = Txn::new()
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+        .and_then([put()])
+        .or_else([TxnOp::get(key.clone(), None)]);
+    if conn.txn("creating a lease", txn).await?.succeeded() {
+        return Ok(id);
+    }
+    // Read again: the else branch's copy may be from a first attempt.
+    let held = conn.get("reading a lease", key.clone(), None).await?;
+    let held = held
+        .kvs()
+        .first()
+        .map(|kv| (kv.value().to_vec(), kv.mod_revision()));
+    let holder = held
+        .as_ref()
+        .and_then(|(v, _)| serde_json::from_slice::<LeaseAttrs>(v).ok());
+    if let (Some(h), Some((_, rev))) = (&holder, &held) {
+        if h.public_ip == ip {
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, *rev)])
+                .and_then([put()]);
+            if conn.txn("taking a lease back", txn).await?.succeeded() {
+                return Ok(id);
+            }
+        }
+    }
+    let _ = conn.revoke_lease(id).await;
+    let holder = match (holder, held) {
+        (Some(h), _) => h.public_ip.to_string(),
+        (None, Some((v, _))) => String::from_utf8_lossy(&v).into_owned(),
+        (None, None) => "another node, which just let it go".into(),
+    };
+    Err(EtcdError::Taken {
+        endpoints: conn.endpoints.clone(),
+        key,
+        holder,
+    })
 }
 
 /// A lease's value: flannel's attributes as JSON.
@@ -133,18 +129,6 @@ fn encode(conn: &Conn, key: &str, attrs: &LeaseAttrs) -> Result<Vec<u8>, EtcdErr
         endpoints: conn.endpoints.clone(),
         key: key.to_string(),
         message: e.to_string(),
-    })
-}
-
-/// The value and modification revision of the key a failed create-if-absent
-/// transaction read in its else branch.
-fn held_by(resp: &etcd_client::TxnResponse) -> Option<(Vec<u8>, i64)> {
-    resp.op_responses().into_iter().find_map(|r| match r {
-        etcd_client::TxnOpResponse::Get(g) => g
-            .kvs()
-            .first()
-            .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
-        _ => None,
     })
 }
 

@@ -12,6 +12,7 @@
 //! the store talks to etcd from the network namespace of the thread that
 //! connected it, whichever thread calls it later.
 
+mod conn;
 mod error;
 pub mod layout;
 mod lease;
@@ -20,6 +21,7 @@ pub mod watch;
 use crate::cidr::Ipv4Net;
 use crate::network::NetworkConfig;
 use crate::registry::{BadLease, LeaseAttrs, LeaseRecord, LeaseScan, RegistryError, SubnetStore};
+use conn::Conn;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 use layout::Layout;
 use std::collections::BTreeMap;
@@ -31,9 +33,6 @@ use tokio::runtime::Runtime;
 pub use error::EtcdError;
 pub use layout::DEFAULT_PREFIX;
 pub use watch::{LeaseEvent, LeaseView, LeaseWatch};
-
-/// Leases listed per request (a bound on each response).
-const PAGE: i64 = 500;
 
 /// A lease as etcd holds it: the record, the revision that last changed it
 /// and the etcd lease it is bound to (0: none).
@@ -66,81 +65,6 @@ impl EtcdScan {
             bad: self.bad,
         }
     }
-}
-
-/// What the store's calls share with its background tasks.
-#[derive(Clone)]
-pub(crate) struct Conn {
-    pub(crate) client: Client,
-    pub(crate) layout: Layout,
-    pub(crate) endpoints: String,
-    pub(crate) timeout: Duration,
-}
-
-impl Conn {
-    pub(crate) fn request(&self, op: &'static str) -> impl Fn(etcd_client::Error) -> EtcdError {
-        let endpoints = self.endpoints.clone();
-        move |source| EtcdError::Request {
-            endpoints: endpoints.clone(),
-            op,
-            source,
-        }
-    }
-
-    /// Every lease, in pages of [`PAGE`] at one revision.
-    pub(crate) async fn list(&self) -> Result<EtcdScan, EtcdError> {
-        let mut client = self.client.clone();
-        let prefix = self.layout.subnets_prefix();
-        let end = prefix_end(&prefix);
-        let mut from = prefix.into_bytes();
-        let mut scan = EtcdScan::default();
-        loop {
-            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
-            if scan.revision > 0 {
-                opts = opts.with_revision(scan.revision);
-            }
-            let resp = client
-                .get(from.clone(), Some(opts))
-                .await
-                .map_err(self.request("listing the leases"))?;
-            if scan.revision == 0 {
-                scan.revision = resp.header().map_or(0, |h| h.revision());
-            }
-            for kv in resp.kvs() {
-                match self.layout.decode(kv.key(), kv.value()) {
-                    Some(Ok(record)) => scan.leases.push(EtcdLease {
-                        record,
-                        mod_revision: kv.mod_revision(),
-                        lease_id: kv.lease(),
-                    }),
-                    Some(Err(bad)) => scan.bad.push(bad),
-                    None => {}
-                }
-            }
-            match resp.kvs().last() {
-                Some(last) if resp.more() => {
-                    from = last.key().to_vec();
-                    from.push(0);
-                }
-                _ => break,
-            }
-        }
-        scan.leases.sort_by_key(|l| l.record.subnet);
-        Ok(scan)
-    }
-}
-
-/// The end of the range of keys starting with `prefix` (etcd's prefix end:
-/// the prefix with its last byte incremented).
-fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 /// The store's runtime: one worker thread that does all the I/O. Dropping it
@@ -236,24 +160,31 @@ impl EtcdStore {
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
             .with_keep_alive_while_idle(true);
         let rt = Rt(Some(rt));
+        let endpoints = joined.clone();
         let reached = rt.within(timeout, async move {
-            let mut client = Client::connect(eps, Some(opts)).await?;
-            client.status().await?;
-            Ok::<Client, etcd_client::Error>(client)
+            let client = Client::connect(eps, Some(opts))
+                .await
+                .map_err(|e| e.to_string())?;
+            let conn = Conn {
+                client,
+                layout,
+                endpoints,
+                timeout,
+            };
+            match conn.status().await {
+                Ok(_) => Ok(conn),
+                Err(EtcdError::Request { source, .. }) => Err(source.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
         });
-        let client = match reached {
-            Some(Ok(client)) => client,
-            Some(Err(e)) => return Err(unreachable(e.to_string())),
+        let conn = match reached {
+            Some(Ok(conn)) => conn,
+            Some(Err(e)) => return Err(unreachable(e)),
             None => return Err(unreachable("no answer".into())),
         };
         Ok(EtcdStore {
             rt: Arc::new(rt),
-            conn: Conn {
-                client,
-                layout,
-                endpoints: joined,
-                timeout,
-            },
+            conn,
             ttl: crate::registry::DEFAULT_TTL,
             owned: Mutex::new(BTreeMap::new()),
         })
@@ -308,11 +239,7 @@ impl EtcdStore {
         let conn = self.conn.clone();
         let key = key.to_string();
         self.call("reading a key", async move {
-            let mut c = conn.client.clone();
-            let resp = c
-                .get(key, None)
-                .await
-                .map_err(conn.request("reading a key"))?;
+            let resp = conn.get("reading a key", key, None).await?;
             Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
         })
     }
@@ -322,15 +249,10 @@ impl EtcdStore {
     pub fn compact(&self) -> Result<i64, EtcdError> {
         let conn = self.conn.clone();
         self.call("compacting", async move {
-            let mut c = conn.client.clone();
-            let resp = c.get("/", Some(GetOptions::new().with_count_only())).await;
-            let rev = resp
-                .map_err(conn.request("compacting"))?
-                .header()
-                .map_or(0, |h| h.revision());
-            c.compact(rev, None)
-                .await
-                .map_err(conn.request("compacting"))?;
+            let opts = GetOptions::new().with_count_only();
+            let resp = conn.get("compacting", "/", Some(opts)).await?;
+            let rev = resp.header().map_or(0, |h| h.revision());
+            conn.compact(rev).await?;
             Ok(rev)
         })
     }
@@ -379,11 +301,9 @@ impl SubnetStore for EtcdStore {
             message: e.to_string(),
         })?;
         self.call("writing the network config", async move {
-            let mut c = conn.client.clone();
-            c.put(conn.layout.config_key(), text, None)
+            let key = conn.layout.config_key();
+            conn.put("writing the network config", key, text, None)
                 .await
-                .map_err(conn.request("writing the network config"))?;
-            Ok(())
         })?;
         Ok(())
     }
@@ -416,21 +336,16 @@ impl SubnetStore for EtcdStore {
         let conn = self.conn.clone();
         let key = conn.layout.lease_key(subnet);
         self.call("revoking a lease", async move {
-            let mut c = conn.client.clone();
             if let Some(o) = owned {
                 o.keeper.abort();
-                match c.lease_revoke(o.id).await {
-                    Ok(_) => return Ok(()),
-                    Err(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::NotFound => {
-                    }
-                    Err(e) => return Err(conn.request("revoking a lease")(e)),
+                if conn.revoke_lease(o.id).await? {
+                    return Ok(());
                 }
             }
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Greater, 0)])
                 .and_then([TxnOp::delete(key, None)]);
-            c.txn(txn).await.map_err(conn.request("deleting a lease"))?;
-            Ok(())
+            conn.txn("deleting a lease", txn).await.map(|_| ())
         })?;
         Ok(())
     }
@@ -440,20 +355,18 @@ impl SubnetStore for EtcdStore {
     fn revision(&self) -> u64 {
         let conn = self.conn.clone();
         let r = self.call("reading the lease revision", async move {
-            let mut c = conn.client.clone();
             let p = conn.layout.subnets_prefix();
             let opts = GetOptions::new()
-                .with_range(prefix_end(&p))
+                .with_range(conn::prefix_end(&p))
                 .with_keys_only()
                 .with_limit(1)
                 .with_sort(
                     etcd_client::SortTarget::Mod,
                     etcd_client::SortOrder::Descend,
                 );
-            let resp = c
-                .get(p, Some(opts))
-                .await
-                .map_err(conn.request("reading"))?;
+            let resp = conn
+                .get("reading the lease revision", p, Some(opts))
+                .await?;
             let newest = resp.kvs().first().map_or(0, |kv| kv.mod_revision());
             Ok((resp.count(), newest))
         });
@@ -464,19 +377,5 @@ impl SubnetStore for EtcdStore {
             }
             Err(_) => 0,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefix_ends() {
-        assert_eq!(prefix_end("/a/"), b"/a0".to_vec());
-        assert_eq!(
-            prefix_end("/coreos.com/network/subnets/"),
-            b"/coreos.com/network/subnets0".to_vec()
-        );
     }
 }
