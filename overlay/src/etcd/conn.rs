@@ -131,14 +131,7 @@ impl Conn {
                 c.lease_revoke(id).await
             })
             .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(EtcdError::Request {
-                source: etcd_client::Error::GRpcStatus(s),
-                ..
-            }) if s.code() == tonic::Code::NotFound => Ok(false),
-            Err(e) => Err(e),
-        }
+        lease_found(r)
     }
 
     /// Renews etcd lease `id` once; false when etcd has no such lease.
@@ -148,14 +141,7 @@ impl Conn {
                 c.lease_keep_alive(id).await
             })
             .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(EtcdError::Request {
-                source: etcd_client::Error::LeaseKeepAliveError(_),
-                ..
-            }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        lease_found(r)
     }
 
     /// Compacts the history up to `revision`.
@@ -205,6 +191,25 @@ impl Conn {
         }
         scan.leases.sort_by_key(|l| l.record.subnet);
         Ok(scan)
+    }
+}
+
+/// Whether a request about an etcd lease found it: `Ok(false)` when etcd
+/// answered that it has no such lease (revoke: `NotFound`; keep-alive: a
+/// TTL of 0).
+fn lease_found<T>(r: Result<T, EtcdError>) -> Result<bool, EtcdError> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(EtcdError::Request { source, .. }) if lease_not_found(&source) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn lease_not_found(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => s.code() == tonic::Code::NotFound,
+        etcd_client::Error::LeaseKeepAliveError(_) => true,
+        _ => false,
     }
 }
 
