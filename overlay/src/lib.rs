@@ -11,6 +11,8 @@
 pub mod atomic_file;
 pub mod cidr;
 pub mod daemon;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod gso;
 pub mod impair;
 pub mod network;

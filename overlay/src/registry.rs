@@ -4,11 +4,12 @@
 //! `subnets/<net>-<len>` one lease each, whose content is flannel's lease
 //! attributes (`{"PublicIP": .., "BackendType": .., "BackendData": ..}`).
 //!
-//! The store is behind a small trait so that a distributed one (etcd) can be
-//! added without touching the data path. The embedded [`FileStore`] keeps the
-//! same keys as files under a directory: writes are atomic and safe with
-//! several writers ([`crate::atomic_file`]: a temporary file per write, then
-//! a rename), a lease's expiry is its file's modification time plus the
+//! The store is behind a small trait: the embedded [`FileStore`] here, and
+//! an etcd one in `crate::etcd`, so that the data path does not depend on
+//! which. The [`FileStore`] keeps the same keys as files under a
+//! directory: writes are atomic and safe with several writers
+//! ([`crate::atomic_file`]: a temporary file per write, then a rename), a
+//! lease's expiry is its file's modification time plus the
 //! store's TTL (renewing rewrites it), and watchers notice changes by polling
 //! [`SubnetStore::revision`], which changes whenever a lease appears, changes,
 //! is renewed or goes.
@@ -52,6 +53,14 @@ pub enum RegistryError {
         /// What is wrong.
         message: String,
     },
+    /// A remote store (etcd) failed; the message names its endpoints.
+    #[error("{message}")]
+    Remote {
+        /// The kind of store.
+        store: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl RegistryError {
@@ -64,6 +73,10 @@ impl RegistryError {
             },
             RegistryError::Format { path, message } => BadLease {
                 file: path.clone(),
+                error: message.clone(),
+            },
+            RegistryError::Remote { store, message } => BadLease {
+                file: store.clone(),
                 error: message.clone(),
             },
         }
