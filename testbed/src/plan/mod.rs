@@ -1,11 +1,13 @@
 //! The plan: the desired state computed from a topology (`build`), its shape
 //! (`types`), kernel object names and MACs (`names`), hosts files
-//! (`hosts`), and its YAML or JSON text (`render`).
+//! (`hosts`), its YAML or JSON text (`render`), and the LAN spanning
+//! machines (`span`).
 
 pub mod build;
 pub mod hosts;
 pub mod names;
 pub mod render;
+pub mod span;
 pub mod state;
 pub mod types;
 
