@@ -28,14 +28,24 @@ fn lan(m: &Machine, n: u8, mtu: u32) {
         vec!["netns", "add", FABRIC],
         vec!["netns", "add", LEAF],
         vec!["-n", FABRIC, "link", "set", "lo", "up"],
-        vec!["-n", FABRIC, "link", "add", "lan0", "mtu", &mtu, "type", "bridge"],
+        vec![
+            "-n", FABRIC, "link", "add", "lan0", "mtu", &mtu, "type", "bridge",
+        ],
         vec!["-n", FABRIC, "link", "set", "lan0", "up"],
         vec![
             "-n", FABRIC, "link", "add", "up0", "mtu", &mtu, "type", "veth", "peer", "name",
             "eth0", "netns", LEAF,
         ],
         vec!["-n", FABRIC, "link", "set", "up0", "master", "lan0", "up"],
-        vec!["-n", LEAF, "addr", "add", &format!("10.99.0.{n}/24"), "dev", "eth0"],
+        vec![
+            "-n",
+            LEAF,
+            "addr",
+            "add",
+            &format!("10.99.0.{n}/24"),
+            "dev",
+            "eth0",
+        ],
         vec!["-n", LEAF, "link", "set", "eth0", "up"],
     ] {
         m.ok("ip", &args);
@@ -144,7 +154,10 @@ fn leaves_on_two_machines_share_one_lan() {
             let dev = m.ok("ip", &["-n", FABRIC, "-d", "link", "show", "span0"]);
             assert!(dev.contains(&format!("vxlan id {vni}")), "{dev}");
             assert!(dev.contains("dstport 4800"), "{dev}");
-            assert!(dev.contains("master lan0") && dev.contains("mtu 1450"), "{dev}");
+            assert!(
+                dev.contains("master lan0") && dev.contains("mtu 1450"),
+                "{dev}"
+            );
             let machine_now = m.network_state();
             assert_eq!(
                 &machine_now, before,
@@ -152,15 +165,25 @@ fn leaves_on_two_machines_share_one_lan() {
             );
             assert!(!machine_now.contains("span0"));
             let udp = udp_listeners(m);
-            assert!(udp.contains(":4800 "), "no span socket on the machine: {udp}");
+            assert!(
+                udp.contains(":4800 "),
+                "no span socket on the machine: {udp}"
+            );
             let fdb = m.ok("bridge", &["-n", FABRIC, "fdb", "show", "dev", "span0"]);
-            let peer = if std::ptr::eq(m, &a) { b.address } else { a.address };
+            let peer = if std::ptr::eq(m, &a) {
+                b.address
+            } else {
+                a.address
+            };
             assert!(
                 fdb.contains(&format!("00:00:00:00:00:00 dst {peer} ")),
                 "{fdb}"
             );
             // Nothing of the fabric listens in the fabric.
-            assert_eq!(m.ok("ip", &["netns", "exec", FABRIC, "ss", "-H", "-uln"]), "");
+            assert_eq!(
+                m.ok("ip", &["netns", "exec", FABRIC, "ss", "-H", "-uln"]),
+                ""
+            );
         }
         // Both ways (ARP first: broadcast crosses the span).
         exchange(&a, &b, "10.99.0.2:7000", 64).expect("leaf A to leaf B");
@@ -168,7 +191,10 @@ fn leaves_on_two_machines_share_one_lan() {
         let b_mac = b.ok("ip", &["-n", LEAF, "-br", "link", "show", "eth0"]);
         let b_mac = b_mac.split_whitespace().nth(2).expect("a MAC").to_string();
         let neigh = a.ok("ip", &["-n", LEAF, "neigh", "show", "10.99.0.2"]);
-        assert!(neigh.contains(&b_mac), "ARP did not resolve B's leaf: {neigh}");
+        assert!(
+            neigh.contains(&b_mac),
+            "ARP did not resolve B's leaf: {neigh}"
+        );
         // A full-size packet at the LAN's MTU (1450 = 1422 + 28), whole.
         exchange(&a, &b, "10.99.0.2:7001", 1422).expect("a 1450-byte packet");
         // Deleting the fabric removes the device and the machine's socket.
@@ -184,7 +210,11 @@ fn leaves_on_two_machines_share_one_lan() {
         }
         assert_eq!(a.network_state(), before[0]);
     }
-    snapshot::assert_same_state(&host_before, &snapshot::root_snapshot(), "the root namespace");
+    snapshot::assert_same_state(
+        &host_before,
+        &snapshot::root_snapshot(),
+        "the root namespace",
+    );
 }
 
 #[test]

@@ -137,7 +137,6 @@ impl Machine {
         in_ns(file, f)
     }
 
-
     /// The machine's links, addresses, routes and rules, as text to compare.
     pub fn network_state(&self) -> String {
         [
@@ -196,7 +195,10 @@ pub fn pair() -> (Machine, Machine) {
     // Settled: both ends have a carrier.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     for m in [&a, &b] {
-        while !m.ok("ip", &["-br", "link", "show", "eth0"]).contains(" UP ") {
+        while !m
+            .ok("ip", &["-br", "link", "show", "eth0"])
+            .contains(" UP ")
+        {
             assert!(
                 std::time::Instant::now() < deadline,
                 "machine {}'s eth0 has no carrier",

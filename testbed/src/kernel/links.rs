@@ -202,7 +202,10 @@ pub async fn add_vxlan_into(
         .learning(true)
         .mtu(iface.mtu)
         .setns_by_fd(netns);
-    h.link().add(with_mac(b, &iface.mac).build()).execute().await
+    h.link()
+        .add(with_mac(b, &iface.mac).build())
+        .execute()
+        .await
 }
 
 /// Appends a forwarding-database entry of vxlan device `dev` sending `mac`
