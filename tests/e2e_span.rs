@@ -5,7 +5,8 @@
 //! frames at the LAN's MTU); the machines' own namespaces gain no link,
 //! address, route or rule, only the span's UDP socket, which goes with the
 //! fabric; the test host's root namespace is unchanged. Without the flood
-//! entries the leaves cannot reach each other.
+//! entries the leaves cannot reach each other. Two testbeds on one machine
+//! share the port's socket, not a VNI; a failed join leaves no device.
 
 mod support;
 
@@ -55,13 +56,19 @@ fn lan(m: &Machine, n: u8, mtu: u32) {
 /// Joins machine `m`'s fabric to the span `plan`, from inside `m`'s
 /// network namespace, as `up` will on a real machine.
 fn join(m: &Machine, plan: &SpanPlan) {
-    let file = std::fs::File::open(m.path(&format!("/run/netns/{FABRIC}"))).expect("fabric");
+    try_join(m, FABRIC, plan)
+        .unwrap_or_else(|e| panic!("joining the span on machine {}: {e}", m.pid()));
+}
+
+/// Joins `m`'s fabric namespace `fabric` (bridge `lan0`) to `plan`.
+fn try_join(m: &Machine, fabric: &str, plan: &SpanPlan) -> Result<(), String> {
+    let file = std::fs::File::open(m.path(&format!("/run/netns/{fabric}"))).expect("fabric");
     let fabric = Netns {
-        name: FABRIC.into(),
+        name: fabric.into(),
         file,
     };
     m.in_netns(|| testbed::kernel::span::apply(&fabric, "lan0", plan))
-        .unwrap_or_else(|e| panic!("joining the span on machine {}: {e}", m.pid()));
+        .map_err(|e| e.to_string())
 }
 
 /// The UDP sockets listening on `m`.
@@ -227,4 +234,39 @@ fn without_flood_entries_the_leaves_cannot_meet() {
     );
     let neigh = a.ok("ip", &["-n", LEAF, "neigh", "show", "10.99.0.2"]);
     assert!(!neigh.contains("lladdr"), "{neigh}");
+}
+
+#[test]
+fn testbeds_on_one_machine_share_the_port_and_not_the_vni() {
+    let name = support::unique("spnv");
+    let (machines, _) = spanned(&name, true);
+    let a = &machines.0;
+    a.ok("ip", &["netns", "add", "fab2"]);
+    // No bridge yet: refused, and no device left behind.
+    let other = span::plan(&format!("{name}x"), a.address, &[], 4800, 1500).unwrap();
+    let err = try_join(a, "fab2", &other).expect_err("a span without its bridge");
+    assert!(err.contains("finding bridge lan0"), "{err}");
+    let left = a.run("ip", &["-n", "fab2", "link", "show", "span0"]);
+    assert!(!left.status.success(), "a half-made device was left behind");
+    a.ok(
+        "ip",
+        &["-n", "fab2", "link", "add", "lan0", "type", "bridge"],
+    );
+    // The same testbed name: the same VNI on the same port, refused.
+    let same = span::plan(&name, a.address, &[machines.1.address], 4800, 1500).unwrap();
+    let err = try_join(a, "fab2", &same).expect_err("a second device with one VNI and port");
+    assert!(err.contains(&format!("VNI {}", same.vni)), "{err}");
+    let left = a.run("ip", &["-n", "fab2", "link", "show", "span0"]);
+    assert!(!left.status.success(), "a refused device was left behind");
+    // Another testbed: another VNI, the same socket.
+    assert_ne!(other.vni, same.vni);
+    try_join(a, "fab2", &other).expect("a second testbed on the port");
+    assert_eq!(udp_listeners(a).matches(":4800 ").count(), 1);
+    // The first testbed's fabric goes; the second's socket stays.
+    a.ok("ip", &["netns", "del", FABRIC]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        udp_listeners(a).contains(":4800 "),
+        "the shared socket closed"
+    );
 }

@@ -24,8 +24,8 @@ use std::os::fd::AsRawFd;
 /// machine's root namespace, and `fabric_h`, one whose socket is in the
 /// fabric: creates the device there (down), makes it a port of `bridge`,
 /// sets the LAN MTU on it and on the bridge, adds one flood entry per peer
-/// and brings it up (which opens the UDP socket in the root namespace).
-/// Every interface on the LAN must already use `plan.mtu`: the caller's
+/// and brings it up (which opens the UDP socket in the root namespace). On
+/// failure the device is removed again. Every interface on the LAN must already use `plan.mtu`: the caller's
 /// plan lowers them.
 pub async fn join(
     root: &Handle,
@@ -45,13 +45,41 @@ pub async fn join(
         fabric.file.as_raw_fd(),
     )
     .await
-    .map_err(nl(
-        format!(
-            "creating span device {dev} (VNI {}, UDP port {}; another testbed on this machine with the same VNI and port refuses it)",
-            plan.vni, plan.port
-        ),
-        ns,
-    ))?;
+    .map_err(|e| {
+        let exists =
+            matches!(&e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::EEXIST);
+        let why = if exists {
+            "; a device with this VNI and port exists on this machine already: this testbed's, or another's whose name gives the same VNI"
+        } else {
+            ""
+        };
+        nl(
+            format!(
+                "creating span device {dev} (VNI {}, UDP port {}{why})",
+                plan.vni, plan.port
+            ),
+            ns,
+        )(e)
+    })?;
+    let made = configure(fabric_h, ns, bridge, plan).await;
+    if made.is_err() {
+        // Nothing half-made: the device goes, and with it its entries.
+        if let Err(e) = links::delete_if_present(fabric_h, dev).await {
+            tracing::warn!(error = %e, netns = ns, "removing a half-made span device");
+        }
+    }
+    made
+}
+
+/// The span device `plan.device` made in fabric `ns`: a port of `bridge`,
+/// both at the LAN MTU, with the flood entries, up.
+async fn configure(
+    fabric_h: &Handle,
+    ns: &str,
+    bridge: &str,
+    plan: &SpanPlan,
+) -> Result<(), ApplyError> {
+    let dev = &plan.device.name;
     let idx = links::index(fabric_h, dev)
         .await
         .map_err(nl(format!("finding {dev}"), ns))?;
@@ -77,9 +105,10 @@ pub async fn join(
         .map_err(nl(format!("bringing up {dev}"), ns))
 }
 
-/// [`join`] from the calling thread's network namespace as the machine's
-/// root: opens both netlink sockets on a runtime of its own. What the lead
-/// calls from `up`: `apply(&Netns::open(fabric)?, "lan0", &plan)`.
+/// [`join`] with the calling thread's network namespace as the machine's
+/// root: opens both netlink sockets on a runtime of its own. E.g.
+/// `apply(&Netns::open("tb-NAME.fabric")?, "lan0", &plan)`. A failure
+/// leaves no device behind.
 pub fn apply(fabric: &Netns, bridge: &str, plan: &SpanPlan) -> Result<(), ApplyError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
