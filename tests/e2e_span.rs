@@ -6,7 +6,8 @@
 //! address, route or rule, only the span's UDP socket, which goes with the
 //! fabric; the test host's root namespace is unchanged. Without the flood
 //! entries the leaves cannot reach each other. Two testbeds on one machine
-//! share the port's socket, not a VNI; a failed join leaves no device.
+//! share the port's socket, not a VNI; a failed join leaves no device. A
+//! dropped machine ends what runs on it.
 
 mod support;
 
@@ -269,4 +270,29 @@ fn testbeds_on_one_machine_share_the_port_and_not_the_vni() {
         udp_listeners(a).contains(":4800 "),
         "the shared socket closed"
     );
+}
+
+#[test]
+fn a_dropped_machine_ends_what_runs_on_it() {
+    let m = Machine::new();
+    m.ok("ip", &["netns", "add", "x"]);
+    m.ok(
+        "sh",
+        &[
+            "-c",
+            "ip netns exec x sleep 1000 </dev/null >/dev/null 2>&1 &",
+        ],
+    );
+    let pids = m.ok("ip", &["netns", "pids", "x"]);
+    let pid: u32 = pids.trim().parse().expect("the sleep's pid");
+    drop(m);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Gone, or a zombie its new parent has not reaped yet.
+    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")) {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} outlived its machine"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

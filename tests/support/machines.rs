@@ -9,8 +9,10 @@
 //! machine's namespaces, and every namespace named under its `/run/netns`,
 //! go when its holder is killed on drop.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -164,8 +166,66 @@ fn in_ns<T: Send>(net: File, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+impl Machine {
+    /// The inodes of the machine's network and mount namespaces and of
+    /// every namespace named in its `/run/netns`.
+    fn namespaces(&self) -> HashSet<u64> {
+        let mut out: HashSet<u64> = [&self.net, &self.mnt]
+            .iter()
+            .filter_map(|f| f.metadata().ok())
+            .map(|m| m.ino())
+            .collect();
+        if let Ok(dir) = std::fs::read_dir(self.path("/run/netns")) {
+            out.extend(
+                dir.flatten()
+                    .filter_map(|e| std::fs::metadata(e.path()).ok())
+                    .map(|m| m.ino()),
+            );
+        }
+        out
+    }
+
+    /// Kills (by pid) every process in one of `namespaces` but the holder:
+    /// what a test left running on the machine (a testbed it did not take
+    /// down: its supervisor, daemons and containers). Returns how many.
+    fn kill_inside(&self, namespaces: &HashSet<u64>) -> usize {
+        let holder = self.pid() as i32;
+        let inside = |pid: i32| {
+            ["net", "mnt"].iter().any(|kind| {
+                std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+                    .is_ok_and(|m| namespaces.contains(&m.ino()))
+            })
+        };
+        let pids: Vec<i32> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|&pid| pid != holder && inside(pid))
+            .collect();
+        for &pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        pids.len()
+    }
+}
+
 impl Drop for Machine {
+    /// Ends what runs on the machine, then the holder: its namespaces, and
+    /// every namespace named under its `/run`, go with the last process.
+    /// A test that brings a testbed up on a machine should still take it
+    /// down (a guard dropped first): this is the safety net.
     fn drop(&mut self) {
+        let namespaces = self.namespaces();
+        for _ in 0..5 {
+            if self.kill_inside(&namespaces) == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let _ = self.holder.kill();
         let _ = self.holder.wait();
     }
