@@ -61,16 +61,21 @@ impl Machine {
                 ))
             });
         }
-        let holder = cmd.spawn().expect("starting a machine's holder process");
+        let mut holder = cmd.spawn().expect("starting a machine's holder process");
         let pid = holder.id();
-        let open = |kind: &str| {
-            File::open(format!("/proc/{pid}/ns/{kind}"))
-                .unwrap_or_else(|e| panic!("machine {pid}'s {kind} namespace: {e}"))
+        let open = |kind: &str| File::open(format!("/proc/{pid}/ns/{kind}"));
+        let (net, mnt) = match (open("net"), open("mnt")) {
+            (Ok(net), Ok(mnt)) => (net, mnt),
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = holder.kill();
+                let _ = holder.wait();
+                panic!("machine {pid}'s namespaces: {e}");
+            }
         };
         let m = Machine {
             address: std::net::Ipv4Addr::UNSPECIFIED,
-            net: open("net"),
-            mnt: open("mnt"),
+            net,
+            mnt,
             holder,
         };
         m.ok("ip", &["link", "set", "lo", "up"]);
