@@ -25,8 +25,8 @@ use std::os::fd::AsRawFd;
 /// fabric: creates the device there (down), makes it a port of `bridge`,
 /// sets the LAN MTU on it and on the bridge, adds one flood entry per peer
 /// and brings it up (which opens the UDP socket in the root namespace). On
-/// failure the device is removed again. Every interface on the LAN must already use `plan.mtu`: the caller's
-/// plan lowers them.
+/// failure the device is removed again. Every interface on the LAN must
+/// already use `plan.mtu`: the caller's plan lowers them.
 pub async fn join(
     root: &Handle,
     fabric: &Netns,
