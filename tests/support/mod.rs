@@ -1,9 +1,11 @@
 //! Helpers for tests that build real testbeds: the `testbed` binary, unique
 //! names, private directories for the files root runs, a guard that tears a
 //! testbed down even when the test fails, TCP round trips between
-//! namespaces, and (in `snapshot`) the network state of a namespace.
+//! namespaces, (in `snapshot`) the network state of a namespace, and (in
+//! `machines`) emulated machines for tests that span several.
 #![allow(dead_code)]
 
+pub mod machines;
 pub mod snapshot;
 
 use std::io::{Read, Write};

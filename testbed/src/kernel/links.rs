@@ -182,6 +182,62 @@ pub async fn add_vxlan(
     index(h, &iface.name).await
 }
 
+/// Creates a vxlan device in the namespace open as `netns` (an
+/// `IFLA_NET_NS_FD`), down, learning on, with `local` as the outer source
+/// and UDP `port`. Its UDP socket is opened, when it comes up, in the
+/// namespace of the socket behind `h` (the kernel's vxlan keeps the
+/// requester's namespace as the one it tunnels in), so no link of the
+/// device's appears there.
+pub async fn add_vxlan_into(
+    h: &Handle,
+    iface: &Iface,
+    vni: u32,
+    local: Ipv4Addr,
+    port: u16,
+    netns: RawFd,
+) -> NlResult<()> {
+    let b = LinkVxlan::new(&iface.name, vni)
+        .local(local)
+        .port(port)
+        .learning(true)
+        .mtu(iface.mtu)
+        .setns_by_fd(netns);
+    h.link()
+        .add(with_mac(b, &iface.mac).build())
+        .execute()
+        .await
+}
+
+/// Appends a forwarding-database entry of vxlan device `dev` sending `mac`
+/// to the VTEP at `dst`, beside those already there for `mac`, as
+/// `bridge fdb append` does (`NLM_F_APPEND`): for the all-zeros MAC, one
+/// entry per remote is head-end replication.
+pub async fn append_fdb(h: &Handle, dev: u32, mac: Mac, dst: Ipv4Addr) -> NlResult<()> {
+    use rtnetlink::packet_core::{
+        NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST,
+    };
+    use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourMessage};
+    use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Bridge;
+    msg.header.ifindex = dev;
+    msg.header.state = NeighbourState::Permanent;
+    msg.header.flags = NeighbourFlags::Own;
+    msg.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+    msg.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(msg));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND;
+    let mut answers = h.clone().request(req)?;
+    while let Some(answer) = futures::StreamExt::next(&mut answers).await {
+        if let NetlinkPayload::Error(e) = answer.payload {
+            return Err(rtnetlink::Error::NetlinkError(e));
+        }
+    }
+    Ok(())
+}
+
 /// Adds an address to interface `index`.
 pub async fn add_address(h: &Handle, index: u32, addr: IfAddr) -> NlResult<()> {
     h.address()

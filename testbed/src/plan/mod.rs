@@ -1,13 +1,14 @@
 //! The plan: the desired state computed from a topology (`build`), its shape
 //! (`types`), kernel object names and MACs (`names`), hosts files
-//! (`hosts`), its YAML or JSON text (`render`), and which real machine
-//! runs what (`machines`).
+//! (`hosts`), its YAML or JSON text (`render`), which real machine runs
+//! what (`machines`), and the LAN spanning machines (`span`).
 
 pub mod build;
 pub mod hosts;
 pub mod machines;
 pub mod names;
 pub mod render;
+pub mod span;
 pub mod state;
 pub mod types;
 
