@@ -567,7 +567,7 @@ fn foreign_sources_and_malformed_datagrams_are_dropped_and_counted() {
     holder
         .send_to(&inner_udp(5010, b"genuine"), b_daemon)
         .unwrap();
-    let n = rx.recv(&mut buf).unwrap();
+    let n = recv_retrying(&rx, &mut buf);
     assert_eq!(&buf[..n], b"genuine");
 
     // Random datagrams from the lease holder's address while TCP runs.
@@ -860,7 +860,7 @@ fn udp_rtt_us(p: &Pair, port: u16) -> u64 {
         c.send_to(&i.to_be_bytes(), SocketAddrV4::new(B_TUN, port))
             .unwrap();
         loop {
-            let n = c.recv(&mut buf).unwrap();
+            let n = recv_retrying(&c, &mut buf);
             if n == 4 && buf[..4] == i.to_be_bytes() {
                 break;
             }
@@ -1046,5 +1046,17 @@ fn throughput_mode(offload: bool) {
             a.drops.total() - a.drops.tun_not_ipv4,
             b.drops.total() - b.drops.tun_not_ipv4,
         );
+    }
+}
+
+/// `recv` that goes on after a signal: a socket with a read timeout
+/// returns EINTR for any handled signal, even with SA_RESTART (the test
+/// process shares its signals with everything it runs).
+fn recv_retrying(s: &std::net::UdpSocket, buf: &mut [u8]) -> usize {
+    loop {
+        match s.recv(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other.unwrap(),
+        }
     }
 }

@@ -5,6 +5,9 @@
 //! program: `iptables` (kube-proxy's chains), `nftables` (one table with
 //! verdict maps) and `userspace` (`portals` rules that hand service traffic
 //! to a proxy per node, `userspace`).
+//!
+//! `unsafe` is denied here but in the TCP relay (`splice(2)` and pipes).
+#![deny(unsafe_code)]
 
 #[cfg(test)]
 mod fixtures;

@@ -4,6 +4,7 @@
 //! node's daemons in the node's. So `down` finds every one of them as a
 //! process in the testbed's namespaces, and `state::pids` recognises a
 //! running one by its pid file.
+#![allow(unsafe_code)] // setsid and setns in the child between fork and exec (`pre_exec`).
 
 use crate::state::TestbedName;
 use std::fs::{File, OpenOptions};

@@ -3,6 +3,12 @@
 //! it (`topology`), turns it into the complete desired state (`plan`) and
 //! draws it (`graph`). Problems are reported with file, line, column and
 //! field (`diag`).
+//!
+//! `unsafe` is denied here but in the modules that make the system calls
+//! nix does not wrap safely (each says why): `signals`, `kernel::netns`,
+//! `runtime::{child, exec, launch, supervise::process}`, `daemons`,
+//! `state::pids`, `traffic::clock`.
+#![deny(unsafe_code)]
 
 /// Serialises a type through its `Display` and deserialises it through its
 /// `FromStr`, so that values like `10ms` or `02:aa:..` appear as text.
@@ -37,6 +43,7 @@ pub mod report;
 pub mod results;
 pub mod runtime;
 pub mod services;
+pub mod signals;
 pub mod state;
 pub mod topology;
 pub mod traffic;

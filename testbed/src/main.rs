@@ -1,5 +1,6 @@
 //! The `testbed` command line: the edge where errors become messages and
 //! exit codes (0 ok, 1 runtime failure, 2 bad input).
+#![forbid(unsafe_code)]
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};

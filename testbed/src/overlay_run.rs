@@ -223,21 +223,11 @@ pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), OverlayRunError> {
         stats_file: Some(stats_path(plan, node)),
         workers: 2,
     };
-    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    overlay::daemon::install_panic_backstop(&STOP);
-    extern "C" fn on_signal(_: libc::c_int) {
-        STOP.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-    for sig in [
-        nix::sys::signal::Signal::SIGTERM,
-        nix::sys::signal::Signal::SIGINT,
-    ] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe {
-            let _ = nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::Handler(on_signal));
-        }
-    }
-    overlay::daemon::run(cfg, &STOP).map_err(|e| OverlayRunError::Run(e.to_string()))?;
+    let stop = crate::signals::stop_flag();
+    overlay::daemon::install_panic_backstop(stop);
+    let stop = crate::signals::stop_on_signals()
+        .map_err(|(sig, e)| OverlayRunError::Run(format!("handling {sig}: {e}")))?;
+    overlay::daemon::run(cfg, stop).map_err(|e| OverlayRunError::Run(e.to_string()))?;
     if overlay::daemon::panicked() {
         return Err(OverlayRunError::Run("a thread panicked (see above)".into()));
     }

@@ -7,7 +7,6 @@
 
 use crate::Failure;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use testbed::experiment::run::{self, Progress};
 use testbed::experiment::schedule::{self, Options, Schedule};
 use testbed::experiment::Experiment;
@@ -71,26 +70,16 @@ pub fn run(args: Args<'_>) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Set by SIGINT and SIGTERM.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
 /// Runs the experiment.
 fn execute(exp: &Experiment, sched: &Schedule, args: &Args<'_>) -> Result<(), Failure> {
-    use nix::sys::signal::{signal, SigHandler, Signal};
     use std::io::IsTerminal;
     if !nix::unistd::geteuid().is_root() {
         return Err(Failure::Runtime(anyhow::anyhow!(
             "testbed run needs root: run it with sudo"
         )));
     }
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { signal(sig, SigHandler::Handler(on_stop)) }.map_err(anyhow::Error::from)?;
-    }
+    let stop = testbed::signals::stop_on_signals()
+        .map_err(|(sig, e)| anyhow::anyhow!("handling {sig}: {e}"))?;
     let tty = std::io::stderr().is_terminal();
     let mut last = String::new();
     let mut progress = |p: &Progress<'_>| {
@@ -107,7 +96,7 @@ fn execute(exp: &Experiment, sched: &Schedule, args: &Args<'_>) -> Result<(), Fa
         results: args.results.to_path_buf(),
         up_timeout: args.up_timeout,
     };
-    let result = run::run_all(exp, sched, &opts, &STOP, &mut progress);
+    let result = run::run_all(exp, sched, &opts, stop, &mut progress);
     if tty {
         eprint!("\r\x1b[2K");
     }

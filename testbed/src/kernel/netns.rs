@@ -2,6 +2,7 @@
 //! `/run/netns` on which the namespace is bind-mounted, so `ip netns exec`
 //! works on them too. Creating one also opens a netlink connection inside it,
 //! and removing one finds and ends the processes still inside it.
+#![allow(unsafe_code)] // setns in a child between fork and exec (`pre_exec`).
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};

@@ -111,6 +111,7 @@ fn unescape(s: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)] // the test enters the base namespace with setns.
 mod tests {
     use super::*;
 

@@ -6,6 +6,7 @@
 //! only walks that list calling libc. When a step fails, the child writes the
 //! step's index and `errno` to a pipe; the parent turns that into a message
 //! naming the step (`bind-mounting X on Y: No such file or directory`).
+#![allow(unsafe_code)] // the container child: clone, raw system calls between clone and exec.
 
 use std::ffi::CString;
 use std::io;

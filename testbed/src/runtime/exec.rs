@@ -12,6 +12,7 @@
 //! While the command runs, the calling process ignores SIGINT and SIGQUIT
 //! (as `system(3)` does): Ctrl-C goes to the command, which shares the
 //! caller's process group, and `exec` returns what it did about it.
+#![allow(unsafe_code)] // SIGINT/SIGQUIT ignored around a foreground command (`sigaction`).
 
 use super::launch::{self, LaunchError, Mode};
 use super::Sandbox;

@@ -16,7 +16,7 @@ use crate::plan::types::NodePlan;
 use crate::plan::Plan;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 fn dir(plan: &Plan) -> PathBuf {
@@ -80,12 +80,6 @@ pub fn start(plan: &Plan, deadline: Instant) -> Result<(), ServicesError> {
     Ok(())
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
 /// Runs node `node`'s proxy of testbed `plan` in the foreground, inside the
 /// node's namespace, until SIGTERM or SIGINT.
 pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), ServicesError> {
@@ -115,15 +109,7 @@ pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), ServicesError> {
     let ns = Netns::open(&n.netns)?;
     nix::sched::setns(&ns.file, nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| fail(format!("entering {}: {e}", n.netns)))?;
-    for sig in [
-        nix::sys::signal::Signal::SIGTERM,
-        nix::sys::signal::Signal::SIGINT,
-    ] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe {
-            let _ = nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::Handler(on_signal));
-        }
-    }
+    crate::signals::stop_on_signals().map_err(|(sig, e)| fail(format!("handling {sig}: {e}")))?;
     // Each relayed TCP connection holds six descriptors (two sockets, two
     // pipes): allow as many as the hard limit does, and size the per-port
     // bounds so that all ports together stay within it.
@@ -250,7 +236,7 @@ async fn serve(plan: &Plan, n: &NodePlan, fd_budget: Option<u64>) -> Result<(), 
             acked = Some(current.clone());
         }
         tokio::time::sleep(POLL).await;
-        if STOP.load(Ordering::SeqCst) {
+        if crate::signals::stop_flag().load(Ordering::SeqCst) {
             drop(proxy);
             return Ok(());
         }

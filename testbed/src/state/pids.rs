@@ -7,6 +7,7 @@
 //! the live process, never by a command line: a reused pid, or a user's
 //! process that merely calls itself `testbed supervise NAME`, is not taken
 //! for one.
+#![allow(unsafe_code)] // open file description locks (`fcntl` F_OFD_*), which nix does not wrap.
 
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};

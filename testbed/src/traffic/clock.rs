@@ -3,6 +3,7 @@
 //! so the wait is a `timerfd` (nanosecond-resolution, no timer slack)
 //! registered with the runtime's reactor, re-armed for every deadline. A
 //! wait also looks at the caller's stop flag at least every [`STOP_POLL`].
+#![allow(unsafe_code)] // a timerfd registered with the runtime by its raw descriptor.
 
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};

@@ -3,6 +3,7 @@
 //! pipe per direction, or through a small buffer where the kernel cannot
 //! splice. A connection that moves no byte either way for the idle timeout
 //! ends the relay.
+#![allow(unsafe_code)] // splice(2), pipe2(2) and raw reads and writes on the sockets' descriptors.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -25,6 +25,7 @@
 //! a clear error (`container `x` of pod `y`: command `foo` not found`)
 //! rather than an exit code 127 in a log. [`check`] does that for a whole
 //! plan, for `up` to report before starting anything.
+#![allow(unsafe_code)] // the setup steps run between fork and exec (`pre_exec`).
 
 use super::basens::BaseMounts;
 use super::child::{self, cstring, Exec, ReportPipe, Script, Step};

@@ -1,6 +1,7 @@
 //! The supervisor as a process: its signal handlers (SIGTERM and SIGINT
 //! stop it, SIGCHLD says a child ended), its pid file, and a loop for
 //! running it alone (the controller runs it inside its own loop).
+#![allow(unsafe_code)] // the SIGCHLD handler (`sigaction`).
 
 use super::{files, pids, SuperviseError, Supervisor, TICK};
 use crate::plan::Plan;
@@ -10,28 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use tracing::info;
 
-/// Set by SIGTERM and SIGINT.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Installs the handlers of SIGTERM and SIGINT (which set the returned
-/// flag) and of SIGCHLD, for a process that runs a supervisor.
+/// Installs the handlers of SIGTERM and SIGINT (which set the process's
+/// stop flag, returned) and of SIGCHLD, for a process that runs a
+/// supervisor.
 pub fn install_handlers() -> Result<&'static AtomicBool, SuperviseError> {
-    let action = SigAction::new(
-        SigHandler::Handler(on_stop_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for signal in [Signal::SIGTERM, Signal::SIGINT] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { nix::sys::signal::sigaction(signal, &action) }
-            .map_err(|source| SuperviseError::Signal { signal, source })?;
-    }
+    let stop = crate::signals::stop_on_signals()
+        .map_err(|(signal, source)| SuperviseError::Signal { signal, source })?;
     install_child_handler()?;
-    Ok(&STOP)
+    Ok(stop)
 }
 
 /// Counts SIGCHLDs: when it moved, some child ended, and every supervisor
