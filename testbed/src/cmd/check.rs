@@ -7,7 +7,6 @@ use crate::Failure;
 use anyhow::Context;
 use std::path::Path;
 use testbed::check::{report, suite};
-use testbed::state::TestbedName;
 
 /// What the command line asked for.
 pub struct Args<'a> {
@@ -22,7 +21,9 @@ pub struct Args<'a> {
 }
 
 /// Runs the checks of testbed `name` (its plan is `plan`).
-pub fn run(name: &TestbedName, plan: &testbed::plan::Plan, args: Args<'_>) -> Result<(), Failure> {
+pub fn run(target: Option<String>, args: Args<'_>) -> Result<(), Failure> {
+    let plan = &crate::one_testbed(target)?;
+    let name = &crate::checked_name(&plan.name)?;
     let spec = testbed::controller::spec::read(&name.dir())
         .context("reading the testbed's file")?
         .load()

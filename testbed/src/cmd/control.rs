@@ -349,3 +349,26 @@ pub fn impair(
     };
     crate::print(&text)
 }
+
+/// `testbed fault ...`: a fault (or its undo) sent to the controller of the
+/// testbed named (or the only one running).
+pub fn fault(testbed: Option<String>, fault: FaultCmd, json: bool) -> Result<(), Failure> {
+    let plan = crate::one_testbed(testbed)?;
+    let name = crate::checked_name(&plan.name)?;
+    let req = fault_request(fault, &plan)?;
+    send(&name, &req, json)?;
+    Ok(())
+}
+
+/// `testbed scale [-t NAME] RC N`.
+pub fn scale(
+    testbed: Option<String>,
+    rc: String,
+    replicas: u32,
+    json: bool,
+) -> Result<(), Failure> {
+    let plan = crate::one_testbed(testbed)?;
+    let name = crate::checked_name(&plan.name)?;
+    send(&name, &Request::Scale { rc, replicas }, json)?;
+    Ok(())
+}

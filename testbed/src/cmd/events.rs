@@ -5,10 +5,11 @@ use crate::Failure;
 use anyhow::Context;
 use std::time::Duration;
 use testbed::controller::events;
-use testbed::state::TestbedName;
 
 /// Prints the events of `name`; with `follow`, keeps printing new ones.
-pub fn run(name: &TestbedName, follow: bool, json: bool) -> Result<(), Failure> {
+pub fn run(target: Option<String>, follow: bool, json: bool) -> Result<(), Failure> {
+    let plan = crate::one_testbed(target)?;
+    let name = &crate::checked_name(&plan.name)?;
     let dir = name.dir();
     if !dir.exists() {
         eprintln!("error: no testbed named `{name}` is running");
