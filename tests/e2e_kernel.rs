@@ -61,6 +61,23 @@ fn pods_talk_across_nodes_over_vxlan() {
 #[test]
 fn verify_finds_a_deleted_route_and_a_changed_mtu() {
     let tb = Testbed::new("drift", &TWO_NODES.replace("OVERLAY", "host-gw")).up();
+    // The controller repairs drift within tens of milliseconds: hold it
+    // stopped while verify looks (and let it go on afterwards, also when
+    // the test fails).
+    let st: serde_json::Value =
+        serde_json::from_str(&ok(&["status", &tb.name, "--json"])).expect("status JSON");
+    let pid = st[0]["supervisor"]["pid"]
+        .as_i64()
+        .expect("the supervisor's pid") as i32;
+    let pid = nix::unistd::Pid::from_raw(pid);
+    struct Resume(nix::unistd::Pid);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let _resume = Resume(pid);
     let del = Command::new("ip")
         .args(["-n", &tb.ns("node.node1"), "route", "del", "10.244.2.0/24"])
         .status()
@@ -321,22 +338,8 @@ pods: [{name: p, containers: [{name: c, command: [no-such-program-here]}]}]
         "{err}"
     );
     assert_eq!(support::leftovers(&tb.name), Vec::<String>::new());
-
-    // A failure after the namespaces exist: everything is rolled back.
-    let tb = Testbed::new("fail", &TWO_NODES.replace("OVERLAY", "host-gw"));
-    let out = Command::new(support::bin())
-        .args(["up", tb.file.to_str().expect("path")])
-        .env("TESTBED_FAIL_AT", "configure")
-        .output()
-        .expect("runs");
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("failing on purpose"));
-    assert_eq!(support::leftovers(&tb.name), Vec::<String>::new());
+    // A failure after the namespaces exist is rolled back too: see
+    // `kernel::apply::tests` (a plan the kernel refuses half-way).
 }
 
 #[test]

@@ -13,6 +13,9 @@ mod live;
 mod machines;
 mod pods;
 
+#[cfg(test)]
+mod tests;
+
 pub use live::{add_pods, remove_pods, set_impairment, set_link};
 
 use crate::kernel::netns::{self, Netns, NetnsError};
@@ -286,12 +289,6 @@ fn apply_all(
     timings.namespaces += started.elapsed();
     if let Some(e) = err {
         return Err(e);
-    }
-    // A test hook: fail after the namespaces exist, to prove rollback.
-    if std::env::var("TESTBED_FAIL_AT").is_ok_and(|v| v == "configure") {
-        return Err(ApplyError::Unsupported(
-            "failing on purpose (TESTBED_FAIL_AT=configure)".into(),
-        ));
     }
     let started = Instant::now();
     let by_name: HashMap<&str, &Ns> = made.iter().map(|n| (n.netns.name.as_str(), n)).collect();
