@@ -283,8 +283,19 @@ fn a_dropped_machine_ends_what_runs_on_it() {
             "ip netns exec x sleep 1000 </dev/null >/dev/null 2>&1 &",
         ],
     );
-    let pids = m.ok("ip", &["netns", "pids", "x"]);
-    let pid: u32 = pids.trim().parse().expect("the sleep's pid");
+    // The background `ip netns exec` enters the namespace a moment later.
+    let started = Instant::now();
+    let pid: u32 = loop {
+        let pids = m.ok("ip", &["netns", "pids", "x"]);
+        if let Ok(pid) = pids.trim().parse() {
+            break pid;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the sleep never ran in x: {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
     drop(m);
     let deadline = Instant::now() + Duration::from_secs(5);
     // Gone, or a zombie its new parent has not reaped yet.
