@@ -41,6 +41,7 @@ pub mod overlay_run;
 pub mod plan;
 pub mod report;
 pub mod results;
+pub mod runner;
 pub mod runtime;
 pub mod services;
 pub mod signals;

@@ -7,9 +7,9 @@
 
 use crate::Failure;
 use std::path::Path;
-use testbed::experiment::run::{self, Progress};
 use testbed::experiment::schedule::{self, Options, Schedule};
 use testbed::experiment::Experiment;
+use testbed::runner::{self as run, Progress};
 
 /// What the command line asked for.
 pub struct Args<'a> {

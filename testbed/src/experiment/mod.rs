@@ -4,11 +4,10 @@
 //! `params` applies a combination's values to the topology and plans it,
 //! and `schedule` derives, purely from the file and its seed, every run the
 //! experiment makes: order, seeds, send times and resolved fault targets.
-//! Running them is not built yet (`testbed run --dry-run` prints the
-//! schedule).
+//! Running them is `runner`'s (above this module, with `traffic` and
+//! `results`).
 
 pub mod params;
-pub mod run;
 pub mod schedule;
 pub mod spec;
 

@@ -10,8 +10,8 @@ pub mod one;
 pub mod timeline;
 pub mod workloads;
 
-use super::schedule::Schedule;
-use super::Experiment;
+use crate::experiment::schedule::Schedule;
+use crate::experiment::Experiment;
 use crate::results::{self, RunRecord};
 use crate::state::TestbedName;
 use std::path::{Path, PathBuf};
