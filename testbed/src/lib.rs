@@ -33,6 +33,7 @@ pub mod check;
 pub mod controller;
 pub mod daemons;
 pub mod diag;
+pub mod events;
 pub mod experiment;
 pub mod graph;
 pub mod kernel;

@@ -14,9 +14,6 @@ const KNOWN: &[&[&str]] = &[
     // plans and probes from namespaces; state validates names the topology
     // uses and knows plan paths.
     &["check", "kernel", "plan", "runtime", "state", "topology"],
-    // services reads the controller's live state; the watchdog restarts
-    // the proxies the controller starts.
-    &["controller", "services", "watchdog"],
 ];
 
 fn references(dir: &Path, top: &str, graph: &mut BTreeMap<String, BTreeSet<String>>) {

@@ -122,7 +122,7 @@ pub fn follow_endpoints(state_dir: &Path, rules_changed: &std::sync::mpsc::Recei
         state_dir.join(crate::runtime::status::STATUS_FILE),
     );
     let mut ready: Option<PodSet> = None;
-    let mut events = crate::controller::events::EventLog::open(state_dir).ok();
+    let mut events = crate::events::EventLog::open(state_dir).ok();
     // Every node holds what is ready and nothing is pending: nothing to do
     // until the plan or the status changes.
     let mut settled = false;
@@ -181,7 +181,7 @@ fn restore_changed(
     changed: &std::collections::BTreeSet<String>,
     ready: Option<&PodSet>,
     nodes: &mut [NodeState],
-    events: &mut Option<crate::controller::events::EventLog>,
+    events: &mut Option<crate::events::EventLog>,
 ) {
     let mode = plan.cluster.proxy;
     for (n, st) in plan.nodes.iter().zip(nodes.iter_mut()) {
@@ -202,7 +202,7 @@ fn restore_changed(
                 tracing::info!(node = %n.name, "service rules changed behind the testbed's back: restored");
                 if let Some(log) = events.as_mut() {
                     log.record(
-                        crate::controller::events::EventKind::DriftRepaired,
+                        crate::events::EventKind::DriftRepaired,
                         format!("node {}", n.name),
                         "service rules restored",
                     );

@@ -1,5 +1,5 @@
-//! Events: every action the controller takes and every observation it
-//! makes, with a timestamp, a kind, the object and a reason, appended to
+//! Events: every action the controller (and the endpoint follower) takes
+//! and every observation it makes, with a timestamp, a kind, the object and a reason, appended to
 //! `events.jsonl` in the testbed's state directory and readable after the
 //! fact (`testbed events`).
 //!
