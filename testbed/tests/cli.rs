@@ -304,3 +304,24 @@ fn up_of_a_multi_machine_topology_is_refused_before_anything_is_made() {
         });
     assert!(!made, "a namespace of the refused testbed exists");
 }
+
+/// A one-machine topology with `registry: etcd` is refused (exit 2) before
+/// anything is made, rather than built with files in its place.
+#[test]
+fn up_with_an_etcd_registry_is_refused_until_up_uses_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("etcdreg.yaml");
+    std::fs::write(
+        &file,
+        "name: etcdreg\ncluster:\n  registry: etcd\n  etcd: {endpoints: ['http://127.0.0.1:2379']}\nnodes: [{name: n1}]\n",
+    )
+    .expect("write");
+    let out = testbed(&["up", file.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("which `up` does not use yet: nothing was made"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!Path::new("/run/netns/tb-etcdreg.fabric").exists());
+}

@@ -99,6 +99,16 @@ pub fn up(
 /// 2, before anything is made. `--machine` on a one-machine topology, or
 /// naming no machine of it, is refused too.
 fn refuse_machines(plan: &testbed::plan::Plan, machine: Option<&str>) -> Result<(), Failure> {
+    // The etcd store exists (`overlay::etcd`) but `up` does not use it
+    // yet: building with files instead would quietly ignore the file.
+    if plan.machines.is_empty() && plan.cluster.registry == testbed::topology::model::Registry::Etcd
+    {
+        eprintln!(
+            "error: `{}` keeps its registry in etcd (`cluster.registry: etcd`), which `up` does not use yet: nothing was made; leave `registry` out (or `file`) to keep it in files",
+            plan.name
+        );
+        return Err(Failure::BadInput);
+    }
     let names: Vec<&str> = plan.machines.iter().map(|m| m.name.as_str()).collect();
     let Some(machine) = machine else {
         if !names.is_empty() {
