@@ -97,7 +97,7 @@ impl Planner<'_, '_> {
         let subnets = self.node_subnets()?;
         let (node_ips, host_ips) = self.underlay_addresses()?;
         let placements = self.place_pods(&subnets, &node_ips);
-        let pod_mtu = c.mtu.value - c.overlay.value.overhead();
+        let pod_mtu = self.lan_mtu() - c.overlay.value.overhead();
 
         let fabric_netns = names::fabric_netns(&self.prefix);
         let fabric = Fabric {
@@ -105,7 +105,7 @@ impl Planner<'_, '_> {
             bridge: Iface {
                 name: LAN_BRIDGE.into(),
                 mac: Some(self.macs.mac(&topo.name.value, "fabric/lan0")),
-                mtu: c.mtu.value,
+                mtu: self.lan_mtu(),
                 addresses: Vec::new(),
             },
         };
@@ -149,6 +149,19 @@ impl Planner<'_, '_> {
         })
     }
 
+    /// The LAN's MTU: the file's `cluster.mtu`; when the file leaves it out
+    /// and the LAN spans several machines, Ethernet's 1500 less what the
+    /// span's encapsulation takes (`plan::span::OVERHEAD`), so that a full
+    /// LAN frame still crosses a 1500-byte network between machines.
+    fn lan_mtu(&self) -> u32 {
+        let c = &self.topo.cluster;
+        if self.topo.machines.len() > 1 && c.mtu.origin == crate::topology::model::Origin::Default {
+            c.mtu.value.saturating_sub(super::span::OVERHEAD)
+        } else {
+            c.mtu.value
+        }
+    }
+
     fn cluster_plan(&self, pod_mtu: u32) -> ClusterPlan {
         let c = &self.topo.cluster;
         ClusterPlan {
@@ -157,7 +170,7 @@ impl Planner<'_, '_> {
             service_cidr: c.service_cidr.value,
             underlay_cidr: c.underlay_cidr.value,
             load_balancer_cidr: c.lb_cidr.value,
-            mtu: c.mtu.value,
+            mtu: self.lan_mtu(),
             pod_mtu,
             overlay: c.overlay.value,
             proxy: c.proxy.value,
@@ -295,7 +308,7 @@ impl Planner<'_, '_> {
             inner: Iface {
                 name: "eth0".into(),
                 mac: Some(self.macs.mac(tb, &format!("{kind}/{name}/eth0"))),
-                mtu: c.mtu.value,
+                mtu: self.lan_mtu(),
                 addresses: vec![IfAddr {
                     ip,
                     prefix_len: c.underlay_cidr.value.prefix_len(),
@@ -305,7 +318,7 @@ impl Planner<'_, '_> {
             peer: Iface {
                 name: peer_name,
                 mac: Some(self.macs.mac(tb, &format!("{kind}/{name}/peer"))),
-                mtu: c.mtu.value,
+                mtu: self.lan_mtu(),
                 addresses: Vec::new(),
             },
             peer_master: LAN_BRIDGE.into(),

@@ -233,3 +233,23 @@ fn a_one_machine_plan_has_none_of_the_fields() {
     let q = plan("name: t\ncluster: {registry: file}\nnodes: [{name: n1}]\nhosts: [{name: h1}]\n");
     assert_eq!(serde_json::to_string(&q).unwrap(), json);
 }
+
+#[test]
+fn a_lan_across_machines_leaves_room_for_the_span_unless_the_file_says() {
+    let two = "name: t\nmachines: [{name: a, address: 192.0.2.1}, {name: b, address: 192.0.2.2}]\n\
+               nodes: [{name: n1}, {name: n2}]\n";
+    let p = plan(two);
+    assert_eq!(p.cluster.mtu, 1500 - crate::plan::span::OVERHEAD);
+    assert_eq!(p.fabric.bridge.mtu, p.cluster.mtu);
+    assert!(p.nodes.iter().all(|n| n.uplink.inner.mtu == p.cluster.mtu));
+    assert_eq!(
+        p.cluster.pod_mtu,
+        p.cluster.mtu - p.cluster.overlay.overhead()
+    );
+    // A file that says its MTU (a jumbo-frame network) is taken at its word.
+    let p = plan(&two.replace("nodes:", "cluster: {mtu: 9000}\nnodes:"));
+    assert_eq!(p.cluster.mtu, 9000);
+    // One machine: Ethernet's 1500 as ever.
+    let p = plan("name: t\nnodes: [{name: n1}]\n");
+    assert_eq!(p.cluster.mtu, 1500);
+}
