@@ -103,14 +103,7 @@ pub fn sum(data: &[u8], initial: u64) -> u64 {
     initial + u64::from(fold(acc).swap_bytes())
 }
 
-/// Folds a sum to 16 bits (not complemented).
-#[inline]
-pub fn fold(mut s: u64) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
+pub use crate::checksum::fold;
 
 /// The IPv4 pseudo-header's sum for a transport segment of `len` bytes.
 #[inline]

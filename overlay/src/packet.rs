@@ -6,6 +6,7 @@
 //! whatever the bytes (a fuzz-style test below feeds it hundreds of thousands
 //! of random and mutated buffers).
 
+use crate::checksum::fold;
 use std::net::Ipv4Addr;
 
 /// The length of an IPv4 header without options.
@@ -159,14 +160,6 @@ fn sum_words(data: &[u8], initial: u32) -> u64 {
         sum += u64::from(*last) << 8;
     }
     sum
-}
-
-#[inline]
-fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
 }
 
 /// The Internet checksum (RFC 1071) of `data`: 0 when `data` includes a
