@@ -321,3 +321,47 @@ fn the_proxy_modes_example_runs_as_the_ci_smoke_test() {
     assert_eq!(r["verified"]["ok"], true, "{r:#}");
     no_namespaces_of(&tb.name);
 }
+
+#[test]
+fn bad_runs_and_a_running_topology_are_refused_before_anything_is_built() {
+    let tb = Testbed::new("exb", TOPOLOGY);
+    let results = tb.dir.path().join("results");
+    let args = |file: &Path| {
+        vec![
+            "run".to_string(),
+            file.to_str().expect("utf-8").to_string(),
+            "--results".to_string(),
+            results.to_str().expect("utf-8").to_string(),
+        ]
+    };
+    let run = |file: &Path| {
+        let a = args(file);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        testbed(&a)
+    };
+    // A workload a combination cannot resolve (a pod target needs a port):
+    // found when every run is planned, before the first testbed is built.
+    let bad = experiment(
+        &tb,
+        "unresolved",
+        "workloads:\n  - {name: t, kind: tcpConnect, from: pod client, to: {rc: web}, rate: 5/s, duration: 1s}\n",
+    );
+    let out = run(&bad);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs a port"),
+        "{out:?}"
+    );
+    no_namespaces_of(&tb.name);
+    assert!(!results.exists(), "nothing written");
+    // The topology's testbed is up: an experiment builds its own.
+    let tb = tb.up();
+    let good = experiment(&tb, "busy", SHORT);
+    let out = run(&good);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`testbed down"),
+        "{out:?}"
+    );
+    assert!(!results.exists(), "nothing written");
+}

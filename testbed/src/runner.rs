@@ -127,7 +127,10 @@ pub fn run_all(
         .collect();
     create(&dir)?;
     let json = serde_json::json!({"schema": "testbed.schedule/1", "schedule": sched});
-    write(&dir.join("schedule.json"), &format!("{json:#}\n"))?;
+    if let Err(e) = write(&dir.join("schedule.json"), &format!("{json:#}\n")) {
+        publish(&made, &dir);
+        return Err(e);
+    }
     let mut runs = Vec::new();
     let mut failure = None;
     for (i, run) in sched.runs.iter().enumerate() {
@@ -144,7 +147,11 @@ pub fn run_all(
         let run_dir = dir
             .join(results::combination_dir(&c.name))
             .join(format!("rep-{}", run.rep));
-        create(&run_dir)?;
+        // A failure from here on still leaves a summary of the runs made.
+        if let Err(e) = create(&run_dir) {
+            failure = Some(e);
+            break;
+        }
         let ctx = one::Context {
             exp,
             combination: c,
