@@ -127,7 +127,7 @@ fn registry_layout_and_lease_json_match_their_snapshot() {
     let tmp = support::private_dir();
     let dir = tmp.path().join("state");
     plan.state_dir = dir.display().to_string();
-    testbed::overlay_run::write_registry(&plan).expect("registry written");
+    testbed::overlay_run::write_registry(&plan, None).expect("registry written");
     let mut files: Vec<PathBuf> = vec![dir.join("registry/config")];
     let mut leases: Vec<PathBuf> = std::fs::read_dir(dir.join("registry/subnets"))
         .expect("subnets/")

@@ -580,3 +580,51 @@ fn connecting_to_a_dead_endpoint_fails_in_time() {
         assert!(matches!(bad, Some(EtcdError::Prefix(_))), "{bad:?}");
     });
 }
+
+/// Held keys live as long as their store's session: listed under their
+/// prefix, kept past several TTLs while the store lives, gone at once when
+/// released, and gone after the TTL when the store is dropped (its owner
+/// died). Plain keys stay until deleted by prefix.
+#[test]
+fn held_keys_live_as_long_as_the_session() {
+    require_etcd!();
+    let etcd = Etcd::start("held");
+    etcd.run(|| {
+        let ttl = Duration::from_secs(2);
+        let a = connect().with_ttl(ttl);
+        let b = connect().with_ttl(ttl);
+        let keys = |s: &EtcdStore| -> Vec<String> {
+            let l = s.list_prefix("/testbed/t/").unwrap();
+            assert!(l.revision > 0);
+            l.kvs.into_iter().map(|(k, _)| k).collect()
+        };
+        a.put_held("/testbed/t/machines/a", b"{\"n\":1}").unwrap();
+        a.put_held("/testbed/t/machines/a", b"{\"n\":2}").unwrap();
+        b.put_held("/testbed/t/machines/b", b"{}").unwrap();
+        a.put_raw("/testbed/t/config", b"x").unwrap();
+        a.put_raw("/testbed/other", b"y").unwrap();
+        assert_eq!(
+            keys(&a),
+            [
+                "/testbed/t/config",
+                "/testbed/t/machines/a",
+                "/testbed/t/machines/b"
+            ]
+        );
+        let l = a.list_prefix("/testbed/t/machines/a").unwrap();
+        assert_eq!(l.kvs[0].1, b"{\"n\":2}".to_vec(), "the last value written");
+        std::thread::sleep(3 * ttl);
+        assert_eq!(keys(&a).len(), 3, "kept alive past three TTLs");
+        assert!(!a.refresh_held().unwrap(), "the session is not lost");
+        a.release_held().unwrap();
+        assert_eq!(keys(&b), ["/testbed/t/config", "/testbed/t/machines/b"]);
+        drop(b);
+        assert!(
+            eventually(Duration::from_secs(8), || keys(&a) == ["/testbed/t/config"]),
+            "a dropped store's held key expires"
+        );
+        assert_eq!(a.delete_prefix("/testbed/t/").unwrap(), 1);
+        assert!(keys(&a).is_empty());
+        assert_eq!(a.get_raw("/testbed/other").unwrap(), Some(b"y".to_vec()));
+    });
+}

@@ -4,6 +4,12 @@
 //! node's daemons in the node's. So `down` finds every one of them as a
 //! process in the testbed's namespaces, and `state::pids` recognises a
 //! running one by its pid file.
+//!
+//! Each gets the *machine's* network namespace (where `up` ran: the one the
+//! real network and etcd are reached from) as an inherited descriptor named
+//! by `TESTBED_MACHINE_NETNS_FD`, and passes it on to what it starts, so
+//! that a daemon living in a testbed namespace can still talk to etcd
+//! ([`machine_netns`], [`in_machine_netns`]).
 #![allow(unsafe_code)] // setsid and setns in the child between fork and exec (`pre_exec`).
 
 use crate::state::TestbedName;
@@ -40,6 +46,8 @@ pub fn spawn(
     let ns = File::open(crate::kernel::netns::path(netns))
         .map_err(|e| io::Error::new(e.kind(), format!("network namespace {netns}: {e}")))?;
     let ns_fd = ns.as_raw_fd();
+    let machine = machine_netns()?;
+    let machine_fd = machine.as_raw_fd();
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("testbed")
         .arg(kind.subcommand())
@@ -48,12 +56,18 @@ pub fn spawn(
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(out)
-        .stderr(err);
-    // SAFETY: setsid and setns are async-signal-safe system calls on a
-    // descriptor that stays open (held by `ns`) until after the spawn.
+        .stderr(err)
+        .env(MACHINE_NETNS_ENV, machine_fd.to_string());
+    // SAFETY: setsid, setns and fcntl are async-signal-safe system calls on
+    // descriptors that stay open (held by `ns` and `machine`) until after
+    // the spawn. Clearing close-on-exec on the machine's descriptor in the
+    // child only lets it (and nothing else) through exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setsid() < 0 || libc::setns(ns_fd, libc::CLONE_NEWNET) < 0 {
+            if libc::setsid() < 0
+                || libc::setns(ns_fd, libc::CLONE_NEWNET) < 0
+                || libc::fcntl(machine_fd, libc::F_SETFD, 0) < 0
+            {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -61,5 +75,63 @@ pub fn spawn(
     }
     let child = cmd.spawn();
     drop(ns);
+    drop(machine);
     child
+}
+
+/// The variable naming the inherited descriptor of the machine's namespace.
+pub const MACHINE_NETNS_ENV: &str = "TESTBED_MACHINE_NETNS_FD";
+
+/// The machine's network namespace: the one this process inherited from
+/// whoever started it (a daemon), or else the calling thread's own (`up`
+/// runs in the machine's namespace). An inherited descriptor that is not a
+/// network namespace is ignored.
+pub fn machine_netns() -> io::Result<File> {
+    if let Some(&fd) = INHERITED.get() {
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap_or_default();
+        if link.to_string_lossy().starts_with("net:[") {
+            return File::open(format!("/proc/self/fd/{fd}"));
+        }
+    }
+    File::open("/proc/thread-self/ns/net")
+}
+
+/// The inherited descriptor, once [`seal_machine_netns`] took it.
+static INHERITED: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
+/// Marks the inherited descriptor of the machine's namespace close-on-exec
+/// again, so that containers and programs this process starts do not get
+/// it (daemons it starts get it through [`spawn`]). Called first thing by
+/// every process of the binary, while it has one thread: the variable is
+/// taken out of the environment too.
+pub fn seal_machine_netns() {
+    let Some(fd) = std::env::var(MACHINE_NETNS_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|fd| *fd > 2)
+    else {
+        return;
+    };
+    std::env::remove_var(MACHINE_NETNS_ENV);
+    let _ = INHERITED.set(fd);
+    // SAFETY: F_SETFD on a descriptor number only changes its flag; a
+    // number that is not open fails with EBADF, which is ignored.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+}
+
+/// Runs `f` on a thread inside the machine's network namespace: sockets
+/// and threads it makes stay there (e.g. an etcd client's).
+pub fn in_machine_netns<T: Send>(f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    let ns = machine_netns()?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(io::Error::from)?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| io::Error::other("a thread in the machine's namespace panicked"))?
+    })
 }

@@ -30,6 +30,7 @@ macro_rules! serde_as_text {
 }
 
 pub mod check;
+pub mod cluster;
 pub mod controller;
 pub mod daemons;
 pub mod diag;
@@ -89,13 +90,16 @@ pub enum LoadError {
         /// The problems.
         diagnostics: Vec<Diagnostic>,
     },
+    /// A machine's share of a topology that has no such machine.
+    #[error(transparent)]
+    Share(#[from] plan::machines::ShareError),
 }
 
 impl LoadError {
     /// The problems rendered against the file, as the CLI prints them.
     pub fn render(&self) -> String {
         match self {
-            LoadError::Read { .. } => format!("error: {self}\n"),
+            LoadError::Read { .. } | LoadError::Share(_) => format!("error: {self}\n"),
             LoadError::Invalid {
                 file,
                 source_text,
@@ -106,6 +110,13 @@ impl LoadError {
 }
 
 impl Loaded {
+    /// The same topology, planned as machine `machine`'s share
+    /// ([`plan::machines::restrict`]).
+    pub fn for_machine(mut self, machine: &str) -> Result<Loaded, LoadError> {
+        self.plan = plan::machines::restrict(&self.plan, machine)?;
+        Ok(self)
+    }
+
     /// Plans the topology again with another overlay backend, as if the file
     /// said `cluster.overlay: BACKEND` (for comparing backends on one file).
     pub fn with_overlay(mut self, backend: overlay::Backend) -> Result<Loaded, LoadError> {
@@ -113,7 +124,10 @@ impl Loaded {
         let mut diags = Diagnostics::default();
         match plan::build::build(&self.topology, &mut diags) {
             Some(plan) if !diags.has_errors() => {
-                self.plan = plan;
+                self.plan = match &self.plan.machine {
+                    Some(m) => plan::machines::restrict(&plan, m)?,
+                    None => plan,
+                };
                 Ok(self)
             }
             _ => Err(LoadError::Invalid {

@@ -44,6 +44,12 @@ pub enum UpError {
     /// Impairments that cannot be applied as asked.
     #[error("{0}")]
     Impairment(String),
+    /// etcd did not answer (nothing was made).
+    #[error("{0}; nothing was made")]
+    Etcd(overlay::etcd::EtcdError),
+    /// This machine's part of the LAN could not join the others'.
+    #[error("joining the LAN to the other machines: {0}")]
+    Span(String),
     /// The overlay could not start.
     #[error(transparent)]
     Overlay(#[from] crate::overlay_run::OverlayRunError),
@@ -140,7 +146,15 @@ pub fn up(
         return Err(UpError::Leftovers(plan.name.clone(), left.len()));
     }
     crate::runtime::launch::check(plan).map_err(|e| UpError::Command(e.to_string()))?;
-    let result = build(spec, plan, &name, timeout, on_progress);
+    // etcd first: when it does not answer, nothing is made.
+    let etcd = match crate::cluster::agent::connect(plan) {
+        Some(r) => {
+            on_progress("connecting to etcd");
+            Some(r.map_err(UpError::Etcd)?)
+        }
+        None => None,
+    };
+    let result = build(spec, plan, &name, timeout, etcd.as_ref(), on_progress);
     if result.is_err() {
         if let Err(e) = teardown::teardown(&name, &mut |_| {}) {
             tracing::warn!(error = %e, "rollback after a failed up");
@@ -154,6 +168,7 @@ fn build(
     plan: &Plan,
     name: &TestbedName,
     timeout: Duration,
+    etcd: Option<&overlay::etcd::EtcdStore>,
     on_progress: &mut dyn FnMut(&str),
 ) -> Result<UpOutcome, UpError> {
     let deadline = Instant::now() + timeout;
@@ -178,7 +193,15 @@ fn build(
         apply::namespaces(plan).len()
     ));
     let timings = apply::apply(plan)?;
-    crate::overlay_run::write_registry(plan)?;
+    if let Some(span) = crate::plan::span::of_share(plan) {
+        on_progress("joining the LAN to the other machines");
+        let span = span.map_err(|e| UpError::Span(e.to_string()))?;
+        let fabric = crate::kernel::netns::Netns::open(&plan.fabric.netns)
+            .map_err(|e| UpError::Span(e.to_string()))?;
+        crate::kernel::span::apply(&fabric, &plan.fabric.bridge.name, &span)
+            .map_err(|e| UpError::Span(e.to_string()))?;
+    }
+    crate::overlay_run::write_registry(plan, etcd)?;
     if plan.cluster.overlay == overlay::Backend::Udp {
         on_progress("starting the overlay daemons");
         crate::overlay_run::start(plan, deadline)?;

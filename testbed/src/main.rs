@@ -45,6 +45,7 @@ fn main() -> ExitCode {
     // Everything the testbed writes (plans with the containers' environments,
     // logs, pid files) is for root alone; containers get the usual 022.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    testbed::daemons::seal_machine_netns();
     let cli = Cli::parse();
     init_logs(cli.verbose, cli.quiet);
     match run(cli.command) {

@@ -7,7 +7,7 @@ use crate::kernel::netns::Netns;
 use crate::plan::types::{LinkPlan, NodePlan};
 use crate::plan::Plan;
 use overlay::impair::Impairment;
-use overlay::registry::{FileStore, LeaseAttrs, SubnetStore};
+use overlay::registry::{FileStore, SubnetStore};
 use overlay::Backend;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -99,26 +99,21 @@ pub fn write_impairment(plan: &Plan, node: &NodePlan) -> Result<(), OverlayRunEr
 }
 
 /// Writes the network configuration and every node's lease, as flannel's
-/// subnet manager would.
-pub fn write_registry(plan: &Plan) -> Result<(), OverlayRunError> {
+/// subnet manager would, into the file registry. A testbed whose registry
+/// is etcd writes only the configuration there (`store`); each machine's
+/// nodes hold their leases themselves (the udp daemons, or the agent).
+pub fn write_registry(
+    plan: &Plan,
+    store: Option<&overlay::etcd::EtcdStore>,
+) -> Result<(), OverlayRunError> {
+    if let Some(etcd) = store {
+        etcd.set_network_config(&plan.cluster.network_config)?;
+        return Ok(());
+    }
     let store = FileStore::new(registry_dir(plan));
     store.set_network_config(&plan.cluster.network_config)?;
     for n in &plan.nodes {
-        let data = match (&n.overlay, plan.cluster.overlay) {
-            (Some(dev), Backend::Vxlan) => serde_json::json!({
-                "VNI": dev.vni.unwrap_or(1),
-                "VtepMAC": dev.iface.mac.map(|m| m.to_string()).unwrap_or_default(),
-            }),
-            _ => serde_json::Value::Null,
-        };
-        store.put_lease(
-            n.lease.subnet,
-            &LeaseAttrs {
-                public_ip: n.lease.public_ip,
-                backend_type: n.lease.backend_type.to_string(),
-                backend_data: data,
-            },
-        )?;
+        store.put_lease(n.lease.subnet, &crate::cluster::agent::lease_attrs(plan, n))?;
     }
     Ok(())
 }
@@ -186,29 +181,7 @@ pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), OverlayRunError> {
     let ns = Netns::open(&n.netns)?;
     nix::sched::setns(&ns.file, nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| OverlayRunError::Run(format!("entering {}: {e}", n.netns)))?;
-    let store = FileStore::new(registry_dir(plan));
-    let (subnet, attrs) = (
-        n.lease.subnet,
-        LeaseAttrs {
-            public_ip: n.lease.public_ip,
-            backend_type: n.lease.backend_type.to_string(),
-            backend_data: serde_json::Value::Null,
-        },
-    );
-    // Each look at the registry (every 200 ms, on the daemon's control
-    // thread, so under its guard) first renews this node's lease when due,
-    // as flanneld does, well before it expires.
-    let renew_every = overlay::registry::DEFAULT_TTL / 4;
-    let mut next_renewal = Instant::now() + renew_every;
-    let leases = overlay::registry::udp_leases(move || {
-        if Instant::now() >= next_renewal {
-            if let Err(e) = store.put_lease(subnet, &attrs) {
-                tracing::warn!(error = %e, "renewing the lease");
-            }
-            next_renewal = Instant::now() + renew_every;
-        }
-        store.scan()
-    });
+    let leases = lease_source(plan, n)?;
     let imp = impairment(&n.link);
     let stream = index as u64 * 2;
     let cfg = overlay::daemon::DaemonConfig {
@@ -216,7 +189,7 @@ pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), OverlayRunError> {
         bind: std::net::SocketAddrV4::new(n.ip, dev.port),
         network: plan.cluster.pod_cidr,
         own_subnet: n.lease.subnet,
-        leases: Box::new(leases),
+        leases,
         impair_egress: Some((imp.clone(), plan.seed, stream)),
         impair_ingress: Some((imp, plan.seed, stream + 1)),
         impair_file: Some(impair_path(plan, node)),
@@ -232,6 +205,44 @@ pub fn run_daemon(plan: &Plan, node: &str) -> Result<(), OverlayRunError> {
         return Err(OverlayRunError::Run("a thread panicked (see above)".into()));
     }
     Ok(())
+}
+
+/// Where node `n`'s daemon learns the leases, and how its own is kept: the
+/// file registry looked at every 200 ms (renewing its lease when due, as
+/// flanneld does), or etcd, connected from the machine's namespace, its
+/// lease held by the store and put again every third of the TTL by a
+/// thread of its own (after an outage longer than the TTL it is created
+/// again), the others followed by a watch.
+fn lease_source(
+    plan: &Plan,
+    n: &NodePlan,
+) -> Result<overlay::daemon::LeaseSource, OverlayRunError> {
+    let (subnet, attrs) = (n.lease.subnet, crate::cluster::agent::lease_attrs(plan, n));
+    if let Some(store) = crate::cluster::agent::connect(plan) {
+        let store = std::sync::Arc::new(store.map_err(|e| OverlayRunError::Run(e.to_string()))?);
+        store.put_lease(subnet, &attrs)?;
+        let watch = store.watch(4096);
+        let keeper = store.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(crate::cluster::TTL / 3);
+            if let Err(e) = keeper.put_lease(subnet, &attrs) {
+                tracing::warn!(error = %e, "renewing the lease");
+            }
+        });
+        return Ok(Box::new(overlay::registry::udp_leases(watch.into_source())));
+    }
+    let store = FileStore::new(registry_dir(plan));
+    let renew_every = overlay::registry::DEFAULT_TTL / 4;
+    let mut next_renewal = Instant::now() + renew_every;
+    Ok(Box::new(overlay::registry::udp_leases(move || {
+        if Instant::now() >= next_renewal {
+            if let Err(e) = store.put_lease(subnet, &attrs) {
+                tracing::warn!(error = %e, "renewing the lease");
+            }
+            next_renewal = Instant::now() + renew_every;
+        }
+        store.scan()
+    })))
 }
 
 /// The counters every node's daemon last reported, by node (nodes without

@@ -93,9 +93,9 @@ impl Machine {
         PathBuf::from(format!("/proc/{}/root{p}", self.pid()))
     }
 
-    /// Runs `program args` on the machine (in its network and mount
-    /// namespaces) and returns its output whatever its status.
-    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+    /// `program args` as a command that runs on the machine (in its
+    /// network and mount namespaces).
+    pub fn command(&self, program: &str, args: &[&str]) -> Command {
         let (net, mnt) = (self.net.as_raw_fd(), self.mnt.as_raw_fd());
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null());
@@ -111,7 +111,14 @@ impl Machine {
                 Ok(())
             });
         }
-        cmd.output()
+        cmd
+    }
+
+    /// Runs `program args` on the machine (in its network and mount
+    /// namespaces) and returns its output whatever its status.
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        self.command(program, args)
+            .output()
             .unwrap_or_else(|e| panic!("running {program} on machine {}: {e}", self.pid()))
     }
 

@@ -49,7 +49,7 @@ impl Conn {
     }
 
     /// Sends the request `send` makes, again while it does not reach etcd.
-    async fn retry<T, Fut>(
+    pub(crate) async fn retry<T, Fut>(
         &self,
         op: &'static str,
         mut send: impl FnMut(Client) -> Fut,

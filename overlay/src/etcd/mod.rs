@@ -14,6 +14,7 @@
 
 mod conn;
 mod error;
+mod kv;
 pub mod layout;
 mod lease;
 pub mod watch;
@@ -31,6 +32,7 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 
 pub use error::EtcdError;
+pub use kv::PrefixList;
 pub use layout::DEFAULT_PREFIX;
 pub use watch::{LeaseEvent, LeaseView, LeaseWatch};
 
@@ -126,6 +128,7 @@ pub struct EtcdStore {
     conn: Conn,
     ttl: Duration,
     owned: Mutex<BTreeMap<Ipv4Net, lease::Owned>>,
+    session: Mutex<kv::Session>,
 }
 
 impl EtcdStore {
@@ -187,6 +190,7 @@ impl EtcdStore {
             conn,
             ttl: crate::registry::DEFAULT_TTL,
             owned: Mutex::new(BTreeMap::new()),
+            session: Mutex::new(kv::Session::default()),
         })
     }
 
@@ -278,6 +282,7 @@ impl Drop for EtcdStore {
         for (_, o) in std::mem::take(&mut *crate::lock(&self.owned)) {
             o.keeper.abort();
         }
+        crate::lock(&self.session).stop();
     }
 }
 

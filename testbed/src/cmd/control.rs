@@ -189,6 +189,7 @@ pub fn apply(file: &Path, dry_run: bool, json: bool) -> Result<(), Failure> {
         file: file.display().to_string(),
         source: loaded.source.clone(),
         overlay: None,
+        machine: None,
     };
     let preview = Request::Apply {
         spec: spec.clone(),

@@ -15,8 +15,7 @@ pub fn up(
     machine: Option<&str>,
 ) -> Result<(), Failure> {
     use std::io::IsTerminal;
-    let mut loaded = load(file)?;
-    refuse_machines(&loaded.plan, machine)?;
+    let mut loaded = for_machine(load(file)?, machine)?;
     if let Some(name) = overlay {
         let backend = overlay::Backend::ALL
             .into_iter()
@@ -40,6 +39,7 @@ pub fn up(
         file: file.display().to_string(),
         source: loaded.source.clone(),
         overlay: overlay.and_then(|o| overlay::Backend::ALL.into_iter().find(|b| b.as_str() == o)),
+        machine: machine.map(str::to_string),
     };
     let outcome = testbed::lifecycle::up(&spec, plan, timeout, &mut progress);
     if tty {
@@ -95,20 +95,11 @@ pub fn up(
 }
 
 /// A topology spread over machines is brought up one machine's share at a
-/// time (`--machine NAME` on each), which is not built yet: refused, exit
-/// 2, before anything is made. `--machine` on a one-machine topology, or
-/// naming no machine of it, is refused too.
-fn refuse_machines(plan: &testbed::plan::Plan, machine: Option<&str>) -> Result<(), Failure> {
-    // The etcd store exists (`overlay::etcd`) but `up` does not use it
-    // yet: building with files instead would quietly ignore the file.
-    if plan.machines.is_empty() && plan.cluster.registry == testbed::topology::model::Registry::Etcd
-    {
-        eprintln!(
-            "error: `{}` keeps its registry in etcd (`cluster.registry: etcd`), which `up` does not use yet: nothing was made; leave `registry` out (or `file`) to keep it in files",
-            plan.name
-        );
-        return Err(Failure::BadInput);
-    }
+/// time, `--machine NAME` on each: the plan becomes that share. Without
+/// `--machine` such a topology is refused, as is `--machine` on a
+/// one-machine topology or naming no machine of it (exit 2, nothing made).
+fn for_machine(loaded: testbed::Loaded, machine: Option<&str>) -> Result<testbed::Loaded, Failure> {
+    let plan = &loaded.plan;
     let names: Vec<&str> = plan.machines.iter().map(|m| m.name.as_str()).collect();
     let Some(machine) = machine else {
         if !names.is_empty() {
@@ -119,23 +110,17 @@ fn refuse_machines(plan: &testbed::plan::Plan, machine: Option<&str>) -> Result<
             );
             return Err(Failure::BadInput);
         }
-        return Ok(());
+        return Ok(loaded);
     };
-    let share = testbed::plan::machines::share(plan, machine).map_err(|e| {
-        match e {
-            ShareError::NoMachines(_) => eprintln!("error: {e}; leave out --machine"),
-            ShareError::Unknown { .. } => eprintln!("error: {e}"),
+    loaded.for_machine(machine).map_err(|e| {
+        match &e {
+            testbed::LoadError::Share(ShareError::NoMachines(_)) => {
+                eprintln!("error: {e}; leave out --machine")
+            }
+            _ => eprintln!("error: {e}"),
         }
         Failure::BadInput
-    })?;
-    eprintln!(
-        "error: multi-machine up is not built yet: nothing was made. `{}`'s share on `{machine}` would be the nodes [{}], the hosts [{}] and {} pods",
-        plan.name,
-        share.nodes.join(", "),
-        share.hosts.join(", "),
-        share.pods.len()
-    );
-    Err(Failure::BadInput)
+    })
 }
 
 pub fn down(

@@ -22,7 +22,7 @@ pub(crate) fn validate(file: &std::path::Path, json: bool) -> Result<(), Failure
     let (plan, diags) = match &result {
         Ok(l) => (Some(&l.plan), l.warnings.as_slice()),
         Err(LoadError::Invalid { diagnostics, .. }) => (None, diagnostics.as_slice()),
-        Err(e @ LoadError::Read { .. }) => {
+        Err(e @ (LoadError::Read { .. } | LoadError::Share(_))) => {
             eprint!("{}", e.render());
             return Err(Failure::BadInput);
         }

@@ -142,7 +142,8 @@ impl Controller {
     /// Plans the file with the live state again and moves to the result.
     pub(super) fn replan(&mut self, force: &BTreeSet<String>, reason: &str) -> Result<(), String> {
         self.keep_pins();
-        let d = desired::desired(&self.topo, &self.live).map_err(|e| e.to_string())?;
+        let d = desired::desired_share(&self.topo, &self.live, self.spec.machine.as_deref())
+            .map_err(|e| e.to_string())?;
         self.converge(d.plan, force, reason)
     }
 

@@ -123,6 +123,22 @@ pub fn desired(spec: &Topology, live: &Live) -> Result<Desired, DesiredError> {
     }
 }
 
+/// [`desired`], as machine `machine`'s share when the testbed is spread
+/// over machines (`plan::machines::restrict`): planned whole, so every
+/// machine places every pod the same way, then cut to the share.
+pub fn desired_share(
+    spec: &Topology,
+    live: &Live,
+    machine: Option<&str>,
+) -> Result<Desired, DesiredError> {
+    let mut d = desired(spec, live)?;
+    if let Some(m) = machine {
+        d.plan = crate::plan::machines::restrict(&d.plan, m)
+            .map_err(|e| DesiredError(vec![e.to_string()]))?;
+    }
+    Ok(d)
+}
+
 /// Where every pod of `plan` runs, as pins.
 pub fn pins(plan: &Plan) -> std::collections::BTreeMap<String, Pin> {
     plan.pods

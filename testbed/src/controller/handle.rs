@@ -199,7 +199,9 @@ impl Controller {
         Err(Refusal(why))
     }
 
-    fn apply(&mut self, spec: Spec, dry_run: bool) -> Result<Reply, Refusal> {
+    fn apply(&mut self, mut spec: Spec, dry_run: bool) -> Result<Reply, Refusal> {
+        // This machine's share of the new version, as of the old one.
+        spec.machine = self.spec.machine.clone();
         let loaded = spec.load().map_err(|e| Refusal(e.render()))?;
         if loaded.topology.name.value != self.topo.name.value {
             return Err(Refusal(format!(
@@ -236,7 +238,9 @@ impl Controller {
         let mut live = live;
         super::desired::keep_pins(&self.plan, &mut live);
         let topo = file.as_ref().map_or(&self.topo, |(_, t)| t);
-        let d = super::desired::desired(topo, &live).map_err(|e| Refusal(e.to_string()))?;
+        let machine = self.spec.machine.as_deref();
+        let d = super::desired::desired_share(topo, &live, machine)
+            .map_err(|e| Refusal(e.to_string()))?;
         let not_live = super::change::not_live(&self.plan, &d.plan);
         if !not_live.is_empty() {
             let lines: Vec<String> = not_live.iter().map(|n| n.to_string()).collect();

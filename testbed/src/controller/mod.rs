@@ -19,6 +19,7 @@ pub mod faults;
 mod handle;
 pub mod live;
 pub mod lookup;
+pub mod machines;
 pub mod run;
 pub mod spec;
 pub mod verify;

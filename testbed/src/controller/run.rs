@@ -94,6 +94,8 @@ pub struct Controller {
     /// When the next namespace is read back in full, and which (an index
     /// into the watched names).
     pub(super) resync: (Instant, usize),
+    /// The other machines, when this is one machine's share.
+    pub(super) machines: Option<super::machines::Machines>,
 }
 
 fn state_err(what: &'static str, path: PathBuf, e: impl ToString) -> ControllerError {
@@ -120,8 +122,23 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
         .load()
         .map_err(|e| state_err("the file", dir.join(spec::SPEC_FILE), e.render()))?
         .topology;
-    let live =
+    let mut live =
         live::read(&dir).map_err(|e| state_err("the live state", dir.join(live::LIVE_FILE), e))?;
+    let mut machines = spec.machine.as_deref().and_then(|me| {
+        // The whole testbed as `up` placed it: every pod pinned there.
+        let whole = Spec {
+            machine: None,
+            ..spec.clone()
+        }
+        .load()
+        .ok()?
+        .plan;
+        super::desired::keep_pins(&whole, &mut live);
+        Some(super::machines::Machines::new(me, &whole))
+    });
+    if let Some(m) = &mut machines {
+        m.agent = crate::cluster::agent::spawn(dir.clone(), &plan, stop);
+    }
     crate::runtime::files::prepare(&plan).map_err(supervise::SuperviseError::from)?;
     // A descriptor per namespace watched for drift, per container log and
     // readiness check, and the follower's and daemons' own.
@@ -161,6 +178,7 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
         pins_checked: Instant::now(),
         retry: BTreeMap::new(),
         resync: (Instant::now(), 0),
+        machines,
     };
     c.events
         .record(EventKind::Controller, "testbed", "controller started");
@@ -183,6 +201,10 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
         waiting = server.wait(TICK);
     }
     c.sup.shutdown();
+    if let Some(agent) = c.machines.as_mut().and_then(|m| m.agent.take()) {
+        // It leaves etcd (heartbeat and leases) before the process ends.
+        let _ = agent.join();
+    }
     c.events
         .record(EventKind::Controller, "testbed", "controller stopped");
     info!("controller stopped");
@@ -228,6 +250,7 @@ impl Controller {
         let now = now_ms();
         self.expire_faults(now);
         self.watch_nodes(now);
+        self.watch_machines(now);
         if self.pins_checked.elapsed() >= PINS_EVERY {
             self.recreate_missing();
             self.pins_checked = Instant::now();

@@ -20,12 +20,19 @@ pub struct Spec {
     /// The overlay the command line chose instead of the file's.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub overlay: Option<overlay::Backend>,
+    /// The machine whose share this is (`up --machine`), for a testbed
+    /// spread over several.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub machine: Option<String>,
 }
 
 impl Spec {
     /// Checks and plans it, as `up` did.
     pub fn load(&self) -> Result<crate::Loaded, crate::LoadError> {
-        let loaded = crate::load_str(&self.file, self.source.clone())?;
+        let mut loaded = crate::load_str(&self.file, self.source.clone())?;
+        if let Some(m) = &self.machine {
+            loaded = loaded.for_machine(m)?;
+        }
         match self.overlay {
             Some(b) => loaded.with_overlay(b),
             None => Ok(loaded),

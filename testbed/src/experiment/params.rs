@@ -111,7 +111,7 @@ pub fn load_with(file: &str, source: &str, values: &[(&str, &str)]) -> Result<Lo
 /// The first error of a load, as one line for a message.
 pub fn first_problem(e: &LoadError) -> String {
     match e {
-        LoadError::Read { .. } => e.to_string(),
+        LoadError::Read { .. } | LoadError::Share(_) => e.to_string(),
         LoadError::Invalid { diagnostics, .. } => {
             diagnostics.iter().find(|d| d.is_error()).map_or_else(
                 || e.to_string(),

@@ -177,7 +177,7 @@ fn topology(
                 LoadError::Invalid { diagnostics, .. } => {
                     diagnostics.iter().filter(|d| d.is_error()).count()
                 }
-                LoadError::Read { .. } => 1,
+                LoadError::Read { .. } | LoadError::Share(_) => 1,
             };
             d.err(
                 &text.at,
@@ -289,7 +289,7 @@ fn value_fits(d: &mut Decoder, path: &str, kat: &At, v: &Sp<String>, base: &Load
         LoadError::Invalid { diagnostics, .. } => diagnostics
             .iter()
             .find(|g| g.path == path && g.message.starts_with("unknown field")),
-        LoadError::Read { .. } => None,
+        LoadError::Read { .. } | LoadError::Share(_) => None,
     };
     if let Some(u) = unknown {
         d.diags.push(

@@ -140,6 +140,7 @@ impl Planner<'_, '_> {
             state_dir: self.state_dir.clone(),
             cluster: self.cluster_plan(pod_mtu),
             machines,
+            machine: None,
             fabric,
             nodes,
             hosts,

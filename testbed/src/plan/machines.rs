@@ -273,3 +273,19 @@ pub fn share(plan: &Plan, machine: &str) -> Result<Share, ShareError> {
 
 #[cfg(test)]
 mod tests;
+
+/// The plan of `machine`'s share of `plan` (see [`share`]): only its nodes,
+/// hosts and pods, with `machine` set; the LAN, the services (endpoints on
+/// every machine), the DNS records and the nodes' routes, neighbours and
+/// forwarding entries (to every machine's nodes) stay whole. What a machine
+/// builds, watches and repairs is exactly this plan.
+pub fn restrict(plan: &Plan, machine: &str) -> Result<Plan, ShareError> {
+    let s = share(plan, machine)?;
+    let mut out = plan.clone();
+    out.machine = Some(s.machine.name);
+    out.nodes.retain(|n| n.machine.as_deref() == Some(machine));
+    out.hosts.retain(|h| h.machine.as_deref() == Some(machine));
+    let nodes: std::collections::BTreeSet<&str> = s.nodes.iter().map(String::as_str).collect();
+    out.pods.retain(|p| nodes.contains(p.node.as_str()));
+    Ok(out)
+}

@@ -99,6 +99,28 @@ fn unicast(a: Ipv4Addr) -> Result<Ipv4Addr, SpanError> {
     Ok(a)
 }
 
+/// The span of a machine's share (`plan::machines::restrict`): this
+/// machine's address, every other machine's as peers, the default port,
+/// over an underlay as large as the LAN plus the span's overhead. `None`
+/// for a plan that is not a share.
+pub fn of_share(p: &crate::plan::Plan) -> Option<Result<SpanPlan, SpanError>> {
+    let me = p.machine.as_ref()?;
+    let local = p.machines.iter().find(|m| &m.name == me)?.address;
+    let peers: Vec<Ipv4Addr> = p
+        .machines
+        .iter()
+        .filter(|m| &m.name != me)
+        .map(|m| m.address)
+        .collect();
+    Some(plan(
+        &p.name,
+        local,
+        &peers,
+        DEFAULT_PORT,
+        p.cluster.mtu + OVERHEAD,
+    ))
+}
+
 /// Plans testbed `name`'s span on the machine at `local`, whose peers are
 /// `peers` (every other machine's address), on UDP `port` over an underlay
 /// of `underlay_mtu` bytes. No peers is allowed: a span of one machine.

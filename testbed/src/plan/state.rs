@@ -115,6 +115,12 @@ pub fn desired(plan: &Plan) -> KernelState {
             .links
             .extend([link("veth", &up.peer, Some(&up.peer_master))]);
     }
+    if let Some(Ok(span)) = crate::plan::span::of_share(plan) {
+        // No MAC: the kernel picks the device's.
+        fabric
+            .links
+            .extend([link("vxlan", &span.device, Some(&plan.fabric.bridge.name))]);
+    }
     out.insert(plan.fabric.netns.clone(), fabric);
     for (_, netns, up, link) in kernel_impaired(plan) {
         let q = qdisc_of(link);
@@ -212,6 +218,16 @@ pub fn sorted(mut routes: Vec<Route>) -> Vec<Route> {
     routes
 }
 
+/// Whether link `have` is as `want` says (a wanted link without a MAC
+/// takes whichever the kernel gave it).
+fn matches(want: &LinkState, have: &LinkState) -> bool {
+    let mac = want.mac.is_none() || want.mac == have.mac;
+    mac && LinkState {
+        mac: have.mac,
+        ..want.clone()
+    } == *have
+}
+
 /// Every difference between the desired and the observed state, one line
 /// each, naming the namespace and the object.
 pub fn diff(want: &KernelState, have: &KernelState) -> Vec<String> {
@@ -224,12 +240,12 @@ pub fn diff(want: &KernelState, have: &KernelState) -> Vec<String> {
         for (name, wl) in &w.links {
             match h.links.get(name) {
                 None => out.push(format!("{ns}: interface {name} missing")),
-                Some(hl) if hl != wl => {
+                Some(hl) if !matches(wl, hl) => {
                     let mut what = Vec::new();
                     if hl.kind != wl.kind {
                         what.push(format!("kind {} (want {})", hl.kind, wl.kind));
                     }
-                    if hl.mac != wl.mac {
+                    if wl.mac.is_some() && hl.mac != wl.mac {
                         what.push(format!("mac {} (want {})", show(&hl.mac), show(&wl.mac)));
                     }
                     if hl.mtu != wl.mtu {

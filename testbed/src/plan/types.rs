@@ -34,6 +34,12 @@ pub struct Plan {
     /// for a testbed on one machine.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub machines: Vec<MachinePlan>,
+    /// When this plan is one machine's share of a testbed spread over
+    /// several (`plan::machines::restrict`): that machine. Its nodes, hosts
+    /// and pods are only that machine's; the services, the DNS records and
+    /// the nodes' routes still name every machine's.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub machine: Option<String>,
     /// The LAN the nodes and hosts share.
     pub fabric: Fabric,
     /// The nodes.

@@ -86,6 +86,7 @@ pub fn run(ctx: &Context<'_>, progress: &mut dyn FnMut(&str)) -> Result<RunInput
         file: ctx.exp.topology.display().to_string(),
         source: loaded.source.clone(),
         overlay: None,
+        machine: None,
     };
     let gens = workloads::generators(plan, &ctx.exp.workloads, ctx.run).map_err(RunError::Other)?;
     let texts: Vec<String> = ctx.run.timeline.iter().map(|s| s.what.clone()).collect();

@@ -252,6 +252,33 @@ pub enum StatusError {
     },
 }
 
+/// The pods that can serve: at least one container running, and every
+/// container running and ready or finished successfully (a sidecar that
+/// ran to completion).
+pub fn serving(containers: &[ContainerStatus]) -> std::collections::BTreeSet<(String, String)> {
+    use crate::runtime::OwnerKind;
+    use std::collections::BTreeMap;
+    // (namespace, pod) -> (any container running, all fine)
+    let mut pods: BTreeMap<(String, String), (bool, bool)> = BTreeMap::new();
+    for c in containers.iter().filter(|c| c.kind == OwnerKind::Pod) {
+        let e = pods
+            .entry((c.namespace.clone().unwrap_or_default(), c.owner.clone()))
+            .or_insert((false, true));
+        match c.state {
+            State::Running => {
+                e.0 = true;
+                e.1 &= c.ready;
+            }
+            State::Exited => {}
+            State::Waiting | State::Failed => e.1 = false,
+        }
+    }
+    pods.into_iter()
+        .filter(|(_, (running, fine))| *running && *fine)
+        .map(|(k, _)| k)
+        .collect()
+}
+
 /// Reads `STATE_DIR/status.json`.
 pub fn read(state_dir: &Path) -> Result<Status, StatusError> {
     let path = state_dir.join(STATUS_FILE);

@@ -28,48 +28,33 @@ pub fn with_ready_endpoints(plan: &Plan, ready: &PodSet) -> Vec<proxy::Service> 
     services
 }
 
-/// Every pod of the plan.
+/// Every pod of the plan, and every pod a service names (on a machine's
+/// share of a testbed spread over several, the other machines' too).
 pub fn all_pods(plan: &Plan) -> PodSet {
+    let endpoints = plan.services.iter().flat_map(|s| {
+        s.ports
+            .iter()
+            .flat_map(|p| p.endpoints.iter())
+            .map(|e| (s.namespace.clone(), e.pod.clone()))
+    });
     plan.pods
         .iter()
         .map(|p| (p.namespace.clone(), p.name.clone()))
+        .chain(endpoints)
         .collect()
 }
 
 /// The pods that can serve, by the supervisor's status (`None` while it
-/// has not written one).
+/// has not written one), and on a machine's share those the other
+/// machines last said are ready (`cluster::remote_ready`).
 pub fn ready_pods(plan: &Plan) -> Option<PodSet> {
     let status = crate::runtime::status::read(Path::new(&plan.state_dir)).ok()?;
-    Some(serving(&status.containers))
+    let mut ready = serving(&status.containers);
+    ready.extend(crate::cluster::remote_ready(plan));
+    Some(ready)
 }
 
-/// The pods that can serve: at least one container running, and every
-/// container running and ready or finished successfully (a sidecar that
-/// ran to completion).
-pub fn serving(containers: &[crate::runtime::status::ContainerStatus]) -> PodSet {
-    use crate::runtime::status::State;
-    use crate::runtime::OwnerKind;
-    use std::collections::BTreeMap;
-    // (namespace, pod) -> (any container running, all fine)
-    let mut pods: BTreeMap<(String, String), (bool, bool)> = BTreeMap::new();
-    for c in containers.iter().filter(|c| c.kind == OwnerKind::Pod) {
-        let e = pods
-            .entry((c.namespace.clone().unwrap_or_default(), c.owner.clone()))
-            .or_insert((false, true));
-        match c.state {
-            State::Running => {
-                e.0 = true;
-                e.1 &= c.ready;
-            }
-            State::Exited => {}
-            State::Waiting | State::Failed => e.1 = false,
-        }
-    }
-    pods.into_iter()
-        .filter(|(_, (running, fine))| *running && *fine)
-        .map(|(k, _)| k)
-        .collect()
-}
+pub use crate::runtime::status::serving;
 
 /// The longest a follower waits before trying a failing node again.
 pub const MAX_RETRY: Duration = Duration::from_secs(5);
@@ -121,6 +106,10 @@ pub fn follow_endpoints(state_dir: &Path, rules_changed: &std::sync::mpsc::Recei
     let mut status_seen = crate::state::plan_watch::FileIdentity::new(
         state_dir.join(crate::runtime::status::STATUS_FILE),
     );
+    // The other machines' ready pods (a share of a testbed spread over
+    // several), written by the agent.
+    let mut cluster_seen =
+        crate::state::plan_watch::FileIdentity::new(crate::cluster::view_path(state_dir));
     let mut ready: Option<PodSet> = None;
     let mut events = crate::events::EventLog::open(state_dir).ok();
     // Every node holds what is ready and nothing is pending: nothing to do
@@ -148,7 +137,7 @@ pub fn follow_endpoints(state_dir: &Path, rules_changed: &std::sync::mpsc::Recei
             continue;
         }
         // The status is read again only when the supervisor rewrote it.
-        let status_changed = status_seen.changed();
+        let status_changed = status_seen.changed() | cluster_seen.changed();
         if settled && !status_changed {
             continue;
         }

@@ -253,3 +253,29 @@ fn a_lan_across_machines_leaves_room_for_the_span_unless_the_file_says() {
     let p = plan("name: t\nnodes: [{name: n1}]\n");
     assert_eq!(p.cluster.mtu, 1500);
 }
+
+#[test]
+fn a_restricted_plan_builds_exactly_its_share_and_keeps_what_names_every_machine() {
+    let p = plan(SPREAD);
+    for m in ["alpha", "beta"] {
+        let r = restrict(&p, m).unwrap();
+        let sh = share(&p, m).unwrap();
+        assert_eq!(r.machine.as_deref(), Some(m));
+        let nodes: Vec<String> = r.nodes.iter().map(|n| n.name.clone()).collect();
+        assert_eq!(nodes, sh.nodes);
+        let hosts: Vec<String> = r.hosts.iter().map(|h| h.name.clone()).collect();
+        assert_eq!(hosts, sh.hosts);
+        let pods: Vec<String> = r.pods.iter().map(|p| p.name.clone()).collect();
+        assert_eq!(pods, self::pods(&sh));
+        // Services, DNS and the nodes' routes still name every machine.
+        assert_eq!(r.services, p.services);
+        assert_eq!(r.dns, p.dns);
+        for n in &r.nodes {
+            let whole = p.nodes.iter().find(|x| x.name == n.name).unwrap();
+            assert_eq!(n, whole);
+        }
+        // Restricting is deterministic and idempotent on the other fields.
+        assert_eq!(restrict(&p, m).unwrap(), r);
+    }
+    assert!(restrict(&p, "gamma").is_err());
+}

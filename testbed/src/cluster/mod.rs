@@ -1,0 +1,159 @@
+//! What the machines of a testbed spread over several (`machines:`) share
+//! through etcd, beside flannel's own layout (`overlay::etcd`): under the
+//! testbed's prefix `/testbed/NAME/`, one key per machine,
+//! `/testbed/NAME/machines/MACHINE`, held by that machine's controller with
+//! an etcd lease of [`TTL`] (its heartbeat: it goes when the machine does),
+//! whose value ([`MachineRecord`]) names the machine's nodes and the pods
+//! ready on it. Each machine's agent ([`agent`]) keeps its own record and
+//! reads everyone's into the state directory (`cluster.json`,
+//! [`ClusterView`]): the endpoint followers add the other machines' ready
+//! pods to their own, and the controller marks the nodes of a machine
+//! whose heartbeat is gone NotReady. When etcd is away the view keeps the
+//! last records it read and says since when etcd is unreachable.
+//!
+//! This module holds the keys, the records and the pure decisions; the
+//! agent does the I/O.
+
+pub mod agent;
+
+use crate::plan::Plan;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The TTL of the machines' heartbeats and of the subnet leases their
+/// nodes hold: how long after a machine dies the others notice. (flannel's
+/// own TTL is 24 hours: a lease there outlives a reboot. Here a machine's
+/// subnets must leave the others' routes soon after it is gone.)
+pub const TTL: Duration = Duration::from_secs(5);
+
+/// How long `up` and the daemons wait for etcd to answer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The file in the state directory holding the agent's [`ClusterView`].
+pub const VIEW_FILE: &str = "cluster.json";
+
+/// The testbed's own prefix in etcd.
+pub fn prefix(testbed: &str) -> String {
+    format!("/testbed/{testbed}/")
+}
+
+/// The prefix of the machines' heartbeats.
+pub fn machines_prefix(testbed: &str) -> String {
+    format!("{}machines/", prefix(testbed))
+}
+
+/// A machine's heartbeat key.
+pub fn machine_key(testbed: &str, machine: &str) -> String {
+    format!("{}{machine}", machines_prefix(testbed))
+}
+
+/// What a machine tells the others (the value of its heartbeat key).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineRecord {
+    /// The machine.
+    pub machine: String,
+    /// Its nodes.
+    pub nodes: Vec<String>,
+    /// Its pods that can serve, `NAMESPACE/NAME`, sorted.
+    pub ready: Vec<String>,
+}
+
+/// Whether etcd answers, as the agent last found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdHealth {
+    /// The endpoints, comma-separated.
+    pub endpoints: String,
+    /// Whether the last request was answered.
+    pub reachable: bool,
+    /// Since when (ms since the epoch) it has been as it is.
+    pub since_ms: u64,
+    /// The last error, while unreachable.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+/// The agent's view of the cluster, written to [`VIEW_FILE`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterView {
+    /// This machine.
+    pub machine: String,
+    /// etcd's health.
+    pub etcd: EtcdHealth,
+    /// Every machine whose heartbeat etcd holds (this one included), as
+    /// last read: kept as they were while etcd is unreachable.
+    pub machines: BTreeMap<String, MachineRecord>,
+}
+
+/// Where the view of the testbed whose state directory is `dir` is.
+pub fn view_path(dir: &Path) -> PathBuf {
+    dir.join(VIEW_FILE)
+}
+
+/// The view, if the agent wrote one.
+pub fn read_view(dir: &Path) -> Option<ClusterView> {
+    let text = std::fs::read_to_string(view_path(dir)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The pods ready on the *other* machines of `plan`'s testbed, by
+/// (namespace, name): none for a testbed on one machine or before the
+/// agent's first look.
+pub fn remote_ready(plan: &Plan) -> BTreeSet<(String, String)> {
+    let Some(me) = &plan.machine else {
+        return BTreeSet::new();
+    };
+    read_view(Path::new(&plan.state_dir)).map_or_else(BTreeSet::new, |v| others_ready(&v, me))
+}
+
+/// The pods `view` says are ready on machines other than `me`.
+pub fn others_ready(view: &ClusterView, me: &str) -> BTreeSet<(String, String)> {
+    view.machines
+        .values()
+        .filter(|r| r.machine != me)
+        .flat_map(|r| r.ready.iter())
+        .filter_map(|k| {
+            let (ns, name) = k.split_once('/')?;
+            Some((ns.to_string(), name.to_string()))
+        })
+        .collect()
+}
+
+/// The nodes of machines other than `me` whose heartbeat `view` does not
+/// hold, by the plan's machine assignment (`nodes`: node → machine):
+/// NotReady while etcd answers. While etcd is unreachable nothing is
+/// concluded (the last known state stands).
+pub fn lost_nodes(view: &ClusterView, me: &str, nodes: &BTreeMap<String, String>) -> Vec<String> {
+    if !view.etcd.reachable {
+        return Vec::new();
+    }
+    nodes
+        .iter()
+        .filter(|(_, m)| m.as_str() != me && !view.machines.contains_key(m.as_str()))
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// The record of machine `machine` with its `nodes` and ready `pods`.
+pub fn record(machine: &str, nodes: &[String], pods: &BTreeSet<(String, String)>) -> MachineRecord {
+    MachineRecord {
+        machine: machine.to_string(),
+        nodes: nodes.to_vec(),
+        ready: pods.iter().map(|(ns, n)| format!("{ns}/{n}")).collect(),
+    }
+}
+
+/// The record under `key` (under `machines_prefix`), if it is one: a key
+/// that does not name the machine its value names is ignored.
+pub fn decode(prefix: &str, key: &str, value: &[u8]) -> Option<MachineRecord> {
+    let name = key.strip_prefix(prefix)?;
+    let r: MachineRecord = serde_json::from_slice(value).ok()?;
+    (r.machine == name && crate::state::check_name(name).is_ok()).then_some(r)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,85 @@
+use super::*;
+
+fn view(reachable: bool, records: &[(&str, &[&str], &[&str])]) -> ClusterView {
+    ClusterView {
+        machine: "alpha".into(),
+        etcd: EtcdHealth {
+            endpoints: "http://192.0.2.1:2379".into(),
+            reachable,
+            since_ms: 1,
+            error: None,
+        },
+        machines: records
+            .iter()
+            .map(|(m, nodes, ready)| {
+                (
+                    m.to_string(),
+                    MachineRecord {
+                        machine: m.to_string(),
+                        nodes: nodes.iter().map(|s| s.to_string()).collect(),
+                        ready: ready.iter().map(|s| s.to_string()).collect(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+fn pods(v: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn keys_live_under_the_testbeds_own_prefix() {
+    assert_eq!(prefix("demo"), "/testbed/demo/");
+    assert_eq!(machine_key("demo", "alpha"), "/testbed/demo/machines/alpha");
+    assert!(machine_key("demo", "a").starts_with(&machines_prefix("demo")));
+    // One testbed's prefix is not another's.
+    assert!(!machine_key("demo2", "a").starts_with(&prefix("demo")));
+}
+
+#[test]
+fn the_others_ready_pods_leave_out_this_machines_and_bad_names() {
+    let v = view(
+        true,
+        &[
+            ("alpha", &["n1"], &["default/web-0"]),
+            ("beta", &["n2"], &["default/web-1", "prod/api", "broken"]),
+        ],
+    );
+    assert_eq!(
+        others_ready(&v, "alpha"),
+        pods(&[("default", "web-1"), ("prod", "api")])
+    );
+    assert_eq!(others_ready(&v, "beta"), pods(&[("default", "web-0")]));
+}
+
+#[test]
+fn nodes_of_a_machine_without_heartbeat_are_lost_only_while_etcd_answers() {
+    let nodes: BTreeMap<String, String> = [("n1", "alpha"), ("n2", "beta"), ("n3", "gamma")]
+        .iter()
+        .map(|(n, m)| (n.to_string(), m.to_string()))
+        .collect();
+    let v = view(true, &[("alpha", &["n1"], &[]), ("gamma", &["n3"], &[])]);
+    assert_eq!(lost_nodes(&v, "alpha", &nodes), ["n2"]);
+    // This machine's own nodes are never lost through etcd.
+    let v = view(true, &[]);
+    assert_eq!(lost_nodes(&v, "alpha", &nodes), ["n2", "n3"]);
+    // etcd away: nothing is concluded.
+    let v = view(false, &[]);
+    assert!(lost_nodes(&v, "alpha", &nodes).is_empty());
+}
+
+#[test]
+fn records_round_trip_and_a_key_must_name_its_machine() {
+    let r = record("beta", &["n2".into()], &pods(&[("default", "web-1")]));
+    assert_eq!(r.ready, ["default/web-1"]);
+    let text = serde_json::to_vec(&r).unwrap();
+    let p = machines_prefix("demo");
+    assert_eq!(decode(&p, &machine_key("demo", "beta"), &text), Some(r));
+    assert_eq!(decode(&p, &machine_key("demo", "alpha"), &text), None);
+    assert_eq!(decode(&p, "/elsewhere/beta", &text), None);
+    assert_eq!(decode(&p, &machine_key("demo", "beta"), b"not json"), None);
+}

@@ -1,0 +1,154 @@
+//! The other machines, for a controller running one machine's share of a
+//! testbed spread over several: the agent (`cluster::agent`) keeps the
+//! heartbeats; here a node of a machine whose heartbeat is gone (while etcd
+//! answers) is unreachable, and after `podEvictionTimeout` NotReady, its
+//! pods evicted as a local node's are (controller pods placed again on
+//! ready nodes, which the share then builds when they land on this
+//! machine's; bare pods gone). Its heartbeat back: Ready again, taking
+//! pods again.
+//!
+//! Every pod of the whole testbed is pinned where `up` placed it when the
+//! controller starts, so that every machine plans the others' pods where
+//! they are, and a replan here never moves a pod of another machine onto
+//! this one.
+
+use super::events::EventKind;
+use super::live::NodeCondition;
+use super::run::Controller;
+use std::collections::{BTreeMap, BTreeSet};
+use tracing::warn;
+
+/// What the controller knows of the other machines.
+pub struct Machines {
+    /// This machine.
+    pub me: String,
+    /// Every node's machine.
+    pub machine_of: BTreeMap<String, String>,
+    /// Since when each node of another machine has had no heartbeat (ms).
+    pub lost_since: BTreeMap<String, u64>,
+    /// The agent's thread.
+    pub agent: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Machines {
+    /// For the share of machine `me` of the testbed planned whole as `full`.
+    pub fn new(me: &str, full: &crate::plan::Plan) -> Machines {
+        Machines {
+            me: me.to_string(),
+            machine_of: full
+                .nodes
+                .iter()
+                .filter_map(|n| Some((n.name.clone(), n.machine.clone()?)))
+                .collect(),
+            lost_since: BTreeMap::new(),
+            agent: None,
+        }
+    }
+}
+
+impl Controller {
+    /// Marks the nodes of machines whose heartbeat is gone NotReady after
+    /// the eviction timeout (evicting their pods), and Ready again when it
+    /// is back.
+    pub(super) fn watch_machines(&mut self, now: u64) {
+        let Some(mut m) = self.machines.take() else {
+            return;
+        };
+        if let Some(view) = crate::cluster::read_view(&self.dir) {
+            self.follow_machines(&mut m, &view, now);
+        }
+        self.machines = Some(m);
+    }
+
+    fn follow_machines(&mut self, m: &mut Machines, view: &crate::cluster::ClusterView, now: u64) {
+        let lost: BTreeSet<String> = crate::cluster::lost_nodes(view, &m.me, &m.machine_of)
+            .into_iter()
+            .collect();
+        let timeout = super::live::millis(self.plan.cluster.pod_eviction_timeout);
+        let others: Vec<(String, String)> = m
+            .machine_of
+            .iter()
+            .filter(|(_, mm)| **mm != m.me)
+            .map(|(n, mm)| (n.clone(), mm.clone()))
+            .collect();
+        let mut evict = Vec::new();
+        for (node, machine) in others {
+            let ready = self.live.conditions.get(&node).is_none_or(|c| c.ready);
+            if !lost.contains(&node) {
+                // With etcd away nothing changes; with a heartbeat, Ready.
+                if view.etcd.reachable && view.machines.contains_key(&machine) {
+                    m.lost_since.remove(&node);
+                    if !ready {
+                        self.node_ready_again(&node, now, &machine);
+                    }
+                }
+                continue;
+            }
+            let since = *m.lost_since.entry(node.clone()).or_insert(now);
+            if ready && now.saturating_sub(since) >= timeout {
+                let reason = format!(
+                    "machine {machine} has had no heartbeat in etcd for {} ms",
+                    now - since
+                );
+                self.live.conditions.insert(
+                    node.clone(),
+                    NodeCondition {
+                        ready: false,
+                        since_ms: now,
+                        reason: Some(reason.clone()),
+                    },
+                );
+                self.live.unschedulable.insert(node.clone());
+                self.events
+                    .record(EventKind::NodeNotReady, format!("node {node}"), reason);
+                evict.push(node);
+            }
+        }
+        if evict.is_empty() {
+            return;
+        }
+        self.keep_pins_whole();
+        // The pods on those nodes, as the whole testbed is planned now.
+        let whole = super::desired::desired(&self.topo, &self.live).map(|d| d.plan);
+        for node in &evict {
+            let Ok(whole) = &whole else { break };
+            for key in super::desired::evict(whole, node, &mut self.live) {
+                self.events.record(
+                    EventKind::PodEvicted,
+                    format!("pod {key}"),
+                    format!("node {node} is not ready"),
+                );
+            }
+        }
+        self.save_live();
+        if let Err(e) = self.replan(&BTreeSet::new(), "evicted from a lost machine") {
+            warn!("rescheduling the pods of a lost machine: {e}");
+        }
+    }
+
+    fn node_ready_again(&mut self, node: &str, now: u64, machine: &str) {
+        self.live.conditions.insert(
+            node.to_string(),
+            NodeCondition {
+                ready: true,
+                since_ms: now,
+                reason: None,
+            },
+        );
+        self.live.unschedulable.remove(node);
+        self.events.record(
+            EventKind::NodeReady,
+            format!("node {node}"),
+            format!("machine {machine}'s heartbeat is back"),
+        );
+        self.save_live();
+    }
+
+    /// Pins every pod of the whole testbed where it runs (the others'
+    /// included), as `keep_pins` does for this share's.
+    pub(super) fn keep_pins_whole(&mut self) {
+        if let Ok(d) = super::desired::desired(&self.topo, &self.live) {
+            super::desired::keep_pins(&d.plan, &mut self.live);
+        }
+    }
+}

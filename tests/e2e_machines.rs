@@ -1,0 +1,464 @@
+//! One topology spread over two emulated machines (`support::machines`:
+//! network-and-mount namespaces with their own `/run`, joined by a veth as
+//! their physical network), with Debian's etcd running on the first, as
+//! `testbed up FILE --machine NAME` builds each share. Pods on the two
+//! machines talk over each overlay; a service spreads over the pods of
+//! both machines from pods on each; a NodePort answers on nodes of both
+//! machines from a host; etcd holds flannel's layout; killing one
+//! machine's testbed makes its heartbeat and leases expire and its RC pods
+//! come back on the other machine; `up` with etcd away fails at once with
+//! nothing made; the test host's root namespace is unchanged.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+use support::machines::{pair, Machine};
+use support::snapshot;
+
+const ETCD: &str = "http://192.0.2.1:2379";
+
+/// Returns from the test without etcd (a failure under CI).
+macro_rules! require {
+    () => {
+        if !etcd_installed() {
+            return;
+        }
+    };
+}
+
+fn etcd_installed() -> bool {
+    let found = ["etcd", "etcdctl"].iter().all(|b| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {b}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    assert!(found || !ci, "etcd and etcdctl are needed under CI");
+    if !found {
+        eprintln!("skipped: etcd (etcd-server, etcd-client) is not installed");
+    }
+    found
+}
+
+/// An etcd server on a machine, killed (by pid) and reaped on drop.
+struct EtcdServer(Child);
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// etcd on machine `m` at [`ETCD`], data in `dir` (kept across restarts);
+/// waits until it answers.
+fn start_etcd(m: &Machine, dir: &Path) -> EtcdServer {
+    let data = dir.join("etcd");
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("etcd.log"))
+        .expect("etcd log");
+    let child = m
+        .command(
+            "etcd",
+            &[
+                "--name",
+                "m",
+                "--data-dir",
+                data.to_str().expect("path"),
+                "--listen-client-urls",
+                ETCD,
+                "--advertise-client-urls",
+                ETCD,
+                "--listen-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-cluster",
+                "m=http://127.0.0.1:2380",
+            ],
+        )
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("starting etcd");
+    let server = EtcdServer(child);
+    wait(Duration::from_secs(30), "etcd answers", || {
+        etcdctl(m, &["endpoint", "health"]).is_some()
+    });
+    server
+}
+
+/// `etcdctl ARGS` on `m`: its output when it succeeded.
+fn etcdctl(m: &Machine, args: &[&str]) -> Option<String> {
+    let mut all = vec!["--endpoints", ETCD, "--command-timeout", "2s"];
+    all.extend_from_slice(args);
+    let out = m
+        .command("etcdctl", &all)
+        .env("ETCDCTL_API", "3")
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn wait(within: Duration, what: &str, cond: impl FnMut() -> bool) {
+    wait_or(within, what, cond, String::new);
+}
+
+/// [`wait`], saying what `why` tells when it fails.
+fn wait_or(within: Duration, what: &str, mut cond: impl FnMut() -> bool, why: impl Fn() -> String) {
+    let end = Instant::now() + within;
+    while !cond() {
+        assert!(
+            Instant::now() < end,
+            "{what}: not within {within:?}\n{}",
+            why()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The topology: n1, n2 on alpha, n3, n4 and host `client` on beta, an RC
+/// of four web pods (one per node), a ClusterIP and a NodePort service.
+fn topology(name: &str, overlay: &str) -> String {
+    format!(
+        r#"name: {name}
+machines:
+  - {{name: alpha, address: 192.0.2.1}}
+  - {{name: beta, address: 192.0.2.2}}
+cluster:
+  overlay: {overlay}
+  registry: etcd
+  etcd: {{endpoints: ["{ETCD}"]}}
+  podEvictionTimeout: 1s
+nodes:
+  - {{name: n1, machine: alpha}}
+  - {{name: n2, machine: alpha}}
+  - {{name: n3, machine: beta}}
+  - {{name: n4, machine: beta}}
+hosts:
+  - name: client
+    machine: beta
+    containers: [{{name: main, command: [sleep, infinity]}}]
+replicationControllers:
+  - name: web
+    replicas: 4
+    selector: {{app: web}}
+    template:
+      labels: {{app: web}}
+      containers:
+        - {{name: http, command: [sh, -c, 'd=$(mktemp -d) && hostname > $d/index.html && cd $d && exec python3 -m http.server 8080'], ready: {{tcp: 8080}}}}
+services:
+  - name: web
+    selector: {{app: web}}
+    ports: [{{port: 80, targetPort: 8080}}]
+  - name: web-np
+    type: NodePort
+    selector: {{app: web}}
+    ports: [{{port: 80, targetPort: 8080, nodePort: 30080}}]
+"#
+    )
+}
+
+/// Both shares of one testbed, taken down on drop (the machines' own drop
+/// is the safety net).
+struct Spread<'a> {
+    name: String,
+    file: String,
+    plan: serde_json::Value,
+    machines: [&'a Machine; 2],
+}
+
+impl<'a> Spread<'a> {
+    fn up(a: &'a Machine, b: &'a Machine, dir: &Path, tag: &str, overlay: &str) -> Spread<'a> {
+        let name = support::unique(tag);
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, topology(&name, overlay)).expect("topology");
+        let file = file.display().to_string();
+        let plan: serde_json::Value =
+            serde_json::from_str(&support::ok(&["plan", &file, "--format", "json"]))
+                .expect("plan json");
+        let s = Spread {
+            name,
+            file,
+            plan,
+            machines: [a, b],
+        };
+        // Both at once, as on two real machines.
+        std::thread::scope(|sc| {
+            for (m, machine) in [(a, "alpha"), (b, "beta")] {
+                let file = &s.file;
+                sc.spawn(move || {
+                    tb(m, &["up", file, "--machine", machine, "--timeout", "90s"]);
+                });
+            }
+        });
+        s
+    }
+
+    fn ip(&self, list: &str, name: &str) -> String {
+        self.plan[list]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["name"] == name))
+            .and_then(|x| x["ip"].as_str())
+            .unwrap_or_else(|| panic!("{list} {name} has no ip"))
+            .to_string()
+    }
+
+    fn cluster_ip(&self, service: &str) -> String {
+        self.plan["services"]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["name"] == service))
+            .and_then(|x| x["clusterIP"].as_str())
+            .expect("clusterIP")
+            .to_string()
+    }
+
+    /// `testbed exec NAME TARGET -- CMD` on `m`: exit code and stdout.
+    fn exec(&self, m: &Machine, target: &str, cmd: &[&str]) -> (i32, String) {
+        let mut args = vec!["exec", "-t", &self.name, target, "--"];
+        args.extend_from_slice(cmd);
+        let out = m.run(support::bin().to_str().expect("path"), &args);
+        let code = out.status.code().unwrap_or(-1);
+        if code != 0 {
+            eprintln!(
+                "exec {target} {cmd:?} on machine {}: {code}: {}",
+                m.pid(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        (
+            code,
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    }
+
+    /// The backends answering `n` requests to `url` from `target` on `m`.
+    fn spread(&self, m: &Machine, target: &str, url: &str, n: usize) -> BTreeMap<String, usize> {
+        let script =
+            format!("for i in $(seq {n}); do curl -s -m 3 {url} || echo failed; echo; done");
+        let (_, out) = self.exec(m, target, &["sh", "-c", &script]);
+        let mut seen = BTreeMap::new();
+        for l in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            *seen.entry(l.to_string()).or_insert(0) += 1;
+        }
+        seen
+    }
+}
+
+impl Drop for Spread<'_> {
+    fn drop(&mut self) {
+        for m in self.machines {
+            let _ = m.run(
+                support::bin().to_str().unwrap_or("testbed"),
+                &["down", &self.name],
+            );
+        }
+    }
+}
+
+/// `testbed ARGS` on `m`, failing the test if it fails; its stdout.
+fn tb(m: &Machine, args: &[&str]) -> String {
+    m.ok(support::bin().to_str().expect("path"), args)
+}
+
+/// What pod `to` (at `to_ip`) answers over HTTP from pod `from` on `m`.
+fn fetch(s: &Spread, m: &Machine, from: &str, to_ip: &str) -> String {
+    let url = format!("http://{to_ip}:8080/");
+    s.exec(m, from, &["curl", "-s", "-m", "3", &url]).1
+}
+
+/// Pods on nodes of different machines reach each other, both ways; the
+/// ClusterIP spreads over all four pods from a pod on each machine; the
+/// NodePort answers on a node of each machine from the host.
+fn crosses_machines(s: &Spread, a: &Machine, b: &Machine) {
+    for (m, from, to) in [
+        (a, "web-0", "web-2"),
+        (b, "web-3", "web-1"),
+        (a, "web-1", "web-3"),
+    ] {
+        let ip = s.ip("pods", to);
+        assert_eq!(
+            fetch(s, m, from, &ip),
+            to,
+            "{from} cannot reach {to} ({ip})"
+        );
+    }
+    let all: BTreeSet<String> = ["web-0", "web-1", "web-2", "web-3"]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    let url = format!("http://{}/", s.cluster_ip("web"));
+    // Each machine learns the other's ready pods through etcd within a
+    // moment of both `up`s returning.
+    for (m, from) in [(a, "web-0"), (b, "web-2")] {
+        let seen = std::cell::RefCell::new(BTreeMap::new());
+        wait_or(
+            Duration::from_secs(10),
+            &format!("the service spreads over all four pods from {from}"),
+            || {
+                *seen.borrow_mut() = s.spread(m, from, &url, 40);
+                seen.borrow().keys().cloned().collect::<BTreeSet<String>>() == all
+            },
+            || format!("{:?}", seen.borrow()),
+        );
+    }
+    for node in ["n1", "n3"] {
+        let url = format!("http://{}:30080/", s.ip("nodes", node));
+        let seen = s.spread(b, "client", &url, 12);
+        assert!(
+            !seen.contains_key("failed") && seen.keys().all(|k| all.contains(k)),
+            "NodePort on {node}: {seen:?}"
+        );
+    }
+}
+
+#[test]
+fn a_topology_spans_two_machines_over_each_overlay_and_survives_losing_one() {
+    require!();
+    let host_before = snapshot::root_snapshot();
+    let dir = support::private_dir();
+    let (a, b) = pair();
+    let _etcd = start_etcd(&a, dir.path());
+    let (a_before, b_before) = (a.network_state(), b.network_state());
+    for overlay in ["host-gw", "vxlan"] {
+        let s = Spread::up(&a, &b, dir.path(), "mach", overlay);
+        crosses_machines(&s, &a, &b);
+        drop(s);
+    }
+    let s = Spread::up(&a, &b, dir.path(), "mach", "udp");
+    crosses_machines(&s, &a, &b);
+    // flannel's layout: the config and one lease per node.
+    let keys = etcdctl(
+        &a,
+        &["get", "--prefix", "--keys-only", "/coreos.com/network/"],
+    )
+    .expect("etcdctl get");
+    let keys: BTreeSet<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
+    for k in [
+        "/coreos.com/network/config",
+        "/coreos.com/network/subnets/10.244.1.0-24",
+        "/coreos.com/network/subnets/10.244.4.0-24",
+    ] {
+        assert!(keys.contains(k), "{k} missing from {keys:?}");
+    }
+    let lease = etcdctl(
+        &a,
+        &[
+            "get",
+            "--print-value-only",
+            "/coreos.com/network/subnets/10.244.3.0-24",
+        ],
+    )
+    .expect("lease");
+    let lease: serde_json::Value = serde_json::from_str(lease.trim()).expect("lease json");
+    assert_eq!(lease["PublicIP"], s.ip("nodes", "n3"));
+    assert_eq!(lease["BackendType"], "udp");
+    // Beta dies: every process of its testbed killed at once.
+    let killed = kill_testbed(&b, &s.name);
+    assert!(killed > 0, "nothing of the testbed ran on beta");
+    wait(Duration::from_secs(30), "beta's leases expire", || {
+        etcdctl(
+            &a,
+            &[
+                "get",
+                "--prefix",
+                "--keys-only",
+                "/coreos.com/network/subnets/",
+            ],
+        )
+        .is_some_and(|k| !k.contains("10.244.3.0-24") && !k.contains("10.244.4.0-24"))
+    });
+    // Its RC pods come back on alpha, and the service serves from them.
+    let why = || {
+        let ev = a.run(support::bin().to_str().unwrap_or(""), &["events", &s.name]);
+        let st = a.run(support::bin().to_str().unwrap_or(""), &["status", &s.name]);
+        let log =
+            std::fs::read_to_string(a.path(&format!("/run/testbed/{}/supervisor.log", s.name)))
+                .unwrap_or_default();
+        let view =
+            std::fs::read_to_string(a.path(&format!("/run/testbed/{}/cluster.json", s.name)))
+                .unwrap_or_default();
+        format!(
+            "events:\n{}\nstatus:\n{}\nlog:\n{log}\nview:\n{view}",
+            String::from_utf8_lossy(&ev.stdout),
+            String::from_utf8_lossy(&st.stdout)
+        )
+    };
+    wait_or(
+        Duration::from_secs(60),
+        "web-2 and web-3 run on alpha",
+        || {
+            let st = tb(&a, &["status", &s.name, "--json"]);
+            let st: serde_json::Value = serde_json::from_str(&st).unwrap_or_default();
+            let pods = st[0]["pods"].as_array().cloned().unwrap_or_default();
+            ["web-2", "web-3"].iter().all(|p| {
+                pods.iter().any(|x| {
+                    x["name"] == *p
+                        && x["ready"] == true
+                        && (x["node"] == "n1" || x["node"] == "n2")
+                })
+            })
+        },
+        why,
+    );
+    let url = format!("http://{}/", s.cluster_ip("web"));
+    wait(
+        Duration::from_secs(20),
+        "all four pods serve from alpha",
+        || s.spread(&a, "web-0", &url, 24).len() == 4,
+    );
+    drop(s);
+    assert_eq!(a.network_state(), a_before, "alpha's own namespace changed");
+    assert_eq!(b.network_state(), b_before, "beta's own namespace changed");
+    snapshot::assert_same_state(&host_before, &snapshot::root_snapshot(), "the test host");
+}
+
+/// Kills by pid every process of testbed `name` on `m` (in one of its
+/// namespaces), as a machine that dies; how many.
+fn kill_testbed(m: &Machine, name: &str) -> usize {
+    let out = m.ok("sh", &["-c", &format!("ip netns pids tb-{name}.fabric; for n in $(ip netns list | awk '{{print $1}}' | grep '^tb-{name}\\.'); do ip netns pids $n; done")]);
+    let pids: BTreeSet<i32> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    for &p in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    pids.len()
+}
+
+#[test]
+fn up_fails_at_once_when_etcd_is_away_and_makes_nothing() {
+    require!();
+    let dir = support::private_dir();
+    let (a, _b) = pair();
+    let name = support::unique("noetcd");
+    let file = dir.path().join("t.yaml");
+    std::fs::write(&file, topology(&name, "udp")).expect("topology");
+    let started = Instant::now();
+    let out = a.run(
+        support::bin().to_str().expect("path"),
+        &["up", file.to_str().expect("path"), "--machine", "alpha"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(ETCD) && err.contains("nothing was made"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(a.ok("ip", &["netns", "list"]).trim().is_empty());
+    assert!(!a.path(&format!("/run/testbed/{name}")).exists());
+}
