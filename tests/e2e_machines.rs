@@ -320,37 +320,45 @@ fn crosses_machines(s: &Spread, a: &Machine, b: &Machine) {
     }
 }
 
-#[test]
-fn a_topology_spans_two_machines_over_each_overlay_and_survives_losing_one() {
-    require!();
-    let host_before = snapshot::root_snapshot();
-    let dir = support::private_dir();
-    let (a, b) = pair();
-    let _etcd = start_etcd(&a, dir.path());
-    let (a_before, b_before) = (a.network_state(), b.network_state());
-    for overlay in ["host-gw", "vxlan"] {
-        let s = Spread::up(&a, &b, dir.path(), "mach", overlay);
-        crosses_machines(&s, &a, &b);
-        drop(s);
-    }
-    let s = Spread::up(&a, &b, dir.path(), "mach", "udp");
-    crosses_machines(&s, &a, &b);
-    // flannel's layout: the config and one lease per node.
+/// `testbed status NAME --json` on `m`: its one report.
+fn status(s: &Spread, m: &Machine) -> serde_json::Value {
+    let st = tb(m, &["status", &s.name, "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&st).expect("status JSON");
+    st[0].clone()
+}
+
+/// What alpha's testbed says, for a failure message.
+fn alpha_says(s: &Spread, m: &Machine) -> String {
+    let bin = support::bin();
+    let run = |args: &[&str]| {
+        String::from_utf8_lossy(&m.run(bin.to_str().unwrap_or(""), args).stdout).into_owned()
+    };
+    let view = std::fs::read_to_string(m.path(&format!("/run/testbed/{}/cluster.json", s.name)))
+        .unwrap_or_default();
+    format!(
+        "events:\n{}\nstatus:\n{}\nview:\n{view}",
+        run(&["events", &s.name]),
+        run(&["status", &s.name])
+    )
+}
+
+/// flannel's layout in etcd: the config and one lease per node, each with
+/// its node's address and the backend.
+fn flannel_layout(s: &Spread, a: &Machine, backend: &str) {
     let keys = etcdctl(
-        &a,
+        a,
         &["get", "--prefix", "--keys-only", "/coreos.com/network/"],
     )
     .expect("etcdctl get");
     let keys: BTreeSet<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
-    for k in [
-        "/coreos.com/network/config",
-        "/coreos.com/network/subnets/10.244.1.0-24",
-        "/coreos.com/network/subnets/10.244.4.0-24",
-    ] {
-        assert!(keys.contains(k), "{k} missing from {keys:?}");
-    }
+    let mut want: BTreeSet<String> = (1..=4)
+        .map(|i| format!("/coreos.com/network/subnets/10.244.{i}.0-24"))
+        .collect();
+    want.insert("/coreos.com/network/config".into());
+    let want: BTreeSet<&str> = want.iter().map(String::as_str).collect();
+    assert_eq!(keys, want);
     let lease = etcdctl(
-        &a,
+        a,
         &[
             "get",
             "--print-value-only",
@@ -360,13 +368,52 @@ fn a_topology_spans_two_machines_over_each_overlay_and_survives_losing_one() {
     .expect("lease");
     let lease: serde_json::Value = serde_json::from_str(lease.trim()).expect("lease json");
     assert_eq!(lease["PublicIP"], s.ip("nodes", "n3"));
-    assert_eq!(lease["BackendType"], "udp");
-    // Beta dies: every process of its testbed killed at once.
-    let killed = kill_testbed(&b, &s.name);
+    assert_eq!(lease["BackendType"], backend);
+    let both: Vec<bool> = status(s, a)["cluster"]["machines"]
+        .as_array()
+        .map(|m| m.iter().map(|x| x["heartbeat"] == true).collect())
+        .unwrap_or_default();
+    assert_eq!(both, [true, true], "both heartbeats in alpha's status");
+}
+
+/// etcd goes away for a while: traffic across the machines goes on, and
+/// status says so; etcd back, status says that too.
+fn survives_an_etcd_outage(s: &Spread, a: &Machine, etcd: EtcdServer, dir: &Path) -> EtcdServer {
+    drop(etcd);
+    wait_or(
+        Duration::from_secs(20),
+        "alpha's status reports etcd unreachable",
+        || status(s, a)["cluster"]["etcd"]["reachable"] == false,
+        || alpha_says(s, a),
+    );
+    assert_eq!(fetch(s, a, "web-0", &s.ip("pods", "web-2")), "web-2");
+    let url = format!("http://{}/", s.cluster_ip("web"));
+    assert_eq!(
+        s.spread(a, "web-1", &url, 40).len(),
+        4,
+        "the service still spreads over all four"
+    );
+    assert!(alpha_says(s, a).contains("etcd unreachable"));
+    let etcd = start_etcd(a, dir);
+    wait_or(
+        Duration::from_secs(20),
+        "alpha's status reports etcd back",
+        || status(s, a)["cluster"]["etcd"]["reachable"] == true,
+        || alpha_says(s, a),
+    );
+    etcd
+}
+
+/// Beta dies (every process of its testbed killed at once): its leases
+/// expire, its nodes go NotReady, their RC pods come back on alpha and the
+/// service serves from them; alpha's nodes lose the routes to beta's
+/// subnets.
+fn survives_losing_beta(s: &Spread, a: &Machine, b: &Machine) {
+    let killed = kill_testbed(b, &s.name);
     assert!(killed > 0, "nothing of the testbed ran on beta");
     wait(Duration::from_secs(30), "beta's leases expire", || {
         etcdctl(
-            &a,
+            a,
             &[
                 "get",
                 "--prefix",
@@ -376,46 +423,90 @@ fn a_topology_spans_two_machines_over_each_overlay_and_survives_losing_one() {
         )
         .is_some_and(|k| !k.contains("10.244.3.0-24") && !k.contains("10.244.4.0-24"))
     });
-    // Its RC pods come back on alpha, and the service serves from them.
-    let why = || {
-        let ev = a.run(support::bin().to_str().unwrap_or(""), &["events", &s.name]);
-        let st = a.run(support::bin().to_str().unwrap_or(""), &["status", &s.name]);
-        let log =
-            std::fs::read_to_string(a.path(&format!("/run/testbed/{}/supervisor.log", s.name)))
-                .unwrap_or_default();
-        let view =
-            std::fs::read_to_string(a.path(&format!("/run/testbed/{}/cluster.json", s.name)))
-                .unwrap_or_default();
-        format!(
-            "events:\n{}\nstatus:\n{}\nlog:\n{log}\nview:\n{view}",
-            String::from_utf8_lossy(&ev.stdout),
-            String::from_utf8_lossy(&st.stdout)
-        )
+    let moved = || {
+        let pods = status(s, a)["pods"].as_array().cloned().unwrap_or_default();
+        ["web-2", "web-3"].iter().all(|p| {
+            pods.iter().any(|x| {
+                x["name"] == *p && x["ready"] == true && (x["node"] == "n1" || x["node"] == "n2")
+            })
+        })
     };
     wait_or(
         Duration::from_secs(60),
         "web-2 and web-3 run on alpha",
-        || {
-            let st = tb(&a, &["status", &s.name, "--json"]);
-            let st: serde_json::Value = serde_json::from_str(&st).unwrap_or_default();
-            let pods = st[0]["pods"].as_array().cloned().unwrap_or_default();
-            ["web-2", "web-3"].iter().all(|p| {
-                pods.iter().any(|x| {
-                    x["name"] == *p
-                        && x["ready"] == true
-                        && (x["node"] == "n1" || x["node"] == "n2")
-                })
-            })
-        },
-        why,
+        moved,
+        || alpha_says(s, a),
     );
     let url = format!("http://{}/", s.cluster_ip("web"));
     wait(
         Duration::from_secs(20),
         "all four pods serve from alpha",
-        || s.spread(&a, "web-0", &url, 24).len() == 4,
+        || s.spread(a, "web-0", &url, 24).len() == 4,
     );
-    drop(s);
+    let node_ns = format!("tb-{}.node.n1", s.name);
+    wait_or(
+        Duration::from_secs(10),
+        "n1 forgets the routes to beta's subnets",
+        || {
+            let routes = a.ok("ip", &["-n", &node_ns, "route"]);
+            !routes.contains("10.244.3.0/24") && !routes.contains("10.244.4.0/24")
+        },
+        || a.ok("ip", &["-n", &node_ns, "route"]),
+    );
+    let lost = &status(s, a)["cluster"]["machines"][1];
+    assert_eq!(lost["heartbeat"], false, "{lost}");
+    assert_eq!(lost["notReady"], serde_json::json!(["n3", "n4"]), "{lost}");
+}
+
+/// Both shares go down, beta's first: then alpha's is the last, and the
+/// testbed's keys leave etcd.
+fn last_share_cleans_etcd(s: Spread, a: &Machine, b: &Machine) {
+    let name = s.name.clone();
+    tb(b, &["down", &name, "--machine", "beta"]);
+    let out = a.run(
+        support::bin().to_str().expect("path"),
+        &["down", &name, "--machine", "alpha", "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("down JSON");
+    assert_eq!(report["removed"][0]["machine"], "alpha");
+    assert_eq!(
+        report["removed"][0]["etcd"]["outcome"], "removed",
+        "{report}"
+    );
+    for prefix in [
+        format!("/testbed/{name}/"),
+        "/coreos.com/network/".to_string(),
+    ] {
+        let left = etcdctl(a, &["get", "--prefix", "--keys-only", &prefix]).expect("etcdctl");
+        assert!(left.trim().is_empty(), "left under {prefix}: {left}");
+    }
+    std::mem::forget(s);
+}
+
+#[test]
+fn a_topology_spans_two_machines_over_each_overlay_and_survives_losing_one() {
+    require!();
+    let host_before = snapshot::root_snapshot();
+    let dir = support::private_dir();
+    let (a, b) = pair();
+    let mut etcd = start_etcd(&a, dir.path());
+    let (a_before, b_before) = (a.network_state(), b.network_state());
+    for overlay in ["host-gw", "vxlan", "udp"] {
+        let s = Spread::up(&a, &b, dir.path(), "mach", overlay);
+        crosses_machines(&s, &a, &b);
+        flannel_layout(&s, &a, overlay);
+        if overlay == "udp" {
+            etcd = survives_an_etcd_outage(&s, &a, etcd, dir.path());
+        }
+        survives_losing_beta(&s, &a, &b);
+        last_share_cleans_etcd(s, &a, &b);
+    }
+    drop(etcd);
     assert_eq!(a.network_state(), a_before, "alpha's own namespace changed");
     assert_eq!(b.network_state(), b_before, "beta's own namespace changed");
     snapshot::assert_same_state(&host_before, &snapshot::root_snapshot(), "the test host");

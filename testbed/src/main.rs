@@ -73,9 +73,10 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Down {
             target,
             all,
+            machine,
             keep_logs,
             json,
-        } => cmd::lifecycle::down(target, all, keep_logs.as_deref(), json),
+        } => cmd::lifecycle::down(target, all, machine.as_deref(), keep_logs.as_deref(), json),
         Command::Ls { json } => cmd::inspect::ls(json),
         Command::Inspect {
             target,

@@ -6,6 +6,7 @@
 //! state and installed rules) and `validate` (a file's problems) have their
 //! own modules.
 
+pub mod cluster;
 pub mod inspect;
 pub mod status;
 pub mod validate;
@@ -35,6 +36,12 @@ pub struct Removed {
     /// `--keep-logs`: how many files were copied.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub kept_files: Option<usize>,
+    /// A share of a testbed spread over machines: the machine.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub machine: Option<String>,
+    /// A testbed keeping its state in etcd: what `down` did there.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub etcd: Option<crate::cluster::leave::Left>,
 }
 
 /// What `testbed verify --json` prints.

@@ -232,11 +232,41 @@ fn status_of(plan: &Plan) -> status::StatusReport {
         since_ms: 1_764_399_997_000,
         until_ms: None,
     });
-    status::report(plan, &synthetic(plan, 4), &counters(plan), running()).with_controller(
-        &live,
-        vec!["default/pinned".into()],
-        &events(),
-    )
+    status::report(plan, &synthetic(plan, 4), &counters(plan), running())
+        .with_controller(&live, vec!["default/pinned".into()], &events())
+        .with_cluster(Some(cluster_status()))
+}
+
+/// The machines of a share: this one, and one without heartbeat.
+fn cluster_status() -> testbed::report::cluster::ClusterStatus {
+    use testbed::report::cluster::{ClusterStatus, MachineStatus};
+    ClusterStatus {
+        machine: "alpha".into(),
+        etcd: Some(testbed::cluster::EtcdHealth {
+            endpoints: "http://10.0.0.1:2379".into(),
+            reachable: false,
+            since_ms: 1_764_400_000_000,
+            error: Some("etcd unreachable at http://10.0.0.1:2379".into()),
+        }),
+        machines: vec![
+            MachineStatus {
+                name: "alpha".into(),
+                address: "10.0.0.1".parse().expect("address"),
+                heartbeat: true,
+                nodes: vec!["node1".into()],
+                not_ready: vec![],
+                ready_pods: 2,
+            },
+            MachineStatus {
+                name: "beta".into(),
+                address: "10.0.0.2".parse().expect("address"),
+                heartbeat: false,
+                nodes: vec![],
+                not_ready: vec!["node2".into()],
+                ready_pods: 0,
+            },
+        ],
+    }
 }
 
 /// A few events, one of each shape.
@@ -368,6 +398,14 @@ fn every_json_output_has_its_documented_shape() {
                 processes: 4,
                 kept_logs: Some("/srv/logs/web".into()),
                 kept_files: Some(12),
+                machine: Some("alpha".into()),
+                etcd: Some(testbed::cluster::leave::Left {
+                    outcome: testbed::cluster::leave::Outcome::Unreachable,
+                    machines: vec!["beta".into()],
+                    keys: Some(3),
+                    error: Some("etcd unreachable at http://10.0.0.1:2379".into()),
+                    left: vec!["/testbed/web/".into()],
+                }),
             },
             report::Removed {
                 testbed: "other".into(),
@@ -375,6 +413,8 @@ fn every_json_output_has_its_documented_shape() {
                 processes: 0,
                 kept_logs: None,
                 kept_files: None,
+                machine: None,
+                etcd: None,
             },
         ],
     };

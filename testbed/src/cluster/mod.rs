@@ -15,6 +15,7 @@
 //! agent does the I/O.
 
 pub mod agent;
+pub mod leave;
 
 use crate::plan::Plan;
 use serde::{Deserialize, Serialize};

@@ -173,6 +173,10 @@ pub(crate) enum Command {
         /// Remove every testbed on this machine.
         #[arg(long, conflicts_with = "target")]
         all: bool,
+        /// The machine whose share this is (a testbed spread over
+        /// `machines:`): refused when this machine runs another's.
+        #[arg(long, value_name = "NAME")]
+        machine: Option<String>,
         /// First copy the logs (containers', daemons', the controller's
         /// events) to DIR/<testbed>/.
         #[arg(long, value_name = "DIR")]

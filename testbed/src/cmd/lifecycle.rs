@@ -126,6 +126,7 @@ fn for_machine(loaded: testbed::Loaded, machine: Option<&str>) -> Result<testbed
 pub fn down(
     target: Option<String>,
     all: bool,
+    machine: Option<&str>,
     keep_logs: Option<&std::path::Path>,
     json: bool,
 ) -> Result<(), Failure> {
@@ -143,9 +144,27 @@ pub fn down(
             "testbed down needs root: run it with sudo"
         )));
     }
+    // Each testbed's plan, read before its state goes: a share of a
+    // testbed in etcd cleans there after.
+    let plans: Vec<Option<testbed::plan::Plan>> =
+        names.iter().map(testbed::lifecycle::running_plan).collect();
+    if let Some(m) = machine {
+        for p in plans.iter().flatten() {
+            if p.machine.as_deref() != Some(m) {
+                eprintln!(
+                    "error: this machine runs {} of `{}`, not `{m}`'s: nothing was removed",
+                    p.machine
+                        .as_deref()
+                        .map_or("the whole".to_string(), |x| format!("`{x}`'s share")),
+                    p.name
+                );
+                return Err(Failure::BadInput);
+            }
+        }
+    }
     let tty = std::io::stderr().is_terminal();
     let mut removed = Vec::new();
-    for n in names {
+    for (n, plan) in names.into_iter().zip(plans) {
         let mut kept = None;
         if let Some(dir) = keep_logs {
             let to = dir.join(n.as_str());
@@ -174,12 +193,22 @@ pub fn down(
             "{n}: removed {} network namespaces and {} processes",
             r.namespaces, r.processes
         );
+        let etcd = plan.as_ref().and_then(testbed::cluster::leave::after_down);
+        match &etcd {
+            Some(left) if left.outcome == testbed::cluster::leave::Outcome::Unreachable => {
+                eprintln!("{n}: warning: {left}")
+            }
+            Some(left) => eprintln!("{n}: {left}"),
+            None => {}
+        }
         removed.push(testbed::report::Removed {
             testbed: n.to_string(),
             namespaces: r.namespaces,
             processes: r.processes,
             kept_logs: kept.as_ref().map(|k| k.0.clone()),
             kept_files: kept.map(|k| k.1),
+            machine: plan.as_ref().and_then(|p| p.machine.clone()),
+            etcd,
         });
     }
     if json {

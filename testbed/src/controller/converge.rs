@@ -118,7 +118,16 @@ impl Controller {
                 }
             }
         }
-        self.live.pins = pins(&self.plan);
+        let mut pins = pins(&self.plan);
+        if let Some(m) = &self.machines {
+            // The other machines' pods stay pinned where they run there.
+            for (key, pin) in &self.live.pins {
+                if m.machine_of.get(&pin.node).is_some_and(|x| *x != m.me) {
+                    pins.entry(key.clone()).or_insert_with(|| pin.clone());
+                }
+            }
+        }
+        self.live.pins = pins;
         self.save_live();
         result
     }
@@ -167,21 +176,7 @@ impl Controller {
             if down.is_none() && exists {
                 self.unreachable.remove(node);
                 if !ready {
-                    self.live.conditions.insert(
-                        node.clone(),
-                        NodeCondition {
-                            ready: true,
-                            since_ms: now,
-                            reason: None,
-                        },
-                    );
-                    self.live.unschedulable.remove(node);
-                    self.events.record(
-                        EventKind::NodeReady,
-                        format!("node {node}"),
-                        "reachable again",
-                    );
-                    self.save_live();
+                    self.node_ready(node, now, "reachable again");
                 }
                 continue;
             }
@@ -195,18 +190,11 @@ impl Controller {
                 } else {
                     "its namespace is gone"
                 };
-                let reason = format!("unreachable for {} ms ({why})", now - since);
-                self.live.conditions.insert(
-                    node.clone(),
-                    NodeCondition {
-                        ready: false,
-                        since_ms: now,
-                        reason: Some(reason.clone()),
-                    },
+                self.node_not_ready(
+                    node,
+                    now,
+                    format!("unreachable for {} ms ({why})", now - since),
                 );
-                self.live.unschedulable.insert(node.clone());
-                self.events
-                    .record(EventKind::NodeNotReady, format!("node {node}"), reason);
                 evict.push(node.clone());
             }
         }
@@ -225,6 +213,37 @@ impl Controller {
             }
         }
         self.hold_down_nodes();
+    }
+
+    /// Node `node` is Ready again (and takes pods), because `why`.
+    pub(super) fn node_ready(&mut self, node: &str, now: u64, why: &str) {
+        self.live.conditions.insert(
+            node.to_string(),
+            NodeCondition {
+                ready: true,
+                since_ms: now,
+                reason: None,
+            },
+        );
+        self.live.unschedulable.remove(node);
+        self.events
+            .record(EventKind::NodeReady, format!("node {node}"), why);
+        self.save_live();
+    }
+
+    /// Node `node` is NotReady (and takes no pods), because `reason`.
+    pub(super) fn node_not_ready(&mut self, node: &str, now: u64, reason: String) {
+        self.live.conditions.insert(
+            node.to_string(),
+            NodeCondition {
+                ready: false,
+                since_ms: now,
+                reason: Some(reason.clone()),
+            },
+        );
+        self.live.unschedulable.insert(node.to_string());
+        self.events
+            .record(EventKind::NodeNotReady, format!("node {node}"), reason);
     }
 
     /// Holds stopped the containers of pods on nodes that are down.

@@ -133,10 +133,50 @@ pub fn desired_share(
 ) -> Result<Desired, DesiredError> {
     let mut d = desired(spec, live)?;
     if let Some(m) = machine {
+        let lost = lost_elsewhere(&d.plan, live, m);
         d.plan = crate::plan::machines::restrict(&d.plan, m)
             .map_err(|e| DesiredError(vec![e.to_string()]))?;
+        for n in &mut d.plan.nodes {
+            forget_nodes(n, &lost);
+        }
     }
     Ok(d)
+}
+
+/// The nodes of machines other than `me` that are NotReady, as the nodes
+/// of this machine reach them: LAN address, pod subnet, VTEP MAC.
+fn lost_elsewhere(
+    whole: &Plan,
+    live: &Live,
+    me: &str,
+) -> Vec<(std::net::Ipv4Addr, String, Option<crate::plan::types::Mac>)> {
+    whole
+        .nodes
+        .iter()
+        .filter(|n| n.machine.as_deref().is_some_and(|m| m != me))
+        .filter(|n| live.conditions.get(&n.name).is_some_and(|c| !c.ready))
+        .map(|n| {
+            let mac = n.overlay.as_ref().and_then(|o| o.iface.mac);
+            (n.ip, n.lease.subnet.to_string(), mac)
+        })
+        .collect()
+}
+
+/// Drops node `n`'s routes to the pod subnets of `lost` nodes, and its
+/// overlay neighbour and forwarding entries for them (what flannel does
+/// when their leases expire).
+fn forget_nodes(
+    n: &mut crate::plan::types::NodePlan,
+    lost: &[(std::net::Ipv4Addr, String, Option<crate::plan::types::Mac>)],
+) {
+    for (ip, subnet, mac) in lost {
+        n.routes.retain(|r| &r.dst != subnet);
+        if let Some(mac) = mac {
+            n.neighbours.retain(|x| &x.mac != mac);
+            n.fdb.retain(|x| &x.mac != mac);
+        }
+        n.fdb.retain(|x| x.dst != *ip);
+    }
 }
 
 /// Where every pod of `plan` runs, as pins.

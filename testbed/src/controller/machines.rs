@@ -13,7 +13,6 @@
 //! this one.
 
 use super::events::EventKind;
-use super::live::NodeCondition;
 use super::run::Controller;
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::warn;
@@ -28,6 +27,15 @@ pub struct Machines {
     pub lost_since: BTreeMap<String, u64>,
     /// The agent's thread.
     pub agent: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What changed among the other machines' nodes.
+#[derive(Default)]
+struct Changed {
+    /// Nodes now NotReady.
+    evict: Vec<String>,
+    /// Nodes Ready again.
+    back: Vec<String>,
 }
 
 impl Machines {
@@ -54,32 +62,61 @@ impl Controller {
         let Some(mut m) = self.machines.take() else {
             return;
         };
-        if let Some(view) = crate::cluster::read_view(&self.dir) {
-            self.follow_machines(&mut m, &view, now);
-        }
+        let changed = crate::cluster::read_view(&self.dir)
+            .map(|view| self.follow_machines(&mut m, &view, now))
+            .unwrap_or_default();
         self.machines = Some(m);
+        if changed.evict.is_empty() && changed.back.is_empty() {
+            return;
+        }
+        self.keep_pins_whole();
+        // The pods on the lost nodes, as the whole testbed is planned now.
+        if let Ok(whole) = super::desired::desired(&self.topo, &self.live).map(|d| d.plan) {
+            for node in &changed.evict {
+                for key in super::desired::evict(&whole, node, &mut self.live) {
+                    self.events.record(
+                        EventKind::PodEvicted,
+                        format!("pod {key}"),
+                        format!("node {node} is not ready"),
+                    );
+                }
+            }
+        }
+        self.save_live();
+        if let Err(e) = self.replan(&BTreeSet::new(), "a machine was lost or came back") {
+            warn!("following the other machines: {e}");
+        }
+        // The routes to those nodes' subnets went or came back: read every
+        // node of this machine back now and repair it.
+        let now = std::time::Instant::now();
+        for n in &self.plan.nodes {
+            self.retry.insert(n.netns.clone(), now);
+        }
     }
 
-    fn follow_machines(&mut self, m: &mut Machines, view: &crate::cluster::ClusterView, now: u64) {
+    /// Marks nodes of machines without heartbeat NotReady (after the
+    /// eviction timeout) and those whose heartbeat is back Ready.
+    fn follow_machines(
+        &mut self,
+        m: &mut Machines,
+        view: &crate::cluster::ClusterView,
+        now: u64,
+    ) -> Changed {
         let lost: BTreeSet<String> = crate::cluster::lost_nodes(view, &m.me, &m.machine_of)
             .into_iter()
             .collect();
         let timeout = super::live::millis(self.plan.cluster.pod_eviction_timeout);
-        let others: Vec<(String, String)> = m
-            .machine_of
-            .iter()
-            .filter(|(_, mm)| **mm != m.me)
-            .map(|(n, mm)| (n.clone(), mm.clone()))
-            .collect();
-        let mut evict = Vec::new();
-        for (node, machine) in others {
-            let ready = self.live.conditions.get(&node).is_none_or(|c| c.ready);
-            if !lost.contains(&node) {
+        let mut out = Changed::default();
+        for (node, machine) in m.machine_of.iter().filter(|(_, mm)| **mm != m.me) {
+            let ready = self.live.conditions.get(node).is_none_or(|c| c.ready);
+            if !lost.contains(node) {
                 // With etcd away nothing changes; with a heartbeat, Ready.
-                if view.etcd.reachable && view.machines.contains_key(&machine) {
-                    m.lost_since.remove(&node);
+                if view.etcd.reachable && view.machines.contains_key(machine) {
+                    m.lost_since.remove(node);
                     if !ready {
-                        self.node_ready_again(&node, now, &machine);
+                        let why = format!("machine {machine}'s heartbeat is back");
+                        self.node_ready(node, now, &why);
+                        out.back.push(node.clone());
                     }
                 }
                 continue;
@@ -90,58 +127,11 @@ impl Controller {
                     "machine {machine} has had no heartbeat in etcd for {} ms",
                     now - since
                 );
-                self.live.conditions.insert(
-                    node.clone(),
-                    NodeCondition {
-                        ready: false,
-                        since_ms: now,
-                        reason: Some(reason.clone()),
-                    },
-                );
-                self.live.unschedulable.insert(node.clone());
-                self.events
-                    .record(EventKind::NodeNotReady, format!("node {node}"), reason);
-                evict.push(node);
+                self.node_not_ready(node, now, reason);
+                out.evict.push(node.clone());
             }
         }
-        if evict.is_empty() {
-            return;
-        }
-        self.keep_pins_whole();
-        // The pods on those nodes, as the whole testbed is planned now.
-        let whole = super::desired::desired(&self.topo, &self.live).map(|d| d.plan);
-        for node in &evict {
-            let Ok(whole) = &whole else { break };
-            for key in super::desired::evict(whole, node, &mut self.live) {
-                self.events.record(
-                    EventKind::PodEvicted,
-                    format!("pod {key}"),
-                    format!("node {node} is not ready"),
-                );
-            }
-        }
-        self.save_live();
-        if let Err(e) = self.replan(&BTreeSet::new(), "evicted from a lost machine") {
-            warn!("rescheduling the pods of a lost machine: {e}");
-        }
-    }
-
-    fn node_ready_again(&mut self, node: &str, now: u64, machine: &str) {
-        self.live.conditions.insert(
-            node.to_string(),
-            NodeCondition {
-                ready: true,
-                since_ms: now,
-                reason: None,
-            },
-        );
-        self.live.unschedulable.remove(node);
-        self.events.record(
-            EventKind::NodeReady,
-            format!("node {node}"),
-            format!("machine {machine}'s heartbeat is back"),
-        );
-        self.save_live();
+        out
     }
 
     /// Pins every pod of the whole testbed where it runs (the others'

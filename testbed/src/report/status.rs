@@ -41,6 +41,10 @@ pub struct StatusReport {
     pub pending: Vec<String>,
     /// The controller's last events, oldest first.
     pub recent: Vec<Event>,
+    /// A machine's share of a testbed spread over several: the machines
+    /// and etcd, as this machine sees them.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cluster: Option<super::cluster::ClusterStatus>,
 }
 
 /// Whether the supervisor runs.
@@ -254,11 +258,15 @@ pub fn report(
     let serving = if statuses.is_empty() {
         endpoints::all_pods(plan)
     } else {
-        endpoints::serving(statuses)
+        // On a machine's share, with the other machines' ready pods.
+        let mut s = endpoints::serving(statuses);
+        s.extend(crate::cluster::remote_ready(plan));
+        s
     };
     StatusReport {
         name: plan.name.clone(),
         supervisor,
+        cluster: None,
         nodes: plan
             .nodes
             .iter()
@@ -307,6 +315,13 @@ pub fn report(
 pub const RECENT: usize = 5;
 
 impl StatusReport {
+    /// The report with the machines' and etcd's status (`None`: a testbed
+    /// on one machine).
+    pub fn with_cluster(mut self, cluster: Option<super::cluster::ClusterStatus>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
     /// The report with what the controller keeps: node readiness, the
     /// faults in force, pending pods, and its last events.
     pub fn with_controller(mut self, live: &Live, pending: Vec<String>, events: &[Event]) -> Self {
@@ -345,6 +360,7 @@ pub fn status(plan: &Plan) -> StatusReport {
         supervisor,
     )
     .with_controller(&live, pending, &events)
+    .with_cluster(super::cluster::status(plan, &live))
 }
 
 /// One row of the overlay table: packets each way and drops by reason.
@@ -446,6 +462,9 @@ impl fmt::Display for StatusReport {
                 "\npending (no ready node to run on): {}",
                 self.pending.join(", ")
             )?;
+        }
+        if let Some(c) = &self.cluster {
+            write!(f, "\n{c}")?;
         }
         if !self.recent.is_empty() {
             writeln!(f, "\nLAST EVENTS")?;

@@ -158,3 +158,65 @@ fn contradicting_pins_are_an_error() {
     let e = desired(&spec(), &live).unwrap_err();
     assert!(e.to_string().contains("already pinned"), "{e}");
 }
+
+const SPREAD: &str = "
+name: t
+machines: [{name: alpha, address: 192.0.2.1}, {name: beta, address: 192.0.2.2}]
+cluster: {overlay: vxlan, registry: etcd, etcd: {endpoints: ['http://192.0.2.1:2379']}}
+nodes:
+  - {name: n1, machine: alpha}
+  - {name: n2, machine: beta}
+  - {name: n3, machine: beta}
+replicationControllers:
+  - name: web
+    replicas: 3
+    selector: {app: web}
+    template:
+      labels: {app: web}
+      containers: [{name: c, command: [sleep, infinity]}]
+";
+
+/// A machine's share plans the whole testbed and keeps its own part;
+/// when another machine's node is NotReady its RC pod comes here, and this
+/// machine's nodes forget the routes, neighbours and forwarding entries of
+/// that node's subnet (and only those).
+#[test]
+fn a_share_takes_the_pods_of_a_lost_machine_and_forgets_its_routes() {
+    let spec = load(SPREAD).topology;
+    let mut live = Live::default();
+    let d = desired_share(&spec, &live, Some("alpha")).unwrap();
+    assert_eq!(d.plan.machine.as_deref(), Some("alpha"));
+    let names = |p: &Plan| p.pods.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&d.plan), ["web-0"]);
+    let n1 = &d.plan.nodes[0];
+    assert_eq!(n1.routes.iter().filter(|r| r.dev == "flannel.1").count(), 2);
+    // Every pod pinned where the whole plan put it, as the controller does.
+    keep_pins(&desired(&spec, &live).unwrap().plan, &mut live);
+    for n in ["n2", "n3"] {
+        live.conditions.insert(
+            n.into(),
+            crate::controller::live::NodeCondition {
+                ready: false,
+                since_ms: 1,
+                reason: None,
+            },
+        );
+        live.unschedulable.insert(n.into());
+    }
+    let whole = desired(&spec, &live).unwrap().plan;
+    evict(&whole, "n2", &mut live);
+    evict(&whole, "n3", &mut live);
+    let d = desired_share(&spec, &live, Some("alpha")).unwrap();
+    assert_eq!(names(&d.plan), ["web-0", "web-1", "web-2"]);
+    assert!(d.plan.pods.iter().all(|p| p.node == "n1"));
+    let n1 = &d.plan.nodes[0];
+    assert!(
+        n1.routes.iter().all(|r| r.dev != "flannel.1"),
+        "{:?}",
+        n1.routes
+    );
+    assert!(n1.neighbours.is_empty() && n1.fdb.is_empty());
+    // beta's share (were it running) would be the same nodes, no pods.
+    let b = desired_share(&spec, &live, Some("beta")).unwrap();
+    assert!(b.plan.pods.is_empty());
+}
