@@ -553,3 +553,64 @@ fn up_fails_at_once_when_etcd_is_away_and_makes_nothing() {
     assert!(a.ok("ip", &["netns", "list"]).trim().is_empty());
     assert!(!a.path(&format!("/run/testbed/{name}")).exists());
 }
+
+/// One machine with `registry: etcd` (to study flannel's behaviour): no
+/// `machines:`, no `--machine`; the leases live in etcd in flannel's
+/// layout, held by the udp daemons or, for the kernel overlays, by the
+/// controller's agent; `down` removes them.
+#[test]
+fn one_machine_keeps_its_leases_in_etcd() {
+    require!();
+    let dir = support::private_dir();
+    let (a, _b) = pair();
+    let _etcd = start_etcd(&a, dir.path());
+    let bin = support::bin();
+    let bin = bin.to_str().expect("path");
+    for overlay in ["udp", "vxlan"] {
+        let name = support::unique("solo");
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "name: {name}\ncluster:\n  overlay: {overlay}\n  registry: etcd\n  etcd: {{endpoints: [\"{ETCD}\"]}}\nnodes: [{{name: n1}}, {{name: n2}}]\npods:\n  - {{name: p, node: n2, containers: [{{name: c, command: [sleep, infinity]}}]}}\n"
+            ),
+        )
+        .expect("topology");
+        a.ok(bin, &["up", file.to_str().expect("path")]);
+        let subnets = || {
+            etcdctl(
+                &a,
+                &[
+                    "get",
+                    "--prefix",
+                    "--keys-only",
+                    "/coreos.com/network/subnets/",
+                ],
+            )
+            .unwrap_or_default()
+        };
+        wait_or(
+            Duration::from_secs(10),
+            "both nodes' leases in etcd",
+            || subnets().contains("10.244.1.0-24") && subnets().contains("10.244.2.0-24"),
+            subnets,
+        );
+        let config = etcdctl(
+            &a,
+            &["get", "--print-value-only", "/coreos.com/network/config"],
+        )
+        .expect("config");
+        let config: serde_json::Value = serde_json::from_str(config.trim()).expect("config JSON");
+        assert_eq!(config["Network"], "10.244.0.0/16");
+        assert_eq!(config["Backend"]["Type"], overlay);
+        let out = a.run(bin, &["down", &name, "--json"]);
+        assert!(out.status.success());
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(
+            report["removed"][0]["etcd"]["outcome"], "removed",
+            "{report}"
+        );
+        let left = etcdctl(&a, &["get", "--prefix", "--keys-only", "/"]).expect("etcdctl");
+        assert!(left.trim().is_empty(), "left in etcd: {left}");
+    }
+}

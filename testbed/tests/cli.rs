@@ -259,20 +259,17 @@ fn log_output_follows_quiet_verbose_and_rust_log_without_colour_off_a_terminal()
     );
 }
 
-/// `up` of a topology spread over machines is refused before anything is
-/// made (exit 2): without `--machine` it says how to bring a share up; with
-/// one, that building a share is not there yet; a wrong `--machine` is
-/// named. Nothing of the testbed appears under /run/netns.
+/// `up` of a topology spread over machines without `--machine`, with a
+/// `--machine` it does not have, or `--machine` on a one-machine topology
+/// is refused before anything is made (exit 2), saying how to bring a
+/// share up or naming the machine. Nothing of the testbed appears under
+/// /run/netns. (Building shares: `tests/e2e_machines.rs`.)
 #[test]
 fn up_of_a_multi_machine_topology_is_refused_before_anything_is_made() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 3] = [
         (
             &["up", "topologies/two-machines.yaml"],
             "is spread over the machines alpha, beta: run `testbed up FILE --machine NAME`",
-        ),
-        (
-            &["up", "topologies/two-machines.yaml", "--machine", "alpha"],
-            "multi-machine up is not built yet: nothing was made. `two-machines`'s share on `alpha` would be the nodes [node1, node2], the hosts [client]",
         ),
         (
             &["up", "topologies/two-machines.yaml", "--machine", "alhpa"],
@@ -303,25 +300,4 @@ fn up_of_a_multi_machine_topology_is_refused_before_anything_is_made() {
                 .starts_with("tb-two-machines.")
         });
     assert!(!made, "a namespace of the refused testbed exists");
-}
-
-/// A one-machine topology with `registry: etcd` is refused (exit 2) before
-/// anything is made, rather than built with files in its place.
-#[test]
-fn up_with_an_etcd_registry_is_refused_until_up_uses_it() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("etcdreg.yaml");
-    std::fs::write(
-        &file,
-        "name: etcdreg\ncluster:\n  registry: etcd\n  etcd: {endpoints: ['http://127.0.0.1:2379']}\nnodes: [{name: n1}]\n",
-    )
-    .expect("write");
-    let out = testbed(&["up", file.to_str().expect("utf-8")]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(
-        text(&out.stderr).contains("which `up` does not use yet: nothing was made"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert!(!Path::new("/run/netns/tb-etcdreg.fabric").exists());
 }

@@ -50,16 +50,22 @@ pub fn lease_attrs(plan: &Plan, node: &crate::plan::types::NodePlan) -> LeaseAtt
     }
 }
 
+/// The name a testbed on one machine with `registry: etcd` gives its one
+/// machine in etcd.
+pub const ONLY_MACHINE: &str = "local";
+
 /// Starts the agent of the testbed whose state directory is `dir`, running
-/// `plan`, until `stop`; `None` for a plan that is not a machine's share
-/// of a testbed in etcd.
+/// `plan`, until `stop`; `None` for a plan that keeps nothing in etcd.
 pub fn spawn(
     dir: PathBuf,
     plan: &Plan,
     stop: &'static AtomicBool,
 ) -> Option<std::thread::JoinHandle<()>> {
-    let machine = plan.machine.clone()?;
     let etcd = plan.cluster.etcd.as_ref()?;
+    let machine = plan
+        .machine
+        .clone()
+        .unwrap_or_else(|| ONLY_MACHINE.to_string());
     let view = ClusterView {
         machine,
         etcd: EtcdHealth {

@@ -93,7 +93,10 @@ pub fn after_down(plan: &Plan) -> Option<Left> {
         Ok(s) => s,
         Err(e) => return Some(unreachable(e.to_string())),
     };
-    let me = plan.machine.as_deref().unwrap_or_default();
+    let me = plan
+        .machine
+        .as_deref()
+        .unwrap_or(super::agent::ONLY_MACHINE);
     let prefix = super::machines_prefix(&plan.name);
     let others: Vec<String> = match store.list_prefix(&prefix) {
         Ok(l) => l

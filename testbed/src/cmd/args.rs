@@ -162,7 +162,7 @@ pub(crate) enum Command {
         #[arg(long, value_parser = ["udp", "vxlan", "host-gw"])]
         overlay: Option<String>,
         /// Build this machine's share of a topology spread over `machines:`
-        /// (not built yet: refused).
+        /// (its nodes, their pods, its hosts, its part of the LAN).
         #[arg(long, value_name = "NAME")]
         machine: Option<String>,
     },

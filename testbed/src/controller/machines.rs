@@ -25,8 +25,6 @@ pub struct Machines {
     pub machine_of: BTreeMap<String, String>,
     /// Since when each node of another machine has had no heartbeat (ms).
     pub lost_since: BTreeMap<String, u64>,
-    /// The agent's thread.
-    pub agent: Option<std::thread::JoinHandle<()>>,
 }
 
 /// What changed among the other machines' nodes.
@@ -49,7 +47,6 @@ impl Machines {
                 .filter_map(|n| Some((n.name.clone(), n.machine.clone()?)))
                 .collect(),
             lost_since: BTreeMap::new(),
-            agent: None,
         }
     }
 }

@@ -124,7 +124,7 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
         .topology;
     let mut live =
         live::read(&dir).map_err(|e| state_err("the live state", dir.join(live::LIVE_FILE), e))?;
-    let mut machines = spec.machine.as_deref().and_then(|me| {
+    let machines = spec.machine.as_deref().and_then(|me| {
         // The whole testbed as `up` placed it: every pod pinned there.
         let whole = Spec {
             machine: None,
@@ -136,9 +136,7 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
         super::desired::keep_pins(&whole, &mut live);
         Some(super::machines::Machines::new(me, &whole))
     });
-    if let Some(m) = &mut machines {
-        m.agent = crate::cluster::agent::spawn(dir.clone(), &plan, stop);
-    }
+    let agent = crate::cluster::agent::spawn(dir.clone(), &plan, stop);
     crate::runtime::files::prepare(&plan).map_err(supervise::SuperviseError::from)?;
     // A descriptor per namespace watched for drift, per container log and
     // readiness check, and the follower's and daemons' own.
@@ -201,7 +199,7 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
         waiting = server.wait(TICK);
     }
     c.sup.shutdown();
-    if let Some(agent) = c.machines.as_mut().and_then(|m| m.agent.take()) {
+    if let Some(agent) = agent {
         // It leaves etcd (heartbeat and leases) before the process ends.
         let _ = agent.join();
     }
