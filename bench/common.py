@@ -7,6 +7,16 @@ import subprocess
 import sys
 import tempfile
 
+# A UDP echo server on port 7000 (a pod's container), and a client that
+# prints the median round trip in microseconds of 300 64-byte pings to the
+# address in argv[1].
+ECHO = ("import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('0.0.0.0',7000))\n"
+        "while True:\n d,a=s.recvfrom(2048);s.sendto(d,a)")
+PING = ("import socket,time,statistics,sys;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(1);r=[]\n"
+        "for i in range(300):\n t=time.perf_counter();s.sendto(b'x'*64,(sys.argv[1],7000))\n"
+        " try:\n  s.recv(2048);r.append(time.perf_counter()-t)\n except OSError: pass\n"
+        "print(statistics.median(r)*1e6)")
+
 
 def sh(*cmd, check=True, stdin=None):
     """The standard output of `cmd`; exits with its error if it fails."""

@@ -31,18 +31,10 @@ import contextlib
 import tempfile
 
 sys.dont_write_bytecode = True  # no __pycache__ in bench/ for the import below
-from common import daemon_pids, sh, testbed_up  # noqa: E402
+from common import ECHO, PING, daemon_pids, sh, testbed_up  # noqa: E402
 
 # The testbed's name in this run: two runs at once do not meet.
 NAME = f"bovl{os.getpid() % 100000}"
-
-ECHO = ("import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('0.0.0.0',7000))\n"
-        "while True:\n d,a=s.recvfrom(2048);s.sendto(d,a)")
-PING = ("import socket,time,statistics,sys;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(1);r=[]\n"
-        "for i in range(300):\n t=time.perf_counter();s.sendto(b'x'*64,(sys.argv[1],7000))\n"
-        " try:\n  s.recv(2048);r.append(time.perf_counter()-t)\n except OSError: pass\n"
-        "print(statistics.median(r)*1e6)")
-
 
 def topology(name, overlay, same_node):
     node_b = "node1" if same_node else "node2"

@@ -243,7 +243,7 @@ impl<'a> Spread<'a> {
     /// The backends answering `n` requests to `url` from `target` on `m`.
     fn spread(&self, m: &Machine, target: &str, url: &str, n: usize) -> BTreeMap<String, usize> {
         let script =
-            format!("for i in $(seq {n}); do curl -s -m 3 {url} || echo failed; echo; done");
+            format!("for i in $(seq {n}); do curl -s -m 3 {url} || echo failed-$?; echo; done");
         let (_, out) = self.exec(m, target, &["sh", "-c", &script]);
         let mut seen = BTreeMap::new();
         for l in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -314,7 +314,7 @@ fn crosses_machines(s: &Spread, a: &Machine, b: &Machine) {
         let url = format!("http://{}:30080/", s.ip("nodes", node));
         let seen = s.spread(b, "client", &url, 12);
         assert!(
-            !seen.contains_key("failed") && seen.keys().all(|k| all.contains(k)),
+            seen.keys().all(|k| all.contains(k)),
             "NodePort on {node}: {seen:?}"
         );
     }
@@ -374,6 +374,56 @@ fn flannel_layout(s: &Spread, a: &Machine, backend: &str) {
         .map(|m| m.iter().map(|x| x["heartbeat"] == true).collect())
         .unwrap_or_default();
     assert_eq!(both, [true, true], "both heartbeats in alpha's status");
+}
+
+/// Operations made on beta act on alpha's share through etcd: a container
+/// of a pod that runs on alpha killed (restarted there), a node of alpha
+/// down and up again, and `scale` on every machine (the new pods placed
+/// once, each built by the machine of its node, and served).
+fn operates_from_the_other_machine(s: &Spread, a: &Machine, b: &Machine) {
+    let bin = support::bin();
+    let bin = bin.to_str().expect("path");
+    let restarts = |pod: &str| {
+        status(s, a)["pods"]
+            .as_array()
+            .and_then(|l| l.iter().find(|p| p["name"] == pod).cloned())
+            .map_or(0, |p| p["restarts"].as_u64().unwrap_or(0))
+    };
+    tb(b, &["fault", "-t", &s.name, "kill", "web-0"]);
+    wait_or(
+        Duration::from_secs(20),
+        "web-0 (on alpha) restarted after a kill from beta",
+        || restarts("web-0") >= 1,
+        || alpha_says(s, a),
+    );
+    let out = b.run(
+        bin,
+        &["fault", "-t", &s.name, "node-down", "n2", "--for", "1s"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        alpha_says(s, a).contains("faultInjected"),
+        "{}",
+        alpha_says(s, a)
+    );
+    tb(b, &["scale", "-t", &s.name, "web", "6"]);
+    let url = format!("http://{}/", s.cluster_ip("web"));
+    wait_or(
+        Duration::from_secs(30),
+        "six pods serve from both machines",
+        || s.spread(b, "web-2", &url, 60).len() == 6,
+        || alpha_says(s, a),
+    );
+    let count = |m: &Machine| status(s, m)["pods"].as_array().map_or(0, Vec::len);
+    assert_eq!(count(a) + count(b), 6, "each new pod built once");
+    tb(a, &["scale", "-t", &s.name, "web", "4"]);
+    wait(Duration::from_secs(30), "back to four pods", || {
+        count(a) + count(b) == 4
+    });
 }
 
 /// etcd goes away for a while: traffic across the machines goes on, and
@@ -438,10 +488,51 @@ fn survives_losing_beta(s: &Spread, a: &Machine, b: &Machine) {
         || alpha_says(s, a),
     );
     let url = format!("http://{}/", s.cluster_ip("web"));
-    wait(
+    let seen = std::cell::RefCell::new(Vec::new());
+    wait_or(
         Duration::from_secs(20),
         "all four pods serve from alpha",
-        || s.spread(a, "web-0", &url, 24).len() == 4,
+        || {
+            let got = s.spread(a, "web-0", &url, 24);
+            let ok = got.len() == 4;
+            seen.borrow_mut().push(got);
+            ok
+        },
+        || {
+            let ips: Vec<String> = status(s, a)["pods"]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|p| {
+                            Some(format!(
+                                "{}={}",
+                                p["name"].as_str()?,
+                                p["address"].as_str()?
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let direct: Vec<String> = ips
+                .iter()
+                .filter_map(|x| x.split_once('='))
+                .map(|(n, ip)| format!("{n}: {}", fetch(s, a, "web-0", ip)))
+                .collect();
+            let ns = format!("tb-{}.node.n1", s.name);
+            let rules = a.ok(
+                "sh",
+                &[
+                    "-c",
+                    &format!("ip netns exec {ns} iptables-save -t nat | grep -i dnat"),
+                ],
+            );
+            let routes = a.ok("ip", &["-n", &ns, "route"]);
+            format!(
+                "{:?}\ndirect: {direct:?}\nrules:\n{rules}\nroutes:\n{routes}\n{}",
+                seen.borrow(),
+                alpha_says(s, a)
+            )
+        },
     );
     let node_ns = format!("tb-{}.node.n1", s.name);
     wait_or(
@@ -501,6 +592,7 @@ fn a_topology_spans_two_machines_over_each_overlay_and_survives_losing_one() {
         crosses_machines(&s, &a, &b);
         flannel_layout(&s, &a, overlay);
         if overlay == "udp" {
+            operates_from_the_other_machine(&s, &a, &b);
             etcd = survives_an_etcd_outage(&s, &a, etcd, dir.path());
         }
         survives_losing_beta(&s, &a, &b);

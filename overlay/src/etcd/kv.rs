@@ -85,6 +85,21 @@ impl EtcdStore {
         })
     }
 
+    /// Writes `key` bound to an etcd lease of its own of `ttl` (at least a
+    /// second): it goes by itself after that, whatever happens to the
+    /// writer.
+    pub fn put_expiring(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), EtcdError> {
+        let conn = self.conn.clone();
+        let (key, value) = (key.to_string(), value.to_vec());
+        let secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        self.call("writing an expiring key", async move {
+            let id = conn.grant(secs).await?;
+            let opts = PutOptions::new().with_lease(id);
+            conn.put("writing an expiring key", key, value, Some(opts))
+                .await
+        })
+    }
+
     /// Deletes every key under `prefix`; how many there were.
     pub fn delete_prefix(&self, prefix: &str) -> Result<i64, EtcdError> {
         let conn = self.conn.clone();

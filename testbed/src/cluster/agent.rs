@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// The controller's NotReady nodes of this machine, shared with the agent.
+pub type NotReady = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
 /// How often the agent publishes and reads.
 pub const EVERY: Duration = Duration::from_millis(250);
 
@@ -56,10 +59,13 @@ pub const ONLY_MACHINE: &str = "local";
 
 /// Starts the agent of the testbed whose state directory is `dir`, running
 /// `plan`, until `stop`; `None` for a plan that keeps nothing in etcd.
+/// `not_ready` is what the controller holds NotReady among this machine's
+/// nodes, as it last set it (published in the heartbeat).
 pub fn spawn(
     dir: PathBuf,
     plan: &Plan,
     stop: &'static AtomicBool,
+    not_ready: NotReady,
 ) -> Option<std::thread::JoinHandle<()>> {
     let etcd = plan.cluster.etcd.as_ref()?;
     let machine = plan
@@ -87,6 +93,7 @@ pub fn spawn(
             view,
             published: None,
             leases_renewed: None,
+            not_ready,
         };
         while !stop.load(Ordering::SeqCst) {
             a.round();
@@ -105,6 +112,7 @@ struct Agent {
     published: Option<MachineRecord>,
     leases_renewed: Option<Instant>,
     events: Option<EventLog>,
+    not_ready: NotReady,
 }
 
 impl Agent {
@@ -133,7 +141,14 @@ impl Agent {
         let ready = crate::runtime::status::read(Path::new(&self.plan.state_dir))
             .map(|s| crate::runtime::status::serving(&s.containers))
             .unwrap_or_default();
-        let record = super::record(&me, &nodes, &ready);
+        let all = self
+            .plan
+            .pods
+            .iter()
+            .map(|p| (p.namespace.clone(), p.name.clone()))
+            .collect();
+        let mut record = super::record(&me, &nodes, &ready, &all);
+        record.not_ready = self.not_ready.lock().map(|g| g.clone()).unwrap_or_default();
         let key = super::machine_key(&self.plan.name, &me);
         if store.refresh_held()? {
             note(

@@ -50,6 +50,17 @@ pub fn machine_key(testbed: &str, machine: &str) -> String {
     format!("{}{machine}", machines_prefix(testbed))
 }
 
+/// The prefix of requests for machine `machine` (`fault`, `scale`,
+/// `apply` made on another machine): `/testbed/NAME/inbox/MACHINE/ID`.
+pub fn inbox_prefix(testbed: &str, machine: &str) -> String {
+    format!("{}inbox/{machine}/", prefix(testbed))
+}
+
+/// Where the answer to request `id` goes.
+pub fn reply_key(testbed: &str, id: &str) -> String {
+    format!("{}replies/{id}", prefix(testbed))
+}
+
 /// What a machine tells the others (the value of its heartbeat key).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -60,6 +71,14 @@ pub struct MachineRecord {
     pub nodes: Vec<String>,
     /// Its pods that can serve, `NAMESPACE/NAME`, sorted.
     pub ready: Vec<String>,
+    /// Every pod it runs, `NAMESPACE/NAME`, sorted.
+    #[serde(default)]
+    pub pods: Vec<String>,
+    /// Its nodes its controller holds NotReady (a fault, a namespace
+    /// gone): the other machines take no pods there either and place the
+    /// pods evicted from them as it does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_ready: Vec<String>,
 }
 
 /// Whether etcd answers, as the agent last found.
@@ -124,6 +143,16 @@ pub fn others_ready(view: &ClusterView, me: &str) -> BTreeSet<(String, String)> 
         .collect()
 }
 
+/// The nodes of machines other than `me` that their own machine holds
+/// NotReady, by their heartbeats in `view`, with that machine.
+pub fn reported_not_ready(view: &ClusterView, me: &str) -> BTreeMap<String, String> {
+    view.machines
+        .values()
+        .filter(|r| r.machine != me)
+        .flat_map(|r| r.not_ready.iter().map(|n| (n.clone(), r.machine.clone())))
+        .collect()
+}
+
 /// The nodes of machines other than `me` whose heartbeat `view` does not
 /// hold, by the plan's machine assignment (`nodes`: node → machine):
 /// NotReady while etcd answers. While etcd is unreachable nothing is
@@ -139,12 +168,23 @@ pub fn lost_nodes(view: &ClusterView, me: &str, nodes: &BTreeMap<String, String>
         .collect()
 }
 
-/// The record of machine `machine` with its `nodes` and ready `pods`.
-pub fn record(machine: &str, nodes: &[String], pods: &BTreeSet<(String, String)>) -> MachineRecord {
+/// The record of machine `machine` with its `nodes`, its `ready` pods and
+/// `all` its pods.
+pub fn record(
+    machine: &str,
+    nodes: &[String],
+    ready: &BTreeSet<(String, String)>,
+    all: &BTreeSet<(String, String)>,
+) -> MachineRecord {
+    let names = |s: &BTreeSet<(String, String)>| -> Vec<String> {
+        s.iter().map(|(ns, n)| format!("{ns}/{n}")).collect()
+    };
     MachineRecord {
         machine: machine.to_string(),
         nodes: nodes.to_vec(),
-        ready: pods.iter().map(|(ns, n)| format!("{ns}/{n}")).collect(),
+        ready: names(ready),
+        pods: names(all),
+        not_ready: Vec::new(),
     }
 }
 

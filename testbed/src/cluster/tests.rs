@@ -18,6 +18,8 @@ fn view(reachable: bool, records: &[(&str, &[&str], &[&str])]) -> ClusterView {
                         machine: m.to_string(),
                         nodes: nodes.iter().map(|s| s.to_string()).collect(),
                         ready: ready.iter().map(|s| s.to_string()).collect(),
+                        pods: Vec::new(),
+                        not_ready: Vec::new(),
                     },
                 )
             })
@@ -74,12 +76,31 @@ fn nodes_of_a_machine_without_heartbeat_are_lost_only_while_etcd_answers() {
 
 #[test]
 fn records_round_trip_and_a_key_must_name_its_machine() {
-    let r = record("beta", &["n2".into()], &pods(&[("default", "web-1")]));
+    let r = record(
+        "beta",
+        &["n2".into()],
+        &pods(&[("default", "web-1")]),
+        &pods(&[("default", "web-1"), ("default", "db")]),
+    );
     assert_eq!(r.ready, ["default/web-1"]);
+    assert_eq!(r.pods, ["default/db", "default/web-1"]);
     let text = serde_json::to_vec(&r).unwrap();
     let p = machines_prefix("demo");
     assert_eq!(decode(&p, &machine_key("demo", "beta"), &text), Some(r));
     assert_eq!(decode(&p, &machine_key("demo", "alpha"), &text), None);
     assert_eq!(decode(&p, "/elsewhere/beta", &text), None);
     assert_eq!(decode(&p, &machine_key("demo", "beta"), b"not json"), None);
+}
+
+#[test]
+fn nodes_another_machine_holds_not_ready_are_reported_with_it() {
+    let mut v = view(
+        true,
+        &[("alpha", &["n1"], &[]), ("beta", &["n2", "n3"], &[])],
+    );
+    v.machines.get_mut("beta").unwrap().not_ready = vec!["n3".into()];
+    v.machines.get_mut("alpha").unwrap().not_ready = vec!["n1".into()];
+    let r = reported_not_ready(&v, "alpha");
+    assert_eq!(r.len(), 1);
+    assert_eq!(r.get("n3").map(String::as_str), Some("beta"));
 }

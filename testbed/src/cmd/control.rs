@@ -143,9 +143,18 @@ pub fn fault_request(cmd: FaultCmd, plan: &testbed::plan::Plan) -> Result<Reques
 
 /// Sends `req` to the controller of `name` and reports its reply: the
 /// message on stdout (or JSON), exit 2 for a refusal, 1 for a failure.
+/// On a machine's share of a testbed spread over several, the request goes
+/// to the machines it concerns (`controller::remote`).
 pub fn send(name: &TestbedName, req: &Request, json: bool) -> Result<Reply, Failure> {
-    let reply = control::request(&name.dir(), req, Duration::from_secs(300))
-        .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?;
+    let timeout = Duration::from_secs(300);
+    let reply = match testbed::lifecycle::running_plan(name) {
+        Some(plan) if plan.machine.is_some() => {
+            testbed::controller::remote::send(&plan, req, timeout)
+                .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?
+        }
+        _ => control::request(&name.dir(), req, timeout)
+            .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?,
+    };
     report(&reply, json)?;
     Ok(reply)
 }
@@ -356,7 +365,12 @@ pub fn impair(
 pub fn fault(testbed: Option<String>, fault: FaultCmd, json: bool) -> Result<(), Failure> {
     let plan = crate::one_testbed(testbed)?;
     let name = crate::checked_name(&plan.name)?;
-    let req = fault_request(fault, &plan)?;
+    // On a machine's share, names are those of the whole testbed.
+    let names = match plan.machine {
+        Some(_) => testbed::controller::remote::whole(&plan).unwrap_or(plan),
+        None => plan,
+    };
+    let req = fault_request(fault, &names)?;
     send(&name, &req, json)?;
     Ok(())
 }

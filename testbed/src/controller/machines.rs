@@ -102,11 +102,20 @@ impl Controller {
         let lost: BTreeSet<String> = crate::cluster::lost_nodes(view, &m.me, &m.machine_of)
             .into_iter()
             .collect();
+        let reported = crate::cluster::reported_not_ready(view, &m.me);
         let timeout = super::live::millis(self.plan.cluster.pod_eviction_timeout);
         let mut out = Changed::default();
         for (node, machine) in m.machine_of.iter().filter(|(_, mm)| **mm != m.me) {
             let ready = self.live.conditions.get(node).is_none_or(|c| c.ready);
-            if !lost.contains(node) {
+            if ready && reported.contains_key(node) {
+                // Its machine holds it NotReady and evicted its pods: so do
+                // we, placing them as it does.
+                let reason = format!("NotReady on machine {machine}");
+                self.node_not_ready(node, now, reason);
+                out.evict.push(node.clone());
+                continue;
+            }
+            if !lost.contains(node) && !reported.contains_key(node) {
                 // With etcd away nothing changes; with a heartbeat, Ready.
                 if view.etcd.reachable && view.machines.contains_key(machine) {
                     m.lost_since.remove(node);

@@ -20,6 +20,7 @@ mod handle;
 pub mod live;
 pub mod lookup;
 pub mod machines;
+pub mod remote;
 pub mod run;
 pub mod spec;
 pub mod verify;

@@ -96,6 +96,8 @@ pub struct Controller {
     pub(super) resync: (Instant, usize),
     /// The other machines, when this is one machine's share.
     pub(super) machines: Option<super::machines::Machines>,
+    /// This machine's NotReady nodes, for the agent's heartbeat.
+    pub(super) not_ready: crate::cluster::agent::NotReady,
 }
 
 fn state_err(what: &'static str, path: PathBuf, e: impl ToString) -> ControllerError {
@@ -136,7 +138,9 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
         super::desired::keep_pins(&whole, &mut live);
         Some(super::machines::Machines::new(me, &whole))
     });
-    let agent = crate::cluster::agent::spawn(dir.clone(), &plan, stop);
+    let not_ready = crate::cluster::agent::NotReady::default();
+    let agent = crate::cluster::agent::spawn(dir.clone(), &plan, stop, not_ready.clone());
+    let inbox = super::remote::serve_inbox(dir.clone(), &plan, stop);
     crate::runtime::files::prepare(&plan).map_err(supervise::SuperviseError::from)?;
     // A descriptor per namespace watched for drift, per container log and
     // readiness check, and the follower's and daemons' own.
@@ -177,6 +181,7 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
         retry: BTreeMap::new(),
         resync: (Instant::now(), 0),
         machines,
+        not_ready,
     };
     c.events
         .record(EventKind::Controller, "testbed", "controller started");
@@ -199,9 +204,9 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
         waiting = server.wait(TICK);
     }
     c.sup.shutdown();
-    if let Some(agent) = agent {
-        // It leaves etcd (heartbeat and leases) before the process ends.
-        let _ = agent.join();
+    // The agent leaves etcd (heartbeat and leases) before the process ends.
+    for t in [agent, inbox].into_iter().flatten() {
+        let _ = t.join();
     }
     c.events
         .record(EventKind::Controller, "testbed", "controller stopped");
@@ -248,10 +253,26 @@ impl Controller {
         let now = now_ms();
         self.expire_faults(now);
         self.watch_nodes(now);
+        self.publish_not_ready();
         self.watch_machines(now);
         if self.pins_checked.elapsed() >= PINS_EVERY {
             self.recreate_missing();
             self.pins_checked = Instant::now();
+        }
+    }
+
+    /// Tells the agent which of this machine's nodes are NotReady (for its
+    /// heartbeat).
+    fn publish_not_ready(&mut self) {
+        let local: Vec<String> = self
+            .plan
+            .nodes
+            .iter()
+            .filter(|n| self.live.conditions.get(&n.name).is_some_and(|c| !c.ready))
+            .map(|n| n.name.clone())
+            .collect();
+        if let Ok(mut shared) = self.not_ready.lock() {
+            *shared = local;
         }
     }
 

@@ -120,7 +120,39 @@ pub fn remove_pods(
         }
         netns::delete(&p.netns)?;
     }
+    forget_addresses(plan, &pods, &rt);
     Ok(())
+}
+
+/// Deletes each removed pod's address from its node's neighbour table (on
+/// the node's pod bridge): a pod made later with that address and another
+/// MAC is then found by a fresh ARP at once, not after the stale entry's
+/// probes fail (seconds in which the node sends to the old MAC). A failure
+/// (no such entry, the node gone) is ignored.
+fn forget_addresses(
+    plan: &Plan,
+    pods: &[&crate::plan::types::PodPlan],
+    rt: &tokio::runtime::Runtime,
+) {
+    let mut nodes: HashMap<&str, Option<(Ns, u32)>> = HashMap::new();
+    for p in pods {
+        let Some(ip) = p.ip.filter(|_| p.interface.is_some()) else {
+            continue;
+        };
+        let Some(node) = plan.nodes.iter().find(|n| n.name == p.node) else {
+            continue;
+        };
+        let entry = nodes.entry(node.netns.as_str()).or_insert_with(|| {
+            let ns = open(rt, &node.netns).ok()?;
+            let idx = rt
+                .block_on(crate::kernel::links::index(&ns.handle, &node.bridge.name))
+                .ok()?;
+            Some((ns, idx))
+        });
+        if let Some((ns, idx)) = entry {
+            let _ = rt.block_on(crate::kernel::links::del_neighbour(&ns.handle, *idx, ip));
+        }
+    }
 }
 
 /// Sets interface `link` of namespace `netns` up or down (a fault, or its

@@ -1,0 +1,252 @@
+//! Requests across machines, for a testbed spread over several: `fault`,
+//! `scale`, `apply` and `impair` made on any machine reach the controllers
+//! of the machines they concern through etcd. [`route`] (pure) says which:
+//! the machine running the node, host or pod a fault names (pods by the
+//! machines' heartbeats, which list every pod each runs); every machine for
+//! what concerns all (`scale`, `apply`, a partition, clearing every fault).
+//! [`forward`] puts the request under the machine's inbox
+//! (`/testbed/NAME/inbox/MACHINE/ID`) and waits for its reply
+//! (`/testbed/NAME/replies/ID`, expiring by itself after a minute); each
+//! controller's inbox thread ([`serve_inbox`]) takes its requests, hands
+//! them to its controller through the control socket, as the CLI does, and
+//! writes the replies.
+
+use super::control::{self, Reply, Request};
+use super::live::{Fault, Target};
+use crate::cluster::MachineRecord;
+use crate::plan::Plan;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a reply waits in etcd for its requester.
+const REPLY_TTL: Duration = Duration::from_secs(60);
+
+/// Requests waiting in an inbox that one look takes (a bound per round).
+const INBOX_BATCH: usize = 64;
+
+/// The machines that must handle `req`, given the whole testbed `whole`
+/// (every node's and host's machine) and the machines' heartbeats
+/// `records` (every pod's); `me` alone when nothing says otherwise (the
+/// local controller then refuses an unknown name with its closest one).
+pub fn route(
+    req: &Request,
+    me: &str,
+    whole: &Plan,
+    records: &BTreeMap<String, MachineRecord>,
+) -> Vec<String> {
+    let all: Vec<String> = whole.machines.iter().map(|m| m.name.clone()).collect();
+    let node = |n: &str| {
+        whole
+            .nodes
+            .iter()
+            .find(|x| x.name == n)
+            .and_then(|x| x.machine.clone())
+    };
+    let host = |h: &str| {
+        whole
+            .hosts
+            .iter()
+            .find(|x| x.name == h)
+            .and_then(|x| x.machine.clone())
+    };
+    let pod = |p: &str| {
+        let qualified = if p.contains('/') {
+            p.to_string()
+        } else {
+            format!("default/{p}")
+        };
+        records
+            .values()
+            .find(|r| r.pods.contains(&qualified))
+            .map(|r| r.machine.clone())
+    };
+    let target = |t: &Target| match t {
+        Target::Node(n) => node(n),
+        Target::Host(h) => host(h),
+        Target::Pod(p) => pod(p),
+    };
+    let one = match req {
+        Request::Fault { fault, .. } | Request::Clear { fault: Some(fault) } => match fault {
+            Fault::NodeDown { node: n } => node(n),
+            Fault::LinkDown { target: t } => target(t),
+            Fault::Partition { .. } => return all,
+        },
+        Request::Kill { pod: p, .. } | Request::Delete { pod: p } => pod(p),
+        Request::Impair { machine, .. } => node(machine).or_else(|| host(machine)),
+        Request::Clear { fault: None } | Request::Scale { .. } | Request::Apply { .. } => {
+            return all
+        }
+    };
+    vec![one.unwrap_or_else(|| me.to_string())]
+}
+
+/// Sends `req` to machine `machine`'s controller through etcd and waits up
+/// to `timeout` for its reply.
+pub fn forward(
+    plan: &Plan,
+    store: &overlay::etcd::EtcdStore,
+    machine: &str,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Reply, String> {
+    let me = plan.machine.as_deref().unwrap_or("local");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let id = format!("{me}-{}-{nanos}", std::process::id());
+    let key = format!("{}{id}", crate::cluster::inbox_prefix(&plan.name, machine));
+    let text = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    store
+        .put_expiring(&key, &text, timeout.max(Duration::from_secs(1)))
+        .map_err(|e| e.to_string())?;
+    let reply_key = crate::cluster::reply_key(&plan.name, &id);
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = store.get_raw(&reply_key).map_err(|e| e.to_string())? {
+            let _ = store.delete_prefix(&reply_key);
+            return serde_json::from_slice(&v).map_err(|e| format!("{machine}'s reply: {e}"));
+        }
+        if Instant::now() > deadline {
+            let _ = store.delete_prefix(&key);
+            return Err(format!(
+                "machine `{machine}` did not answer within {timeout:?}: is its share of `{}` up?",
+                plan.name
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts the thread that serves this machine's inbox for the controller
+/// whose state directory is `dir` (a share of a testbed in etcd), until
+/// `stop`.
+pub fn serve_inbox(
+    dir: PathBuf,
+    plan: &Plan,
+    stop: &'static AtomicBool,
+) -> Option<std::thread::JoinHandle<()>> {
+    let me = plan.machine.clone()?;
+    plan.cluster.etcd.as_ref()?;
+    let plan = plan.clone();
+    Some(std::thread::spawn(move || {
+        let prefix = crate::cluster::inbox_prefix(&plan.name, &me);
+        let mut store = None;
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+            if store.is_none() {
+                store = crate::cluster::agent::connect(&plan).and_then(Result::ok);
+            }
+            let Some(s) = &store else { continue };
+            let Ok(list) = s.list_prefix(&prefix) else {
+                continue;
+            };
+            for (key, value) in list.kvs.into_iter().take(INBOX_BATCH) {
+                // Taken once: deleted before it is handled.
+                if s.delete_prefix(&key).unwrap_or(0) == 0 {
+                    continue;
+                }
+                let id = key.strip_prefix(&prefix).unwrap_or_default().to_string();
+                let reply = match serde_json::from_slice::<Request>(&value) {
+                    Ok(req) => control::request(&dir, &req, Duration::from_secs(300))
+                        .unwrap_or_else(|e| Reply {
+                            code: 1,
+                            message: e.to_string(),
+                            changes: None,
+                        }),
+                    Err(e) => Reply {
+                        code: 2,
+                        message: format!("not a request: {e}"),
+                        changes: None,
+                    },
+                };
+                let text = serde_json::to_vec(&reply).unwrap_or_default();
+                let rk = crate::cluster::reply_key(&plan.name, &id);
+                if let Err(e) = s.put_expiring(&rk, &text, REPLY_TTL) {
+                    tracing::warn!(error = %e, "writing a reply for another machine");
+                }
+            }
+        }
+    }))
+}
+
+/// Sends `req` on behalf of a command run on machine `plan.machine`: to
+/// every machine [`route`] names, this one through its control socket and
+/// the others through etcd. The replies joined: the highest code, each
+/// message under its machine's name when there are several.
+pub fn send(plan: &Plan, req: &Request, timeout: Duration) -> Result<Reply, String> {
+    let dir = std::path::Path::new(&plan.state_dir);
+    let local = || control::request(dir, req, timeout).map_err(|e| e.to_string());
+    let Some(me) = plan.machine.clone() else {
+        return local();
+    };
+    let Some(whole) = whole(plan) else {
+        return local();
+    };
+    let records = crate::cluster::read_view(dir)
+        .map(|v| v.machines)
+        .unwrap_or_default();
+    let targets = route(req, &me, &whole, &records);
+    if targets == [me.clone()] {
+        return local();
+    }
+    let store = match crate::cluster::agent::connect(plan) {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => return Err(format!("{e}: the request concerns {}", targets.join(", "))),
+        None => return local(),
+    };
+    let mut replies = Vec::new();
+    for m in &targets {
+        let r = if *m == me {
+            local()
+        } else {
+            forward(plan, &store, m, req, timeout)
+        };
+        replies.push((m.clone(), r?));
+    }
+    Ok(join(replies))
+}
+
+/// The whole testbed a machine's share `plan` is part of, as filed (the
+/// share's own state directory holds the file); `None` when it cannot be
+/// read.
+pub fn whole(plan: &Plan) -> Option<Plan> {
+    let dir = std::path::Path::new(&plan.state_dir);
+    let spec = super::spec::read(dir).ok()?;
+    super::spec::Spec {
+        machine: None,
+        ..spec
+    }
+    .load()
+    .ok()
+    .map(|l| l.plan)
+}
+
+/// One reply of several machines'.
+fn join(replies: Vec<(String, Reply)>) -> Reply {
+    if replies.len() == 1 {
+        return replies.into_iter().map(|(_, r)| r).next().unwrap_or(Reply {
+            code: 1,
+            message: "no reply".into(),
+            changes: None,
+        });
+    }
+    let code = replies.iter().map(|(_, r)| r.code).max().unwrap_or(0);
+    let message = replies
+        .iter()
+        .map(|(m, r)| format!("{m}: {}", r.message.trim_end()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    // One machine's changes (the first that has any): the JSON keeps its
+    // one shape; the message tells every machine's.
+    let changes = replies.iter().find_map(|(_, r)| r.changes.clone());
+    Reply {
+        code,
+        message,
+        changes,
+    }
+}
+
+#[cfg(test)]
+mod tests;
