@@ -29,6 +29,7 @@ fn records() -> BTreeMap<String, MachineRecord> {
                 nodes: Vec::new(),
                 ready: Vec::new(),
                 pods: pods.into_iter().map(String::from).collect(),
+                not_ready: Vec::new(),
             },
         )
     })
