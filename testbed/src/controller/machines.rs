@@ -140,6 +140,41 @@ impl Controller {
         out
     }
 
+    /// When `fixes` (for namespace `ns`) would make the span device again,
+    /// makes it here instead, from the machine's namespace (its UDP socket
+    /// must live there: see `kernel::span`), and takes that fix out.
+    pub(super) fn remake_span(
+        &self,
+        ns: &str,
+        fixes: &mut Vec<crate::kernel::repair::Fix>,
+    ) -> Option<Result<String, String>> {
+        use crate::kernel::repair::Fix;
+        let dev = crate::plan::span::DEVICE;
+        let i = fixes
+            .iter()
+            .position(|f| matches!(f, Fix::RecreateLink { link } if link == dev))?;
+        if ns != self.plan.fabric.netns {
+            return None;
+        }
+        fixes.remove(i);
+        let span = match crate::plan::span::of_share(&self.plan)? {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        let (fabric, bridge) = (ns.to_string(), self.plan.fabric.bridge.name.clone());
+        let made = crate::daemons::in_machine_netns(move || {
+            let f = crate::kernel::netns::Netns::open(&fabric).map_err(|e| e.to_string())?;
+            crate::kernel::span::apply(&f, &bridge, &span).map_err(|e| e.to_string())
+        });
+        Some(match made {
+            Ok(Ok(())) => Ok(format!(
+                "made {dev} again (the LAN's span to the other machines)"
+            )),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(e.to_string()),
+        })
+    }
+
     /// Pins every pod of the whole testbed where it runs (the others'
     /// included), as `keep_pins` does for this share's.
     pub(super) fn keep_pins_whole(&mut self) {

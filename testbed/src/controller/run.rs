@@ -345,17 +345,25 @@ impl Controller {
             let (Some(w), Some(h)) = (want.get(ns), have.get(ns)) else {
                 continue;
             };
-            let fixes = crate::kernel::repair::repairs(w, h);
-            if fixes.is_empty() {
+            let mut fixes = crate::kernel::repair::repairs(w, h);
+            // The span device is made from the machine's namespace.
+            let span = self.remake_span(ns, &mut fixes);
+            if fixes.is_empty() && span.is_none() {
                 continue;
             }
-            let (done, failed) = match crate::kernel::repair::apply_fixes(ns, &fixes, &self.plan) {
-                Ok(done) => (done, Vec::new()),
-                Err(crate::kernel::repair::RepairError::Incomplete { done, errors, .. }) => {
-                    (done, errors)
-                }
-                Err(e) => (Vec::new(), vec![e.to_string()]),
-            };
+            let (mut done, mut failed) =
+                match crate::kernel::repair::apply_fixes(ns, &fixes, &self.plan) {
+                    Ok(done) => (done, Vec::new()),
+                    Err(crate::kernel::repair::RepairError::Incomplete {
+                        done, errors, ..
+                    }) => (done, errors),
+                    Err(e) => (Vec::new(), vec![e.to_string()]),
+                };
+            match span {
+                Some(Ok(d)) => done.insert(0, d),
+                Some(Err(e)) => failed.insert(0, e),
+                None => {}
+            }
             for d in done {
                 self.events
                     .record(EventKind::DriftRepaired, format!("netns {ns}"), d);
