@@ -376,6 +376,73 @@ fn flannel_layout(s: &Spread, a: &Machine, backend: &str) {
     assert_eq!(both, [true, true], "both heartbeats in alpha's status");
 }
 
+/// `check` on either machine is about the whole testbed: probes from the
+/// other machine's namespaces are sent there through etcd. Every pod to
+/// every pod across the machines, the service from pods of both, the host
+/// on beta to the nodes of both; and a check that must fail does (exit 1).
+fn checks_from_either_machine(s: &Spread, a: &Machine, b: &Machine, dir: &Path) {
+    let file = dir.join(format!("{}-checks.yaml", s.name));
+    std::fs::write(
+        &file,
+        "checks:
+  - name: pods-to-pods
+    matrix: {from: {rc: web}, to: {rc: web}, port: tcp/8080}
+    expectTable: |
+      ....
+      ....
+      ....
+      ....
+  - name: service-from-both
+    from: {pods: {app: web}}
+    to: service web
+    port: http/80
+    body: web-
+  - name: host-to-nodes
+    from: host client
+    to: {allNodes: true}
+    port: icmp
+",
+    )
+    .expect("checks");
+    let file = file.to_str().expect("path");
+    for m in [a, b] {
+        let out = m.run(
+            support::bin().to_str().expect("path"),
+            &["check", &s.name, "--checks", file, "--json"],
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{report:#}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            report["checks"].as_array().map(Vec::len),
+            Some(3),
+            "{report:#}"
+        );
+    }
+    let deny = dir.join(format!("{}-deny.yaml", s.name));
+    std::fs::write(
+        &deny,
+        "checks:
+  - {name: must-fail, from: pod web-2, to: pod web-0, port: tcp/8080, expect: deny, for: 1s}
+",
+    )
+    .expect("checks");
+    let out = a.run(
+        support::bin().to_str().expect("path"),
+        &["check", &s.name, "--checks", deny.to_str().expect("path")],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// Both shares match their plans (`verify`, the span device included);
 /// alpha's span device deleted behind the testbed's back is made again by
 /// its controller (from alpha's own namespace), and pods talk across the
@@ -622,6 +689,9 @@ fn a_topology_spans_two_machines_over_each_overlay_and_survives_losing_one() {
         let s = Spread::up(&a, &b, dir.path(), "mach", overlay);
         crosses_machines(&s, &a, &b);
         flannel_layout(&s, &a, overlay);
+        if overlay == "host-gw" {
+            checks_from_either_machine(&s, &a, &b, dir.path());
+        }
         if overlay == "udp" {
             repairs_the_span(&s, &a, &b);
             operates_from_the_other_machine(&s, &a, &b);

@@ -69,7 +69,7 @@ pub enum Endpoint {
 }
 
 /// What is probed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Port {
     /// `tcp/N`: a TCP connection.
     Tcp(u16),
@@ -157,7 +157,7 @@ pub enum CheckKind {
 }
 
 /// What one probe got back.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     /// Answered as expected of a reachable target.
     Ok,
@@ -172,7 +172,7 @@ pub enum Outcome {
 }
 
 /// One probe a check stands for: from a source's namespace to an address.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Probe {
     /// The source as reports name it: `pod a` (`pod shop/a` outside
     /// `default`), `node n1`, `host h`.

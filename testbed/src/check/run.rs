@@ -52,6 +52,21 @@ pub fn run_pair(
     hold: Duration,
     body: Option<&str>,
 ) -> PairRun {
+    run_pair_with(probes, expect, (within, hold), body, &probe)
+}
+
+/// What sends one probe: [`probe`] from this machine's namespaces, or one
+/// that hands probes from another machine's namespaces to that machine.
+pub type Prober<'a> = &'a (dyn Fn(&Probe, Duration, Option<&str>) -> Outcome + Sync);
+
+/// [`run_pair`] with probes sent by `prober`; `(within, hold)`.
+pub fn run_pair_with(
+    probes: &[Probe],
+    expect: Expect,
+    (within, hold): (Duration, Duration),
+    body: Option<&str>,
+    prober: Prober<'_>,
+) -> PairRun {
     if probes.is_empty() {
         return PairRun {
             attempts: 0,
@@ -59,20 +74,29 @@ pub fn run_pair(
         };
     }
     if expect == Expect::Allow {
-        retry(probes, within, body)
+        retry(probes, within, body, prober)
     } else {
-        hold_for(probes, expect, hold, body)
+        hold_for(probes, expect, hold, body, prober)
     }
 }
 
 /// Probes each of `probes` once, in parallel: the cells of a matrix.
 pub fn run_matrix(probes: &[Probe], timeout: Duration) -> Vec<(Probe, Outcome)> {
-    let outcomes = parallel(probes, |p| probe(p, timeout, None));
+    run_matrix_with(probes, timeout, &probe)
+}
+
+/// [`run_matrix`] with probes sent by `prober`.
+pub fn run_matrix_with(
+    probes: &[Probe],
+    timeout: Duration,
+    prober: Prober<'_>,
+) -> Vec<(Probe, Outcome)> {
+    let outcomes = parallel(probes, |p| prober(p, timeout, None));
     probes.iter().cloned().zip(outcomes).collect()
 }
 
 /// `allow`: rounds over the probes that have not passed yet.
-fn retry(probes: &[Probe], within: Duration, body: Option<&str>) -> PairRun {
+fn retry(probes: &[Probe], within: Duration, body: Option<&str>, prober: Prober<'_>) -> PairRun {
     let deadline = Instant::now() + within;
     let mut outcomes = vec![Outcome::Timeout; probes.len()];
     let mut pending: Vec<usize> = (0..probes.len()).collect();
@@ -82,7 +106,7 @@ fn retry(probes: &[Probe], within: Duration, body: Option<&str>) -> PairRun {
         attempts += 1;
         let left = deadline.saturating_duration_since(round);
         let timeout = PROBE_TIMEOUT.min(left).max(ROUND_EVERY);
-        let got = parallel(&pending, |&i| probe(&probes[i], timeout, body));
+        let got = parallel(&pending, |&i| prober(&probes[i], timeout, body));
         for (&i, outcome) in pending.iter().zip(got) {
             outcomes[i] = outcome;
         }
@@ -99,13 +123,19 @@ fn retry(probes: &[Probe], within: Duration, body: Option<&str>) -> PairRun {
 
 /// `deny`, `drop`, `reject`: rounds over every probe until `hold` has
 /// passed or one round violates `expect`.
-fn hold_for(probes: &[Probe], expect: Expect, hold: Duration, body: Option<&str>) -> PairRun {
+fn hold_for(
+    probes: &[Probe],
+    expect: Expect,
+    hold: Duration,
+    body: Option<&str>,
+    prober: Prober<'_>,
+) -> PairRun {
     let end = Instant::now() + hold;
     let mut attempts = 0;
     loop {
         let round = Instant::now();
         attempts += 1;
-        let outcomes = parallel(probes, |p| probe(p, PROBE_TIMEOUT, body));
+        let outcomes = parallel(probes, |p| prober(p, PROBE_TIMEOUT, body));
         let violated = outcomes.iter().any(|o| !passes(expect, o));
         if violated || !wait_for_next(round, end) {
             return PairRun {

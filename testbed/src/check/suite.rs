@@ -30,14 +30,25 @@ pub fn glob_match(glob: &str, name: &str) -> bool {
 /// order. A check that cannot be resolved (it names what this testbed does
 /// not have) fails with that error as its one pair.
 pub fn run_checks(plan: &Plan, checks: &[Check], only: Option<&str>) -> Vec<CheckResult> {
+    run_checks_with(plan, checks, only, &super::probe::probe)
+}
+
+/// [`run_checks`] with probes sent by `prober` (e.g. through another
+/// machine for sources there).
+pub fn run_checks_with(
+    plan: &Plan,
+    checks: &[Check],
+    only: Option<&str>,
+    prober: run::Prober<'_>,
+) -> Vec<CheckResult> {
     checks
         .iter()
         .filter(|c| only.is_none_or(|g| glob_match(g, &c.name)))
-        .map(|c| run_one(plan, c))
+        .map(|c| run_one(plan, c, prober))
         .collect()
 }
 
-fn run_one(plan: &Plan, c: &Check) -> CheckResult {
+fn run_one(plan: &Plan, c: &Check, prober: run::Prober<'_>) -> CheckResult {
     let resolved = match resolve::resolve(plan, c) {
         Ok(r) => r,
         Err(e) => {
@@ -65,7 +76,13 @@ fn run_one(plan: &Plan, c: &Check) -> CheckResult {
             body,
             ..
         } => {
-            let r = run::run_pair(&resolved.probes, *expect, *within, *hold, body.as_deref());
+            let r = run::run_pair_with(
+                &resolved.probes,
+                *expect,
+                (*within, *hold),
+                body.as_deref(),
+                prober,
+            );
             let right = r.results.iter().all(|(_, o)| run::passes(*expect, o));
             CheckResult {
                 name: c.name.clone(),
@@ -76,7 +93,7 @@ fn run_one(plan: &Plan, c: &Check) -> CheckResult {
             }
         }
         CheckKind::Matrix { expect_table, .. } => {
-            let outcomes = run::run_matrix(&resolved.probes, MATRIX_TIMEOUT);
+            let outcomes = run::run_matrix_with(&resolved.probes, MATRIX_TIMEOUT, prober);
             let table = report::table(
                 &resolved.rows,
                 &resolved.columns,

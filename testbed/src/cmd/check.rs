@@ -58,7 +58,19 @@ pub fn run(target: Option<String>, args: Args<'_>) -> Result<(), Failure> {
             return Err(Failure::BadInput);
         }
     }
-    let results = suite::run_checks(plan, &checks, args.only);
+    // On a machine's share, checks are about the whole testbed: probes
+    // from another machine's namespaces are sent there (through etcd).
+    let results = match plan
+        .machine
+        .as_ref()
+        .and_then(|_| testbed::controller::remote::whole_live(plan))
+    {
+        Some(whole) => {
+            let prober = testbed::controller::remote::prober(plan, &whole);
+            suite::run_checks_with(&whole, &checks, args.only, &prober)
+        }
+        None => suite::run_checks(plan, &checks, args.only),
+    };
     if let Some(path) = args.junit {
         testbed::state::write_report(path, report::junit(name.as_str(), &results).as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;

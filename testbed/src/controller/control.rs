@@ -25,6 +25,18 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "op")]
 pub enum Request {
+    /// Send one check probe from a namespace of this machine (a `check` run
+    /// on another machine of the testbed, through etcd; answered by the
+    /// inbox thread with the outcome as JSON in the message).
+    Probe {
+        /// The probe.
+        probe: crate::check::Probe,
+        /// How long it may wait for an answer (ms).
+        timeout_ms: u64,
+        /// The text an HTTP answer must hold.
+        #[serde(default)]
+        body: Option<String>,
+    },
     /// Inject a fault, undone by itself after `for_ms` if set.
     Fault {
         /// The fault.

@@ -30,6 +30,11 @@ impl Controller {
             Request::Scale { rc, replicas } => self.scale(&rc, replicas),
             Request::Apply { spec, dry_run } => self.apply(spec, dry_run),
             Request::Impair { machine, link } => self.impair(&machine, link),
+            // Probes for another machine's `check` are sent by the inbox
+            // thread itself, never through the control loop.
+            Request::Probe { .. } => Err(Refusal(
+                "a probe request is for another machine's inbox".into(),
+            )),
         };
         result.unwrap_or_else(Reply::from)
     }

@@ -78,8 +78,95 @@ pub fn route(
         Request::Clear { fault: None } | Request::Scale { .. } | Request::Apply { .. } => {
             return all
         }
+        Request::Probe { probe, .. } => machine_of_netns(&probe.netns, whole, records),
     };
     vec![one.unwrap_or_else(|| me.to_string())]
+}
+
+/// The machine where network namespace `netns` of the testbed `whole`
+/// lives: a node's or host's by the plan, a pod's by the heartbeats.
+pub fn machine_of_netns(
+    netns: &str,
+    whole: &Plan,
+    records: &BTreeMap<String, MachineRecord>,
+) -> Option<String> {
+    let rest = netns.strip_prefix(&format!("{}.", whole.prefix))?;
+    if let Some(n) = rest.strip_prefix("node.") {
+        return whole.nodes.iter().find(|x| x.name == n)?.machine.clone();
+    }
+    if let Some(h) = rest.strip_prefix("host.") {
+        return whole.hosts.iter().find(|x| x.name == h)?.machine.clone();
+    }
+    let (ns, name) = rest.strip_prefix("pod.")?.split_once('.')?;
+    let key = format!("{ns}/{name}");
+    records
+        .values()
+        .find(|r| r.pods.contains(&key))
+        .map(|r| r.machine.clone())
+}
+
+/// A check prober for a machine's share `plan` of a testbed spread over
+/// several: a probe from a namespace of this machine is sent here; one from
+/// another machine's is handed to that machine through etcd.
+pub fn prober(
+    plan: &Plan,
+    whole: &Plan,
+) -> impl Fn(&crate::check::Probe, Duration, Option<&str>) -> crate::check::Outcome + Sync {
+    use crate::check::Outcome;
+    let dir = std::path::Path::new(&plan.state_dir).to_path_buf();
+    let store = crate::cluster::agent::connect(plan).and_then(Result::ok);
+    let (plan, whole) = (plan.clone(), whole.clone());
+    move |p, timeout, body| {
+        if crate::kernel::netns::path(&p.netns).exists() {
+            return crate::check::probe::probe(p, timeout, body);
+        }
+        let records = crate::cluster::read_view(&dir)
+            .map(|v| v.machines)
+            .unwrap_or_default();
+        let Some(machine) = machine_of_netns(&p.netns, &whole, &records) else {
+            return Outcome::Error(format!("{} runs on no machine of the testbed", p.from));
+        };
+        let Some(store) = &store else {
+            return Outcome::Error(format!(
+                "{} runs on machine {machine}, and etcd does not answer",
+                p.from
+            ));
+        };
+        let req = Request::Probe {
+            probe: p.clone(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            body: body.map(str::to_string),
+        };
+        match forward(
+            &plan,
+            store,
+            &machine,
+            &req,
+            timeout + Duration::from_secs(10),
+        ) {
+            Ok(r) if r.code == 0 => serde_json::from_str(&r.message)
+                .unwrap_or_else(|e| Outcome::Error(format!("{machine}'s answer: {e}"))),
+            Ok(r) => Outcome::Error(format!("{machine}: {}", r.message)),
+            Err(e) => Outcome::Error(e),
+        }
+    }
+}
+
+/// The whole testbed as it runs now, from a machine's share `plan`: the
+/// file with the live changes this machine knows (every pod is pinned
+/// where it runs, on every machine) laid over it.
+pub fn whole_live(plan: &Plan) -> Option<Plan> {
+    let dir = std::path::Path::new(&plan.state_dir);
+    let spec = super::spec::read(dir).ok()?;
+    let topo = super::spec::Spec {
+        machine: None,
+        ..spec
+    }
+    .load()
+    .ok()?
+    .topology;
+    let live = super::live::read(dir).ok()?;
+    super::desired::desired(&topo, &live).ok().map(|d| d.plan)
 }
 
 /// Sends `req` to machine `machine`'s controller through etcd and waits up
@@ -136,7 +223,9 @@ pub fn serve_inbox(
         while !stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(100));
             if store.is_none() {
-                store = crate::cluster::agent::connect(&plan).and_then(Result::ok);
+                store = crate::cluster::agent::connect(&plan)
+                    .and_then(Result::ok)
+                    .map(std::sync::Arc::new);
             }
             let Some(s) = &store else { continue };
             let Ok(list) = s.list_prefix(&prefix) else {
@@ -148,27 +237,56 @@ pub fn serve_inbox(
                     continue;
                 }
                 let id = key.strip_prefix(&prefix).unwrap_or_default().to_string();
-                let reply = match serde_json::from_slice::<Request>(&value) {
-                    Ok(req) => control::request(&dir, &req, Duration::from_secs(300))
-                        .unwrap_or_else(|e| Reply {
-                            code: 1,
-                            message: e.to_string(),
-                            changes: None,
-                        }),
-                    Err(e) => Reply {
-                        code: 2,
-                        message: format!("not a request: {e}"),
-                        changes: None,
-                    },
-                };
-                let text = serde_json::to_vec(&reply).unwrap_or_default();
                 let rk = crate::cluster::reply_key(&plan.name, &id);
-                if let Err(e) = s.put_expiring(&rk, &text, REPLY_TTL) {
-                    tracing::warn!(error = %e, "writing a reply for another machine");
+                match serde_json::from_slice::<Request>(&value) {
+                    // A probe waits for its answer: on a thread of its own,
+                    // so that the probes of one round go out together.
+                    Ok(Request::Probe {
+                        probe,
+                        timeout_ms,
+                        body,
+                    }) => {
+                        let store = std::sync::Arc::clone(s);
+                        std::thread::spawn(move || {
+                            let timeout = Duration::from_millis(timeout_ms.min(60_000));
+                            let got = crate::check::probe::probe(&probe, timeout, body.as_deref());
+                            let reply = Reply {
+                                code: 0,
+                                message: serde_json::to_string(&got).unwrap_or_default(),
+                                changes: None,
+                            };
+                            answer(&store, &rk, &reply);
+                        });
+                    }
+                    Ok(req) => {
+                        let reply = control::request(&dir, &req, Duration::from_secs(300))
+                            .unwrap_or_else(|e| Reply {
+                                code: 1,
+                                message: e.to_string(),
+                                changes: None,
+                            });
+                        answer(s, &rk, &reply);
+                    }
+                    Err(e) => {
+                        let reply = Reply {
+                            code: 2,
+                            message: format!("not a request: {e}"),
+                            changes: None,
+                        };
+                        answer(s, &rk, &reply);
+                    }
                 }
             }
         }
     }))
+}
+
+/// Writes `reply` at `key` for its requester (it expires by itself).
+fn answer(store: &overlay::etcd::EtcdStore, key: &str, reply: &Reply) {
+    let text = serde_json::to_vec(reply).unwrap_or_default();
+    if let Err(e) = store.put_expiring(key, &text, REPLY_TTL) {
+        tracing::warn!(error = %e, "writing a reply for another machine");
+    }
 }
 
 /// Sends `req` on behalf of a command run on machine `plan.machine`: to

@@ -311,7 +311,12 @@ pub fn wait_ready(state_dir: &Path, deadline: Instant) -> Result<Status, StatusE
             }
             Err(e) => return Err(e),
         };
-        let alive = crate::state::pids::supervisor(state_dir).is_some();
+        let running = crate::state::pids::supervisor(state_dir);
+        let alive = running.is_some();
+        // A status the running supervisor did not write (one that died
+        // wrote it, and this one took its containers over) says nothing
+        // yet of readiness as this one probes it.
+        let status = status.filter(|s| !alive || running == i32::try_from(s.supervisor_pid).ok());
         if let Some(status) = &status {
             let failed: Vec<_> = status
                 .containers

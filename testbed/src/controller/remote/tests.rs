@@ -132,3 +132,23 @@ fn replies_of_several_machines_are_joined_under_their_names() {
     assert_eq!(both.code, 2);
     assert_eq!(both.message, "alpha: done\nbeta: no such rc");
 }
+
+#[test]
+fn a_namespace_belongs_to_the_machine_of_its_node_host_or_pod() {
+    let whole = plan(SPREAD);
+    let of = |ns: &str| machine_of_netns(ns, &whole, &records());
+    assert_eq!(of("tb-t.node.n1").as_deref(), Some("alpha"));
+    assert_eq!(of("tb-t.node.n2").as_deref(), Some("beta"));
+    assert_eq!(of("tb-t.host.h").as_deref(), Some("beta"));
+    assert_eq!(of("tb-t.pod.default.p").as_deref(), Some("beta"));
+    assert_eq!(of("tb-t.pod.prod.r").as_deref(), Some("beta"));
+    assert_eq!(of("tb-t.pod.default.q").as_deref(), Some("alpha"));
+    for unknown in [
+        "tb-t.pod.default.zz",
+        "tb-t.node.n9",
+        "tb-other.node.n1",
+        "tb-t.fabric",
+    ] {
+        assert_eq!(of(unknown), None, "{unknown}");
+    }
+}
