@@ -508,6 +508,20 @@ fn operates_from_the_other_machine(s: &Spread, a: &Machine, b: &Machine) {
         "{}",
         alpha_says(s, a)
     );
+    // `events` on beta shows alpha's too, each with its machine.
+    wait(
+        Duration::from_secs(5),
+        "alpha's fault among beta's events",
+        || {
+            let ev: serde_json::Value =
+                serde_json::from_str(&tb(b, &["events", &s.name, "--json"])).unwrap_or_default();
+            let list = ev["events"].as_array().cloned().unwrap_or_default();
+            list.iter()
+                .any(|e| e["kind"] == "faultInjected" && e["machine"] == "alpha")
+                && list.iter().any(|e| e["machine"] == "beta")
+                && list.iter().all(|e| e["machine"].is_string())
+        },
+    );
     tb(b, &["scale", "-t", &s.name, "web", "6"]);
     let url = format!("http://{}/", s.cluster_ip("web"));
     wait_or(

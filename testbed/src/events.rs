@@ -138,6 +138,11 @@ pub struct Event {
     /// Details, if any (an error's text, the old and new value).
     #[serde(default)]
     pub message: Option<String>,
+    /// The machine whose controller recorded it, when `events` shows the
+    /// events of every machine of a testbed spread over several (the log
+    /// files do not hold it).
+    #[serde(default)]
+    pub machine: Option<String>,
 }
 
 impl Serialize for Event {
@@ -152,6 +157,8 @@ impl Serialize for Event {
             reason: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
             message: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            machine: Option<&'a str>,
         }
         Wire {
             time: self.time(),
@@ -160,6 +167,7 @@ impl Serialize for Event {
             object: &self.object,
             reason: &self.reason,
             message: self.message.as_deref(),
+            machine: self.machine.as_deref(),
         }
         .serialize(s)
     }
@@ -174,6 +182,7 @@ impl Event {
             object: cut(object.into()),
             reason: cut(reason.into()),
             message: None,
+            machine: None,
         }
     }
 
@@ -455,11 +464,14 @@ pub fn render(events: &[Event]) -> String {
             reason.push_str(": ");
             reason.push_str(&printable(m));
         }
+        let object = match &e.machine {
+            Some(m) => format!("{}: {}", printable(m), printable(&e.object)),
+            None => printable(&e.object),
+        };
         let line = format!(
-            "{}  {:<kind_width$}  {:<object_width$}  {reason}",
+            "{}  {:<kind_width$}  {object:<object_width$}  {reason}",
             e.time(),
             e.kind.as_str(),
-            printable(&e.object),
         );
         out.push_str(line.trim_end());
         out.push('\n');

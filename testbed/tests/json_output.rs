@@ -376,9 +376,14 @@ fn every_json_output_has_its_documented_shape() {
         );
     }
     // events, and the controller's replies (with an apply's difference).
+    // On a machine's share, each event names its machine.
+    let mut on_alpha = events();
+    for e in &mut on_alpha {
+        e.machine = Some("alpha".into());
+    }
     let evs = report::EventsReport {
         testbed: "web".into(),
-        events: events(),
+        events: on_alpha,
     };
     assert_shape(&doc, "Events", &json(&evs), "events");
     assert_shape(&doc, "Reply", &json(&apply_reply()), "apply");

@@ -83,6 +83,7 @@ pub fn spawn(
         machines: Default::default(),
     };
     let plan = plan.clone();
+    let view_dir = dir.clone();
     Some(std::thread::spawn(move || {
         let mut a = Agent {
             events: EventLog::open(&dir).ok(),
@@ -94,6 +95,8 @@ pub fn spawn(
             published: None,
             leases_renewed: None,
             not_ready,
+            events_seen: crate::state::plan_watch::FileIdentity::new(dir_events(&view_dir)),
+            events_dirty: true,
         };
         while !stop.load(Ordering::SeqCst) {
             a.round();
@@ -113,6 +116,14 @@ struct Agent {
     leases_renewed: Option<Instant>,
     events: Option<EventLog>,
     not_ready: NotReady,
+    /// The event log as last published, and whether it changed since.
+    events_seen: crate::state::plan_watch::FileIdentity,
+    events_dirty: bool,
+}
+
+/// The event log of the testbed whose state directory is `dir`.
+fn dir_events(dir: &Path) -> PathBuf {
+    dir.join(crate::events::EVENTS_FILE)
 }
 
 impl Agent {
@@ -169,6 +180,16 @@ impl Agent {
                 store.put_lease(n.lease.subnet, &lease_attrs(&self.plan, n))?;
             }
             self.leases_renewed = Some(Instant::now());
+        }
+        self.events_dirty |= self.events_seen.changed();
+        if self.events_dirty {
+            // The last events, for `events` on the other machines.
+            let all = crate::events::read(&self.dir).unwrap_or_default();
+            let last = &all[all.len().saturating_sub(super::EVENTS_KEPT)..];
+            let text = serde_json::to_vec(last).unwrap_or_default();
+            let key = format!("{}{me}", super::events_prefix(&self.plan.name));
+            store.put_held(&key, &text)?;
+            self.events_dirty = false;
         }
         let prefix = super::machines_prefix(&self.plan.name);
         let list = store.list_prefix(&prefix)?;

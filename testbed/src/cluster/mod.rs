@@ -15,6 +15,7 @@
 //! agent does the I/O.
 
 pub mod agent;
+pub mod events;
 pub mod leave;
 
 use crate::plan::Plan;
@@ -48,6 +49,14 @@ pub fn machines_prefix(testbed: &str) -> String {
 /// A machine's heartbeat key.
 pub fn machine_key(testbed: &str, machine: &str) -> String {
     format!("{}{machine}", machines_prefix(testbed))
+}
+
+/// How many of its last events each machine keeps in etcd.
+pub const EVENTS_KEPT: usize = 200;
+
+/// The prefix of the machines' last events.
+pub fn events_prefix(testbed: &str) -> String {
+    format!("{}events/", prefix(testbed))
 }
 
 /// The prefix of requests for machine `machine` (`fault`, `scale`,

@@ -12,6 +12,7 @@ fn event(ms: u64, kind: EventKind, object: &str, reason: &str) -> Event {
         object: object.into(),
         reason: reason.into(),
         message: None,
+        machine: None,
     }
 }
 
