@@ -496,7 +496,7 @@ fn operates_from_the_other_machine(s: &Spread, a: &Machine, b: &Machine) {
     );
     let out = b.run(
         bin,
-        &["fault", "-t", &s.name, "node-down", "n2", "--for", "1s"],
+        &["fault", "-t", &s.name, "node-down", "n2", "--for", "3s"],
     );
     assert!(
         out.status.success(),
@@ -507,6 +507,12 @@ fn operates_from_the_other_machine(s: &Spread, a: &Machine, b: &Machine) {
         alpha_says(s, a).contains("faultInjected"),
         "{}",
         alpha_says(s, a)
+    );
+    // Beta's status shows the fault in force on alpha.
+    wait(
+        Duration::from_secs(2),
+        "alpha's fault in beta's status",
+        || status(s, b)["cluster"]["machines"][0]["faults"] == serde_json::json!(["node-down n2"]),
     );
     // `events` on beta shows alpha's too, each with its machine.
     wait(
@@ -533,9 +539,35 @@ fn operates_from_the_other_machine(s: &Spread, a: &Machine, b: &Machine) {
     let count = |m: &Machine| status(s, m)["pods"].as_array().map_or(0, Vec::len);
     assert_eq!(count(a) + count(b), 6, "each new pod built once");
     tb(a, &["scale", "-t", &s.name, "web", "4"]);
-    wait(Duration::from_secs(30), "back to four pods", || {
-        count(a) + count(b) == 4
-    });
+    let pods = |m: &Machine| -> Vec<String> {
+        status(s, m)["pods"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|p| {
+                        format!(
+                            "{}@{}",
+                            p["name"].as_str().unwrap_or(""),
+                            p["node"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    wait_or(
+        Duration::from_secs(30),
+        "back to four pods",
+        || count(a) + count(b) == 4,
+        || {
+            format!(
+                "alpha {:?} beta {:?}\n{}",
+                pods(a),
+                pods(b),
+                alpha_says(s, a)
+            )
+        },
+    );
 }
 
 /// etcd goes away for a while: traffic across the machines goes on, and
@@ -551,7 +583,7 @@ fn survives_an_etcd_outage(s: &Spread, a: &Machine, etcd: EtcdServer, dir: &Path
     assert_eq!(fetch(s, a, "web-0", &s.ip("pods", "web-2")), "web-2");
     let url = format!("http://{}/", s.cluster_ip("web"));
     assert_eq!(
-        s.spread(a, "web-1", &url, 40).len(),
+        s.spread(a, "web-0", &url, 40).len(),
         4,
         "the service still spreads over all four"
     );

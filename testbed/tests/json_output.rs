@@ -256,6 +256,7 @@ fn cluster_status() -> testbed::report::cluster::ClusterStatus {
                 nodes: vec!["node1".into()],
                 not_ready: vec![],
                 ready_pods: 2,
+                faults: vec!["node-down node1".into()],
             },
             MachineStatus {
                 name: "beta".into(),
@@ -264,6 +265,7 @@ fn cluster_status() -> testbed::report::cluster::ClusterStatus {
                 nodes: vec![],
                 not_ready: vec!["node2".into()],
                 ready_pods: 0,
+                faults: vec![],
             },
         ],
     }

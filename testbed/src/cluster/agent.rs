@@ -17,8 +17,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// The controller's NotReady nodes of this machine, shared with the agent.
-pub type NotReady = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+/// What the controller tells the other machines through the agent's
+/// heartbeat: this machine's NotReady nodes, and its faults in force (as
+/// `testbed fault` names them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Published {
+    /// NotReady nodes of this machine.
+    pub not_ready: Vec<String>,
+    /// Faults in force on this machine.
+    pub faults: Vec<String>,
+}
+
+/// [`Published`], shared between the controller and its agent.
+pub type NotReady = std::sync::Arc<std::sync::Mutex<Published>>;
 
 /// How often the agent publishes and reads.
 pub const EVERY: Duration = Duration::from_millis(250);
@@ -159,7 +170,9 @@ impl Agent {
             .map(|p| (p.namespace.clone(), p.name.clone()))
             .collect();
         let mut record = super::record(&me, &nodes, &ready, &all);
-        record.not_ready = self.not_ready.lock().map(|g| g.clone()).unwrap_or_default();
+        let published = self.not_ready.lock().map(|g| g.clone()).unwrap_or_default();
+        record.not_ready = published.not_ready;
+        record.faults = published.faults;
         let key = super::machine_key(&self.plan.name, &me);
         if store.refresh_held()? {
             note(

@@ -88,6 +88,9 @@ pub struct MachineRecord {
     /// pods evicted from them as it does.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_ready: Vec<String>,
+    /// The faults in force on it, as `testbed fault` names them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<String>,
 }
 
 /// Whether etcd answers, as the agent last found.
@@ -194,6 +197,7 @@ pub fn record(
         ready: names(ready),
         pods: names(all),
         not_ready: Vec::new(),
+        faults: Vec::new(),
     }
 }
 

@@ -20,6 +20,7 @@ fn view(reachable: bool, records: &[(&str, &[&str], &[&str])]) -> ClusterView {
                         ready: ready.iter().map(|s| s.to_string()).collect(),
                         pods: Vec::new(),
                         not_ready: Vec::new(),
+                        faults: Vec::new(),
                     },
                 )
             })

@@ -118,16 +118,16 @@ impl Controller {
                 }
             }
         }
-        let mut pins = pins(&self.plan);
-        if let Some(m) = &self.machines {
-            // The other machines' pods stay pinned where they run there.
-            for (key, pin) in &self.live.pins {
-                if m.machine_of.get(&pin.node).is_some_and(|x| *x != m.me) {
-                    pins.entry(key.clone()).or_insert_with(|| pin.clone());
-                }
-            }
-        }
-        self.live.pins = pins;
+        self.live.pins = match &self.machines {
+            // A share pins every pod of the whole testbed where this plan
+            // put it, the other machines' included: they placed them the
+            // same way, and a later change here must not place them anew
+            // (on this machine, say) while they stay where they are there.
+            Some(_) => desired::desired(&self.topo, &self.live)
+                .map(|d| pins(&d.plan))
+                .unwrap_or_else(|_| pins(&self.plan)),
+            None => pins(&self.plan),
+        };
         self.save_live();
         result
     }

@@ -261,8 +261,8 @@ impl Controller {
         }
     }
 
-    /// Tells the agent which of this machine's nodes are NotReady (for its
-    /// heartbeat).
+    /// Tells the agent which of this machine's nodes are NotReady and
+    /// which faults are in force (for its heartbeat).
     fn publish_not_ready(&mut self) {
         let local: Vec<String> = self
             .plan
@@ -271,8 +271,15 @@ impl Controller {
             .filter(|n| self.live.conditions.get(&n.name).is_some_and(|c| !c.ready))
             .map(|n| n.name.clone())
             .collect();
+        let faults = self
+            .live
+            .faults
+            .iter()
+            .map(|f| f.fault.to_string())
+            .collect();
         if let Ok(mut shared) = self.not_ready.lock() {
-            *shared = local;
+            shared.not_ready = local;
+            shared.faults = faults;
         }
     }
 

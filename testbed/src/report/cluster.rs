@@ -38,6 +38,8 @@ pub struct MachineStatus {
     pub not_ready: Vec<String>,
     /// How many of its pods serve, by its heartbeat.
     pub ready_pods: usize,
+    /// The faults in force on it, by its heartbeat.
+    pub faults: Vec<String>,
 }
 
 /// The status of `plan`'s machines; `None` for a testbed on one machine.
@@ -75,6 +77,7 @@ pub fn status(plan: &Plan, live: &Live) -> Option<ClusterStatus> {
                 nodes: record.map(|r| r.nodes.clone()).unwrap_or_default(),
                 not_ready,
                 ready_pods: record.map_or(0, |r| r.ready.len()),
+                faults: record.map(|r| r.faults.clone()).unwrap_or_default(),
             }
         })
         .collect();
@@ -109,6 +112,11 @@ impl fmt::Display for ClusterStatus {
                     m.not_ready.join(", ")
                 },
                 m.ready_pods.to_string(),
+                if m.faults.is_empty() {
+                    "-".to_string()
+                } else {
+                    m.faults.join(", ")
+                },
             ]
         });
         f.write_str(&super::table(
@@ -119,6 +127,7 @@ impl fmt::Display for ClusterStatus {
                 "NODES",
                 "NOT READY",
                 "READY PODS",
+                "FAULTS",
             ],
             rows,
         ))?;

@@ -30,6 +30,7 @@ fn records() -> BTreeMap<String, MachineRecord> {
                 ready: Vec::new(),
                 pods: pods.into_iter().map(String::from).collect(),
                 not_ready: Vec::new(),
+                faults: Vec::new(),
             },
         )
     })
