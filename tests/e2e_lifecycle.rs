@@ -477,3 +477,50 @@ fn down_names_a_process_that_survives_sigkill_and_removes_everything_else() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `logs --previous` shows what the run before the last restart wrote, and
+/// only that; `logs` still shows every run; a container never started
+/// again has no previous run (exit 1); `--previous` with `-f` is refused.
+#[test]
+fn logs_previous_shows_the_run_before_the_last_restart() {
+    let tb = Testbed::new(
+        "prev",
+        "
+cluster: {overlay: host-gw}
+nodes: [{name: n1}]
+pods:
+  - name: flaky
+    volumes: [{name: count}]
+    containers:
+      - name: c
+        restartPolicy: Always
+        volumeMounts: [{name: count, mountPath: /count}]
+        command: [sh, -c, 'n=$(cat /count/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /count/n; echo run-$n; if [ $n -lt 3 ]; then exit 1; fi; exec sleep infinity']
+  - name: steady
+    containers: [{name: c, command: [sh, -c, 'echo once; exec sleep infinity']}]
+",
+    )
+    .up();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok(&["logs", "-t", &tb.name, "flaky"]).contains("run-3") {
+        assert!(Instant::now() < deadline, "the third run never came");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        ok(&["logs", "-t", &tb.name, "flaky", "--previous"]),
+        "run-2\n"
+    );
+    assert_eq!(
+        ok(&["logs", "-t", &tb.name, "flaky"]),
+        "run-1\nrun-2\nrun-3\n"
+    );
+    assert_eq!(
+        ok(&["logs", "-t", &tb.name, "flaky", "-p", "--tail", "1"]),
+        "run-2\n"
+    );
+    let out = testbed(&["logs", "-t", &tb.name, "steady", "--previous"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no previous run"));
+    let out = testbed(&["logs", "-t", &tb.name, "flaky", "-p", "-f"]);
+    assert_eq!(out.status.code(), Some(2));
+}

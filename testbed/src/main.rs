@@ -111,9 +111,15 @@ fn run(command: Command) -> Result<(), Failure> {
             container,
             follow,
             tail,
+            previous,
         } => {
             let plan = one_testbed(testbed)?;
-            cmd::exec::logs(&plan, &target, container.as_deref(), follow, tail)
+            let how = cmd::exec::LogsHow {
+                follow,
+                tail,
+                previous,
+            };
+            cmd::exec::logs(&plan, &target, container.as_deref(), how)
         }
         Command::ProxyDaemon { name, node } => cmd::daemons::proxy(&name, &node),
         Command::OverlayDaemon { name, node } => cmd::daemons::overlay(&name, &node),

@@ -254,6 +254,10 @@ pub(crate) enum Command {
         /// comes).
         #[arg(long, value_name = "N")]
         tail: Option<usize>,
+        /// The log of the container's previous run (before its last
+        /// restart) instead of the current one.
+        #[arg(short, long, conflicts_with = "follow")]
+        previous: bool,
     },
     /// Change the link impairments of a node of a running testbed (udp overlay).
     Impair {

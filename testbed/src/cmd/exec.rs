@@ -32,14 +32,24 @@ pub fn exec(
     }
 }
 
+/// How `logs` shows a log.
+pub struct LogsHow {
+    /// Keep printing what is appended.
+    pub follow: bool,
+    /// Only the last N lines.
+    pub tail: Option<usize>,
+    /// The previous run's log instead.
+    pub previous: bool,
+}
+
 /// Prints the log of `container` (default: the first) of `target` (its
-/// last `tail` lines), and what comes after it with `follow`.
+/// last `tail` lines), and what comes after it with `follow`; with
+/// `previous`, what its previous run wrote.
 pub fn logs(
     plan: &Plan,
     target: &str,
     container: Option<&str>,
-    follow: bool,
-    tail: Option<usize>,
+    how: LogsHow,
 ) -> Result<(), Failure> {
     let sandbox = exec::resolve(plan, target).map_err(|e| failure(e, "logs"))?;
     let c = match container {
@@ -54,7 +64,34 @@ pub fn logs(
         };
         return Err(failure(e, "logs"));
     };
-    follow_log(&c.log, follow, tail)
+    if how.previous {
+        return previous_log(&c.log, &c.name, &sandbox.to_string(), how.tail);
+    }
+    follow_log(&c.log, how.follow, how.tail)
+}
+
+/// Prints what the previous run of container `name` of `owner` wrote (its
+/// last `tail` lines); exit 1 when it has not been started again.
+fn previous_log(log: &str, name: &str, owner: &str, tail: Option<usize>) -> Result<(), Failure> {
+    let path = testbed::runtime::logs::previous(std::path::Path::new(log));
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("error: container `{name}` of {owner} has not been started again: it has no previous run");
+            return Err(Failure::Reported(1));
+        }
+        Err(e) => {
+            return Err(Failure::Runtime(anyhow::anyhow!(
+                "reading {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let shown = match tail {
+        Some(n) => testbed::runtime::logs::last_lines(&data, n),
+        None => &data[..],
+    };
+    print(&String::from_utf8_lossy(shown))
 }
 
 fn follow_log(path: &str, follow: bool, tail: Option<usize>) -> Result<(), Failure> {

@@ -15,6 +15,13 @@
 //!
 //! `testbed logs` shows the rotated part and then the current one, and
 //! `-f` follows across rotations.
+//!
+//! Before a container is started again, what its run that just ended wrote
+//! (from where that run began in the log to its end, at most `max` bytes:
+//! the newest) is kept in `NAME.log.previous`, which `testbed logs
+//! --previous` shows, as `kubectl logs --previous` shows the previous
+//! container's. A run during which the log was rotated keeps only what it
+//! wrote after the rotation.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -47,6 +54,61 @@ pub fn rotated(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Where the previous run's part of log `path` is kept: `C.log.previous`.
+pub fn previous(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".previous");
+    PathBuf::from(name)
+}
+
+/// The length of log `path` (0 when it does not exist): where the next run
+/// starts writing.
+pub fn length(path: &Path) -> u64 {
+    fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Keeps the part of log `path` from byte `start` to its end (the run that
+/// just ended; at most the last `max` bytes of it) in
+/// [`previous`]`(path)`, replacing what was there, and returns the log's
+/// length: where the next run starts. A `start` past the end (the log was
+/// truncated since) keeps the whole log.
+pub fn keep_previous(path: &Path, start: u64, max: u64) -> io::Result<u64> {
+    let mut log = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let len = log.metadata()?.len();
+    let from = run_window(start, len, max);
+    copy_part(&mut log, from, len - from, &previous(path))?;
+    Ok(len)
+}
+
+/// Copies `n` bytes of `log` from byte `from` to `to` (0600), replacing it
+/// at once (a temporary file beside it, renamed over it).
+fn copy_part(log: &mut File, from: u64, n: u64, to: &Path) -> io::Result<()> {
+    log.seek(SeekFrom::Start(from))?;
+    let mut tmp_name = to.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    io::copy(&mut log.take(n), &mut out)?;
+    out.flush()?;
+    fs::rename(&tmp, to)
+}
+
+/// Where the kept part of a run begins: at `start` (0 when past `len`, a
+/// log truncated since), but no more than `max` bytes before `len`.
+pub fn run_window(start: u64, len: u64, max: u64) -> u64 {
+    let start = if start > len { 0 } else { start };
+    start.max(len.saturating_sub(max))
+}
+
 /// Rotates log `path` if it holds more than `max` bytes. Returns whether it
 /// did.
 pub fn rotate_if_larger(path: &Path, max: u64) -> io::Result<bool> {
@@ -66,20 +128,7 @@ pub fn rotate_if_larger(path: &Path, max: u64) -> io::Result<bool> {
         return Ok(false);
     }
     // Keep the newest `max` bytes: bounded work however much was written.
-    log.seek(SeekFrom::Start(len - max))?;
-    let keep = rotated(path);
-    let mut tmp_name = keep.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    io::copy(&mut (&mut log).take(max), &mut out)?;
-    out.flush()?;
-    fs::rename(&tmp, &keep)?;
+    copy_part(&mut log, len - max, max, &rotated(path))?;
     log.set_len(0)?;
     Ok(true)
 }
@@ -175,6 +224,30 @@ const MIN_OVERLAP: usize = 8;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_is_kept_from_its_start_and_at_most_max_bytes() {
+        assert_eq!(run_window(10, 30, 100), 10);
+        assert_eq!(run_window(10, 30, 5), 25, "only the newest max bytes");
+        assert_eq!(run_window(40, 30, 100), 0, "truncated since: all of it");
+        assert_eq!(run_window(30, 30, 100), 30, "an empty run");
+    }
+
+    #[test]
+    fn keeping_the_previous_run_replaces_it_and_says_where_the_next_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("c.log");
+        assert_eq!(keep_previous(&log, 0, 100).unwrap(), 0, "no log yet");
+        std::fs::write(&log, "run-1\n").unwrap();
+        let next = keep_previous(&log, 0, 100).unwrap();
+        assert_eq!(next, 6);
+        assert_eq!(std::fs::read_to_string(previous(&log)).unwrap(), "run-1\n");
+        std::fs::write(&log, "run-1\nrun-2\n").unwrap();
+        assert_eq!(keep_previous(&log, next, 100).unwrap(), 12);
+        assert_eq!(std::fs::read_to_string(previous(&log)).unwrap(), "run-2\n");
+        assert_eq!(length(&log), 12);
+        assert!(previous(&log).ends_with("c.log.previous"));
+    }
 
     #[test]
     fn last_lines_counts_lines_not_newlines() {

@@ -315,6 +315,19 @@ impl Supervisor {
         if due.is_empty() {
             return;
         }
+        // Before a run begins: the one that ended is kept as the previous.
+        for &i in &due {
+            let slot = &mut self.slots[i];
+            let log = Path::new(&slot.container().log);
+            slot.log_start = if slot.attempts > 0 {
+                logs::keep_previous(log, slot.log_start, self.log_max).unwrap_or_else(|e| {
+                    warn!("keeping the previous run of {}: {e}", log.display());
+                    logs::length(log)
+                })
+            } else {
+                logs::length(log)
+            };
+        }
         let base = self.base.as_ref();
         let slots = &self.slots;
         let launch_one =
@@ -469,9 +482,18 @@ impl Supervisor {
             .iter()
             .map(|s| Path::new(&s.container().log))
             .chain(std::iter::once(own.as_path()));
-        for log in logs {
-            if let Err(e) = logs::rotate_if_larger(log, max) {
-                warn!("cannot rotate {}: {e}", log.display());
+        let mut rotated = Vec::new();
+        for (i, log) in logs.enumerate() {
+            match logs::rotate_if_larger(log, max) {
+                Ok(true) => rotated.push(i),
+                Ok(false) => {}
+                Err(e) => warn!("cannot rotate {}: {e}", log.display()),
+            }
+        }
+        // A rotated log starts again at 0 (the supervisor's own is last).
+        for i in rotated {
+            if let Some(slot) = self.slots.get_mut(i) {
+                slot.log_start = 0;
             }
         }
     }

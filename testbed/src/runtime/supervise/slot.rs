@@ -38,6 +38,9 @@ pub(super) struct Slot {
     pub(super) adopted: bool,
     /// Why it is held stopped (its node is down), if it is.
     pub(super) held: Option<String>,
+    /// Where its current run began writing in its log (0 after a
+    /// rotation), for `logs --previous`.
+    pub(super) log_start: u64,
 }
 
 impl Slot {
@@ -67,6 +70,7 @@ impl Slot {
             start_time: None,
             adopted: false,
             held: None,
+            log_start: 0,
         }
     }
 
