@@ -326,7 +326,12 @@ pub fn udp_leases(
 #[derive(Clone, Debug)]
 pub struct FileStore {
     root: PathBuf,
-    ttl: Duration,
+    /// Whether the lease files may be directly in `root` (when it has no
+    /// `subnets` directory, looked at each time: [`FileStore::reading`]).
+    flat: bool,
+    /// Leases older than this are expired; `None`: never (the files are
+    /// the truth).
+    ttl: Option<Duration>,
 }
 
 impl FileStore {
@@ -334,13 +339,25 @@ impl FileStore {
     pub fn new(root: impl Into<PathBuf>) -> FileStore {
         FileStore {
             root: root.into(),
-            ttl: DEFAULT_TTL,
+            flat: false,
+            ttl: Some(DEFAULT_TTL),
+        }
+    }
+
+    /// A store reading the lease files of `dir` as they are, as the
+    /// standalone daemon does: those of `dir/subnets` when it exists, else
+    /// those directly in `dir`; no lease expires.
+    pub fn reading(dir: impl Into<PathBuf>) -> FileStore {
+        FileStore {
+            root: dir.into(),
+            flat: true,
+            ttl: None,
         }
     }
 
     /// The same store with another lease TTL.
     pub fn with_ttl(mut self, ttl: Duration) -> FileStore {
-        self.ttl = ttl;
+        self.ttl = Some(ttl);
         self
     }
 
@@ -350,7 +367,18 @@ impl FileStore {
     }
 
     fn subnets(&self) -> PathBuf {
-        self.root.join("subnets")
+        let sub = self.root.join("subnets");
+        if self.flat && !sub.is_dir() {
+            self.root.clone()
+        } else {
+            sub
+        }
+    }
+
+    /// The file of `subnet`'s lease.
+    fn lease_path(&self, subnet: Ipv4Net) -> PathBuf {
+        self.subnets()
+            .join(format!("{}-{}", subnet.network(), subnet.prefix_len()))
     }
 
     fn write(path: &Path, text: &str) -> Result<(), RegistryError> {
@@ -387,7 +415,7 @@ impl SubnetStore for FileStore {
     }
 
     fn scan(&self) -> Result<LeaseScan, RegistryError> {
-        scan_lease_dir(&self.subnets(), Some(self.ttl))
+        scan_lease_dir(&self.subnets(), self.ttl)
     }
 
     fn put_lease(&self, subnet: Ipv4Net, attrs: &LeaseAttrs) -> Result<(), RegistryError> {
@@ -395,11 +423,11 @@ impl SubnetStore for FileStore {
             path: lease_key(subnet),
             message: e.to_string(),
         })?;
-        Self::write(&self.root.join(lease_key(subnet)), &text)
+        Self::write(&self.lease_path(subnet), &text)
     }
 
     fn revoke(&self, subnet: Ipv4Net) -> Result<(), RegistryError> {
-        let path = self.root.join(lease_key(subnet));
+        let path = self.lease_path(subnet);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -424,10 +452,12 @@ impl SubnetStore for FileStore {
             items.hash(&mut h);
         }
         // Expiry changes the set without touching a file.
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        (now / self.ttl.as_secs().max(1)).hash(&mut h);
+        if let Some(ttl) = self.ttl {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            (now / ttl.as_secs().max(1)).hash(&mut h);
+        }
         h.finish()
     }
 }
@@ -436,6 +466,39 @@ impl SubnetStore for FileStore {
 mod tests {
     use super::*;
     use crate::network::Backend;
+
+    /// The standalone daemon's view: lease files directly in a directory,
+    /// or in its `subnets` once that exists; nothing expires.
+    #[test]
+    fn a_reading_store_takes_the_files_as_they_are() {
+        let dir = tmp();
+        let attrs = LeaseAttrs {
+            public_ip: "192.168.96.2".parse().unwrap(),
+            backend_type: "udp".into(),
+            backend_data: serde_json::Value::Null,
+        };
+        let text = serde_json::to_string(&attrs).unwrap();
+        fs::write(dir.path().join("10.244.2.0-24"), &text).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(48 * 3600);
+        fs::File::options()
+            .write(true)
+            .open(dir.path().join("10.244.2.0-24"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let s = FileStore::reading(dir.path());
+        let subnets = |s: &FileStore| -> Vec<String> {
+            s.scan().unwrap().leases.iter().map(|l| l.subnet.to_string()).collect()
+        };
+        assert_eq!(subnets(&s), ["10.244.2.0/24"], "a day-old file does not expire");
+        // Once `subnets/` exists, it is where the leases are.
+        fs::create_dir(dir.path().join("subnets")).unwrap();
+        assert!(subnets(&s).is_empty());
+        s.put_lease("10.244.3.0/24".parse().unwrap(), &attrs).unwrap();
+        assert_eq!(subnets(&s), ["10.244.3.0/24"]);
+        assert!(dir.path().join("subnets/10.244.3.0-24").is_file());
+        assert!(subnets(&FileStore::new(dir.path())) == ["10.244.3.0/24"]);
+    }
 
     fn tmp() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()

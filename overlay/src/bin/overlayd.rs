@@ -19,7 +19,7 @@ use clap::Parser;
 use overlay::daemon::{self, DaemonConfig};
 use overlay::{registry, Ipv4Net};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The flannel-style UDP overlay daemon: IP packets from a TUN device, one per
@@ -71,22 +71,14 @@ struct Args {
     verbose: u8,
 }
 
-/// Where the lease files are: `dir/subnets` when it exists, else `dir`.
-fn lease_dir(dir: &Path) -> PathBuf {
-    let sub = dir.join("subnets");
-    if sub.is_dir() {
-        sub
-    } else {
-        dir.to_path_buf()
-    }
-}
-
-/// The daemon's lease source: the udp leases in `dir` (without expiry: the
-/// files are the truth), a file that cannot be read skipped and reported,
-/// the lease it last held kept.
+/// The daemon's lease source: the udp leases of the file registry at `dir`
+/// as it is (`registry::FileStore::reading`: `dir/subnets` when it exists,
+/// else `dir`; without expiry: the files are the truth), a file that cannot
+/// be read skipped and reported, the lease it last held kept.
 fn lease_source(dir: Option<PathBuf>) -> daemon::LeaseSource {
-    Box::new(registry::udp_leases(move || match &dir {
-        Some(d) => registry::scan_lease_dir(&lease_dir(d), None),
+    let store = dir.map(registry::FileStore::reading);
+    Box::new(registry::udp_leases(move || match &store {
+        Some(s) => registry::SubnetStore::scan(s),
         None => Ok(registry::LeaseScan::default()),
     }))
 }
