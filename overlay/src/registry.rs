@@ -488,13 +488,23 @@ mod tests {
             .unwrap();
         let s = FileStore::reading(dir.path());
         let subnets = |s: &FileStore| -> Vec<String> {
-            s.scan().unwrap().leases.iter().map(|l| l.subnet.to_string()).collect()
+            s.scan()
+                .unwrap()
+                .leases
+                .iter()
+                .map(|l| l.subnet.to_string())
+                .collect()
         };
-        assert_eq!(subnets(&s), ["10.244.2.0/24"], "a day-old file does not expire");
+        assert_eq!(
+            subnets(&s),
+            ["10.244.2.0/24"],
+            "a day-old file does not expire"
+        );
         // Once `subnets/` exists, it is where the leases are.
         fs::create_dir(dir.path().join("subnets")).unwrap();
         assert!(subnets(&s).is_empty());
-        s.put_lease("10.244.3.0/24".parse().unwrap(), &attrs).unwrap();
+        s.put_lease("10.244.3.0/24".parse().unwrap(), &attrs)
+            .unwrap();
         assert_eq!(subnets(&s), ["10.244.3.0/24"]);
         assert!(dir.path().join("subnets/10.244.3.0-24").is_file());
         assert!(subnets(&FileStore::new(dir.path())) == ["10.244.3.0/24"]);
