@@ -489,7 +489,7 @@ impl Decoder<'_> {
             .required(&obj, "name", "the topology", "demo")
             .and_then(|(n, p)| {
                 let t = self.text(n, &p, "the topology's `name`")?;
-                if crate::state::check_name(&t.value).is_ok() {
+                if super::names::check_name(&t.value).is_ok() {
                     Some(t)
                 } else {
                     self.err(
@@ -568,8 +568,8 @@ impl Decoder<'_> {
             machines,
             machines_at,
         };
-        let known = crate::check::spec::Known::of_topology(&topo);
-        crate::check::spec::check_names(&declared, &known, self.diags);
+        let known = crate::topology::checks::Known::of_topology(&topo);
+        crate::topology::checks::check_names(&declared, &known, self.diags);
         topo.checks = declared.into_iter().map(|d| d.check).collect();
         topo
     }

@@ -3,10 +3,12 @@
 //! in `machines`) and writing a tree back as text (`emit`).
 
 pub mod check;
+pub mod checks;
 pub mod decode;
 pub mod emit;
 pub mod machines;
 pub mod model;
+pub mod names;
 pub mod units;
 pub mod yaml;
 

@@ -117,7 +117,7 @@ pub struct Topology {
     /// Services.
     pub services: Vec<Service>,
     /// Reachability checks (`testbed check`); not part of the plan.
-    pub checks: Vec<crate::check::Check>,
+    pub checks: Vec<crate::topology::checks::Check>,
     /// The real machines the testbed is spread over (`machines:`); empty for
     /// a testbed on one machine.
     pub machines: Vec<RealMachine>,

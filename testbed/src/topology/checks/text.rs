@@ -2,7 +2,7 @@
 //! `nodePort web via node1`, ...) and ports (`tcp/80`, `http/80/path`,
 //! `icmp`), parsed into their types or a message and a hint.
 
-use crate::check::{Endpoint, Port};
+use super::{Endpoint, Port};
 use crate::diag::did_you_mean;
 use crate::topology::decode::is_dns_label;
 use std::net::Ipv4Addr;

@@ -4,9 +4,8 @@
 //! check uses is one of them, with a did-you-mean when it is not.
 
 use super::Declared;
-use crate::check::{CheckKind, Endpoint, Port};
+use super::{CheckKind, Endpoint, Port};
 use crate::diag::{did_you_mean, At, Diagnostic, Diagnostics};
-use crate::plan::Plan;
 use crate::topology::Topology;
 use proxy::{Protocol, ServiceType};
 use std::collections::BTreeMap;
@@ -14,26 +13,28 @@ use std::collections::BTreeMap;
 /// The names a check can use.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Known {
-    pods: Vec<KnownPod>,
-    nodes: Vec<String>,
-    hosts: Vec<String>,
-    services: Vec<KnownService>,
+    pub(crate) pods: Vec<KnownPod>,
+    pub(crate) nodes: Vec<String>,
+    pub(crate) hosts: Vec<String>,
+    pub(crate) services: Vec<KnownService>,
 }
 
+/// A pod a check may name.
 #[derive(Clone, Debug, PartialEq)]
-struct KnownPod {
-    name: String,
-    namespace: String,
-    labels: BTreeMap<String, String>,
-    owner: Option<String>,
+pub(crate) struct KnownPod {
+    pub(crate) name: String,
+    pub(crate) namespace: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) owner: Option<String>,
 }
 
+/// A service a check may name.
 #[derive(Clone, Debug, PartialEq)]
-struct KnownService {
-    name: String,
-    namespace: String,
-    kind: ServiceType,
-    ports: Vec<(u16, Protocol)>,
+pub(crate) struct KnownService {
+    pub(crate) name: String,
+    pub(crate) namespace: String,
+    pub(crate) kind: ServiceType,
+    pub(crate) ports: Vec<(u16, Protocol)>,
 }
 
 impl Known {
@@ -60,34 +61,6 @@ impl Known {
                     namespace: s.namespace.value.clone(),
                     kind: s.kind.value,
                     ports: s.ports.iter().map(|p| (p.port.value, p.protocol)).collect(),
-                })
-                .collect(),
-        }
-    }
-
-    /// The names of a plan (a running testbed's).
-    pub fn of_plan(plan: &Plan) -> Known {
-        Known {
-            pods: plan
-                .pods
-                .iter()
-                .map(|p| KnownPod {
-                    name: p.name.clone(),
-                    namespace: p.namespace.clone(),
-                    labels: p.labels.clone(),
-                    owner: p.owner.clone(),
-                })
-                .collect(),
-            nodes: plan.nodes.iter().map(|n| n.name.clone()).collect(),
-            hosts: plan.hosts.iter().map(|h| h.name.clone()).collect(),
-            services: plan
-                .services
-                .iter()
-                .map(|s| KnownService {
-                    name: s.name.clone(),
-                    namespace: s.namespace.clone(),
-                    kind: s.kind,
-                    ports: s.ports.iter().map(|p| (p.port, p.protocol)).collect(),
                 })
                 .collect(),
         }

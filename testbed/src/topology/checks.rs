@@ -5,7 +5,6 @@
 //! pods, nodes, hosts, services and controllers a check names against what
 //! a topology or a running testbed's plan holds.
 
-use crate::check::{Check, CheckKind, Endpoint, Expect, Level, Port};
 use crate::diag::{At, Diagnostics};
 use crate::topology::decode::{at, Decoder, Obj};
 use crate::topology::model::Sp;
@@ -18,9 +17,13 @@ mod known;
 #[cfg(test)]
 mod tests;
 mod text;
+mod types;
+
+pub use types::{Check, CheckKind, Endpoint, Expect, Level, Port};
 
 pub(crate) use known::endpoint as check_endpoint;
 pub use known::{check_names, Known};
+pub(crate) use known::{KnownPod, KnownService};
 pub use text::{parse_endpoint, parse_port, Problem};
 
 /// How long an allow check is retried when `within` is not written.
