@@ -22,7 +22,7 @@ mod read;
 pub use read::{read, read_counted, Follower, ReadEvents};
 
 /// The event log in a testbed's state directory.
-pub const EVENTS_FILE: &str = "events.jsonl";
+pub use crate::state::layout::EVENTS_FILE;
 /// The previous part of the log, after a rotation.
 pub const ROTATED_FILE: &str = "events.jsonl.1";
 /// The size past which the log is rotated: 4 MiB.

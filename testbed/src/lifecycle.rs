@@ -86,7 +86,7 @@ pub enum UpOutcome {
 
 /// The path of a testbed's saved plan.
 pub fn plan_path(name: &TestbedName) -> PathBuf {
-    name.dir().join("plan.json")
+    crate::state::layout::plan(&name.dir())
 }
 
 /// The plan a running testbed runs (live impairment changes included).

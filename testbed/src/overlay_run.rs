@@ -47,12 +47,12 @@ pub enum OverlayRunError {
 
 /// Where the registry lives.
 pub fn registry_dir(plan: &Plan) -> PathBuf {
-    Path::new(&plan.state_dir).join("registry")
+    crate::state::layout::registry(Path::new(&plan.state_dir))
 }
 
 /// Where the overlay daemons keep their counters, impairments and logs.
 pub fn overlay_dir(plan: &Plan) -> PathBuf {
-    Path::new(&plan.state_dir).join("overlay")
+    crate::state::layout::overlay(Path::new(&plan.state_dir))
 }
 
 /// A node daemon's log.

@@ -98,7 +98,7 @@ pub fn spawn(
     Some(std::thread::spawn(move || {
         let mut a = Agent {
             events: EventLog::open(&dir).ok(),
-            watch: crate::state::plan_watch::PlanWatch::new(dir.join("plan.json")),
+            watch: crate::state::plan_watch::PlanWatch::new(crate::state::layout::plan(&dir)),
             dir,
             plan,
             store: None,

@@ -34,7 +34,7 @@ pub const TTL: Duration = Duration::from_secs(5);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The file in the state directory holding the agent's [`ClusterView`].
-pub const VIEW_FILE: &str = "cluster.json";
+pub use crate::state::layout::VIEW_FILE;
 
 /// The testbed's own prefix in etcd.
 pub fn prefix(testbed: &str) -> String {

@@ -62,7 +62,7 @@ pub fn once(plan: &Plan, json: bool) -> Result<(), Failure> {
 /// is gone (exit 0) or the command is interrupted.
 pub fn watch(plan: Plan) -> Result<(), Failure> {
     let dir = std::path::PathBuf::from(&plan.state_dir);
-    let mut source = testbed::state::plan_watch::PlanWatch::new(dir.join("plan.json"));
+    let mut source = testbed::state::plan_watch::PlanWatch::new(testbed::state::layout::plan(&dir));
     let mut plan = plan;
     let mut seen: BTreeSet<String> = BTreeSet::new();
     crate::print(&format!("{}: watching (Ctrl-C ends)\n", plan.name))?;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The socket in the state directory.
-pub const SOCKET: &str = "control.sock";
+pub use crate::state::layout::SOCKET;
 /// The longest request (an `apply` carries the whole file).
 pub const MAX_REQUEST: u64 = 8 << 20;
 /// How long a request may take to arrive.

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 /// The file in the state directory.
-pub const LIVE_FILE: &str = "live.json";
+pub use crate::state::layout::LIVE_FILE;
 
 /// Where a pod runs now.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The file in the state directory.
-pub const SPEC_FILE: &str = "spec.json";
+pub use crate::state::layout::SPEC_FILE;
 
 /// A topology file as given.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -112,7 +112,10 @@ pub fn run(ctx: &Context<'_>, progress: &mut dyn FnMut(&str)) -> Result<RunInput
     );
     progress("undoing the faults");
     let verified = settle(&name, plan, &acts);
-    copy_events(&name.dir(), &ctx.dir.join("events.jsonl"));
+    copy_events(
+        &name.dir(),
+        &ctx.dir.join(crate::state::layout::EVENTS_FILE),
+    );
     execute::write_checks(ctx.dir, name.as_str(), &executed.check_results)?;
     progress("removing the testbed");
     guard.0 = None;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The status file's name in the state directory.
-pub const STATUS_FILE: &str = "status.json";
+pub use crate::state::layout::STATUS_FILE;
 
 /// How often [`wait_ready`] reads the status file.
 const POLL: Duration = Duration::from_millis(100);

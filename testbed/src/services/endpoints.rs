@@ -84,7 +84,7 @@ struct NodeState {
 /// keeps failing is tried again with a back-off of its own (up to
 /// `MAX_RETRY`), without holding up the others.
 pub fn follow_endpoints(state_dir: &Path, rules_changed: &std::sync::mpsc::Receiver<String>) {
-    let mut watch = crate::state::plan_watch::PlanWatch::new(state_dir.join("plan.json"));
+    let mut watch = crate::state::plan_watch::PlanWatch::new(crate::state::layout::plan(state_dir));
     let mut plan = loop {
         if let Some(p) = watch.changed() {
             break p;

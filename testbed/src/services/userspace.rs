@@ -161,9 +161,9 @@ async fn serve(plan: &Plan, n: &NodePlan, fd_budget: Option<u64>) -> Result<(), 
         message,
     };
     let mode = proxy::Mode::Userspace;
-    let mut watch = crate::state::plan_watch::PlanWatch::new(
-        std::path::Path::new(&plan.state_dir).join("plan.json"),
-    );
+    let mut watch = crate::state::plan_watch::PlanWatch::new(crate::state::layout::plan(
+        std::path::Path::new(&plan.state_dir),
+    ));
     watch.changed();
     let listen = proxy::portals::listen_ports(&plan.services);
     let first = ready_pods(plan);

@@ -9,7 +9,9 @@ use std::path::Path;
 
 /// Whether a file of the state directory is a log worth keeping.
 pub fn is_log(name: &str) -> bool {
-    name.ends_with(".log") || name.ends_with(".log.1") || name.starts_with("events.jsonl")
+    name.ends_with(".log")
+        || name.ends_with(".log.1")
+        || name.starts_with(super::layout::EVENTS_FILE)
 }
 
 /// Copies the logs under `state` to `to` (made if missing), keeping their

@@ -13,6 +13,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub mod keep;
+pub mod layout;
 pub mod pids;
 pub mod plan_watch;
 

@@ -49,9 +49,9 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
 /// The plan a supervisor runs, in the state directory.
-pub const PLAN_FILE: &str = "plan.json";
+pub use crate::state::layout::PLAN_FILE;
 /// The supervisor's log, in the state directory.
-pub const SUPERVISOR_LOG: &str = "supervisor.log";
+pub use crate::state::layout::SUPERVISOR_LOG;
 
 /// The first delay before a restart.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
