@@ -59,6 +59,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// One arm per subcommand, each handing its arguments to its `cmd` module:
+/// a flat table, longer than a function should be only because clap's
+/// variants are destructured field by field (as youki's `main` does).
 fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Validate { file, json } => cmd::offline::validate(&file, json),

@@ -150,7 +150,7 @@ pub fn send(name: &TestbedName, req: &Request, json: bool) -> Result<Reply, Fail
     let reply = match testbed::lifecycle::running_plan(name) {
         Some(plan) if plan.machine.is_some() => {
             testbed::controller::remote::send(&plan, req, timeout)
-                .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?
+                .map_err(|e| Failure::Runtime(anyhow::Error::new(e)))?
         }
         _ => control::request(&name.dir(), req, timeout)
             .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?,

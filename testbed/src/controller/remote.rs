@@ -20,6 +20,45 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// Why a request could not reach a machine or come back.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// etcd did not take or give the request or its reply.
+    #[error("{0}")]
+    Etcd(#[from] overlay::etcd::EtcdError),
+    /// This machine's own controller did not answer.
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    /// The other machine did not answer in time.
+    #[error(
+        "machine `{machine}` did not answer within {after:?}: is its share of `{testbed}` up?"
+    )]
+    Timeout {
+        /// The machine.
+        machine: String,
+        /// The testbed.
+        testbed: String,
+        /// How long it was given.
+        after: Duration,
+    },
+    /// A request or a reply that is not JSON of its kind.
+    #[error("{what}: {source}")]
+    Json {
+        /// Which.
+        what: String,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// etcd is away while the request concerns other machines.
+    #[error("{source}: the request concerns {machines}")]
+    Unreachable {
+        /// The cause.
+        source: overlay::etcd::EtcdError,
+        /// The machines it concerns.
+        machines: String,
+    },
+}
+
 /// How long a reply waits in etcd for its requester.
 const REPLY_TTL: Duration = Duration::from_secs(60);
 
@@ -147,7 +186,7 @@ pub fn prober(
             Ok(r) if r.code == 0 => serde_json::from_str(&r.message)
                 .unwrap_or_else(|e| Outcome::Error(format!("{machine}'s answer: {e}"))),
             Ok(r) => Outcome::Error(format!("{machine}: {}", r.message)),
-            Err(e) => Outcome::Error(e),
+            Err(e) => Outcome::Error(e.to_string()),
         }
     }
 }
@@ -177,30 +216,35 @@ pub fn forward(
     machine: &str,
     req: &Request,
     timeout: Duration,
-) -> Result<Reply, String> {
+) -> Result<Reply, RemoteError> {
     let me = plan.machine.as_deref().unwrap_or("local");
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let id = format!("{me}-{}-{nanos}", std::process::id());
     let key = format!("{}{id}", crate::cluster::inbox_prefix(&plan.name, machine));
-    let text = serde_json::to_vec(req).map_err(|e| e.to_string())?;
-    store
-        .put_expiring(&key, &text, timeout.max(Duration::from_secs(1)))
-        .map_err(|e| e.to_string())?;
+    let text = serde_json::to_vec(req).map_err(|source| RemoteError::Json {
+        what: "the request".into(),
+        source,
+    })?;
+    store.put_expiring(&key, &text, timeout.max(Duration::from_secs(1)))?;
     let reply_key = crate::cluster::reply_key(&plan.name, &id);
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(v) = store.get_raw(&reply_key).map_err(|e| e.to_string())? {
+        if let Some(v) = store.get_raw(&reply_key)? {
             let _ = store.delete_prefix(&reply_key);
-            return serde_json::from_slice(&v).map_err(|e| format!("{machine}'s reply: {e}"));
+            return serde_json::from_slice(&v).map_err(|source| RemoteError::Json {
+                what: format!("{machine}'s reply"),
+                source,
+            });
         }
         if Instant::now() > deadline {
             let _ = store.delete_prefix(&key);
-            return Err(format!(
-                "machine `{machine}` did not answer within {timeout:?}: is its share of `{}` up?",
-                plan.name
-            ));
+            return Err(RemoteError::Timeout {
+                machine: machine.to_string(),
+                testbed: plan.name.clone(),
+                after: timeout,
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -293,9 +337,9 @@ fn answer(store: &overlay::etcd::EtcdStore, key: &str, reply: &Reply) {
 /// every machine [`route`] names, this one through its control socket and
 /// the others through etcd. The replies joined: the highest code, each
 /// message under its machine's name when there are several.
-pub fn send(plan: &Plan, req: &Request, timeout: Duration) -> Result<Reply, String> {
+pub fn send(plan: &Plan, req: &Request, timeout: Duration) -> Result<Reply, RemoteError> {
     let dir = std::path::Path::new(&plan.state_dir);
-    let local = || control::request(dir, req, timeout).map_err(|e| e.to_string());
+    let local = || control::request(dir, req, timeout).map_err(RemoteError::from);
     let Some(me) = plan.machine.clone() else {
         return local();
     };
@@ -311,7 +355,12 @@ pub fn send(plan: &Plan, req: &Request, timeout: Duration) -> Result<Reply, Stri
     }
     let store = match crate::cluster::agent::connect(plan) {
         Some(Ok(s)) => s,
-        Some(Err(e)) => return Err(format!("{e}: the request concerns {}", targets.join(", "))),
+        Some(Err(source)) => {
+            return Err(RemoteError::Unreachable {
+                source,
+                machines: targets.join(", "),
+            })
+        }
         None => return local(),
     };
     let mut replies = Vec::new();
