@@ -106,8 +106,7 @@ pub fn spawn(
             published: None,
             leases_renewed: None,
             not_ready,
-            events_seen: crate::state::plan_watch::FileIdentity::new(dir_events(&view_dir)),
-            events_dirty: true,
+            recent: Recent::start(&view_dir),
         };
         while !stop.load(Ordering::SeqCst) {
             a.round();
@@ -127,14 +126,48 @@ struct Agent {
     leases_renewed: Option<Instant>,
     events: Option<EventLog>,
     not_ready: NotReady,
-    /// The event log as last published, and whether it changed since.
-    events_seen: crate::state::plan_watch::FileIdentity,
-    events_dirty: bool,
+    recent: Recent,
 }
 
-/// The event log of the testbed whose state directory is `dir`.
-fn dir_events(dir: &Path) -> PathBuf {
-    dir.join(crate::events::EVENTS_FILE)
+/// This machine's last [`super::EVENTS_KEPT`] events, followed as the log
+/// grows (read once, then only what is appended), and whether they changed
+/// since they were last published.
+struct Recent {
+    follower: Option<crate::events::Follower>,
+    last: std::collections::VecDeque<crate::events::Event>,
+    dirty: bool,
+}
+
+impl Recent {
+    fn start(dir: &Path) -> Recent {
+        let mut r = Recent {
+            follower: None,
+            last: Default::default(),
+            dirty: true,
+        };
+        if let Ok((f, read)) = crate::events::Follower::start(dir) {
+            r.follower = Some(f);
+            r.take(read.events);
+        }
+        r
+    }
+
+    fn take(&mut self, events: Vec<crate::events::Event>) {
+        self.dirty |= !events.is_empty();
+        self.last.extend(events);
+        while self.last.len() > super::EVENTS_KEPT {
+            self.last.pop_front();
+        }
+    }
+
+    /// Takes what was appended since the last look.
+    fn poll(&mut self) {
+        let new = match &mut self.follower {
+            Some(f) => f.poll().unwrap_or_default(),
+            None => Vec::new(),
+        };
+        self.take(new);
+    }
 }
 
 impl Agent {
@@ -194,15 +227,13 @@ impl Agent {
             }
             self.leases_renewed = Some(Instant::now());
         }
-        self.events_dirty |= self.events_seen.changed();
-        if self.events_dirty {
+        self.recent.poll();
+        if self.recent.dirty {
             // The last events, for `events` on the other machines.
-            let all = crate::events::read(&self.dir).unwrap_or_default();
-            let last = &all[all.len().saturating_sub(super::EVENTS_KEPT)..];
-            let text = serde_json::to_vec(last).unwrap_or_default();
+            let text = serde_json::to_vec(&self.recent.last).unwrap_or_default();
             let key = format!("{}{me}", super::events_prefix(&self.plan.name));
             store.put_held(&key, &text)?;
-            self.events_dirty = false;
+            self.recent.dirty = false;
         }
         let prefix = super::machines_prefix(&self.plan.name);
         let list = store.list_prefix(&prefix)?;
