@@ -443,6 +443,43 @@ fn checks_from_either_machine(s: &Spread, a: &Machine, b: &Machine, dir: &Path) 
     );
 }
 
+/// The machine's namespace reaches the testbed's daemons (the controller
+/// holds a descriptor of it, to talk to etcd) and never its containers:
+/// no such descriptor, no variable naming one.
+fn containers_never_get_the_machines_namespace(s: &Spread, a: &Machine) {
+    let net_fds = |pid: i64| -> usize {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| std::fs::read_link(e.path()).ok())
+                    .filter(|l| l.to_string_lossy().starts_with("net:["))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let st = status(s, a);
+    let sup = st["supervisor"]["pid"].as_i64().expect("supervisor pid");
+    assert!(
+        net_fds(sup) >= 1,
+        "the controller holds the machine's namespace"
+    );
+    for pod in st["pods"].as_array().expect("pods") {
+        let pid = pod["containers"][0]["pid"].as_i64().expect("container pid");
+        assert_eq!(
+            net_fds(pid),
+            0,
+            "{} holds a namespace descriptor",
+            pod["name"]
+        );
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&env).contains("TESTBED_MACHINE_NETNS_FD"),
+            "{} was told of one",
+            pod["name"]
+        );
+    }
+}
+
 /// Both shares match their plans (`verify`, the span device included);
 /// alpha's span device deleted behind the testbed's back is made again by
 /// its controller (from alpha's own namespace), and pods talk across the
@@ -739,6 +776,7 @@ fn a_topology_spans_two_machines_over_each_overlay_and_survives_losing_one() {
             checks_from_either_machine(&s, &a, &b, dir.path());
         }
         if overlay == "udp" {
+            containers_never_get_the_machines_namespace(&s, &a);
             repairs_the_span(&s, &a, &b);
             operates_from_the_other_machine(&s, &a, &b);
             etcd = survives_an_etcd_outage(&s, &a, etcd, dir.path());

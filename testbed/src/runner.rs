@@ -137,11 +137,7 @@ pub fn run_all(
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let Some(c) = sched
-            .combinations
-            .iter()
-            .find(|c| c.name == run.combination)
-        else {
+        let Some(c) = combination_of(sched, &run.combination) else {
             continue;
         };
         let run_dir = dir
@@ -191,16 +187,20 @@ pub fn run_all(
     }
 }
 
+/// The combination named `name` of `sched`.
+fn combination_of<'a>(
+    sched: &'a Schedule,
+    name: &str,
+) -> Option<&'a crate::experiment::schedule::Combination> {
+    sched.combinations.iter().find(|c| c.name == name)
+}
+
 /// Plans every run before the first is made: its topology, its
 /// generators and its timeline's requests (a problem in the last run is
 /// found before anything is built).
 fn preflight(exp: &Experiment, sched: &Schedule) -> Result<(), RunError> {
     for run in &sched.runs {
-        let Some(c) = sched
-            .combinations
-            .iter()
-            .find(|c| c.name == run.combination)
-        else {
+        let Some(c) = combination_of(sched, &run.combination) else {
             continue;
         };
         let bad = |problem: String| RunError::Topology {

@@ -196,14 +196,7 @@ pub fn prober(
 /// where it runs, on every machine) laid over it.
 pub fn whole_live(plan: &Plan) -> Option<Plan> {
     let dir = std::path::Path::new(&plan.state_dir);
-    let spec = super::spec::read(dir).ok()?;
-    let topo = super::spec::Spec {
-        machine: None,
-        ..spec
-    }
-    .load()
-    .ok()?
-    .topology;
+    let topo = super::spec::read(dir).ok()?.load_whole().ok()?.topology;
     let live = super::live::read(dir).ok()?;
     super::desired::desired(&topo, &live).ok().map(|d| d.plan)
 }
@@ -381,13 +374,7 @@ pub fn send(plan: &Plan, req: &Request, timeout: Duration) -> Result<Reply, Remo
 pub fn whole(plan: &Plan) -> Option<Plan> {
     let dir = std::path::Path::new(&plan.state_dir);
     let spec = super::spec::read(dir).ok()?;
-    super::spec::Spec {
-        machine: None,
-        ..spec
-    }
-    .load()
-    .ok()
-    .map(|l| l.plan)
+    spec.load_whole().ok().map(|l| l.plan)
 }
 
 /// One reply of several machines'.

@@ -128,13 +128,7 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
         live::read(&dir).map_err(|e| state_err("the live state", dir.join(live::LIVE_FILE), e))?;
     let machines = spec.machine.as_deref().and_then(|me| {
         // The whole testbed as `up` placed it: every pod pinned there.
-        let whole = Spec {
-            machine: None,
-            ..spec.clone()
-        }
-        .load()
-        .ok()?
-        .plan;
+        let whole = spec.load_whole().ok()?.plan;
         super::desired::keep_pins(&whole, &mut live);
         Some(super::machines::Machines::new(me, &whole))
     });

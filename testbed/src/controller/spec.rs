@@ -40,6 +40,18 @@ impl Spec {
     }
 }
 
+impl Spec {
+    /// Checks and plans it as the whole testbed, every machine's share
+    /// together (the same as [`Spec::load`] on one machine).
+    pub fn load_whole(&self) -> Result<crate::Loaded, crate::LoadError> {
+        Spec {
+            machine: None,
+            ..self.clone()
+        }
+        .load()
+    }
+}
+
 /// Reads the spec of the testbed whose state directory is `dir`.
 pub fn read(dir: &Path) -> std::io::Result<Spec> {
     let text = std::fs::read_to_string(dir.join(SPEC_FILE))?;

@@ -48,11 +48,9 @@ pub fn status(plan: &Plan, live: &Live) -> Option<ClusterStatus> {
     let dir = std::path::Path::new(&plan.state_dir);
     let view = crate::cluster::read_view(dir);
     // Which machine runs each node: the whole testbed as filed.
-    let whole = crate::controller::spec::read(dir).ok().and_then(|s| {
-        crate::controller::spec::Spec { machine: None, ..s }
-            .load()
-            .ok()
-    });
+    let whole = crate::controller::spec::read(dir)
+        .ok()
+        .and_then(|s| s.load_whole().ok());
     let machine_of = |node: &str| {
         whole
             .as_ref()
