@@ -21,10 +21,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 mod read;
 pub use read::{read, read_counted, Follower, ReadEvents};
 
+/// The previous part of the log, after a rotation.
+pub use crate::layout::ROTATED_EVENTS_FILE as ROTATED_FILE;
 /// The event log in a testbed's state directory.
 pub use crate::state::layout::EVENTS_FILE;
-/// The previous part of the log, after a rotation.
-pub const ROTATED_FILE: &str = "events.jsonl.1";
 /// The size past which the log is rotated: 4 MiB.
 pub const MAX_BYTES: u64 = 4 << 20;
 /// The longest line a reader accepts; longer ones are skipped unread.

@@ -38,6 +38,7 @@ pub mod events;
 pub mod experiment;
 pub mod graph;
 pub mod kernel;
+pub mod layout;
 pub mod lifecycle;
 pub mod overlay_run;
 pub mod plan;

@@ -30,6 +30,9 @@ pub enum UpError {
     /// A container's program cannot be found.
     #[error("{0}")]
     Command(String),
+    /// A file of the state directory could not be written.
+    #[error(transparent)]
+    File(#[from] state::files::FileError),
     /// The state directory could not be written.
     #[error("cannot write the state directory {path}: {source}")]
     State {
@@ -91,8 +94,7 @@ pub fn plan_path(name: &TestbedName) -> PathBuf {
 
 /// The plan a running testbed runs (live impairment changes included).
 pub fn running_plan(name: &TestbedName) -> Option<Plan> {
-    let text = std::fs::read_to_string(plan_path(name)).ok()?;
-    serde_json::from_str(&text).ok()
+    state::files::plan(&name.dir()).read().ok()
 }
 
 /// The nodes whose live impairments differ from the plan as filed.
@@ -182,10 +184,8 @@ fn build(
     if let Err(e) = state::mount_tmpfs(&dir) {
         tracing::debug!(error = %e, "no tmpfs for the state directory: an ordinary directory");
     }
-    let json =
-        serde_json::to_string_pretty(plan).map_err(|e| state_err(std::io::Error::other(e)))?;
-    state::write_atomic(&plan_path(name), json.as_bytes()).map_err(state_err)?;
-    crate::controller::spec::write(&dir, spec).map_err(state_err)?;
+    state::files::plan(&dir).write(plan)?;
+    crate::controller::spec::write(&dir, spec)?;
     crate::runtime::files::prepare(plan)
         .map_err(|e| state_err(std::io::Error::other(e.to_string())))?;
     on_progress(&format!(
@@ -233,8 +233,10 @@ fn wait_ready(plan: &Plan, timeout: Duration, deadline: Instant) -> Result<(), U
         }
     })?;
     // Services answer once the rules hold the endpoints of the ready pods.
-    crate::services::wait_programmed(plan, deadline)
-        .map_err(|what| UpError::NotReady { timeout, what })
+    crate::services::wait_programmed(plan, deadline).map_err(|e| UpError::NotReady {
+        timeout,
+        what: e.to_string(),
+    })
 }
 
 /// Starts `testbed supervise NAME` detached, inside the fabric's namespace

@@ -35,6 +35,9 @@ pub enum OverlayRunError {
     /// The data path failed.
     #[error("the overlay data path failed: {0}")]
     Run(String),
+    /// A state file could not be written.
+    #[error(transparent)]
+    File(#[from] crate::state::files::FileError),
     /// A file could not be written.
     #[error("{path}: {source}")]
     Io {
@@ -57,17 +60,17 @@ pub fn overlay_dir(plan: &Plan) -> PathBuf {
 
 /// A node daemon's log.
 pub fn log_path(plan: &Plan, node: &str) -> PathBuf {
-    overlay_dir(plan).join(format!("{node}.log"))
+    crate::layout::overlay_log(Path::new(&plan.state_dir), node)
 }
 
 /// A node daemon's counters file.
 pub fn stats_path(plan: &Plan, node: &str) -> PathBuf {
-    overlay_dir(plan).join(format!("{node}.stats.json"))
+    crate::layout::overlay_stats(Path::new(&plan.state_dir), node)
 }
 
 /// A node daemon's impairments file, re-read when it changes.
 pub fn impair_path(plan: &Plan, node: &str) -> PathBuf {
-    overlay_dir(plan).join(format!("{node}.impair.json"))
+    crate::layout::overlay_impairments(Path::new(&plan.state_dir), node)
 }
 
 /// The engine's settings for a link's impairments (the same both ways).
@@ -88,14 +91,12 @@ pub fn impairment(link: &Option<LinkPlan>) -> Impairment {
 /// Writes a node's impairments for its daemon: `{"egress": .., "ingress": ..}`.
 pub fn write_impairment(plan: &Plan, node: &NodePlan) -> Result<(), OverlayRunError> {
     let imp = impairment(&node.link);
-    let text = serde_json::json!({"egress": imp, "ingress": imp}).to_string();
-    let path = impair_path(plan, &node.name);
-    let io = |source| OverlayRunError::Io {
-        path: path.display().to_string(),
-        source,
+    let file = overlay::daemon::ImpairFile {
+        egress: imp.clone(),
+        ingress: imp,
     };
-    std::fs::create_dir_all(overlay_dir(plan)).map_err(io)?;
-    overlay::atomic_file::write_atomic(&path, text.as_bytes()).map_err(io)
+    crate::state::files::impairments(Path::new(&plan.state_dir), &node.name).write(&file)?;
+    Ok(())
 }
 
 /// Writes the network configuration and every node's lease, as flannel's
@@ -251,8 +252,8 @@ pub fn stats(plan: &Plan) -> std::collections::BTreeMap<String, overlay::stats::
     plan.nodes
         .iter()
         .filter_map(|n| {
-            let text = std::fs::read_to_string(stats_path(plan, &n.name)).ok()?;
-            Some((n.name.clone(), serde_json::from_str(&text).ok()?))
+            let stats = crate::state::files::stats(Path::new(&plan.state_dir), &n.name);
+            Some((n.name.clone(), stats.read().ok()?))
         })
         .collect()
 }

@@ -149,7 +149,7 @@ fn restart(name: &TestbedName, state_dir: &std::path::Path, w: &mut Wanted) {
             if w.ran > Duration::from_secs(1)
                 && std::fs::metadata(&w.log).is_ok_and(|m| m.len() > 0)
             {
-                let _ = std::fs::rename(&w.log, w.log.with_extension("log.previous"));
+                let _ = std::fs::rename(&w.log, crate::runtime::logs::previous(&w.log));
             }
             match daemons::spawn(w.kind, name, Some(&w.node), &w.netns, &w.log) {
                 Ok(child) => {

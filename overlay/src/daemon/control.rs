@@ -145,8 +145,19 @@ impl Control {
     }
 }
 
+/// Why an impairment file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ImpairFileError {
+    /// It cannot be read.
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    /// It is not an impairment file.
+    #[error(transparent)]
+    Parse(#[from] serde_json::Error),
+}
+
 /// Reads an impairment file.
-pub fn read_impair_file(path: &Path) -> Result<ImpairFile, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    serde_json::from_str(&text).map_err(|e| e.to_string())
+pub fn read_impair_file(path: &Path) -> Result<ImpairFile, ImpairFileError> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(serde_json::from_str(&text)?)
 }

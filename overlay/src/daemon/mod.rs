@@ -92,7 +92,7 @@ mod shared;
 mod sys;
 mod tx;
 
-pub use control::read_impair_file;
+pub use control::{read_impair_file, ImpairFileError};
 pub use guard::{install_panic_backstop, panicked};
 
 use crate::cidr::Ipv4Net;
@@ -103,7 +103,7 @@ use crate::tun;
 use control::Control;
 use delay::Sink;
 use guard::{guarded, spawn_guarded};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use shared::Shared;
 use std::fs::File;
 use std::io;
@@ -208,7 +208,7 @@ pub enum DaemonError {
 }
 
 /// The impairment file's content.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ImpairFile {
     /// Packets leaving the node.

@@ -272,8 +272,7 @@ impl Agent {
     }
 
     fn write(&self) {
-        let text = serde_json::to_vec_pretty(&self.view).unwrap_or_default();
-        if let Err(e) = crate::state::write_atomic(&super::view_path(&self.dir), &text) {
+        if let Err(e) = super::view_file(&self.dir).write(&self.view) {
             tracing::warn!(error = %e, "writing the cluster view");
         }
     }

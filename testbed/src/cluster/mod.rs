@@ -126,10 +126,14 @@ pub fn view_path(dir: &Path) -> PathBuf {
     dir.join(VIEW_FILE)
 }
 
+/// The view's file, which the agent writes.
+pub fn view_file(dir: &Path) -> crate::state::files::JsonFile<ClusterView> {
+    crate::state::files::JsonFile::new(view_path(dir), "machines' view", true)
+}
+
 /// The view, if the agent wrote one.
 pub fn read_view(dir: &Path) -> Option<ClusterView> {
-    let text = std::fs::read_to_string(view_path(dir)).ok()?;
-    serde_json::from_str(&text).ok()
+    view_file(dir).read().ok()
 }
 
 /// The pods ready on the *other* machines of `plan`'s testbed, by

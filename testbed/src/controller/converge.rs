@@ -137,14 +137,8 @@ impl Controller {
     }
 
     fn write_plan(&self) {
-        let path = self.dir.join(crate::runtime::supervise::PLAN_FILE);
-        match serde_json::to_string_pretty(&self.plan) {
-            Ok(text) => {
-                if let Err(e) = crate::state::write_atomic(&path, text.as_bytes()) {
-                    warn!("cannot write {}: {e}", path.display());
-                }
-            }
-            Err(e) => warn!("cannot render the plan: {e}"),
+        if let Err(e) = crate::state::files::plan(&self.dir).write(&self.plan) {
+            warn!("{e}");
         }
     }
 

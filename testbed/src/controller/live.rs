@@ -5,12 +5,13 @@
 //! faults. Plain data, kept as `live.json` in the state directory; together
 //! with the file it determines the desired plan (`desired`).
 
+use crate::state::files::{FileError, JsonFile};
 use crate::topology::units::Duration;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The file in the state directory.
 pub use crate::state::layout::LIVE_FILE;
@@ -164,47 +165,20 @@ impl Live {
     }
 }
 
-/// Why the live state could not be read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum LiveError {
-    /// The file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The file is not live state.
-    #[error("{path} is not the testbed's live state: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: serde_json::Error,
-    },
+/// The live state's file of the testbed whose state directory is `dir`.
+pub fn file(dir: &Path) -> JsonFile<Live> {
+    JsonFile::new(dir.join(LIVE_FILE), "live state", true)
 }
 
 /// Reads the live state of the testbed whose state directory is `dir`
 /// (none yet: the empty state).
-pub fn read(dir: &Path) -> Result<Live, LiveError> {
-    let path = dir.join(LIVE_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|source| LiveError::Parse { path, source }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Live::default()),
-        Err(source) => Err(LiveError::Io { path, source }),
-    }
+pub fn read(dir: &Path) -> Result<Live, FileError> {
+    Ok(file(dir).read_if_there()?.unwrap_or_default())
 }
 
 /// Writes `live` atomically.
-pub fn write(dir: &Path, live: &Live) -> Result<(), LiveError> {
-    let path = dir.join(LIVE_FILE);
-    let text = serde_json::to_string_pretty(live).map_err(|source| LiveError::Parse {
-        path: path.clone(),
-        source,
-    })?;
-    crate::state::write_atomic(&path, text.as_bytes())
-        .map_err(|source| LiveError::Io { path, source })
+pub fn write(dir: &Path, live: &Live) -> Result<(), FileError> {
+    file(dir).write(live)
 }
 
 /// A duration in milliseconds.

@@ -113,12 +113,10 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
     let dir = name.dir();
     let stop = supervise::install_handlers()?;
     let _lock = supervise::claim(&dir)?;
-    let plan_path = dir.join(supervise::PLAN_FILE);
-    let plan: Plan = std::fs::read_to_string(&plan_path)
-        .map_err(|e| state_err("the plan", plan_path.clone(), e))
-        .and_then(|t| {
-            serde_json::from_str(&t).map_err(|e| state_err("the plan", plan_path.clone(), e))
-        })?;
+    let plan_file = crate::state::files::plan(&dir);
+    let plan: Plan = plan_file
+        .read()
+        .map_err(|e| state_err("the plan", plan_file.path().to_path_buf(), e))?;
     let spec = spec::read(&dir).map_err(|e| state_err("the file", dir.join(spec::SPEC_FILE), e))?;
     let topo = spec
         .load()

@@ -3,6 +3,7 @@
 //! (`up --overlay`), so that the controller can plan it again with the live
 //! changes laid over it.
 
+use crate::state::files::{FileError, JsonFile};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -52,14 +53,17 @@ impl Spec {
     }
 }
 
+/// The spec's file of the testbed whose state directory is `dir`.
+pub fn file(dir: &Path) -> JsonFile<Spec> {
+    JsonFile::new(dir.join(SPEC_FILE), "spec", true)
+}
+
 /// Reads the spec of the testbed whose state directory is `dir`.
-pub fn read(dir: &Path) -> std::io::Result<Spec> {
-    let text = std::fs::read_to_string(dir.join(SPEC_FILE))?;
-    serde_json::from_str(&text).map_err(std::io::Error::other)
+pub fn read(dir: &Path) -> Result<Spec, FileError> {
+    file(dir).read()
 }
 
 /// Writes `spec` atomically.
-pub fn write(dir: &Path, spec: &Spec) -> std::io::Result<()> {
-    let text = serde_json::to_string_pretty(spec).map_err(std::io::Error::other)?;
-    crate::state::write_atomic(&dir.join(SPEC_FILE), text.as_bytes())
+pub fn write(dir: &Path, spec: &Spec) -> Result<(), FileError> {
+    file(dir).write(spec)
 }

@@ -23,8 +23,6 @@ mod suggest;
 use cluster::cluster_config;
 use dns::dns;
 
-/// Where running testbeds keep their state.
-pub const STATE_ROOT: &str = "/run/testbed";
 /// The LAN bridge in the fabric namespace.
 pub const LAN_BRIDGE: &str = "lan0";
 /// A node's pod bridge.
@@ -61,7 +59,7 @@ pub fn build_with(
             .collect(),
         diags,
         prefix: names::prefix(&topo.name.value),
-        state_dir: format!("{STATE_ROOT}/{}", topo.name.value),
+        state_dir: crate::layout::state_dir(&topo.name.value),
         macs: MacAllocator::default(),
         config,
     };
@@ -279,7 +277,7 @@ impl Planner<'_, '_> {
                 fabric_netns,
                 fabric_names,
             );
-            let dir = format!("{}/hosts/{}", self.state_dir, h.name.value);
+            let dir = crate::layout::host_dir(&self.state_dir, &h.name.value);
             hosts.push(HostPlan {
                 name: h.name.value.clone(),
                 netns: names::host_netns(&self.prefix, &h.name.value),
@@ -287,7 +285,7 @@ impl Planner<'_, '_> {
                 machine: None,
                 uplink,
                 link: h.link.as_ref().map(link_plan),
-                hosts_file: format!("{dir}/hosts"),
+                hosts_file: crate::layout::hosts_file(&dir),
                 containers: containers(h.containers.iter(), &dir),
             });
         }
@@ -478,13 +476,13 @@ impl Planner<'_, '_> {
                     onlink: false,
                 });
             }
-            let dir = format!("{}/pods/{ns}/{name}", self.state_dir);
+            let dir = crate::layout::pod_dir(&self.state_dir, ns, name);
             let volumes = pod
                 .volumes
                 .iter()
                 .map(|v| VolumePlan {
                     name: v.value.clone(),
-                    path: format!("{dir}/volumes/{}", v.value),
+                    path: crate::layout::volume(&dir, &v.value),
                 })
                 .collect();
             out.push(PodPlan {
@@ -500,7 +498,7 @@ impl Planner<'_, '_> {
                 interface,
                 routes,
                 hostname: name.clone(),
-                hosts_file: format!("{dir}/hosts"),
+                hosts_file: crate::layout::hosts_file(&dir),
                 volumes,
                 containers: containers(pod.containers.iter(), &dir),
             });
@@ -565,12 +563,12 @@ fn containers<'a>(
             .mounts
             .iter()
             .map(|m| MountPlan {
-                source: format!("{dir}/volumes/{}", m.name.value),
+                source: crate::layout::volume(dir, &m.name.value),
                 target: m.path.value.clone(),
             })
             .collect(),
         ready_tcp: c.ready_tcp.as_ref().map(|r| r.value),
-        log: format!("{dir}/logs/{}.log", c.name.value),
+        log: crate::layout::container_log(dir, &c.name.value),
     })
     .collect()
 }

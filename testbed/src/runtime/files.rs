@@ -49,7 +49,7 @@ pub enum FilesError {
 /// lookups that fall through to DNS (an IPv6 lookup of a name that has only an
 /// IPv4 entry, a name that does not exist) must fail at once instead of
 /// waiting for the host's name servers, which pods cannot reach.
-pub const RESOLV_CONF: &str = "resolv.conf";
+pub use crate::layout::RESOLV_CONF;
 
 const RESOLV_TEXT: &str =
     "# written by testbed: names come from /etc/hosts; there is no DNS server\n\

@@ -33,15 +33,8 @@ use std::fmt;
 
 pub use crate::kernel::netns::NETNS_DIR;
 
-/// What a container belongs to: a pod or a host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OwnerKind {
-    /// A pod on a node.
-    Pod,
-    /// A machine on the LAN outside the cluster.
-    Host,
-}
+/// What a container belongs to (a pod or a host), and how to name it.
+pub use crate::state::status::{owner_label, OwnerKind};
 
 /// Everything the containers of one pod or host share: the network namespace
 /// they enter, the hostname they see, their hosts file, and the state
@@ -175,14 +168,5 @@ impl OwnedSandbox {
 impl fmt::Display for Sandbox<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", owner_label(self.kind, self.namespace, self.name))
-    }
-}
-
-/// `pod web-0`, `pod other/web-0` or `host client`.
-pub fn owner_label(kind: OwnerKind, namespace: Option<&str>, name: &str) -> String {
-    match (kind, namespace) {
-        (OwnerKind::Host, _) => format!("host {name}"),
-        (OwnerKind::Pod, Some(ns)) if ns != "default" => format!("pod {ns}/{name}"),
-        (OwnerKind::Pod, _) => format!("pod {name}"),
     }
 }

@@ -6,12 +6,12 @@
 
 use super::rules;
 use crate::plan::Plan;
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::state::files::JsonFile;
 /// Pods by (namespace, name).
-pub type PodSet = BTreeSet<(String, String)>;
+pub use crate::state::files::PodSet;
 
 /// How often the followers look at the pods' status.
 pub const POLL: Duration = Duration::from_millis(100);
@@ -103,9 +103,8 @@ pub fn follow_endpoints(state_dir: &Path, rules_changed: &std::sync::mpsc::Recei
         })
         .collect();
     let mut recorded: Option<PodSet> = None;
-    let mut status_seen = crate::state::plan_watch::FileIdentity::new(
-        state_dir.join(crate::runtime::status::STATUS_FILE),
-    );
+    let mut status_seen =
+        crate::state::plan_watch::FileIdentity::new(crate::layout::status(state_dir));
     // The other machines' ready pods (a share of a testbed spread over
     // several), written by the agent.
     let mut cluster_seen =
@@ -154,7 +153,7 @@ pub fn follow_endpoints(state_dir: &Path, rules_changed: &std::sync::mpsc::Recei
             .iter()
             .all(|st| st.held.as_ref() == Some(&ready) && st.flows.is_empty());
         if in_sync && recorded.as_ref() != Some(&ready) {
-            write_programmed(&programmed_path(&plan, None), &ready);
+            write_programmed(&programmed_file(&plan, None), &ready);
             recorded = Some(ready);
         }
         settled = in_sync;
@@ -279,67 +278,67 @@ fn follow_once(plan: &Plan, ready: &PodSet, nodes: &mut [NodeState]) {
 
 /// The file where the follower records which pods' endpoints the rules
 /// hold: one for the supervisor (`node` None), one per node's proxy.
-pub fn programmed_path(plan: &Plan, node: Option<&str>) -> PathBuf {
-    let dir = Path::new(&plan.state_dir);
-    match node {
-        None => dir.join("endpoints.json"),
-        Some(n) => dir.join("proxy").join(format!("{n}.endpoints.json")),
+pub fn programmed_file(plan: &Plan, node: Option<&str>) -> JsonFile<PodSet> {
+    crate::state::files::endpoints(Path::new(&plan.state_dir), node)
+}
+
+/// Records `ready` in `file` atomically.
+pub fn write_programmed(file: &JsonFile<PodSet>, ready: &PodSet) {
+    if let Err(e) = file.write(ready) {
+        tracing::warn!("{e}: the programmed endpoints are not recorded");
     }
 }
 
-/// Records `ready` at `path` atomically.
-pub fn write_programmed(path: &Path, ready: &PodSet) {
-    let text = serde_json::to_string(ready).unwrap_or_default();
-    if crate::state::write_atomic(path, text.as_bytes()).is_err() {
-        tracing::warn!(path = %path.display(), "cannot record the programmed endpoints");
-    }
-}
-
-fn read_programmed(path: &Path) -> Option<PodSet> {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
+/// Data paths that did not take the ready pods' endpoints in time.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{lagging} do not hold the endpoints of the ready pods yet (the logs in {state_dir} say why)"
+)]
+pub struct NotProgrammed {
+    /// The data paths, in words.
+    pub lagging: String,
+    /// The testbed's state directory.
+    pub state_dir: String,
 }
 
 /// Waits until the nodes' rules (or proxies) hold the endpoints of every
 /// pod that is ready now, so that `up` returns with services that answer.
 /// At `deadline`, says which do not.
-pub fn wait_programmed(plan: &Plan, deadline: Instant) -> Result<(), String> {
+pub fn wait_programmed(plan: &Plan, deadline: Instant) -> Result<(), NotProgrammed> {
     if plan.services.is_empty() {
         return Ok(());
     }
-    let paths: Vec<(String, PathBuf)> = if plan.cluster.proxy == proxy::Mode::Userspace {
+    let files: Vec<(String, JsonFile<PodSet>)> = if plan.cluster.proxy == proxy::Mode::Userspace {
         plan.nodes
             .iter()
             .map(|n| {
                 (
                     format!("the userspace proxy of node {}", n.name),
-                    programmed_path(plan, Some(&n.name)),
+                    programmed_file(plan, Some(&n.name)),
                 )
             })
             .collect()
     } else {
         vec![(
             "the nodes' service rules".to_string(),
-            programmed_path(plan, None),
+            programmed_file(plan, None),
         )]
     };
     loop {
         let want = ready_pods(plan);
-        let lagging: Vec<&str> = paths
+        let lagging: Vec<&str> = files
             .iter()
-            .filter(|(_, p)| want.is_none() || read_programmed(p) != want)
+            .filter(|(_, f)| want.is_none() || f.read().ok() != want)
             .map(|(what, _)| what.as_str())
             .collect();
         if lagging.is_empty() {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "{} do not hold the endpoints of the ready pods yet (the logs in {} say why)",
-                lagging.join(", "),
-                plan.state_dir
-            ));
+            return Err(NotProgrammed {
+                lagging: lagging.join(", "),
+                state_dir: plan.state_dir.clone(),
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -8,29 +8,29 @@
 //! it. Teardown ends it with the rest of the node's processes.
 
 use super::endpoints::{
-    all_pods, programmed_path, ready_pods, with_ready_endpoints, write_programmed, PodSet, POLL,
+    all_pods, programmed_file, ready_pods, with_ready_endpoints, write_programmed, PodSet, POLL,
 };
 use super::{rules, ServicesError};
 use crate::kernel::netns::Netns;
 use crate::plan::types::NodePlan;
 use crate::plan::Plan;
 use std::net::SocketAddrV4;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 fn dir(plan: &Plan) -> PathBuf {
-    std::path::Path::new(&plan.state_dir).join("proxy")
+    crate::layout::proxy(Path::new(&plan.state_dir))
 }
 
 /// A node's proxy log.
 pub fn log_path(plan: &Plan, node: &str) -> PathBuf {
-    dir(plan).join(format!("{node}.log"))
+    crate::layout::proxy_log(Path::new(&plan.state_dir), node)
 }
 
 /// The file a node's proxy writes once it listens on every port.
 fn listening_path(plan: &Plan, node: &str) -> PathBuf {
-    dir(plan).join(format!("{node}.listening"))
+    crate::layout::proxy_listening(Path::new(&plan.state_dir), node)
 }
 
 /// Starts every node's proxy and waits until each listens; a proxy that
@@ -204,7 +204,7 @@ async fn serve(plan: &Plan, n: &NodePlan, fd_budget: Option<u64>) -> Result<(), 
     tracing::info!(node = %n.name, ports = listen.len(), "proxy listening");
     crate::state::write_atomic(&listening_path(plan, &n.name), b"")
         .map_err(|e| fail(format!("recording that it listens: {e}")))?;
-    let ack = programmed_path(plan, Some(&n.name));
+    let ack = programmed_file(plan, Some(&n.name));
     // After a failed load, the rules are tried again later (back-off); the
     // endpoints in memory and the stop signal are looked at every `POLL`.
     let (mut retry_at, mut pause) = (Instant::now(), POLL);

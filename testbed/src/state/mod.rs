@@ -12,13 +12,14 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+pub mod files;
 pub mod keep;
-pub mod layout;
 pub mod pids;
 pub mod plan_watch;
+pub mod status;
 
-/// Where running testbeds keep their state.
-pub const ROOT: &str = "/run/testbed";
+/// The state directory's layout (file names and paths) and its root.
+pub use crate::layout::{self, ROOT};
 
 pub use crate::topology::names::{check_name, NameError, NAME_MAX};
 

@@ -42,15 +42,15 @@ impl DaemonKind {
     fn dir(self) -> &'static str {
         match self {
             DaemonKind::Supervisor => "",
-            DaemonKind::Overlay => "overlay",
-            DaemonKind::Proxy => "proxy",
+            DaemonKind::Overlay => crate::layout::OVERLAY_DIR,
+            DaemonKind::Proxy => crate::layout::PROXY_DIR,
         }
     }
 }
 
 /// The supervisor's pid file: `STATE/supervisor.pid`.
 pub fn supervisor_pid_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("supervisor.pid")
+    crate::layout::supervisor_pid(state_dir)
 }
 
 /// The pid file of a daemon of node `node`: `STATE/overlay/NODE.pid` or
@@ -58,7 +58,7 @@ pub fn supervisor_pid_path(state_dir: &Path) -> PathBuf {
 pub fn pid_path(state_dir: &Path, kind: DaemonKind, node: &str) -> PathBuf {
     match kind {
         DaemonKind::Supervisor => supervisor_pid_path(state_dir),
-        _ => state_dir.join(kind.dir()).join(format!("{node}.pid")),
+        _ => crate::layout::daemon_pid(state_dir, kind.dir(), node),
     }
 }
 

@@ -54,7 +54,8 @@ impl PlanWatch {
         if !self.file.changed() {
             return None;
         }
-        let text = std::fs::read_to_string(&self.file.path).ok()?;
-        serde_json::from_str(&text).ok()
+        super::files::JsonFile::<Plan>::new(self.file.path.clone(), "plan", true)
+            .read()
+            .ok()
     }
 }

@@ -47,7 +47,7 @@ use tracing::{debug, info};
 
 /// The scratch directory (under the state directory) mirrors of directories
 /// are staged on; see [`super::mounts`].
-pub const STAGE_DIR: &str = "mnt";
+pub use crate::layout::STAGE_DIR;
 
 /// Why a container could not be started.
 #[derive(Debug, thiserror::Error)]

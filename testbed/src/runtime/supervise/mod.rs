@@ -48,8 +48,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
-/// The plan a supervisor runs, in the state directory.
-pub use crate::state::layout::PLAN_FILE;
 /// The supervisor's log, in the state directory.
 pub use crate::state::layout::SUPERVISOR_LOG;
 
@@ -567,10 +565,7 @@ impl Supervisor {
         self.writes += 1;
         match status::write(&self.state_dir, &self.status()) {
             Ok(()) => self.dirty = false,
-            Err(e) => warn!(
-                "cannot write {}: {e}",
-                self.state_dir.join(status::STATUS_FILE).display()
-            ),
+            Err(e) => warn!("{e}"),
         }
     }
 }
