@@ -143,6 +143,8 @@ fn pods<'p>(plan: &'p Plan, e: &Endpoint) -> Result<Vec<&'p PodPlan>, String> {
     Ok(pods)
 }
 
+/// The sources an endpoint selects, in plan order; an error when none or
+/// when it cannot send (a service or an address).
 fn sources(plan: &Plan, e: &Endpoint) -> Result<Vec<Source>, String> {
     let out: Vec<Source> = match e {
         Endpoint::Pod { .. } | Endpoint::Pods(_) | Endpoint::Rc(_) | Endpoint::AllPods => {
@@ -197,6 +199,7 @@ fn sources(plan: &Plan, e: &Endpoint) -> Result<Vec<Source>, String> {
     Ok(out)
 }
 
+/// Node `name`; an error when the plan has none.
 fn node<'p>(plan: &'p Plan, name: &str) -> Result<&'p NodePlan, String> {
     plan.nodes
         .iter()
@@ -204,6 +207,7 @@ fn node<'p>(plan: &'p Plan, name: &str) -> Result<&'p NodePlan, String> {
         .ok_or_else(|| format!("no node {name}"))
 }
 
+/// Host `name`; an error when the plan has none.
 fn host<'p>(plan: &'p Plan, name: &str) -> Result<&'p HostPlan, String> {
     plan.hosts
         .iter()
@@ -211,6 +215,7 @@ fn host<'p>(plan: &'p Plan, name: &str) -> Result<&'p HostPlan, String> {
         .ok_or_else(|| format!("no host {name}"))
 }
 
+/// Service `namespace/name`; an error when the plan has none.
 fn service<'p>(plan: &'p Plan, namespace: &str, name: &str) -> Result<&'p Service, String> {
     plan.services
         .iter()
@@ -218,24 +223,12 @@ fn service<'p>(plan: &'p Plan, namespace: &str, name: &str) -> Result<&'p Servic
         .ok_or_else(|| format!("no service {}", qualified(namespace, name)))
 }
 
+/// The targets an endpoint selects, probed on `port` (the check's port; by
+/// default icmp, or a service's first port).
 fn targets(plan: &Plan, e: &Endpoint, port: Option<&Port>) -> Result<Vec<Target>, String> {
     let plain = port.cloned().unwrap_or(Port::Icmp);
     let out: Vec<Target> = match e {
-        Endpoint::Pod { .. } => {
-            let p = pods(plan, e)?[0];
-            let addr = p.ip.ok_or_else(|| {
-                format!(
-                    "{} has no IP address (network: {}), so nothing can reach it",
-                    pod_label(p),
-                    p.network
-                )
-            })?;
-            vec![Target {
-                label: pod_label(p),
-                addr,
-                port: plain,
-            }]
-        }
+        Endpoint::Pod { .. } => vec![pod_target(pods(plan, e)?[0], plain)?],
         // A selector leaves out pods without an address (network: none).
         Endpoint::Pods(_) | Endpoint::Rc(_) | Endpoint::AllPods => pods(plan, e)?
             .into_iter()
@@ -247,39 +240,17 @@ fn targets(plan: &Plan, e: &Endpoint, port: Option<&Port>) -> Result<Vec<Target>
                 })
             })
             .collect(),
-        Endpoint::Node(name) => {
-            let n = node(plan, name)?;
-            vec![Target {
-                label: format!("node {}", n.name),
-                addr: n.ip,
-                port: plain,
-            }]
-        }
-        Endpoint::Host(name) => {
-            let h = host(plan, name)?;
-            vec![Target {
-                label: owner_label(OwnerKind::Host, None, &h.name),
-                addr: h.ip,
-                port: plain,
-            }]
-        }
+        Endpoint::Node(name) => vec![node_target(node(plan, name)?, plain)],
+        Endpoint::Host(name) => vec![host_target(host(plan, name)?, plain)],
         Endpoint::AllNodes => plan
             .nodes
             .iter()
-            .map(|n| Target {
-                label: format!("node {}", n.name),
-                addr: n.ip,
-                port: plain.clone(),
-            })
+            .map(|n| node_target(n, plain.clone()))
             .collect(),
         Endpoint::AllHosts => plan
             .hosts
             .iter()
-            .map(|h| Target {
-                label: owner_label(OwnerKind::Host, None, &h.name),
-                addr: h.ip,
-                port: plain.clone(),
-            })
+            .map(|h| host_target(h, plain.clone()))
             .collect(),
         Endpoint::Address(a) => vec![Target {
             label: format!("address {a}"),
@@ -295,57 +266,110 @@ fn targets(plan: &Plan, e: &Endpoint, port: Option<&Port>) -> Result<Vec<Target>
             }]
         }
         Endpoint::External { name, namespace } => {
-            let s = service(plan, namespace, name)?;
-            let addr = s.load_balancer_ip.ok_or_else(|| {
-                format!(
-                    "service {} has no external IP (type {:?})",
-                    qualified(namespace, name),
-                    s.kind
-                )
-            })?;
-            vec![Target {
-                label: format!("external {}", qualified(namespace, name)),
-                addr,
-                port: service_port(s, port)?.0,
-            }]
+            vec![external_target(plan, namespace, name, port)?]
         }
         Endpoint::NodePort {
             name,
             namespace,
             node: via,
-        } => {
-            let s = service(plan, namespace, name)?;
-            let n = node(plan, via)?;
-            let (probe, node_port) = service_port(s, port)?;
-            let node_port = node_port.ok_or_else(|| {
-                format!(
-                    "service {} has no node port (type {:?})",
-                    qualified(namespace, name),
-                    s.kind
-                )
-            })?;
-            let port = match probe {
-                Port::Tcp(_) => Port::Tcp(node_port),
-                Port::Udp(_) => Port::Udp(node_port),
-                Port::Http { path, .. } => Port::Http {
-                    port: node_port,
-                    path,
-                },
-                Port::Icmp => {
-                    return Err("a node port is probed on a service port, not with icmp".into())
-                }
-            };
-            vec![Target {
-                label: format!("nodePort {} via {}", qualified(namespace, name), n.name),
-                addr: n.ip,
-                port,
-            }]
-        }
+        } => vec![node_port_target(plan, namespace, name, via, port)?],
     };
     if out.is_empty() {
         return Err("`to` selects nothing with an address".into());
     }
     Ok(out)
+}
+
+/// Pod `p` as a target probed on `port`; an error when it has no address.
+fn pod_target(p: &PodPlan, port: Port) -> Result<Target, String> {
+    let addr = p.ip.ok_or_else(|| {
+        format!(
+            "{} has no IP address (network: {}), so nothing can reach it",
+            pod_label(p),
+            p.network
+        )
+    })?;
+    Ok(Target {
+        label: pod_label(p),
+        addr,
+        port,
+    })
+}
+
+/// Node `n`'s LAN address as a target probed on `port`.
+fn node_target(n: &NodePlan, port: Port) -> Target {
+    Target {
+        label: format!("node {}", n.name),
+        addr: n.ip,
+        port,
+    }
+}
+
+/// Host `h`'s LAN address as a target probed on `port`.
+fn host_target(h: &HostPlan, port: Port) -> Target {
+    Target {
+        label: owner_label(OwnerKind::Host, None, &h.name),
+        addr: h.ip,
+        port,
+    }
+}
+
+/// The external (load balancer) address of service `namespace/name` as a
+/// target; an error when it has none.
+fn external_target(
+    plan: &Plan,
+    namespace: &str,
+    name: &str,
+    port: Option<&Port>,
+) -> Result<Target, String> {
+    let s = service(plan, namespace, name)?;
+    let addr = s.load_balancer_ip.ok_or_else(|| {
+        format!(
+            "service {} has no external IP (type {:?})",
+            qualified(namespace, name),
+            s.kind
+        )
+    })?;
+    Ok(Target {
+        label: format!("external {}", qualified(namespace, name)),
+        addr,
+        port: service_port(s, port)?.0,
+    })
+}
+
+/// The node port of service `namespace/name` on node `via` as a target;
+/// an error when the service has no node port or the probe is icmp.
+fn node_port_target(
+    plan: &Plan,
+    namespace: &str,
+    name: &str,
+    via: &str,
+    port: Option<&Port>,
+) -> Result<Target, String> {
+    let s = service(plan, namespace, name)?;
+    let n = node(plan, via)?;
+    let (probe, node_port) = service_port(s, port)?;
+    let node_port = node_port.ok_or_else(|| {
+        format!(
+            "service {} has no node port (type {:?})",
+            qualified(namespace, name),
+            s.kind
+        )
+    })?;
+    let port = match probe {
+        Port::Tcp(_) => Port::Tcp(node_port),
+        Port::Udp(_) => Port::Udp(node_port),
+        Port::Http { path, .. } => Port::Http {
+            port: node_port,
+            path,
+        },
+        Port::Icmp => return Err("a node port is probed on a service port, not with icmp".into()),
+    };
+    Ok(Target {
+        label: format!("nodePort {} via {}", qualified(namespace, name), n.name),
+        addr: n.ip,
+        port,
+    })
 }
 
 /// What is probed on a service's IP (the check's port, or the service's

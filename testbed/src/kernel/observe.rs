@@ -7,12 +7,14 @@ use crate::kernel::netns::{Netns, NetnsError};
 use crate::plan::state::{sorted, KernelState, LinkState, NsState};
 use crate::plan::types::{IfAddr, Mac, Neighbour, Route};
 use futures::TryStreamExt;
-use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourState as NState,
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState as NState,
 };
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteProtocol};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol,
+};
 use rtnetlink::{Handle, RouteMessageBuilder};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -75,6 +77,8 @@ pub fn observe(names: &[String], sysctls: &[&str]) -> Result<KernelState, Observ
     Ok(out)
 }
 
+/// Reads one namespace's links, addresses, routes and neighbours through
+/// `h`, a netlink socket inside namespace `ns`.
 async fn read(h: &Handle, ns: &str) -> Result<NsState, ObserveError> {
     let err = |what: &'static str| {
         move |source| ObserveError::Netlink {
@@ -90,55 +94,16 @@ async fn read(h: &Handle, ns: &str) -> Result<NsState, ObserveError> {
         .try_collect()
         .await
         .map_err(err("links"))?;
-    let mut names: HashMap<u32, String> = HashMap::new();
-    for l in &links {
-        for a in &l.attributes {
-            if let LinkAttribute::IfName(n) = a {
-                names.insert(l.header.index, n.clone());
-            }
-        }
-    }
+    let names = link_names(&links);
     let qdiscs = crate::kernel::qdisc::roots(h)
         .await
         .map_err(err("qdiscs"))?;
     let mut state = NsState::default();
     for l in &links {
-        let mut s = LinkState {
-            up: l.header.flags.contains(LinkFlags::Up),
-            ..LinkState::default()
-        };
-        for a in &l.attributes {
-            match a {
-                LinkAttribute::Address(m) if m.len() == 6 => {
-                    s.mac = Some(Mac([m[0], m[1], m[2], m[3], m[4], m[5]]))
-                }
-                LinkAttribute::Mtu(m) => s.mtu = *m,
-                LinkAttribute::Controller(i) => s.master = names.get(i).cloned(),
-                LinkAttribute::LinkInfo(infos) => {
-                    for i in infos {
-                        if let LinkInfo::Kind(k) = i {
-                            s.kind = match k {
-                                InfoKind::Bridge => "bridge".into(),
-                                InfoKind::Veth => "veth".into(),
-                                InfoKind::Vxlan => "vxlan".into(),
-                                InfoKind::Tun => "tun".into(),
-                                other => other.to_string(),
-                            };
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        s.qdisc = match qdiscs.get(&l.header.index) {
-            Some((kind, _)) if kind == "netem" => Some(kind.clone()),
-            Some((kind, Some(rate))) if kind == "tbf" => {
-                Some(format!("tbf {}", crate::topology::units::Rate(*rate)))
-            }
-            _ => None,
-        };
         if let Some(n) = names.get(&l.header.index) {
-            state.links.insert(n.clone(), s);
+            state
+                .links
+                .insert(n.clone(), link_state(l, &names, &qdiscs));
         }
     }
     let addrs: Vec<_> = h
@@ -148,6 +113,89 @@ async fn read(h: &Handle, ns: &str) -> Result<NsState, ObserveError> {
         .try_collect()
         .await
         .map_err(err("addresses"))?;
+    add_addresses(&mut state, &addrs, &names);
+    let routes: Vec<_> = h
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(err("routes"))?;
+    state.routes = sorted(routes.iter().filter_map(|r| route(r, &names)).collect());
+    let neigh: Vec<_> = h
+        .neighbours()
+        .get()
+        .set_address_family(rtnetlink::packet_route::AddressFamily::Inet)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(err("neighbours"))?;
+    state.neighbours = neigh.iter().filter_map(|n| neighbour(n, &names)).collect();
+    state.neighbours.sort_by_key(|x| (x.dev.clone(), x.ip));
+    Ok(state)
+}
+
+/// The name of every link, by interface index.
+fn link_names(links: &[LinkMessage]) -> HashMap<u32, String> {
+    let mut names = HashMap::new();
+    for l in links {
+        for a in &l.attributes {
+            if let LinkAttribute::IfName(n) = a {
+                names.insert(l.header.index, n.clone());
+            }
+        }
+    }
+    names
+}
+
+/// A link's state: up or not, MAC, MTU, bridge (from the link `names`),
+/// kind and the root qdisc the testbed sets (netem, or tbf with its rate),
+/// from the namespace's root `qdiscs`.
+fn link_state(
+    l: &LinkMessage,
+    names: &HashMap<u32, String>,
+    qdiscs: &HashMap<u32, (String, Option<u64>)>,
+) -> LinkState {
+    let mut s = LinkState {
+        up: l.header.flags.contains(LinkFlags::Up),
+        ..LinkState::default()
+    };
+    for a in &l.attributes {
+        match a {
+            LinkAttribute::Address(m) if m.len() == 6 => {
+                s.mac = Some(Mac([m[0], m[1], m[2], m[3], m[4], m[5]]))
+            }
+            LinkAttribute::Mtu(m) => s.mtu = *m,
+            LinkAttribute::Controller(i) => s.master = names.get(i).cloned(),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        s.kind = match k {
+                            InfoKind::Bridge => "bridge".into(),
+                            InfoKind::Veth => "veth".into(),
+                            InfoKind::Vxlan => "vxlan".into(),
+                            InfoKind::Tun => "tun".into(),
+                            other => other.to_string(),
+                        };
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    s.qdisc = match qdiscs.get(&l.header.index) {
+        Some((kind, _)) if kind == "netem" => Some(kind.clone()),
+        Some((kind, Some(rate))) if kind == "tbf" => {
+            Some(format!("tbf {}", crate::topology::units::Rate(*rate)))
+        }
+        _ => None,
+    };
+    s
+}
+
+/// Adds the IPv4 addresses `addrs` to the links of `state` they are on
+/// (named by `names`), each link's sorted and without repeats.
+fn add_addresses(state: &mut NsState, addrs: &[AddressMessage], names: &HashMap<u32, String>) {
     for a in addrs {
         let Some(name) = names.get(&a.header.index) else {
             continue;
@@ -167,67 +215,52 @@ async fn read(h: &Handle, ns: &str) -> Result<NsState, ObserveError> {
         l.addresses.sort();
         l.addresses.dedup();
     }
-    let routes: Vec<_> = h
-        .route()
-        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-        .execute()
-        .try_collect()
-        .await
-        .map_err(err("routes"))?;
-    let mut rs = Vec::new();
-    for r in routes {
-        if r.header.table != 254 || r.header.protocol == RouteProtocol::Kernel {
-            continue;
-        }
-        let mut route = Route {
-            dst: "default".into(),
-            via: None,
-            dev: String::new(),
-            onlink: r.header.flags.contains(RouteFlags::Onlink),
-        };
-        for a in &r.attributes {
-            match a {
-                RouteAttribute::Destination(RouteAddress::Inet(d)) => {
-                    route.dst = format!("{d}/{}", r.header.destination_prefix_length)
-                }
-                RouteAttribute::Gateway(RouteAddress::Inet(g)) => route.via = Some(*g),
-                RouteAttribute::Oif(i) => route.dev = names.get(i).cloned().unwrap_or_default(),
-                _ => {}
-            }
-        }
-        rs.push(route);
+}
+
+/// A route of the main table, its device named by `names`; none for the
+/// kernel's own routes and those of other tables.
+fn route(r: &RouteMessage, names: &HashMap<u32, String>) -> Option<Route> {
+    if r.header.table != 254 || r.header.protocol == RouteProtocol::Kernel {
+        return None;
     }
-    state.routes = sorted(rs);
-    let neigh: Vec<_> = h
-        .neighbours()
-        .get()
-        .set_address_family(rtnetlink::packet_route::AddressFamily::Inet)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(err("neighbours"))?;
-    for n in neigh {
-        if n.header.state != NState::Permanent {
-            continue;
-        }
-        let (mut ip, mut mac) = (None, None);
-        for a in &n.attributes {
-            match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(i)) => ip = Some(*i),
-                NeighbourAttribute::LinkLayerAddress(m) if m.len() == 6 => {
-                    mac = Some(Mac([m[0], m[1], m[2], m[3], m[4], m[5]]))
-                }
-                _ => {}
+    let mut route = Route {
+        dst: "default".into(),
+        via: None,
+        dev: String::new(),
+        onlink: r.header.flags.contains(RouteFlags::Onlink),
+    };
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Destination(RouteAddress::Inet(d)) => {
+                route.dst = format!("{d}/{}", r.header.destination_prefix_length)
             }
-        }
-        if let (Some(ip), Some(mac), Some(dev)) = (ip, mac, names.get(&n.header.ifindex)) {
-            state.neighbours.push(Neighbour {
-                ip,
-                mac,
-                dev: dev.clone(),
-            });
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => route.via = Some(*g),
+            RouteAttribute::Oif(i) => route.dev = names.get(i).cloned().unwrap_or_default(),
+            _ => {}
         }
     }
-    state.neighbours.sort_by_key(|x| (x.dev.clone(), x.ip));
-    Ok(state)
+    Some(route)
+}
+
+/// A permanent IPv4 neighbour with its MAC and device (named by `names`);
+/// none for any other entry.
+fn neighbour(n: &NeighbourMessage, names: &HashMap<u32, String>) -> Option<Neighbour> {
+    if n.header.state != NState::Permanent {
+        return None;
+    }
+    let (mut ip, mut mac) = (None, None);
+    for a in &n.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(i)) => ip = Some(*i),
+            NeighbourAttribute::LinkLayerAddress(m) if m.len() == 6 => {
+                mac = Some(Mac([m[0], m[1], m[2], m[3], m[4], m[5]]))
+            }
+            _ => {}
+        }
+    }
+    Some(Neighbour {
+        ip: ip?,
+        mac: mac?,
+        dev: names.get(&n.header.ifindex)?.clone(),
+    })
 }

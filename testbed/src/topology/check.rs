@@ -171,10 +171,15 @@ fn unique_in_namespace<'a>(
     }
 }
 
+/// The pods by namespace and name.
+type PodsByName<'t> = HashMap<(&'t str, &'t str), &'t Pod>;
+
+/// Checks what each pod refers to: the node it is pinned to, a pinned
+/// address only on a bridge pod, the pod whose network it shares.
 fn pod_references(topo: &Topology, diags: &mut Diagnostics) {
     let node_names: Vec<&str> = topo.nodes.iter().map(|n| n.name.value.as_str()).collect();
     let host_names: Vec<&str> = topo.hosts.iter().map(|n| n.name.value.as_str()).collect();
-    let by_name: HashMap<(&str, &str), &Pod> = topo
+    let by_name: PodsByName = topo
         .pods
         .iter()
         .map(|p| ((p.namespace.value.as_str(), p.name.value.as_str()), p))
@@ -187,26 +192,7 @@ fn pod_references(topo: &Topology, diags: &mut Diagnostics) {
             continue;
         }
         if let Some(node) = &pod.node {
-            if !node_names.contains(&node.value.as_str()) {
-                let help = if host_names.contains(&node.value.as_str()) {
-                    format!(
-                        "`{}` is a host, outside the cluster; pods run on nodes: {}",
-                        node.value,
-                        node_names.join(", ")
-                    )
-                } else if let Some(s) = did_you_mean(&node.value, &node_names) {
-                    format!("did you mean `{s}`?")
-                } else {
-                    format!(
-                        "the nodes are: {}; or leave `node` out to have the pod placed",
-                        node_names.join(", ")
-                    )
-                };
-                diags.push(
-                    Diagnostic::error(&node.at, format!("there is no node named `{}`", node.value))
-                        .help(help),
-                );
-            }
+            pinned_node(node, &node_names, &host_names, diags);
         }
         if let Some(ip) = &pod.ip {
             if pod.network.value != Network::Bridge {
@@ -216,81 +202,135 @@ fn pod_references(topo: &Topology, diags: &mut Diagnostics) {
                 );
             }
         }
-        let Network::Container(target) = &pod.network.value else {
-            continue;
-        };
-        let ns = pod.namespace.value.as_str();
-        let Some(first) = by_name.get(&(ns, target.as_str())) else {
-            let in_ns: Vec<&str> = topo
-                .pods
-                .iter()
-                .filter(|p| p.namespace.value == ns)
-                .map(|p| p.name.value.as_str())
-                .collect();
-            let elsewhere = topo.pods.iter().find(|p| &p.name.value == target);
-            let help = if let Some(p) = elsewhere.filter(|_| !pod.namespace.is_written()) {
-                format!(
-                    "`{target}` is in namespace `{0}`, and this pod is in `{ns}` because its `namespace` is not set: add `namespace: {0}` to this pod",
-                    p.namespace.value
+        if let Network::Container(target) = &pod.network.value {
+            shared_network(topo, &by_name, pod, target, diags);
+        }
+    }
+}
+
+/// A pod's `node` must name one of the nodes `node_names` (a host of
+/// `host_names` is outside the cluster).
+fn pinned_node(
+    node: &Sp<String>,
+    node_names: &[&str],
+    host_names: &[&str],
+    diags: &mut Diagnostics,
+) {
+    if node_names.contains(&node.value.as_str()) {
+        return;
+    }
+    let help = if host_names.contains(&node.value.as_str()) {
+        format!(
+            "`{}` is a host, outside the cluster; pods run on nodes: {}",
+            node.value,
+            node_names.join(", ")
+        )
+    } else if let Some(s) = did_you_mean(&node.value, node_names) {
+        format!("did you mean `{s}`?")
+    } else {
+        format!(
+            "the nodes are: {}; or leave `node` out to have the pod placed",
+            node_names.join(", ")
+        )
+    };
+    diags.push(
+        Diagnostic::error(&node.at, format!("there is no node named `{}`", node.value)).help(help),
+    );
+}
+
+/// `pod` shares the network of pod `target` (`network: container:TARGET`):
+/// that pod must exist in the same namespace, the chain of shared networks
+/// must not be a cycle, and `pod` must not be pinned to another node.
+fn shared_network(
+    topo: &Topology,
+    by_name: &PodsByName,
+    pod: &Pod,
+    target: &str,
+    diags: &mut Diagnostics,
+) {
+    let ns = pod.namespace.value.as_str();
+    let Some(first) = by_name.get(&(ns, target)) else {
+        diags.push(no_pod_to_share(topo, pod, target));
+        return;
+    };
+    sharing_cycle(by_name, pod, first, diags);
+    if let (Some(mine), Some(theirs)) = (&pod.node, &first.node) {
+        if mine.value != theirs.value {
+            diags.push(
+                Diagnostic::error(
+                    &mine.at,
+                    format!(
+                        "the pod shares the network of `{target}`, which runs on `{}`, but is pinned to `{}`",
+                        theirs.value, mine.value
+                    ),
                 )
-            } else if let Some(p) = elsewhere {
-                format!(
-                    "`{target}` is in namespace `{}`; a pod can only share the network of a pod in its own namespace (`{ns}`)",
-                    p.namespace.value
-                )
-            } else if let Some(s) = did_you_mean(target, &in_ns) {
-                format!("did you mean `container:{s}`?")
-            } else {
-                "name a pod of the same namespace, e.g. `container:web`".into()
-            };
+                .help("a pod sharing another pod's network runs on that pod's node: remove `node` from this pod"),
+            );
+        }
+    }
+}
+
+/// The error for `pod` sharing the network of `target`, which is no pod of
+/// its namespace; the help says where `target` is, or what was meant.
+fn no_pod_to_share(topo: &Topology, pod: &Pod, target: &str) -> Diagnostic {
+    let ns = pod.namespace.value.as_str();
+    let in_ns: Vec<&str> = topo
+        .pods
+        .iter()
+        .filter(|p| p.namespace.value == ns)
+        .map(|p| p.name.value.as_str())
+        .collect();
+    let elsewhere = topo.pods.iter().find(|p| p.name.value == target);
+    let help = if let Some(p) = elsewhere.filter(|_| !pod.namespace.is_written()) {
+        format!(
+            "`{target}` is in namespace `{0}`, and this pod is in `{ns}` because its `namespace` is not set: add `namespace: {0}` to this pod",
+            p.namespace.value
+        )
+    } else if let Some(p) = elsewhere {
+        format!(
+            "`{target}` is in namespace `{}`; a pod can only share the network of a pod in its own namespace (`{ns}`)",
+            p.namespace.value
+        )
+    } else if let Some(s) = did_you_mean(target, &in_ns) {
+        format!("did you mean `container:{s}`?")
+    } else {
+        "name a pod of the same namespace, e.g. `container:web`".into()
+    };
+    Diagnostic::error(
+        &pod.network.at,
+        format!("there is no pod `{target}` in namespace `{ns}` to share the network of"),
+    )
+    .help(help)
+}
+
+/// Follows the chain of shared networks from `pod` through `first` (the
+/// pod it shares the network of) to its end; an error if it is a cycle.
+fn sharing_cycle(by_name: &PodsByName, pod: &Pod, first: &Pod, diags: &mut Diagnostics) {
+    let ns = pod.namespace.value.as_str();
+    let mut chain = vec![pod.name.value.as_str()];
+    let mut cur: &Pod = first;
+    loop {
+        if chain.contains(&cur.name.value.as_str()) {
+            chain.push(&cur.name.value);
             diags.push(
                 Diagnostic::error(
                     &pod.network.at,
                     format!(
-                        "there is no pod `{target}` in namespace `{ns}` to share the network of"
+                        "the pods share each other's network in a cycle: {}",
+                        chain.join(" -> ")
                     ),
                 )
-                .help(help),
+                .help("one pod of the chain must have a network of its own (bridge, host or none)"),
             );
-            continue;
-        };
-        // Follow the chain to its end, looking for a cycle.
-        let mut chain = vec![pod.name.value.as_str()];
-        let mut cur: &Pod = first;
-        loop {
-            if chain.contains(&cur.name.value.as_str()) {
-                chain.push(&cur.name.value);
-                diags.push(
-                    Diagnostic::error(
-                        &pod.network.at,
-                        format!("the pods share each other's network in a cycle: {}", chain.join(" -> ")),
-                    )
-                    .help("one pod of the chain must have a network of its own (bridge, host or none)"),
-                );
-                break;
-            }
-            chain.push(&cur.name.value);
-            match &cur.network.value {
-                Network::Container(next) => match by_name.get(&(ns, next.as_str())) {
-                    Some(p) => cur = p,
-                    None => break,
-                },
-                _ => break,
-            }
+            break;
         }
-        if let (Some(mine), Some(theirs)) = (&pod.node, &first.node) {
-            if mine.value != theirs.value {
-                diags.push(
-                    Diagnostic::error(
-                        &mine.at,
-                        format!(
-                            "the pod shares the network of `{target}`, which runs on `{}`, but is pinned to `{}`",
-                            theirs.value, mine.value
-                        ),
-                    )
-                    .help("a pod sharing another pod's network runs on that pod's node: remove `node` from this pod"),
-                );
-            }
+        chain.push(&cur.name.value);
+        match &cur.network.value {
+            Network::Container(next) => match by_name.get(&(ns, next.as_str())) {
+                Some(p) => cur = p,
+                None => break,
+            },
+            _ => break,
         }
     }
 }

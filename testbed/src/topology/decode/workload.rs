@@ -249,6 +249,7 @@ impl Decoder<'_> {
         out
     }
 
+    /// A container of a pod (or host) with volumes `volumes`.
     fn container(&mut self, node: &Node, path: &str, volumes: &[String]) -> Option<Container> {
         let obj = self.obj(node, path, "a container", CONTAINER)?;
         let name = self
@@ -256,65 +257,11 @@ impl Decoder<'_> {
             .and_then(|(n, p)| self.name(n, &p, "the container's name", 63));
         let command = self
             .required(&obj, "command", "a container", "[sleep, infinity]")
-            .and_then(|(n, p)| {
-                let at = at(n, &p);
-                let Value::Seq(items) = &n.value else {
-                    let help = match &n.value {
-                        Value::Scalar { text, .. } => format!(
-                            "write the program and its arguments as a list, e.g. `command: [{}]`, or `command: [sh, -c, \"{text}\"]` for a shell line",
-                            text.split_whitespace().collect::<Vec<_>>().join(", ")
-                        ),
-                        _ => "write the program and its arguments as a list, e.g. `command: [sleep, infinity]`".into(),
-                    };
-                    self.err(&at, format!("`command` must be a list, but this is {}", n.value.describe()), help);
-                    return None;
-                };
-                if items.is_empty() {
-                    self.err(&at, "`command` is empty", "name the program to run and its arguments, e.g. `command: [sleep, infinity]`");
-                    return None;
-                }
-                let args: Vec<String> = items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, a)| self.text(a, &format!("{p}[{i}]"), "a command argument").map(|t| t.value))
-                    .collect();
-                (args.len() == items.len()).then(|| Sp::new(args, at))
-            });
-        let mut env = BTreeMap::new();
-        if let Some((n, p)) = obj.get("env") {
-            match &n.value {
-                Value::Map(m) => {
-                    for (k, v) in m {
-                        let kp = join(&p, &k.name);
-                        let valid = !k.name.is_empty()
-                            && !k.name.starts_with(|c: char| c.is_ascii_digit())
-                            && k.name.chars().all(|c| {
-                                c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-'
-                            });
-                        if !valid {
-                            self.err(&At::new(k.pos, kp), format!("`{}` is not a valid environment variable name", k.name), "use letters, digits and `_`, not starting with a digit, e.g. LOG_LEVEL");
-                            continue;
-                        }
-                        let value = match &v.value {
-                            Value::Null => Some(String::new()),
-                            _ => self.text(v, &kp, "an environment value").map(|t| t.value),
-                        };
-                        if let Some(value) = value {
-                            env.insert(k.name.clone(), value);
-                        }
-                    }
-                }
-                Value::Null => {}
-                other => self.err(
-                    &at(n, &p),
-                    format!(
-                        "`env` must be a mapping of NAME: value, but this is {}",
-                        other.describe()
-                    ),
-                    "write e.g. `env: {LOG_LEVEL: debug}`",
-                ),
-            }
-        }
+            .and_then(|(n, p)| self.command(n, &p));
+        let env = obj
+            .get("env")
+            .map(|(n, p)| self.env(n, &p))
+            .unwrap_or_default();
         let working_dir = obj
             .get("workingDir")
             .and_then(|(n, p)| self.abs_path(n, &p, "`workingDir`"));
@@ -333,56 +280,10 @@ impl Decoder<'_> {
                 )
             })
             .map_or(RestartPolicy::Always, |s| s.value);
-        let mut mounts: Vec<Mount> = Vec::new();
-        if let Some((n, p)) = obj.get("volumeMounts") {
-            for (mn, mp) in self.list(n, &p, "`volumeMounts`") {
-                let Some(mobj) = self.obj(mn, &mp, "a volume mount", &["name", "mountPath"]) else {
-                    continue;
-                };
-                let vname = self
-                    .required(&mobj, "name", "a volume mount", "data")
-                    .and_then(|(n, p)| self.text(n, &p, "the volume's name"));
-                let mpath = self
-                    .required(&mobj, "mountPath", "a volume mount", "/data")
-                    .and_then(|(n, p)| self.abs_path(n, &p, "`mountPath`"));
-                let (Some(vname), Some(mpath)) = (vname, mpath) else {
-                    continue;
-                };
-                if !volumes.contains(&vname.value) {
-                    let known: Vec<&str> = volumes.iter().map(String::as_str).collect();
-                    let help = match did_you_mean(&vname.value, &known) {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None if known.is_empty() => format!(
-                            "declare it in the pod: `volumes: [{{name: {}}}]`",
-                            vname.value
-                        ),
-                        None => format!("the pod's volumes are: {}", known.join(", ")),
-                    };
-                    self.err(
-                        &vname.at,
-                        format!("the pod has no volume named `{}`", vname.value),
-                        help,
-                    );
-                    continue;
-                }
-                if let Some(first) = mounts.iter().find(|m| m.path.value == mpath.value) {
-                    let line = first.path.at.pos.line;
-                    self.err(
-                        &mpath.at,
-                        format!(
-                            "`{}` is mounted twice in this container (first on line {line})",
-                            mpath.value
-                        ),
-                        "mount each volume at its own path",
-                    );
-                    continue;
-                }
-                mounts.push(Mount {
-                    name: vname,
-                    path: mpath,
-                });
-            }
-        }
+        let mounts = obj
+            .get("volumeMounts")
+            .map(|(n, p)| self.volume_mounts(n, &p, volumes))
+            .unwrap_or_default();
         let ready_tcp = obj.get("ready").and_then(|(n, p)| {
             let robj = self.obj(n, &p, "`ready`", &["tcp"])?;
             let (tn, tp) = self.required(&robj, "tcp", "`ready`", "8080")?;
@@ -398,6 +299,144 @@ impl Decoder<'_> {
             ready_tcp,
             at: obj.at(),
         })
+    }
+
+    /// A container's `command`: a non-empty list of the program and its
+    /// arguments.
+    fn command(&mut self, node: &Node, path: &str) -> Option<Sp<Vec<String>>> {
+        let at = at(node, path);
+        let Value::Seq(items) = &node.value else {
+            let help = match &node.value {
+                Value::Scalar { text, .. } => format!(
+                    "write the program and its arguments as a list, e.g. `command: [{}]`, or `command: [sh, -c, \"{text}\"]` for a shell line",
+                    text.split_whitespace().collect::<Vec<_>>().join(", ")
+                ),
+                _ => "write the program and its arguments as a list, e.g. `command: [sleep, infinity]`".into(),
+            };
+            self.err(
+                &at,
+                format!(
+                    "`command` must be a list, but this is {}",
+                    node.value.describe()
+                ),
+                help,
+            );
+            return None;
+        };
+        if items.is_empty() {
+            self.err(
+                &at,
+                "`command` is empty",
+                "name the program to run and its arguments, e.g. `command: [sleep, infinity]`",
+            );
+            return None;
+        }
+        let args: Vec<String> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| {
+                self.text(a, &format!("{path}[{i}]"), "a command argument")
+                    .map(|t| t.value)
+            })
+            .collect();
+        (args.len() == items.len()).then(|| Sp::new(args, at))
+    }
+
+    /// A container's `env`: a mapping of variable names to values (none
+    /// for an empty `env:`); entries with a bad name or value are left out.
+    fn env(&mut self, node: &Node, path: &str) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        match &node.value {
+            Value::Map(m) => {
+                for (k, v) in m {
+                    let kp = join(path, &k.name);
+                    let valid = !k.name.is_empty()
+                        && !k.name.starts_with(|c: char| c.is_ascii_digit())
+                        && k.name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
+                    if !valid {
+                        self.err(
+                            &At::new(k.pos, kp),
+                            format!("`{}` is not a valid environment variable name", k.name),
+                            "use letters, digits and `_`, not starting with a digit, e.g. LOG_LEVEL",
+                        );
+                        continue;
+                    }
+                    let value = match &v.value {
+                        Value::Null => Some(String::new()),
+                        _ => self.text(v, &kp, "an environment value").map(|t| t.value),
+                    };
+                    if let Some(value) = value {
+                        env.insert(k.name.clone(), value);
+                    }
+                }
+            }
+            Value::Null => {}
+            other => self.err(
+                &at(node, path),
+                format!(
+                    "`env` must be a mapping of NAME: value, but this is {}",
+                    other.describe()
+                ),
+                "write e.g. `env: {LOG_LEVEL: debug}`",
+            ),
+        }
+        env
+    }
+
+    /// A container's `volumeMounts`, each of one of the pod's `volumes` at
+    /// its own absolute path; bad mounts are left out.
+    fn volume_mounts(&mut self, node: &Node, path: &str, volumes: &[String]) -> Vec<Mount> {
+        let mut mounts: Vec<Mount> = Vec::new();
+        for (mn, mp) in self.list(node, path, "`volumeMounts`") {
+            let Some(mobj) = self.obj(mn, &mp, "a volume mount", &["name", "mountPath"]) else {
+                continue;
+            };
+            let vname = self
+                .required(&mobj, "name", "a volume mount", "data")
+                .and_then(|(n, p)| self.text(n, &p, "the volume's name"));
+            let mpath = self
+                .required(&mobj, "mountPath", "a volume mount", "/data")
+                .and_then(|(n, p)| self.abs_path(n, &p, "`mountPath`"));
+            let (Some(vname), Some(mpath)) = (vname, mpath) else {
+                continue;
+            };
+            if !volumes.contains(&vname.value) {
+                let known: Vec<&str> = volumes.iter().map(String::as_str).collect();
+                let help = match did_you_mean(&vname.value, &known) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None if known.is_empty() => format!(
+                        "declare it in the pod: `volumes: [{{name: {}}}]`",
+                        vname.value
+                    ),
+                    None => format!("the pod's volumes are: {}", known.join(", ")),
+                };
+                self.err(
+                    &vname.at,
+                    format!("the pod has no volume named `{}`", vname.value),
+                    help,
+                );
+                continue;
+            }
+            if let Some(first) = mounts.iter().find(|m| m.path.value == mpath.value) {
+                let line = first.path.at.pos.line;
+                self.err(
+                    &mpath.at,
+                    format!(
+                        "`{}` is mounted twice in this container (first on line {line})",
+                        mpath.value
+                    ),
+                    "mount each volume at its own path",
+                );
+                continue;
+            }
+            mounts.push(Mount {
+                name: vname,
+                path: mpath,
+            });
+        }
+        mounts
     }
 
     fn abs_path(&mut self, node: &Node, path: &str, what: &str) -> Option<Sp<String>> {

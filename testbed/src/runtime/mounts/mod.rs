@@ -39,8 +39,11 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+
+mod mirror;
+
+use mirror::mirror;
 
 /// The type of a mount point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,149 +218,6 @@ pub(crate) fn plan(wants: &[Want], stage: &Path, state: &Path) -> Result<MountPl
     Ok(MountPlan { script })
 }
 
-/// Adds the steps that mirror `dir` on a tmpfs with `created` added.
-fn mirror(
-    script: &mut Script,
-    dir: &Path,
-    created: &[(PathBuf, Kind)],
-    stage: &Path,
-) -> Result<(), MountError> {
-    let meta = fs::metadata(dir).map_err(|source| MountError::Io {
-        what: "look at",
-        path: disp(dir),
-        source,
-    })?;
-    let mut entries: Vec<(bool, PathBuf)> = fs::read_dir(dir)
-        .map_err(|source| MountError::Io {
-            what: "list",
-            path: disp(dir),
-            source,
-        })?
-        .filter_map(|e| e.ok())
-        .map(|e| {
-            let path = e.path();
-            // The entry holding the scratch directory goes first, while the
-            // scratch tmpfs is still empty: a recursive bind copies it too.
-            (!stage.starts_with(&path), path)
-        })
-        .collect();
-    entries.sort();
-
-    let data = format!(
-        "mode={:o},uid={},gid={}",
-        meta.permissions().mode() & 0o7777,
-        meta.uid(),
-        meta.gid()
-    );
-    script.push(
-        Step::Mount {
-            source: Some(c("tmpfs")?),
-            target: c(stage)?,
-            fstype: Some(c("tmpfs")?),
-            flags: 0,
-            data: Some(c(data)?),
-        },
-        format!(
-            "mounting a tmpfs on {} to mirror {}",
-            disp(stage),
-            disp(dir)
-        ),
-    );
-    for (_, src) in &entries {
-        let Some(name) = src.file_name() else {
-            continue;
-        };
-        let dst = stage.join(name);
-        let Ok(meta) = fs::symlink_metadata(src) else {
-            continue; // gone since it was listed
-        };
-        if meta.file_type().is_symlink() {
-            let Ok(to) = fs::read_link(src) else {
-                continue;
-            };
-            script.push(
-                Step::Symlink {
-                    target: c(&to)?,
-                    path: c(&dst)?,
-                },
-                format!("recreating the link {} -> {}", disp(src), disp(&to)),
-            );
-            continue;
-        }
-        let placeholder = if meta.is_dir() {
-            Step::Mkdir {
-                path: c(&dst)?,
-                mode: 0o755,
-            }
-        } else {
-            Step::Touch { path: c(&dst)? }
-        };
-        script.push(placeholder, format!("creating {}", disp(&dst)));
-        script.push(
-            Step::Mount {
-                source: Some(c(src)?),
-                target: c(&dst)?,
-                fstype: None,
-                flags: libc::MS_BIND | libc::MS_REC,
-                data: None,
-            },
-            format!("bind-mounting {} on {}", disp(src), disp(&dst)),
-        );
-    }
-    for (rel, kind) in created {
-        let mut at = stage.to_path_buf();
-        let parts: Vec<_> = rel.components().collect();
-        for (i, part) in parts.iter().enumerate() {
-            at.push(part);
-            let last = i + 1 == parts.len();
-            let step = if last && *kind == Kind::File {
-                Step::Touch { path: c(&at)? }
-            } else {
-                Step::Mkdir {
-                    path: c(&at)?,
-                    mode: 0o755,
-                }
-            };
-            script.push(
-                step,
-                format!(
-                    "creating {}",
-                    disp(&dir.join(at.strip_prefix(stage).unwrap_or(&at)))
-                ),
-            );
-        }
-    }
-    if dir == Path::new("/") {
-        script.push(
-            Step::Chdir { path: c(stage)? },
-            format!("entering {}", disp(stage)),
-        );
-        script.push(
-            Step::Chroot { path: c(".")? },
-            "changing the root to the mirror of /",
-        );
-        script.push(Step::Chdir { path: c("/")? }, "entering /");
-    } else {
-        script.push(
-            Step::Mount {
-                source: Some(c(stage)?),
-                target: c(dir)?,
-                fstype: None,
-                flags: libc::MS_MOVE,
-                data: None,
-            },
-            format!("moving the mirror of {} into place", disp(dir)),
-        );
-    }
-    // A recursive bind of the scratch directory's ancestor left a copy of
-    // the scratch mount there; remove it so the next mirror starts empty.
-    script.push(
-        Step::UmountQuiet { target: c(stage)? },
-        format!("unmounting {}", disp(stage)),
-    );
-    Ok(())
-}
-
 /// Makes sure `host` (inside a volume of the testbed) exists as `kind`,
 /// creating it when it lies inside the state directory.
 fn ensure_in_volume(
@@ -407,6 +267,7 @@ fn missing(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
 }
 
+/// Whether `meta` is of type `kind`; an error naming `path` if not.
 fn check_kind(meta: &fs::Metadata, kind: Kind, path: &Path) -> Result<(), MountError> {
     if meta.is_dir() == (kind == Kind::Dir) {
         Ok(())
@@ -470,12 +331,14 @@ pub(crate) fn normalize(path: &str) -> Result<PathBuf, MountError> {
     Ok(out)
 }
 
+/// `p` as a C string; an error if it holds a NUL byte.
 fn c(p: impl AsRef<std::ffi::OsStr>) -> Result<CString, MountError> {
     use std::os::unix::ffi::OsStrExt;
     let p = p.as_ref();
     cstring(p.as_bytes()).ok_or_else(|| MountError::Nul(p.to_string_lossy().into_owned()))
 }
 
+/// `p` for messages.
 fn disp(p: &Path) -> String {
     p.display().to_string()
 }
