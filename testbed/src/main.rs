@@ -59,168 +59,36 @@ fn main() -> ExitCode {
     }
 }
 
-/// One arm per subcommand, each handing its arguments to its `cmd` module:
-/// a flat table, longer than a function should be only because clap's
-/// variants are destructured field by field (as youki's `main` does).
+/// One arm per subcommand: each hands its arguments (one clap struct per
+/// subcommand, `cmd::args`) to its `cmd` module.
 fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Validate { file, json } => cmd::offline::validate(&file, json),
-        Command::Plan { file, format, json } => cmd::offline::plan(&file, format, json),
-        Command::Up {
-            file,
-            timeout,
-            json,
-            overlay,
-            machine,
-        } => cmd::lifecycle::up(&file, timeout, json, overlay.as_deref(), machine.as_deref()),
-        Command::Down {
-            target,
-            all,
-            machine,
-            keep_logs,
-            json,
-        } => cmd::lifecycle::down(target, all, machine.as_deref(), keep_logs.as_deref(), json),
-        Command::Ls { json } => cmd::inspect::ls(json),
-        Command::Inspect {
-            target,
-            json,
-            rules,
-        } => cmd::inspect::inspect(&target, json, rules),
-        Command::Verify {
-            target,
-            watch,
-            json,
-        } => {
-            let plan = target_plan(&target)?;
-            if watch {
-                cmd::verify::watch(plan)
-            } else {
-                cmd::verify::once(&plan, json)
-            }
-        }
-        Command::Status { target, json } => cmd::inspect::status(target, json),
-        Command::Exec {
-            testbed,
-            target,
-            container,
-            command,
-        } => {
-            let plan = one_testbed(testbed)?;
-            cmd::exec::exec(&plan, &target, container.as_deref(), &command)
-        }
-        Command::Logs {
-            testbed,
-            target,
-            container,
-            follow,
-            tail,
-            previous,
-        } => {
-            let plan = one_testbed(testbed)?;
-            let how = cmd::exec::LogsHow {
-                follow,
-                tail,
-                previous,
-            };
-            cmd::exec::logs(&plan, &target, container.as_deref(), how)
-        }
-        Command::ProxyDaemon { name, node } => cmd::daemons::proxy(&name, &node),
-        Command::OverlayDaemon { name, node } => cmd::daemons::overlay(&name, &node),
-        Command::Impair {
-            target,
-            machine,
-            delay,
-            jitter,
-            loss,
-            duplicate,
-            reorder,
-            rate,
-            clear,
-            show,
-            json,
-        } => {
-            let link = cmd::control::LinkArgs {
-                delay,
-                jitter,
-                loss,
-                duplicate,
-                reorder,
-                rate,
-            };
-            cmd::control::impair(&target, &machine, link, clear, show, json)
-        }
-        Command::Fault {
-            testbed,
-            json,
-            fault,
-        } => cmd::control::fault(testbed, fault, json),
-        Command::Scale {
-            testbed,
-            rc,
-            replicas,
-            json,
-        } => cmd::control::scale(testbed, rc, replicas, json),
-        Command::Apply {
-            file,
-            dry_run,
-            json,
-        } => cmd::control::apply(&file, dry_run, json),
-        Command::Events {
-            target,
-            follow,
-            json,
-        } => cmd::events::run(target, follow, json),
-        Command::Run {
-            file,
-            dry_run,
-            json,
-            only,
-            repeat,
-            results,
-            timeout,
-        } => cmd::run::run(cmd::run::Args {
-            file: &file,
-            dry_run,
-            json,
-            only: &only,
-            repeat,
-            results: &results,
-            up_timeout: timeout,
-        }),
-        Command::Results { path, json, diff } => match (diff, path) {
-            (Some(d), _) => cmd::results::diff(d, json),
-            (None, Some(p)) => cmd::results::show(&p, json),
-            (None, None) => {
-                eprintln!("error: give a results directory, or `diff A B`");
-                Err(Failure::BadInput)
-            }
-        },
-        Command::Completions { shell } => cmd::offline::completions(shell),
+        Command::Validate(a) => cmd::offline::validate(a),
+        Command::Plan(a) => cmd::offline::plan(a),
+        Command::Rules(a) => cmd::offline::rules(a),
+        Command::Graph(a) => cmd::offline::graph(a),
+        Command::Completions(a) => cmd::offline::completions(a),
         Command::Man => cmd::offline::man(),
-        Command::Serve(args) => cmd::serve::serve(args),
-        Command::Generate(args) => cmd::serve::generate(args),
-        Command::Check {
-            target,
-            checks,
-            only,
-            json,
-            junit,
-        } => cmd::check::run(
-            target,
-            cmd::check::Args {
-                checks: checks.as_deref(),
-                only: only.as_deref(),
-                json,
-                junit: junit.as_deref(),
-            },
-        ),
-        Command::Supervise { name } => cmd::daemons::supervise(&name),
-        Command::Rules {
-            file,
-            mode,
-            without,
-            json,
-        } => cmd::offline::rules(&file, mode.as_deref(), without, json),
-        Command::Graph { file, format } => cmd::offline::graph(&file, format),
+        Command::Up(a) => cmd::lifecycle::up(a),
+        Command::Down(a) => cmd::lifecycle::down(a),
+        Command::Ls(a) => cmd::inspect::ls(a),
+        Command::Inspect(a) => cmd::inspect::inspect(a),
+        Command::Status(a) => cmd::inspect::status(a),
+        Command::Verify(a) => cmd::verify::run(a),
+        Command::Exec(a) => cmd::exec::exec(a),
+        Command::Logs(a) => cmd::exec::logs(a),
+        Command::Impair(a) => cmd::control::impair(a),
+        Command::Fault(a) => cmd::control::fault(a),
+        Command::Scale(a) => cmd::control::scale(a),
+        Command::Apply(a) => cmd::control::apply(a),
+        Command::Events(a) => cmd::events::run(a),
+        Command::Check(a) => cmd::check::run(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Results(a) => cmd::results::run(a),
+        Command::Serve(a) => cmd::serve::serve(a),
+        Command::Generate(a) => cmd::serve::generate(a),
+        Command::Supervise(a) => cmd::daemons::supervise(a),
+        Command::ProxyDaemon(a) => cmd::daemons::proxy(a),
+        Command::OverlayDaemon(a) => cmd::daemons::overlay(a),
     }
 }

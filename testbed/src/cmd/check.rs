@@ -3,26 +3,14 @@
 //! every check passes, 1 when an error-level check fails, 3 when only
 //! warnings fail, 2 for bad input.
 
+use super::args::CheckArgs;
 use crate::Failure;
 use anyhow::Context;
-use std::path::Path;
 use testbed::check::{report, suite};
 
-/// What the command line asked for.
-pub struct Args<'a> {
-    /// A file of checks instead of the topology's.
-    pub checks: Option<&'a Path>,
-    /// Only the checks whose names match.
-    pub only: Option<&'a str>,
-    /// Print JSON.
-    pub json: bool,
-    /// Also write JUnit XML here.
-    pub junit: Option<&'a Path>,
-}
-
 /// Runs the checks of testbed `name` (its plan is `plan`).
-pub fn run(target: Option<String>, args: Args<'_>) -> Result<(), Failure> {
-    let plan = &crate::one_testbed(target)?;
+pub fn run(args: CheckArgs) -> Result<(), Failure> {
+    let plan = &crate::one_testbed(args.target.clone())?;
     let name = &crate::checked_name(&plan.name)?;
     let spec = testbed::controller::spec::read(&name.dir())
         .context("reading the testbed's file")?
@@ -31,7 +19,7 @@ pub fn run(target: Option<String>, args: Args<'_>) -> Result<(), Failure> {
             eprint!("{}", e.render());
             Failure::BadInput
         })?;
-    let checks = match args.checks {
+    let checks = match args.checks.as_deref() {
         Some(file) => {
             let text = std::fs::read_to_string(file).map_err(|e| {
                 eprintln!("error: cannot read {}: {e}", file.display());
@@ -52,7 +40,7 @@ pub fn run(target: Option<String>, args: Args<'_>) -> Result<(), Failure> {
         );
         return Err(Failure::BadInput);
     }
-    if let Some(glob) = args.only {
+    if let Some(glob) = args.only.as_deref() {
         if !checks.iter().any(|c| suite::glob_match(glob, &c.name)) {
             eprintln!("error: no check matches `{glob}`");
             return Err(Failure::BadInput);
@@ -67,11 +55,11 @@ pub fn run(target: Option<String>, args: Args<'_>) -> Result<(), Failure> {
     {
         Some(whole) => {
             let prober = testbed::controller::remote::prober(plan, &whole);
-            suite::run_checks_with(&whole, &checks, args.only, &prober)
+            suite::run_checks_with(&whole, &checks, args.only.as_deref(), &prober)
         }
-        None => suite::run_checks(plan, &checks, args.only),
+        None => suite::run_checks(plan, &checks, args.only.as_deref()),
     };
-    if let Some(path) = args.junit {
+    if let Some(path) = args.junit.as_deref() {
         testbed::state::write_report(path, report::junit(name.as_str(), &results).as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }

@@ -2,9 +2,9 @@
 //! controller of a running testbed. A refusal (a name that does not exist,
 //! a change that cannot be made live) is exit 2; nothing changed.
 
+use super::args::{ApplyArgs, FaultArgs, ImpairArgs, ScaleArgs};
 use crate::Failure;
 use clap::Subcommand;
-use std::path::Path;
 use std::time::Duration;
 use testbed::controller::control::{self, Reply, Request};
 use testbed::controller::live::{Fault, Target};
@@ -20,8 +20,8 @@ pub enum FaultCmd {
         /// The node.
         node: String,
         /// Undo it by itself after this long, e.g. 10s.
-        #[arg(long = "for")]
-        duration: Option<String>,
+        #[arg(long = "for", value_parser = parse_for)]
+        duration: Option<u64>,
     },
     /// Bring a node that is down back: empty, and taking pods again.
     NodeUp {
@@ -34,8 +34,8 @@ pub enum FaultCmd {
         /// POD, NAMESPACE/POD, node:NAME, host:NAME.
         target: String,
         /// Undo it by itself after this long.
-        #[arg(long = "for")]
-        duration: Option<String>,
+        #[arg(long = "for", value_parser = parse_for)]
+        duration: Option<u64>,
     },
     /// Bring a link taken down with link-down up again.
     LinkUp {
@@ -52,8 +52,8 @@ pub enum FaultCmd {
         #[arg(long, num_args = 1..)]
         from: Vec<String>,
         /// Undo it by itself after this long.
-        #[arg(long = "for")]
-        duration: Option<String>,
+        #[arg(long = "for", value_parser = parse_for)]
+        duration: Option<u64>,
     },
     /// SIGKILL a pod's containers (or one): the restart policy decides.
     Kill {
@@ -73,18 +73,14 @@ pub enum FaultCmd {
     Clear,
 }
 
-fn duration(text: Option<String>) -> Result<Option<u64>, Failure> {
-    let Some(t) = text else { return Ok(None) };
-    match t.parse::<testbed::topology::units::Duration>() {
-        Ok(d) if d.0 >= 1000 => Ok(Some(d.0 / 1000)),
-        Ok(_) => {
-            eprintln!("error: --for {t} is shorter than a millisecond");
-            Err(Failure::BadInput)
-        }
-        Err(e) => {
-            eprintln!("error: --for {t}: {e}\n  = help: a duration is a number and a unit: us, ms or s, e.g. 10s");
-            Err(Failure::BadInput)
-        }
+/// `--for`: a duration of at least a millisecond, in milliseconds.
+fn parse_for(text: &str) -> Result<u64, String> {
+    match text.parse::<testbed::topology::units::Duration>() {
+        Ok(d) if d.0 >= 1000 => Ok(d.0 / 1000),
+        Ok(_) => Err("shorter than a millisecond".to_string()),
+        Err(e) => Err(format!(
+            "{e}\n  = help: a duration is a number and a unit: us, ms or s, e.g. 10s"
+        )),
     }
 }
 
@@ -108,7 +104,7 @@ pub fn fault_request(cmd: FaultCmd, plan: &testbed::plan::Plan) -> Result<Reques
     Ok(match cmd {
         FaultCmd::NodeDown { node, duration: d } => Request::Fault {
             fault: Fault::NodeDown { node },
-            for_ms: duration(d)?,
+            for_ms: d,
         },
         FaultCmd::NodeUp { node } => Request::Clear {
             fault: Some(Fault::NodeDown { node }),
@@ -120,7 +116,7 @@ pub fn fault_request(cmd: FaultCmd, plan: &testbed::plan::Plan) -> Result<Reques
             fault: Fault::LinkDown {
                 target: target(&t, plan),
             },
-            for_ms: duration(d)?,
+            for_ms: d,
         },
         FaultCmd::LinkUp { target: t } => Request::Clear {
             fault: Some(Fault::LinkDown {
@@ -133,7 +129,7 @@ pub fn fault_request(cmd: FaultCmd, plan: &testbed::plan::Plan) -> Result<Reques
             duration: d,
         } => Request::Fault {
             fault: Fault::Partition { nodes, from },
-            for_ms: duration(d)?,
+            for_ms: d,
         },
         FaultCmd::Kill { pod, container } => Request::Kill { pod, container },
         FaultCmd::Delete { pod } => Request::Delete { pod },
@@ -184,8 +180,13 @@ fn report(reply: &Reply, json: bool) -> Result<(), Failure> {
 
 /// `testbed apply FILE`: the difference first, then the change (unless
 /// `dry_run`).
-pub fn apply(file: &Path, dry_run: bool, json: bool) -> Result<(), Failure> {
-    let loaded = crate::load(file)?;
+pub fn apply(args: ApplyArgs) -> Result<(), Failure> {
+    let ApplyArgs {
+        file,
+        dry_run,
+        json,
+    } = args;
+    let loaded = crate::load(&file)?;
     let name = crate::checked_name(&loaded.plan.name)?;
     if testbed::lifecycle::running_plan(&name).is_none() {
         eprintln!(
@@ -230,87 +231,54 @@ pub fn apply(file: &Path, dry_run: bool, json: bool) -> Result<(), Failure> {
     }
 }
 
-/// The impairment flags of `testbed impair`.
-pub struct LinkArgs {
-    /// Added one-way delay.
-    pub delay: Option<String>,
-    /// Delay variation.
-    pub jitter: Option<String>,
-    /// Share lost.
-    pub loss: Option<String>,
-    /// Share duplicated.
-    pub duplicate: Option<String>,
-    /// Share reordered.
-    pub reorder: Option<String>,
-    /// Bandwidth limit.
-    pub rate: Option<String>,
-}
-
-impl LinkArgs {
-    /// The impairments they ask for (`None`: none, with `clear`); no flag
-    /// at all, `clear` with flags, or a value that does not parse is exit 2
-    /// (nothing is cleared by accident).
-    pub fn parse(self, clear: bool) -> Result<Option<testbed::plan::types::LinkPlan>, Failure> {
-        fn one<T: std::str::FromStr<Err = testbed::topology::units::UnitError>>(
-            flag: &str,
-            v: Option<String>,
-        ) -> Result<Option<T>, Failure> {
-            v.map(|t| {
-                t.parse().map_err(|e| {
-                    eprintln!("error: --{flag} {t}: {e}");
-                    Failure::BadInput
-                })
-            })
-            .transpose()
+/// The impairments `testbed impair` asks for (`None`: none, with
+/// `--clear`); no flag at all, or `--clear` with flags, is exit 2 (nothing
+/// is cleared by accident). The values were checked by their parsers.
+fn wanted_link(a: &ImpairArgs) -> Result<Option<testbed::plan::types::LinkPlan>, Failure> {
+    let link = testbed::plan::types::LinkPlan {
+        delay: a.delay,
+        jitter: a.jitter,
+        loss: a.loss,
+        duplicate: a.duplicate,
+        reorder: a.reorder,
+        rate: a.rate,
+    };
+    let given = [
+        a.delay.is_some(),
+        a.jitter.is_some(),
+        a.loss.is_some(),
+        a.duplicate.is_some(),
+        a.reorder.is_some(),
+        a.rate.is_some(),
+    ]
+    .contains(&true);
+    match (a.clear, given) {
+        (true, false) => Ok(None),
+        (true, true) => {
+            eprintln!("error: --clear removes every impairment: give it alone, or only the flags of the impairments wanted");
+            Err(Failure::BadInput)
         }
-        let given = [
-            &self.delay,
-            &self.jitter,
-            &self.loss,
-            &self.duplicate,
-            &self.reorder,
-            &self.rate,
-        ]
-        .iter()
-        .any(|f| f.is_some());
-        match (clear, given) {
-            (true, false) => return Ok(None),
-            (true, true) => {
-                eprintln!("error: --clear removes every impairment: give it alone, or only the flags of the impairments wanted");
-                return Err(Failure::BadInput);
-            }
-            (false, false) => {
-                eprintln!("error: say what to change: e.g. --delay 10ms --loss 1%, or --clear to remove every impairment");
-                return Err(Failure::BadInput);
-            }
-            (false, true) => {}
+        (false, false) => {
+            eprintln!("error: say what to change: e.g. --delay 10ms --loss 1%, or --clear to remove every impairment");
+            Err(Failure::BadInput)
         }
-        let link = testbed::plan::types::LinkPlan {
-            delay: one("delay", self.delay)?,
-            jitter: one("jitter", self.jitter)?,
-            loss: one("loss", self.loss)?,
-            duplicate: one("duplicate", self.duplicate)?,
-            reorder: one("reorder", self.reorder)?,
-            rate: one("rate", self.rate)?,
-        };
-        Ok((link != Default::default()).then_some(link))
+        (false, true) => Ok((link != Default::default()).then_some(link)),
     }
 }
 
 /// `testbed impair NAME MACHINE ...`: changes a node's or host's link
 /// impairments through the controller (or, with `show`, only prints them),
 /// then prints what is in force.
-pub fn impair(
-    target: &str,
-    machine: &str,
-    link: LinkArgs,
-    clear: bool,
-    show: bool,
-    json: bool,
-) -> Result<(), Failure> {
-    let name = crate::target_name(target)?;
-    if !show {
-        let link = link.parse(clear)?;
+pub fn impair(args: ImpairArgs) -> Result<(), Failure> {
+    let (machine, json) = (args.machine.as_str(), args.json);
+    // A change that asks for nothing is refused before the testbed is
+    // looked at.
+    let change = match args.show {
+        true => None,
+        false => Some(wanted_link(&args)?),
+    };
+    let name = crate::target_name(&args.target)?;
+    if let Some(link) = change {
         let req = testbed::controller::control::Request::Impair {
             machine: machine.to_string(),
             link,
@@ -362,7 +330,12 @@ pub fn impair(
 
 /// `testbed fault ...`: a fault (or its undo) sent to the controller of the
 /// testbed named (or the only one running).
-pub fn fault(testbed: Option<String>, fault: FaultCmd, json: bool) -> Result<(), Failure> {
+pub fn fault(args: FaultArgs) -> Result<(), Failure> {
+    let FaultArgs {
+        testbed,
+        json,
+        fault,
+    } = args;
     let plan = crate::one_testbed(testbed)?;
     let name = crate::checked_name(&plan.name)?;
     // On a machine's share, names are those of the whole testbed.
@@ -376,12 +349,13 @@ pub fn fault(testbed: Option<String>, fault: FaultCmd, json: bool) -> Result<(),
 }
 
 /// `testbed scale [-t NAME] RC N`.
-pub fn scale(
-    testbed: Option<String>,
-    rc: String,
-    replicas: u32,
-    json: bool,
-) -> Result<(), Failure> {
+pub fn scale(args: ScaleArgs) -> Result<(), Failure> {
+    let ScaleArgs {
+        testbed,
+        rc,
+        replicas,
+        json,
+    } = args;
     let plan = crate::one_testbed(testbed)?;
     let name = crate::checked_name(&plan.name)?;
     send(&name, &Request::Scale { rc, replicas }, json)?;

@@ -2,13 +2,19 @@
 //! from the state directory's event log; on a machine's share of a testbed
 //! spread over several, with the other machines' last events from etcd.
 
+use super::args::EventsArgs;
 use crate::Failure;
 use anyhow::Context;
 use std::time::Duration;
 use testbed::controller::events;
 
 /// Prints the events of `name`; with `follow`, keeps printing new ones.
-pub fn run(target: Option<String>, follow: bool, json: bool) -> Result<(), Failure> {
+pub fn run(args: EventsArgs) -> Result<(), Failure> {
+    let EventsArgs {
+        target,
+        follow,
+        json,
+    } = args;
     let plan = crate::one_testbed(target)?;
     let name = &crate::checked_name(&plan.name)?;
     let dir = name.dir();

@@ -3,9 +3,9 @@
 //! container the testbed does not have is bad input (exit 2, with the
 //! closest name); `exec` exits with the command's own code.
 
-use crate::{print, Failure};
+use super::args::{ExecArgs, LogsArgs};
+use crate::{one_testbed, print, Failure};
 use anyhow::Context;
-use testbed::plan::Plan;
 use testbed::runtime::exec::{self, ExecError};
 
 /// Bad input (exit 2) or a failure of the command.
@@ -18,40 +18,31 @@ fn failure(e: ExecError, what: &str) -> Failure {
     }
 }
 
-/// Runs `command` in `container` (default: the first) of `target`.
-pub fn exec(
-    plan: &Plan,
-    target: &str,
-    container: Option<&str>,
-    command: &[String],
-) -> Result<(), Failure> {
-    let code = exec::exec(plan, target, container, command).map_err(|e| failure(e, "exec"))?;
+/// `testbed exec [-t NAME] TARGET [-c CONTAINER] -- COMMAND...`: runs the
+/// command in the container (default: the first) of `TARGET`.
+pub fn exec(args: ExecArgs) -> Result<(), Failure> {
+    let ExecArgs {
+        testbed,
+        target,
+        container,
+        command,
+    } = args;
+    let plan = one_testbed(testbed)?;
+    let code = exec::exec(&plan, &target, container.as_deref(), &command)
+        .map_err(|e| failure(e, "exec"))?;
     match code {
         0 => Ok(()),
         code => Err(Failure::Reported(u8::try_from(code).unwrap_or(1))),
     }
 }
 
-/// How `logs` shows a log.
-pub struct LogsHow {
-    /// Keep printing what is appended.
-    pub follow: bool,
-    /// Only the last N lines.
-    pub tail: Option<usize>,
-    /// The previous run's log instead.
-    pub previous: bool,
-}
-
 /// Prints the log of `container` (default: the first) of `target` (its
 /// last `tail` lines), and what comes after it with `follow`; with
 /// `previous`, what its previous run wrote.
-pub fn logs(
-    plan: &Plan,
-    target: &str,
-    container: Option<&str>,
-    how: LogsHow,
-) -> Result<(), Failure> {
-    let sandbox = exec::resolve(plan, target).map_err(|e| failure(e, "logs"))?;
+pub fn logs(args: LogsArgs) -> Result<(), Failure> {
+    let plan = one_testbed(args.testbed.clone())?;
+    let container = args.container.as_deref();
+    let sandbox = exec::resolve(&plan, &args.target).map_err(|e| failure(e, "logs"))?;
     let c = match container {
         Some(name) => sandbox.containers.iter().find(|c| c.name == name),
         None => sandbox.containers.first(),
@@ -64,10 +55,10 @@ pub fn logs(
         };
         return Err(failure(e, "logs"));
     };
-    if how.previous {
-        return previous_log(&c.log, &c.name, &sandbox.to_string(), how.tail);
+    if args.previous {
+        return previous_log(&c.log, &c.name, &sandbox.to_string(), args.tail);
     }
-    follow_log(&c.log, how.follow, how.tail)
+    follow_log(&c.log, args.follow, args.tail)
 }
 
 /// Prints what the previous run of container `name` of `owner` wrote (its

@@ -1,6 +1,7 @@
 //! The subcommands that read running testbeds: `ls`, `status`,
 //! `inspect` (the live kernel state, or the installed rules).
 
+use super::args::{InspectArgs, LsArgs, StatusArgs};
 use super::common::{print, running_plan, target_name, target_plan, Failure};
 use anyhow::Context;
 use testbed::plan::render;
@@ -11,7 +12,9 @@ pub(crate) fn observe(
     super::verify::observe(plan, &testbed::plan::state::desired(plan))
 }
 
-pub(crate) fn ls(json: bool) -> Result<(), Failure> {
+/// `testbed ls [--json]`.
+pub(crate) fn ls(args: LsArgs) -> Result<(), Failure> {
+    let json = args.json;
     let list = testbed::report::list();
     let text = if json {
         render::to_json(&list).context("printing")?
@@ -22,7 +25,8 @@ pub(crate) fn ls(json: bool) -> Result<(), Failure> {
 }
 
 /// `testbed status [NAME] [--json]`: every testbed's (or one's) report.
-pub(crate) fn status(target: Option<String>, json: bool) -> Result<(), Failure> {
+pub(crate) fn status(args: StatusArgs) -> Result<(), Failure> {
+    let StatusArgs { target, json } = args;
     let names = match target {
         Some(t) => vec![target_name(&t)?],
         None => testbed::kernel::teardown::testbeds(),
@@ -45,8 +49,13 @@ pub(crate) fn status(target: Option<String>, json: bool) -> Result<(), Failure> 
 
 /// `testbed inspect NAME [--rules] [--json]`: the live kernel state read
 /// back in the plan's shape (YAML), or the rules every node has installed.
-pub(crate) fn inspect(target: &str, json: bool, rules: bool) -> Result<(), Failure> {
-    let plan = target_plan(target)?;
+pub(crate) fn inspect(args: InspectArgs) -> Result<(), Failure> {
+    let InspectArgs {
+        target,
+        json,
+        rules,
+    } = args;
+    let plan = target_plan(&target)?;
     if rules {
         let rules =
             testbed::report::inspect::installed(&plan).context("reading the installed rules")?;

@@ -2,25 +2,26 @@
 //! terminal, and what happened when it was running already) and remove
 //! testbeds.
 
+use super::args::{DownArgs, UpArgs};
 use crate::{load, print, target_name, Failure};
 use anyhow::Context;
 use testbed::plan::machines::ShareError;
 use testbed::plan::render;
 
-pub fn up(
-    file: &std::path::Path,
-    timeout: std::time::Duration,
-    json: bool,
-    overlay: Option<&str>,
-    machine: Option<&str>,
-) -> Result<(), Failure> {
+/// `testbed up FILE [--timeout D] [--overlay O] [--machine M] [--json]`.
+pub fn up(args: UpArgs) -> Result<(), Failure> {
     use std::io::IsTerminal;
-    let mut loaded = for_machine(load(file)?, machine)?;
-    if let Some(name) = overlay {
-        let backend = overlay::Backend::ALL
-            .into_iter()
-            .find(|b| b.as_str() == name)
-            .ok_or_else(|| anyhow::anyhow!("unknown overlay {name}"))?;
+    let UpArgs {
+        file,
+        timeout,
+        json,
+        overlay,
+        machine,
+    } = args;
+    let overlay: Option<overlay::Backend> = overlay.map(Into::into);
+    let machine = machine.as_deref();
+    let mut loaded = for_machine(load(&file)?, machine)?;
+    if let Some(backend) = overlay {
         loaded = loaded.with_overlay(backend).map_err(|e| {
             eprint!("{}", e.render());
             Failure::BadInput
@@ -38,7 +39,7 @@ pub fn up(
     let spec = testbed::controller::spec::Spec {
         file: file.display().to_string(),
         source: loaded.source.clone(),
-        overlay: overlay.and_then(|o| overlay::Backend::ALL.into_iter().find(|b| b.as_str() == o)),
+        overlay,
         machine: machine.map(str::to_string),
     };
     let outcome = testbed::lifecycle::up(&spec, plan, timeout, &mut progress);
@@ -123,14 +124,17 @@ fn for_machine(loaded: testbed::Loaded, machine: Option<&str>) -> Result<testbed
     })
 }
 
-pub fn down(
-    target: Option<String>,
-    all: bool,
-    machine: Option<&str>,
-    keep_logs: Option<&std::path::Path>,
-    json: bool,
-) -> Result<(), Failure> {
+/// `testbed down [NAME|FILE|--all] [--machine M] [--keep-logs DIR] [--json]`.
+pub fn down(args: DownArgs) -> Result<(), Failure> {
     use std::io::IsTerminal;
+    let DownArgs {
+        target,
+        all,
+        machine,
+        keep_logs,
+        json,
+    } = args;
+    let (machine, keep_logs) = (machine.as_deref(), keep_logs.as_deref());
     let names = match (all, target) {
         (true, _) => testbed::kernel::teardown::testbeds(),
         (false, Some(t)) => vec![target_name(&t)?],

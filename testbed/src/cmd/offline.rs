@@ -2,13 +2,17 @@
 //! `plan`, `rules`, `graph`, and the command line's own `completions` and
 //! `man`.
 
-use super::args::{Cli, GraphFormat, PlanFormat};
+use super::args::{
+    Cli, CompletionsArgs, GraphArgs, GraphFormat, PlanArgs, PlanFormat, RulesArgs, ValidateArgs,
+};
 use super::common::{load, print, Failure};
 use anyhow::Context;
-use std::path::Path;
 use testbed::{graph, plan::render, LoadError};
 
-pub(crate) fn validate(file: &std::path::Path, json: bool) -> Result<(), Failure> {
+/// `testbed validate FILE [--json]`.
+pub(crate) fn validate(args: ValidateArgs) -> Result<(), Failure> {
+    let ValidateArgs { file, json } = args;
+    let file = file.as_path();
     if !json {
         let loaded = load(file)?;
         let report = testbed::report::validate::validation(
@@ -37,8 +41,9 @@ pub(crate) fn validate(file: &std::path::Path, json: bool) -> Result<(), Failure
 }
 
 /// `testbed plan FILE [--format yaml|json]`.
-pub(crate) fn plan(file: &Path, format: PlanFormat, json: bool) -> Result<(), Failure> {
-    let loaded = load(file)?;
+pub(crate) fn plan(args: PlanArgs) -> Result<(), Failure> {
+    let PlanArgs { file, format, json } = args;
+    let loaded = load(&file)?;
     let text = match (format, json) {
         (_, true) | (PlanFormat::Json, _) => render::to_json(&loaded.plan),
         (PlanFormat::Yaml, false) => render::plan_yaml(&loaded.plan),
@@ -48,18 +53,16 @@ pub(crate) fn plan(file: &Path, format: PlanFormat, json: bool) -> Result<(), Fa
 }
 
 /// `testbed rules FILE [--mode M] [--without POD...] [--json]`.
-pub(crate) fn rules(
-    file: &Path,
-    mode: Option<&str>,
-    without: Vec<String>,
-    json: bool,
-) -> Result<(), Failure> {
-    let mut plan = load(file)?.plan;
-    match mode {
-        Some("nftables") => plan.cluster.proxy = proxy::Mode::Nftables,
-        Some("userspace") => plan.cluster.proxy = proxy::Mode::Userspace,
-        Some(_) => plan.cluster.proxy = proxy::Mode::Iptables,
-        None => {}
+pub(crate) fn rules(args: RulesArgs) -> Result<(), Failure> {
+    let RulesArgs {
+        file,
+        mode,
+        without,
+        json,
+    } = args;
+    let mut plan = load(&file)?.plan;
+    if let Some(mode) = mode {
+        plan.cluster.proxy = mode.into();
     }
     if let Some(pod) = without
         .iter()
@@ -85,8 +88,9 @@ pub(crate) fn rules(
 }
 
 /// `testbed graph FILE [--format dot|mermaid|svg]`.
-pub(crate) fn graph(file: &Path, format: GraphFormat) -> Result<(), Failure> {
-    let loaded = load(file)?;
+pub(crate) fn graph(args: GraphArgs) -> Result<(), Failure> {
+    let GraphArgs { file, format } = args;
+    let loaded = load(&file)?;
     let text = match format {
         GraphFormat::Dot => graph::dot(&loaded.plan),
         GraphFormat::Mermaid => graph::mermaid(&loaded.plan),
@@ -96,7 +100,8 @@ pub(crate) fn graph(file: &Path, format: GraphFormat) -> Result<(), Failure> {
 }
 
 /// `testbed completions SHELL`.
-pub(crate) fn completions(shell: clap_complete::Shell) -> Result<(), Failure> {
+pub(crate) fn completions(args: CompletionsArgs) -> Result<(), Failure> {
+    let shell = args.shell;
     use clap::CommandFactory;
     let mut cmd = Cli::command();
     clap_complete::generate(shell, &mut cmd, "testbed", &mut std::io::stdout());

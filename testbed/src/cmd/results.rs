@@ -3,6 +3,7 @@
 //! print them, or compare two. Exit 0, 1 when `diff` finds a seeded
 //! quantity that differs, 2 for bad input.
 
+use super::args::ResultsArgs;
 use crate::Failure;
 use std::path::Path;
 use testbed::results::{self, diff, markdown, ResultsError};
@@ -31,8 +32,20 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `testbed results PATH` or `testbed results diff A B`.
+pub fn run(args: ResultsArgs) -> Result<(), Failure> {
+    match (args.diff, args.path) {
+        (Some(d), _) => diff(d, args.json),
+        (None, Some(p)) => show(&p, args.json),
+        (None, None) => {
+            eprintln!("error: give a results directory, or `diff A B`");
+            Err(Failure::BadInput)
+        }
+    }
+}
+
 /// `testbed results PATH`: the experiment's summary, or the run's record.
-pub fn show(path: &Path, json: bool) -> Result<(), Failure> {
+fn show(path: &Path, json: bool) -> Result<(), Failure> {
     // `.` or `../x` name their directory by its real name.
     let id = std::fs::canonicalize(path)
         .unwrap_or_else(|_| path.to_path_buf())
@@ -67,7 +80,7 @@ pub fn show(path: &Path, json: bool) -> Result<(), Failure> {
 }
 
 /// `testbed results diff A B`.
-pub fn diff(cmd: ResultsCmd, json: bool) -> Result<(), Failure> {
+fn diff(cmd: ResultsCmd, json: bool) -> Result<(), Failure> {
     let ResultsCmd::Diff { a, b } = cmd;
     let d = diff::diff_dirs(&a, &b).map_err(bad)?;
     if json {

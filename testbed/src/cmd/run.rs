@@ -5,38 +5,20 @@
 //! the run under way cleanly (its testbed removed, the runs made
 //! summarised) and exits 130.
 
+use super::args::RunArgs;
 use crate::Failure;
-use std::path::Path;
 use testbed::experiment::schedule::{self, Options, Schedule};
 use testbed::experiment::Experiment;
 use testbed::runner::{self as run, Progress};
 
-/// What the command line asked for.
-pub struct Args<'a> {
-    /// The experiment file.
-    pub file: &'a Path,
-    /// Only print the schedule.
-    pub dry_run: bool,
-    /// Print JSON (`testbed.schedule/1`).
-    pub json: bool,
-    /// `PARAM=VALUE` filters.
-    pub only: &'a [String],
-    /// Another number of repetitions.
-    pub repeat: Option<u32>,
-    /// The results directory.
-    pub results: &'a Path,
-    /// How long one `up` may take.
-    pub up_timeout: std::time::Duration,
-}
-
 /// Runs `testbed run`.
-pub fn run(args: Args<'_>) -> Result<(), Failure> {
-    let exp = testbed::experiment::spec::read(args.file).map_err(|e| {
+pub fn run(args: RunArgs) -> Result<(), Failure> {
+    let exp = testbed::experiment::spec::read(&args.file).map_err(|e| {
         eprint!("{}", e.render());
         Failure::BadInput
     })?;
     let mut only = Vec::new();
-    for o in args.only {
+    for o in &args.only {
         let Some((k, v)) = o.split_once('=') else {
             eprintln!("error: --only `{o}` is not PARAM=VALUE, e.g. --only proxy=nftables");
             return Err(Failure::BadInput);
@@ -71,7 +53,7 @@ pub fn run(args: Args<'_>) -> Result<(), Failure> {
 }
 
 /// Runs the experiment.
-fn execute(exp: &Experiment, sched: &Schedule, args: &Args<'_>) -> Result<(), Failure> {
+fn execute(exp: &Experiment, sched: &Schedule, args: &RunArgs) -> Result<(), Failure> {
     use std::io::IsTerminal;
     if !nix::unistd::geteuid().is_root() {
         return Err(Failure::Runtime(anyhow::anyhow!(
@@ -94,7 +76,7 @@ fn execute(exp: &Experiment, sched: &Schedule, args: &Args<'_>) -> Result<(), Fa
     };
     let opts = run::Options {
         results: args.results.to_path_buf(),
-        up_timeout: args.up_timeout,
+        up_timeout: args.timeout,
     };
     let result = run::run_all(exp, sched, &opts, stop, &mut progress);
     if tty {

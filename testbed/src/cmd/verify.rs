@@ -3,6 +3,7 @@
 //! down is meant to be down). With `--watch`, differences are printed as
 //! they come and go, with the time, until interrupted.
 
+use super::args::VerifyArgs;
 use crate::Failure;
 use anyhow::Context;
 use std::collections::BTreeSet;
@@ -24,9 +25,19 @@ fn wanted(plan: &Plan) -> KernelState {
     testbed::controller::verify::wanted(plan)
 }
 
+/// `testbed verify NAME [--watch | --json]`.
+pub fn run(args: VerifyArgs) -> Result<(), Failure> {
+    let plan = crate::target_plan(&args.target)?;
+    if args.watch {
+        watch(plan)
+    } else {
+        once(&plan, args.json)
+    }
+}
+
 /// Compares once; exit 1 with every difference if there is one (as text,
 /// or a `VerifyReport` with `json`).
-pub fn once(plan: &Plan, json: bool) -> Result<(), Failure> {
+fn once(plan: &Plan, json: bool) -> Result<(), Failure> {
     let want = wanted(plan);
     let have = observe(plan, &want)?;
     let diffs = diff(&want, &have);
@@ -60,7 +71,7 @@ pub fn once(plan: &Plan, json: bool) -> Result<(), Failure> {
 
 /// Prints differences as they appear (`+`) and go (`-`), until the testbed
 /// is gone (exit 0) or the command is interrupted.
-pub fn watch(plan: Plan) -> Result<(), Failure> {
+fn watch(plan: Plan) -> Result<(), Failure> {
     let dir = std::path::PathBuf::from(&plan.state_dir);
     let mut source = testbed::state::plan_watch::PlanWatch::new(testbed::state::layout::plan(&dir));
     let mut plan = plan;
