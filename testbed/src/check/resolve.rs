@@ -23,10 +23,19 @@ struct Target {
     port: Port,
 }
 
-/// The probes `check` stands for in `plan`, or why there are none (a name
-/// the plan does not hold, a pod without an address, a port the service
-/// does not have, an `expectTable` of the wrong size).
-pub fn resolve(plan: &Plan, check: &Check) -> Result<Resolved, String> {
+/// Why a check stands for no probes in a plan: a name the plan does not
+/// hold, a pod without an address, a port the service does not have, an
+/// `expectTable` of the wrong size (the message its report carries).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unresolvable(pub String);
+
+/// The probes `check` stands for in `plan`, or why there are none.
+pub fn resolve(plan: &Plan, check: &Check) -> Result<Resolved, Unresolvable> {
+    probes(plan, check).map_err(Unresolvable)
+}
+
+fn probes(plan: &Plan, check: &Check) -> Result<Resolved, String> {
     let (from, to, port, ignore_self) = match &check.kind {
         CheckKind::Pair { from, to, port, .. } => (from, to, port, false),
         CheckKind::Matrix {

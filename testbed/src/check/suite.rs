@@ -62,7 +62,7 @@ fn run_one(plan: &Plan, c: &Check, prober: run::Prober<'_>) -> CheckResult {
                     port: String::new(),
                     expected: Expect::Allow,
                     actual: "error".into(),
-                    error: Some(e),
+                    error: Some(e.0),
                 }],
                 table: None,
             }

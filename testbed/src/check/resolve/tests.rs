@@ -156,7 +156,9 @@ fn selectors_expand_in_plan_order() {
 #[test]
 fn a_pod_without_an_address_is_no_target() {
     let p = plan(TOPO);
-    let e = resolve(&p, &pair("pod a", "pod lonely", None)).unwrap_err();
+    let e = resolve(&p, &pair("pod a", "pod lonely", None))
+        .unwrap_err()
+        .0;
     assert!(
         e.contains("pod lonely has no IP address (network: none)"),
         "{e}"
@@ -192,12 +194,16 @@ fn services_are_probed_on_their_cluster_ip_and_port() {
     };
     let r = resolve(&p, &pair("pod a", "service web.shop", Some(http.clone()))).unwrap();
     assert_eq!(r.probes[0].port, http);
-    let e = resolve(&p, &pair("pod a", "service web.shop", Some(Port::Tcp(81)))).unwrap_err();
+    let e = resolve(&p, &pair("pod a", "service web.shop", Some(Port::Tcp(81))))
+        .unwrap_err()
+        .0;
     assert_eq!(
         e,
         "service shop/web has no TCP port 81 (its ports: 80/TCP, 53/UDP)"
     );
-    let e = resolve(&p, &pair("pod a", "service nope", None)).unwrap_err();
+    let e = resolve(&p, &pair("pod a", "service nope", None))
+        .unwrap_err()
+        .0;
     assert_eq!(e, "no service nope");
 }
 
@@ -245,12 +251,16 @@ fn node_ports_go_to_the_nodes_lan_address() {
             path: "/".into()
         }
     );
-    let e = resolve(&p, &pair("host outside", "nodePort api via n1", None)).unwrap_err();
+    let e = resolve(&p, &pair("host outside", "nodePort api via n1", None))
+        .unwrap_err()
+        .0;
     assert!(
         e.contains("service api has no node port (type ClusterIP)"),
         "{e}"
     );
-    let e = resolve(&p, &pair("host outside", "nodePort web.shop via n3", None)).unwrap_err();
+    let e = resolve(&p, &pair("host outside", "nodePort web.shop via n3", None))
+        .unwrap_err()
+        .0;
     assert_eq!(e, "no node n3");
 }
 
@@ -264,7 +274,9 @@ fn external_goes_to_the_load_balancer_ip() {
         (Some(r.probes[0].addr), r.probes[0].port.clone()),
         (lb.load_balancer_ip, Port::Tcp(443))
     );
-    let e = resolve(&p, &pair("host outside", "external api", None)).unwrap_err();
+    let e = resolve(&p, &pair("host outside", "external api", None))
+        .unwrap_err()
+        .0;
     assert!(e.contains("no external IP"), "{e}");
 }
 
@@ -289,7 +301,7 @@ fn names_the_plan_does_not_hold_are_errors() {
         ),
         ("service web.shop", "pod a", "cannot send"),
     ] {
-        let e = resolve(&p, &pair(from, to, None)).unwrap_err();
+        let e = resolve(&p, &pair(from, to, None)).unwrap_err().0;
         assert!(e.contains(want), "{from} -> {to}: {e}");
     }
 }
@@ -344,7 +356,7 @@ fn an_expect_table_must_fit_the_matrix() {
         Some(&["..", ".."]),
     );
     assert_eq!(
-        resolve(&p, &short).unwrap_err(),
+        resolve(&p, &short).unwrap_err().0,
         "`expectTable` is 2 rows by 2 columns, but the matrix is 3 rows (from: pod a, pod shop/b, pod lonely) by 2 columns (to: pod a, pod shop/b)"
     );
     let wide = matrix(
@@ -355,6 +367,7 @@ fn an_expect_table_must_fit_the_matrix() {
     );
     assert!(resolve(&p, &wide)
         .unwrap_err()
+        .0
         .contains("3 rows by 3 columns"));
 }
 
