@@ -1060,3 +1060,103 @@ fn recv_retrying(s: &std::net::UdpSocket, buf: &mut [u8]) -> usize {
         }
     }
 }
+
+/// The standalone `overlayd`, a process in a node's namespace, ended with
+/// SIGTERM (by pid) on drop.
+struct Overlayd(std::process::Child);
+
+impl Overlayd {
+    /// Starts it in `ns` for `subnet` behind `public`, reading the flannel
+    /// lease files under `leases`, writing its counters to `stats`, and
+    /// waits for its first counters.
+    fn start(
+        ns: &str,
+        public: Ipv4Addr,
+        subnet: &str,
+        leases: &std::path::Path,
+        stats: &std::path::Path,
+    ) -> Overlayd {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_overlayd")])
+            .args(["--public-ip", &public.to_string(), "--network", NET])
+            .args(["--subnet", subnet, "--workers", "1"])
+            .arg("--leases-dir")
+            .arg(leases)
+            .arg("--stats")
+            .arg(stats)
+            .spawn()
+            .expect("starting overlayd");
+        let mut d = Overlayd(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !stats.exists() {
+            assert!(
+                d.0.try_wait().unwrap().is_none(),
+                "overlayd in {ns} ended at once"
+            );
+            assert!(Instant::now() < deadline, "overlayd in {ns} did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        d
+    }
+
+    /// Ends it with SIGTERM; its exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = i32::try_from(self.0.id()).expect("a pid");
+        // SAFETY: signals our own child, which is not reaped yet.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        self.0.wait().expect("waiting for overlayd")
+    }
+}
+
+impl Drop for Overlayd {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
+    }
+}
+
+/// The `overlayd` binary on its own: started in each node's namespace with
+/// a directory of flannel-layout lease files (`subnets/<net>-<len>`), it
+/// carries datagrams between the nodes' overlay addresses, ends cleanly on
+/// SIGTERM (exit 0), and refuses a subnet outside its network (exit 2).
+#[test]
+fn the_overlayd_binary_carries_traffic_from_lease_files() {
+    require_root!();
+    let p = Pair::new("bin");
+    let leases = p.dir.join("registry");
+    std::fs::create_dir_all(leases.join("subnets")).unwrap();
+    for (file, public) in [("10.244.1.0-24", A_PUB), ("10.244.2.0-24", B_PUB)] {
+        let lease = format!(r#"{{"PublicIP":"{public}","BackendType":"udp","BackendData":null}}"#);
+        std::fs::write(leases.join("subnets").join(file), lease).unwrap();
+    }
+    let a_stats = p.dir.join("a.json");
+    let b_stats = p.dir.join("b.json");
+    let mut da = Overlayd::start(&p.a, A_PUB, "10.244.1.0/24", &leases, &a_stats);
+    let mut db = Overlayd::start(&p.b, B_PUB, "10.244.2.0/24", &leases, &b_stats);
+    // Leases are read every 200 ms: the first datagrams may find none yet.
+    let rx = collect(
+        udp_in(&p.b, SocketAddrV4::new(B_TUN, 5101)),
+        Duration::from_millis(800),
+    );
+    let tx = udp_in(&p.a, SocketAddrV4::new(A_TUN, 0));
+    for _ in 0..50 {
+        let _ = tx.send_to(b"through overlayd", SocketAddrV4::new(B_TUN, 5101));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got = rx.join().unwrap();
+    assert!(
+        got.iter().any(|d| d == b"through overlayd"),
+        "no datagram crossed ({} received)",
+        got.len()
+    );
+    assert!(da.stop().success(), "overlayd a did not end cleanly");
+    assert!(db.stop().success(), "overlayd b did not end cleanly");
+    let bad = Command::new(env!("CARGO_BIN_EXE_overlayd"))
+        .args(["--public-ip", "10.200.0.1", "--network", NET])
+        .args(["--subnet", "10.99.0.0/24"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not inside --network"));
+}

@@ -12,7 +12,8 @@
 //! that cannot be read is skipped (and reported in the stats); the lease it
 //! last held stays until it is readable again or removed.
 //!
-//! The exit status is not 0 when the data path failed or any thread
+//! The exit status is 2 for bad input (a flag clap refuses, a subnet
+//! outside the network), and 1 when the data path failed or any thread
 //! panicked, so that a supervisor starts the daemon again.
 
 use clap::Parser;
@@ -103,24 +104,36 @@ fn main() {
         .init();
     std::process::exit(match run(args) {
         Ok(()) => 0,
-        Err(e) => {
+        Err(Failure::BadInput(e)) => {
+            eprintln!("overlayd: {e}");
+            2
+        }
+        Err(Failure::Runtime(e)) => {
             eprintln!("overlayd: {e}");
             1
         }
     });
 }
 
-fn run(args: Args) -> Result<(), String> {
+/// Why the daemon did not run (or stopped): what to exit with.
+enum Failure {
+    /// The command line asks for something impossible (exit 2).
+    BadInput(String),
+    /// The daemon could not start, or its data path failed (exit 1).
+    Runtime(String),
+}
+
+fn run(args: Args) -> Result<(), Failure> {
     if !args.network.covers(&args.subnet) {
-        return Err(format!(
+        return Err(Failure::BadInput(format!(
             "--subnet {} is not inside --network {}",
             args.subnet, args.network
-        ));
+        )));
     }
     let created = args.create && !overlay::tun::exists(&args.tun);
     if created {
         overlay::tun::create_persistent(&args.tun)
-            .map_err(|e| format!("creating TUN device {}: {e}", args.tun))?;
+            .map_err(|e| Failure::Runtime(format!("creating TUN device {}: {e}", args.tun)))?;
         tracing::info!("created TUN device {}", args.tun);
     }
     for sig in [libc::SIGINT, libc::SIGTERM] {
@@ -153,8 +166,10 @@ fn run(args: Args) -> Result<(), String> {
         offload: !args.no_offload && daemon::RunOptions::default().offload,
     };
     let result = match daemon::run_with_options(cfg, &STOP, stats, opts) {
-        Ok(()) if daemon::panicked() => Err("a thread panicked (see above)".to_string()),
-        r => r.map_err(|e| e.to_string()),
+        Ok(()) if daemon::panicked() => Err(Failure::Runtime(
+            "a thread panicked (see above)".to_string(),
+        )),
+        r => r.map_err(|e| Failure::Runtime(e.to_string())),
     };
     if created {
         if let Err(e) = overlay::tun::delete_persistent(&args.tun) {
