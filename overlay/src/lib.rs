@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod atomic_file;
+pub mod backoff;
 pub mod checksum;
 pub mod cidr;
 pub mod daemon;

@@ -58,13 +58,14 @@ impl Conn {
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let deadline = tokio::time::Instant::now() + self.timeout * 3 / 4;
-        let mut pause = RETRY_PAUSE;
+        let mut backoff = crate::backoff::Backoff::new(RETRY_PAUSE, MAX_RETRY_PAUSE);
         loop {
             match send(self.client.clone()).await {
-                Err(e) if unreached(&e) && tokio::time::Instant::now() + pause < deadline => {
+                Err(e)
+                    if unreached(&e) && tokio::time::Instant::now() + backoff.next() < deadline =>
+                {
                     tracing::debug!(op, error = %e, endpoints = %self.endpoints, "trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                    tokio::time::sleep(backoff.failed()).await;
                 }
                 r => return r.map_err(self.request(op)),
             }

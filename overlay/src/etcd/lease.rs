@@ -138,7 +138,7 @@ fn encode(conn: &Conn, key: &str, attrs: &LeaseAttrs) -> Result<Vec<u8>, EtcdErr
 async fn keep_alive(conn: Conn, subnet: Ipv4Net, id: i64, ttl: Duration) {
     let every = (ttl / 3).max(Duration::from_millis(300));
     let first_pause = every.min(Duration::from_millis(200));
-    let mut pause = first_pause;
+    let mut backoff = crate::backoff::Backoff::new(first_pause, every.min(Duration::from_secs(10)));
     let mut client = conn.client.clone();
     loop {
         let (mut keeper, mut stream) = match client.lease_keep_alive(id).await {
@@ -149,12 +149,11 @@ async fn keep_alive(conn: Conn, subnet: Ipv4Net, id: i64, ttl: Duration) {
             }
             Err(e) => {
                 tracing::warn!(%subnet, error = %e, endpoints = %conn.endpoints, "keeping the lease alive");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(every).min(Duration::from_secs(10));
+                tokio::time::sleep(backoff.failed()).await;
                 continue;
             }
         };
-        pause = first_pause;
+        backoff.succeeded();
         loop {
             tokio::time::sleep(every).await;
             if keeper.keep_alive().await.is_err() {

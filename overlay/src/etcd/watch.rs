@@ -7,6 +7,7 @@
 //! state a receiver keeps from the events.
 
 use super::{Conn, EtcdLease, EtcdScan, Rt};
+use crate::backoff::Backoff;
 use crate::cidr::Ipv4Net;
 use crate::registry::{BadLease, LeaseScan, RegistryError};
 use etcd_client::WatchOptions;
@@ -228,18 +229,9 @@ impl Drop for LeaseWatch {
     }
 }
 
-/// A pause that doubles after each failure and starts again after success.
-struct Backoff(Duration);
-
-impl Backoff {
-    async fn wait(&mut self) {
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(MAX_BACKOFF);
-    }
-
-    fn reset(&mut self) {
-        self.0 = MIN_BACKOFF;
-    }
+/// Sleeps for the back-off's pause after a failure.
+async fn pause(backoff: &mut Backoff) {
+    tokio::time::sleep(backoff.failed()).await;
 }
 
 /// How following the watch stream ended.
@@ -255,7 +247,7 @@ enum End {
 /// The watch task: list (or resume from `from`), follow, and start again
 /// after each break, until the receiver goes.
 async fn run(conn: Conn, from: Option<i64>, tx: mpsc::Sender<LeaseEvent>) {
-    let mut backoff = Backoff(MIN_BACKOFF);
+    let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
     let mut seen = from;
     loop {
         let mut rev = match seen {
@@ -272,7 +264,7 @@ async fn run(conn: Conn, from: Option<i64>, tx: mpsc::Sender<LeaseEvent>) {
                     if lost(&tx, e.to_string()).await {
                         return;
                     }
-                    backoff.wait().await;
+                    pause(&mut backoff).await;
                     continue;
                 }
             },
@@ -289,7 +281,7 @@ async fn run(conn: Conn, from: Option<i64>, tx: mpsc::Sender<LeaseEvent>) {
                 if lost(&tx, e).await {
                     return;
                 }
-                backoff.wait().await;
+                pause(&mut backoff).await;
             }
         }
     }
@@ -336,7 +328,7 @@ async fn follow(
         if resp.canceled() {
             return broken(format!("cancelled: {}", resp.cancel_reason()));
         }
-        backoff.reset();
+        backoff.succeeded();
         if resp.events().is_empty() && !resp.created() {
             // A progress notification: every change up to its revision was sent.
             *rev = (*rev).max(resp.header().map_or(0, |h| h.revision()));

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::state::files::JsonFile;
 /// Pods by (namespace, name).
 pub use crate::state::files::PodSet;
+use overlay::backoff::Backoff;
 
 /// How often the followers look at the pods' status.
 pub const POLL: Duration = Duration::from_millis(100);
@@ -69,9 +70,10 @@ struct NodeState {
     held: Option<PodSet>,
     /// UDP endpoints that left whose flows are still to be deleted.
     flows: Vec<(std::net::Ipv4Addr, u16)>,
-    /// When to try again after a failure, and the wait after that.
+    /// When to try again after a failure.
     retry_at: Instant,
-    pause: Duration,
+    /// The pauses between failed tries.
+    backoff: Backoff,
 }
 
 /// Keeps every node's rules following the pods (iptables and nftables
@@ -99,7 +101,7 @@ pub fn follow_endpoints(state_dir: &Path, rules_changed: &std::sync::mpsc::Recei
             held: Some(all_pods(&plan)),
             flows: Vec::new(),
             retry_at: Instant::now(),
-            pause: POLL,
+            backoff: Backoff::new(POLL, MAX_RETRY),
         })
         .collect();
     let mut recorded: Option<PodSet> = None;
@@ -268,10 +270,11 @@ fn follow_once(plan: &Plan, ready: &PodSet, nodes: &mut [NodeState]) {
                 }
             }
         }
-        (st.retry_at, st.pause) = if ok {
-            (now, POLL)
+        st.retry_at = if ok {
+            st.backoff.succeeded();
+            now
         } else {
-            (now + st.pause, (st.pause * 2).min(MAX_RETRY))
+            now + st.backoff.failed()
         };
     }
 }

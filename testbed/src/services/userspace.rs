@@ -207,7 +207,8 @@ async fn serve(plan: &Plan, n: &NodePlan, fd_budget: Option<u64>) -> Result<(), 
     let ack = programmed_file(plan, Some(&n.name));
     // After a failed load, the rules are tried again later (back-off); the
     // endpoints in memory and the stop signal are looked at every `POLL`.
-    let (mut retry_at, mut pause) = (Instant::now(), POLL);
+    let mut retry_at = Instant::now();
+    let mut backoff = overlay::backoff::Backoff::new(POLL, super::endpoints::MAX_RETRY);
     let mut acked: Option<PodSet> = None;
     loop {
         if programmed.as_ref() != Some(&current) && Instant::now() >= retry_at {
@@ -221,14 +222,11 @@ async fn serve(plan: &Plan, n: &NodePlan, fd_budget: Option<u64>) -> Result<(), 
                     .map_err(|e| tracing::warn!(error = %e, "loading the portal rules"))
                     .is_ok();
             // After a failure, load everything next time.
-            (programmed, retry_at, pause) = if loaded {
-                (Some(current.clone()), Instant::now(), POLL)
+            (programmed, retry_at) = if loaded {
+                backoff.succeeded();
+                (Some(current.clone()), Instant::now())
             } else {
-                (
-                    None,
-                    Instant::now() + pause,
-                    (pause * 2).min(super::endpoints::MAX_RETRY),
-                )
+                (None, Instant::now() + backoff.failed())
             };
         }
         if reported && programmed.as_ref() == Some(&current) && acked.as_ref() != Some(&current) {

@@ -121,7 +121,7 @@ impl Supervisor {
                 (false, true) => {
                     slot.held = None;
                     slot.error = None;
-                    slot.backoff = super::BACKOFF_MIN;
+                    slot.backoff.succeeded();
                     if slot.pid.is_none() {
                         slot.next_start = Some(now);
                     }

@@ -421,8 +421,7 @@ impl Supervisor {
             slot.error = Some(why.clone());
             info!("{who}: stopped ({why})");
         } else if !stopping && should_restart(slot.container().restart_policy, exit) {
-            let (delay, next) = backoff(slot.backoff, ran);
-            slot.backoff = next;
+            let delay = slot::restart_delay(&mut slot.backoff, ran);
             slot.next_start = Some(Instant::now() + delay);
             slot.state = State::Waiting;
             match exit {

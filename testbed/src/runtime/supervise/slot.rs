@@ -9,6 +9,7 @@ use crate::runtime::status::{Exit, State};
 use crate::runtime::OwnedSandbox;
 use crate::topology::model::RestartPolicy;
 use nix::unistd::Pid;
+use overlay::backoff::Backoff;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ pub(super) struct Slot {
     pub(super) last_exit: Option<Exit>,
     pub(super) ready: bool,
     pub(super) error: Option<String>,
-    pub(super) backoff: Duration,
+    pub(super) backoff: Backoff,
     pub(super) next_start: Option<Instant>,
     /// Counts starts, so a late readiness result of an earlier run is ignored.
     pub(super) generation: u64,
@@ -63,7 +64,7 @@ impl Slot {
             last_exit: None,
             ready: false,
             error: None,
-            backoff: BACKOFF_MIN,
+            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
             next_start: Some(now),
             generation: 0,
             probe_cancel: None,
@@ -93,10 +94,16 @@ pub fn should_restart(policy: RestartPolicy, exit: Option<Exit>) -> bool {
 /// The delay before the next restart and the delay after that, given the
 /// current delay and how long the run lasted.
 pub fn backoff(current: Duration, ran: Duration) -> (Duration, Duration) {
-    let delay = if ran >= BACKOFF_RESET {
-        BACKOFF_MIN
-    } else {
-        current
-    };
-    (delay, (delay * 2).min(BACKOFF_MAX))
+    let mut b = Backoff::resume(BACKOFF_MIN, BACKOFF_MAX, current);
+    let delay = restart_delay(&mut b, ran);
+    (delay, b.next())
+}
+
+/// The delay before the next restart of a run that lasted `ran`: a long
+/// run starts the back-off again.
+pub fn restart_delay(b: &mut Backoff, ran: Duration) -> Duration {
+    if ran >= BACKOFF_RESET {
+        b.succeeded();
+    }
+    b.failed()
 }
