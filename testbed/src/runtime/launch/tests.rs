@@ -261,3 +261,69 @@ fn a_program_the_kernel_cannot_execute_is_reported_and_reaped() {
         fs::read_to_string(format!("/proc/self/task/{tid}/children")).expect("children file");
     assert_eq!(children.trim(), "", "children left: {children}");
 }
+
+/// What a container makes with `mktemp` (or anything honouring `TMPDIR`)
+/// lands in its pod's or host's scratch directory inside the state
+/// directory, made like `/tmp` (1777), never in the host's `/tmp`; a
+/// container's own `TMPDIR` wins.
+#[test]
+fn mktemp_lands_in_the_scratch_directory_not_the_host_s_tmp() {
+    let ns = Netns::new();
+    let dir = TempDir::new();
+    let yaml = r#"
+name: scratch
+nodes: [{name: n1}]
+hosts:
+  - name: h1
+    containers:
+      - {name: m, command: [sh, -c, 'd=$(mktemp -d) && echo "made=$d"']}
+pods:
+  - name: web
+    containers:
+      - {name: m, command: [sh, -c, 'd=$(mktemp -d) && echo "made=$d"']}
+      - {name: own, command: [sh, -c, 'echo "tmpdir=$TMPDIR"'], env: {TMPDIR: /var/tmp}}
+"#;
+    let plan = load_plan(yaml, &dir, Some(&ns));
+    files::prepare(&plan).unwrap();
+    let run = |sandbox: &Sandbox, c: &ContainerPlan| {
+        let pid = spawn(sandbox, c, None).expect("spawn");
+        assert_eq!(
+            wait_pid(pid),
+            Some(0),
+            "{}",
+            fs::read_to_string(&c.log).unwrap_or_default()
+        );
+        fs::read_to_string(&c.log).unwrap()
+    };
+    let pod = Sandbox::pod(&plan, &plan.pods[0]);
+    let host = Sandbox::host(&plan, &plan.hosts[0]);
+    for (sandbox, c, dir_of) in [
+        (
+            &pod,
+            &plan.pods[0].containers[0],
+            format!("{}/pods/default/web/tmp", plan.state_dir),
+        ),
+        (
+            &host,
+            &plan.hosts[0].containers[0],
+            format!("{}/hosts/h1/tmp", plan.state_dir),
+        ),
+    ] {
+        let log = run(sandbox, c);
+        let made = log
+            .trim()
+            .strip_prefix("made=")
+            .unwrap_or_else(|| panic!("{log}"));
+        assert!(
+            made.starts_with(&format!("{dir_of}/tmp.")),
+            "{made} not in {dir_of}"
+        );
+        assert!(Path::new(made).is_dir(), "{made}");
+        let mode = fs::metadata(&dir_of).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o1777, "{dir_of} is made like /tmp");
+    }
+    assert_eq!(
+        run(&pod, &plan.pods[0].containers[1]).trim(),
+        "tmpdir=/var/tmp"
+    );
+}
