@@ -635,6 +635,93 @@ fn survives_an_etcd_outage(s: &Spread, a: &Machine, etcd: EtcdServer, dir: &Path
     etcd
 }
 
+/// Beta is cut off from etcd (its packets to etcd rejected) but keeps
+/// running: alpha, seeing no heartbeat, moves web-2 and web-3 to its own
+/// nodes while beta still runs its copies. Back in touch, beta finds them
+/// running on alpha from a newer placement and stops its copies: every
+/// pod runs once, and the service answers from all four.
+fn a_machine_cut_off_gives_up_its_moved_pods(s: &Spread, a: &Machine, b: &Machine) {
+    let rule = [
+        "-p",
+        "tcp",
+        "-d",
+        "192.0.2.1",
+        "--dport",
+        "2379",
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "tcp-reset",
+    ];
+    let iptables = |op: &str| {
+        let mut args = vec!["-w", op, "OUTPUT"];
+        args.extend_from_slice(&rule);
+        b.ok("iptables", &args);
+    };
+    let names = |m: &Machine| -> Vec<String> {
+        status(s, m)["pods"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|p| {
+                        Some(format!("{}@{}", p["name"].as_str()?, p["node"].as_str()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    iptables("-I");
+    let on_alpha = |want: &[&str]| {
+        let pods = status(s, a)["pods"].as_array().cloned().unwrap_or_default();
+        want.iter().all(|p| {
+            pods.iter().any(|x| {
+                x["name"] == *p && x["ready"] == true && (x["node"] == "n1" || x["node"] == "n2")
+            })
+        })
+    };
+    wait_or(
+        Duration::from_secs(60),
+        "alpha runs web-2 and web-3 while beta is cut off",
+        || on_alpha(&["web-2", "web-3"]),
+        || alpha_says(s, a),
+    );
+    let beta_had = names(b);
+    assert!(
+        beta_had.iter().any(|p| p.starts_with("web-2@")),
+        "beta, cut off, still runs its copies: {beta_had:?}"
+    );
+    iptables("-D");
+    wait_or(
+        Duration::from_secs(60),
+        "each pod runs once",
+        || {
+            let mut all = names(a);
+            all.extend(names(b));
+            let mut pods: Vec<&str> = all.iter().filter_map(|p| p.split('@').next()).collect();
+            pods.sort();
+            pods == ["web-0", "web-1", "web-2", "web-3"]
+        },
+        || {
+            format!(
+                "alpha {:?} beta {:?}\n{}",
+                names(a),
+                names(b),
+                alpha_says(s, a)
+            )
+        },
+    );
+    assert!(on_alpha(&["web-2", "web-3"]), "the newer copies stay");
+    let url = format!("http://{}/", s.cluster_ip("web"));
+    wait(Duration::from_secs(20), "all four serve", || {
+        s.spread(a, "web-0", &url, 24).len() == 4
+    });
+    let events = tb(b, &["events", &s.name, "--json"]);
+    assert!(
+        events.contains("placed there while this one was cut off"),
+        "{events}"
+    );
+}
+
 /// Beta dies (every process of its testbed killed at once): its leases
 /// expire, its nodes go NotReady, their RC pods come back on alpha and the
 /// service serves from them; alpha's nodes lose the routes to beta's
@@ -774,6 +861,7 @@ fn a_topology_spans_two_machines_over_each_overlay_and_survives_losing_one() {
         flannel_layout(&s, &a, overlay);
         if overlay == "host-gw" {
             checks_from_either_machine(&s, &a, &b, dir.path());
+            a_machine_cut_off_gives_up_its_moved_pods(&s, &a, &b);
         }
         if overlay == "udp" {
             containers_never_get_the_machines_namespace(&s, &a);

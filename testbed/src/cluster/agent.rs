@@ -26,6 +26,9 @@ pub struct Published {
     pub not_ready: Vec<String>,
     /// Faults in force on this machine.
     pub faults: Vec<String>,
+    /// How often each of this machine's pods was moved, by
+    /// `NAMESPACE/NAME` (none: never).
+    pub moves: std::collections::BTreeMap<String, u32>,
 }
 
 /// [`Published`], shared between the controller and its agent.
@@ -206,6 +209,20 @@ impl Agent {
         let published = self.not_ready.lock().map(|g| g.clone()).unwrap_or_default();
         record.not_ready = published.not_ready;
         record.faults = published.faults;
+        record.placed = self
+            .plan
+            .pods
+            .iter()
+            .map(|p| {
+                let key = format!("{}/{}", p.namespace, p.name);
+                let placement = super::Placement {
+                    node: p.node.clone(),
+                    ip: p.ip.filter(|_| p.network == "bridge"),
+                    moves: published.moves.get(&key).copied().unwrap_or(0),
+                };
+                (key, placement)
+            })
+            .collect();
         let key = super::machine_key(&self.plan.name, &me);
         if store.refresh_held()? {
             note(

@@ -91,6 +91,58 @@ pub struct MachineRecord {
     /// The faults in force on it, as `testbed fault` names them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<String>,
+    /// Where it runs each of its pods, by `NAMESPACE/NAME`, and how often
+    /// each was moved: when two machines run the same pod (one was cut
+    /// off from etcd while the other moved its pods away), the newer
+    /// placement stays ([`yielded`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub placed: BTreeMap<String, Placement>,
+}
+
+/// Where a machine runs one of its pods.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// The node.
+    pub node: String,
+    /// The pod's address (bridge pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// How often the pod was evicted and placed again (every machine
+    /// counts the evictions it sees alike).
+    #[serde(default)]
+    pub moves: u32,
+}
+
+/// The pods machine `me` must give up, each with where it runs instead:
+/// those of `mine` (its pods, by `NAMESPACE/NAME`, with their moves) that
+/// another machine in `view` runs from a newer placement (more moves; on
+/// a tie, the machine whose name sorts first keeps it). A machine cut off
+/// from etcd evicts nothing while the others move its pods away; back, it
+/// finds them running elsewhere with one move more and stops its copies.
+pub fn yielded(
+    view: &ClusterView,
+    me: &str,
+    mine: &BTreeMap<String, u32>,
+) -> BTreeMap<String, Placement> {
+    let mut best: BTreeMap<&str, (&str, &Placement)> = BTreeMap::new();
+    for r in view.machines.values().filter(|r| r.machine != me) {
+        for (key, p) in &r.placed {
+            let newer = |(m, q): &(&str, &Placement)| {
+                (p.moves, std::cmp::Reverse(r.machine.as_str())) > (q.moves, std::cmp::Reverse(*m))
+            };
+            if mine.contains_key(key) && best.get(key.as_str()).is_none_or(newer) {
+                best.insert(key, (&r.machine, p));
+            }
+        }
+    }
+    best.into_iter()
+        .filter(|(key, (m, p))| {
+            let moves = mine.get(*key).copied().unwrap_or(0);
+            (p.moves, std::cmp::Reverse(*m)) > (moves, std::cmp::Reverse(me))
+        })
+        .map(|(key, (_, p))| (key.to_string(), p.clone()))
+        .collect()
 }
 
 /// Whether etcd answers, as the agent last found.
@@ -202,6 +254,7 @@ pub fn record(
         pods: names(all),
         not_ready: Vec::new(),
         faults: Vec::new(),
+        placed: BTreeMap::new(),
     }
 }
 

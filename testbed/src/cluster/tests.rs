@@ -21,6 +21,7 @@ fn view(reachable: bool, records: &[(&str, &[&str], &[&str])]) -> ClusterView {
                         pods: Vec::new(),
                         not_ready: Vec::new(),
                         faults: Vec::new(),
+                        placed: BTreeMap::new(),
                     },
                 )
             })
@@ -104,4 +105,74 @@ fn nodes_another_machine_holds_not_ready_are_reported_with_it() {
     let r = reported_not_ready(&v, "alpha");
     assert_eq!(r.len(), 1);
     assert_eq!(r.get("n3").map(String::as_str), Some("beta"));
+}
+
+#[test]
+fn the_newer_placement_of_a_pod_two_machines_run_stays() {
+    let at = |node: &str, moves: u32| Placement {
+        node: node.into(),
+        ip: None,
+        moves,
+    };
+    let mut v = view(true, &[("alpha", &["n1"], &[]), ("gamma", &["n5"], &[])]);
+    let placed = |v: &mut ClusterView, m: &str, list: &[(&str, Placement)]| {
+        v.machines.get_mut(m).unwrap().placed = list
+            .iter()
+            .map(|(k, p)| (k.to_string(), p.clone()))
+            .collect();
+    };
+    // Alpha moved web-2 and web-3 off beta's nodes while beta was cut off.
+    placed(
+        &mut v,
+        "alpha",
+        &[
+            ("default/web-2", at("n1", 1)),
+            ("default/web-3", at("n2", 1)),
+            ("default/web-0", at("n1", 0)),
+        ],
+    );
+    let beta: BTreeMap<String, u32> = [
+        ("default/web-2", 0),
+        ("default/web-3", 0),
+        ("default/web-4", 0),
+    ]
+    .map(|(k, m)| (k.to_string(), m))
+    .into();
+    let gave_up = yielded(&v, "beta", &beta);
+    assert_eq!(
+        gave_up.keys().collect::<Vec<_>>(),
+        ["default/web-2", "default/web-3"]
+    );
+    assert_eq!(gave_up["default/web-2"], at("n1", 1));
+    // Alpha keeps its copies: beta's placements are older.
+    let mut back = v.clone();
+    back.machines.insert(
+        "beta".into(),
+        MachineRecord {
+            machine: "beta".into(),
+            placed: beta.keys().map(|k| (k.clone(), at("n3", 0))).collect(),
+            ..Default::default()
+        },
+    );
+    let alpha: BTreeMap<String, u32> = [
+        ("default/web-2", 1),
+        ("default/web-3", 1),
+        ("default/web-0", 0),
+    ]
+    .map(|(k, m)| (k.to_string(), m))
+    .into();
+    assert!(yielded(&back, "alpha", &alpha).is_empty());
+    // A tie: the machine whose name sorts first keeps it, whichever asks.
+    placed(&mut back, "gamma", &[("default/web-0", at("n5", 0))]);
+    assert!(yielded(&back, "alpha", &alpha).is_empty());
+    let gamma: BTreeMap<String, u32> = [("default/web-0".to_string(), 0)].into();
+    assert_eq!(
+        yielded(&back, "gamma", &gamma)["default/web-0"],
+        at("n1", 0)
+    );
+    // Among several others, the newest wins.
+    placed(&mut back, "gamma", &[("default/web-2", at("n5", 2))]);
+    assert_eq!(yielded(&back, "beta", &beta)["default/web-2"], at("n5", 2));
+    // Pods only others run are not this machine's business.
+    assert!(yielded(&back, "beta", &BTreeMap::new()).is_empty());
 }

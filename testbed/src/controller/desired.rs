@@ -216,6 +216,8 @@ pub fn evict(plan: &Plan, node: &str, live: &mut Live) -> Vec<String> {
         live.pins.remove(&key);
         if p.owner.is_none() {
             live.removed.insert(key.clone());
+        } else {
+            *live.moves.entry(key.clone()).or_insert(0) += 1;
         }
         out.push(key);
     }

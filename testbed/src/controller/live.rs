@@ -128,6 +128,11 @@ pub struct Live {
     /// Where each pod runs, by `NAMESPACE/NAME`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub pins: BTreeMap<String, Pin>,
+    /// How often each controller pod was evicted and placed again, by
+    /// `NAMESPACE/NAME` (across machines, the newer placement of a pod two
+    /// machines run stays: `cluster::yielded`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub moves: BTreeMap<String, u32>,
     /// Nodes that take no new pods (not ready), by name.
     #[serde(skip_serializing_if = "BTreeSet::is_empty", default)]
     pub unschedulable: BTreeSet<String>,

@@ -59,11 +59,14 @@ impl Controller {
         let Some(mut m) = self.machines.take() else {
             return;
         };
-        let changed = crate::cluster::read_view(&self.dir)
-            .map(|view| self.follow_machines(&mut m, &view, now))
+        let view = crate::cluster::read_view(&self.dir);
+        let changed = view
+            .as_ref()
+            .map(|view| self.follow_machines(&mut m, view, now))
             .unwrap_or_default();
+        let gave_up = view.map(|v| self.give_up_moved(&m, &v)).unwrap_or(false);
         self.machines = Some(m);
-        if changed.evict.is_empty() && changed.back.is_empty() {
+        if changed.evict.is_empty() && changed.back.is_empty() && !gave_up {
             return;
         }
         self.keep_pins_whole();
@@ -89,6 +92,46 @@ impl Controller {
         for n in &self.plan.nodes {
             self.retry.insert(n.netns.clone(), now);
         }
+    }
+
+    /// Gives up this machine's copies of pods another machine runs from a
+    /// newer placement (`cluster::yielded`: moved there while this machine
+    /// was cut off from etcd), pinning them where they run; whether any.
+    fn give_up_moved(&mut self, m: &Machines, view: &crate::cluster::ClusterView) -> bool {
+        if !view.etcd.reachable {
+            return false;
+        }
+        let mine = self
+            .plan
+            .pods
+            .iter()
+            .map(|p| {
+                let key = super::live::pod_key(&p.namespace, &p.name);
+                let moves = self.live.moves.get(&key).copied().unwrap_or(0);
+                (key, moves)
+            })
+            .collect();
+        // A placement on a node that takes no pods is one being undone (a
+        // record read between an eviction and its machine's replan).
+        let mut gave_up = crate::cluster::yielded(view, &m.me, &mine);
+        gave_up.retain(|_, at| !self.live.unschedulable.contains(&at.node));
+        for (key, at) in &gave_up {
+            self.events.record(
+                EventKind::PodEvicted,
+                format!("pod {key}"),
+                format!(
+                    "it runs on node {} of another machine, placed there while this one was cut off",
+                    at.node
+                ),
+            );
+            let pin = super::live::Pin {
+                node: at.node.clone(),
+                ip: at.ip,
+            };
+            self.live.pins.insert(key.clone(), pin);
+            self.live.moves.insert(key.clone(), at.moves);
+        }
+        !gave_up.is_empty()
     }
 
     /// Marks nodes of machines without heartbeat NotReady (after the

@@ -269,9 +269,17 @@ impl Controller {
             .iter()
             .map(|f| f.fault.to_string())
             .collect();
+        let moves = self
+            .plan
+            .pods
+            .iter()
+            .map(|p| live::pod_key(&p.namespace, &p.name))
+            .filter_map(|k| Some((k.clone(), *self.live.moves.get(&k)?)))
+            .collect();
         if let Ok(mut shared) = self.not_ready.lock() {
             shared.not_ready = local;
             shared.faults = faults;
+            shared.moves = moves;
         }
     }
 

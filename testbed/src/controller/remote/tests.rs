@@ -31,6 +31,7 @@ fn records() -> BTreeMap<String, MachineRecord> {
                 pods: pods.into_iter().map(String::from).collect(),
                 not_ready: Vec::new(),
                 faults: Vec::new(),
+                placed: BTreeMap::new(),
             },
         )
     })
