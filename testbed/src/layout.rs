@@ -25,8 +25,7 @@
 //!   proxy/NODE.*     a userspace proxy's log, pid, readiness
 //!                    (.listening) and programmed endpoints
 //!                    (.endpoints.json)
-//!   pods/NS/POD/     a pod's hosts file, volumes/, logs/CONTAINER.log and
-//!                    tmp/ (its containers' TMPDIR)
+//!   pods/NS/POD/     a pod's hosts file, volumes/ and logs/CONTAINER.log
 //!   hosts/HOST/      the same for a host
 //! ```
 
@@ -102,13 +101,6 @@ pub fn volume(owner_dir: &str, volume: &str) -> String {
 /// `owner_dir`.
 pub fn container_log(owner_dir: &str, container: &str) -> String {
     format!("{owner_dir}/logs/{container}.log")
-}
-
-/// The scratch directory of a pod or host whose directory is `owner_dir`:
-/// its containers' `TMPDIR`, so that what they make with `mktemp` stays in
-/// the state directory and goes with `down`.
-pub fn scratch(owner_dir: &str) -> String {
-    format!("{owner_dir}/tmp")
 }
 
 /// The plan file of the testbed whose state directory is `dir`.
@@ -195,7 +187,6 @@ mod tests {
         assert_eq!(hosts_file(&pod), format!("{pod}/hosts"));
         assert_eq!(volume(&pod, "data"), format!("{pod}/volumes/data"));
         assert_eq!(container_log(&pod, "c"), format!("{pod}/logs/c.log"));
-        assert_eq!(scratch(&pod), format!("{pod}/tmp"));
         let d = Path::new(&dir);
         assert_eq!(
             endpoints(d, Some("n1")),

@@ -77,8 +77,6 @@ pub fn prepare(plan: &Plan) -> Result<(), FilesError> {
         for c in &pod.containers {
             log_dir(state, &c.log)?;
         }
-        let dir = crate::layout::pod_dir(&plan.state_dir, &pod.namespace, &pod.name);
-        scratch_dir(&inside(state, &crate::layout::scratch(&dir))?)?;
     }
     for host in &plan.hosts {
         let text = hosts.text("default", &host.name, Some(host.ip));
@@ -86,8 +84,6 @@ pub fn prepare(plan: &Plan) -> Result<(), FilesError> {
         for c in &host.containers {
             log_dir(state, &c.log)?;
         }
-        let dir = crate::layout::host_dir(&plan.state_dir, &host.name);
-        scratch_dir(&inside(state, &crate::layout::scratch(&dir))?)?;
     }
     debug!(state_dir = %plan.state_dir, "state files prepared");
     Ok(())
@@ -208,18 +204,6 @@ fn log_dir(state: &Path, log: &str) -> Result<(), FilesError> {
         Some(dir) => mkdir(dir),
         None => Ok(()),
     }
-}
-
-/// A scratch directory (the containers' `TMPDIR`): made like `/tmp`,
-/// writable by all, sticky (1777).
-fn scratch_dir(dir: &Path) -> Result<(), FilesError> {
-    use std::os::unix::fs::PermissionsExt;
-    mkdir(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o1777)).map_err(|source| FilesError::Io {
-        what: "set the mode of",
-        path: dir.to_path_buf(),
-        source,
-    })
 }
 
 /// `mkdir -p`.

@@ -88,14 +88,6 @@ impl<'a> Sandbox<'a> {
         }
     }
 
-    /// Its directory in the state directory (`pods/NS/POD`, `hosts/NAME`).
-    pub fn dir(&self) -> String {
-        match (self.kind, self.namespace) {
-            (OwnerKind::Pod, Some(ns)) => crate::layout::pod_dir(self.state_dir, ns, self.name),
-            _ => crate::layout::host_dir(self.state_dir, self.name),
-        }
-    }
-
     /// `NAMESPACE/NAME` of a pod, `host:NAME` of a host.
     pub fn key(&self) -> String {
         match (self.kind, self.namespace) {

@@ -40,8 +40,6 @@ pub(crate) fn environment(
     env.entry("HOSTNAME".into())
         .or_insert_with(|| sandbox.hostname.to_string());
     env.entry(POD_VAR.into()).or_insert_with(|| sandbox.key());
-    env.entry("TMPDIR".into())
-        .or_insert_with(|| crate::layout::scratch(&sandbox.dir()));
     if mode == Mode::Attached {
         if let Ok(term) = std::env::var("TERM") {
             env.entry("TERM".into()).or_insert(term);
