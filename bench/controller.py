@@ -61,7 +61,10 @@ IDLE_S = 20
 SETTLE_S = 10  # after up, before the idle window
 DRIFT_REPS = 5
 # Serves "NAME STARTNS" on 8080: a pod made again answers another body.
-HTTP = "[sh, -c, 'd=$(mktemp -d) && echo $(hostname) $(date +%s%N) > $d/index.html && cd $d && exec python3 -m http.server 8080']"
+# The page is written in a volume (the testbed's directory, gone with
+# `down`), not in the host's /tmp.
+HTTP = ("[sh, -c, 'echo $(hostname) $(date +%s%N) > index.html && exec python3 -m http.server 8080'], "
+        "workingDir: /srv, volumeMounts: [{name: www, mountPath: /srv}]")
 # GETs http://VIP:PORT/ back to back (a new connection each) for at most
 # LIMIT seconds until the body starts with PREFIX and differs from OLD;
 # prints "ready" once started, then "MONOTONIC BODY" or "none".
@@ -98,6 +101,7 @@ def topology(pods, nodes, overlay, extra_pod=False, extra_service=False):
               f"  - {{name: bulk, replicas: {bulk}, selector: {{app: bulk}}, template: {{labels: {{app: bulk}}, "
               "containers: [{name: c, command: [sleep, infinity]}]}}",
               f"  - {{name: web, replicas: {WEB}, selector: {{app: web}}, template: {{labels: {{app: web}}, "
+              "volumes: [{name: www}], "
               f"containers: [{{name: http, command: {HTTP}, ready: {{tcp: 8080}}}}]}}}}",
               "services:",
               "  - {name: web, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}"]

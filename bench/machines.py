@@ -43,7 +43,9 @@ from common import ECHO, PING, sh  # noqa: E402
 ETCD = "http://192.0.2.1:2379"
 TAG = f"bm{os.getpid() % 10000}"
 
-HTTP = "d=$(mktemp -d) && hostname > $d/index.html && cd $d && exec python3 -m http.server 8080"
+# The page is written in a volume (the testbed's directory, gone with
+# `down`), not in the host's /tmp.
+HTTP = "hostname > index.html && exec python3 -m http.server 8080"
 
 
 class Machine:
@@ -265,7 +267,8 @@ replicationControllers:
     selector: {{app: web}}
     template:
       labels: {{app: web}}
-      containers: [{{name: http, command: [sh, -c, '{HTTP}'], ready: {{tcp: 8080}}}}]
+      volumes: [{{name: www}}]
+      containers: [{{name: http, command: [sh, -c, '{HTTP}'], workingDir: /srv, volumeMounts: [{{name: www, mountPath: /srv}}], ready: {{tcp: 8080}}}}]
 services:
   - {{name: web, selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}
 """

@@ -170,7 +170,10 @@ def datapath_of(bin_, mode, plan, seconds, reps):
 
 
 # Serves its pod's name over HTTP on 8080.
-HTTP = "[sh, -c, 'd=$(mktemp -d) && hostname > $d/index.html && cd $d && exec python3 -m http.server 8080']"
+# The page is written in a volume (the testbed's directory, gone with
+# `down`), not in the host's /tmp.
+HTTP = ("[sh, -c, 'hostname > index.html && exec python3 -m http.server 8080'], "
+        "workingDir: /srv, volumeMounts: [{name: www, mountPath: /srv}]")
 # Requests to http://ADDR/ back to back for SECONDS, one connection each
 # with a TIMEOUT, printing "start end ok BODY" or "start end err ERROR"
 # (CLOCK_MONOTONIC, the same clock as the script's).
@@ -196,7 +199,7 @@ def following_topology(mode):
     pods = [f"  - {{name: client, node: node1, containers: [{{name: c, command: [sleep, infinity]}}]}}"]
     for p in ["steady1", "steady2"] + VICTIMS:
         policy = ", restartPolicy: Never" if p in VICTIMS else ""
-        pods.append(f"  - {{name: {p}, node: node2, labels: {{app: web}}, containers: [{{name: http, command: {HTTP}{policy}, ready: {{tcp: 8080}}}}]}}")
+        pods.append(f"  - {{name: {p}, node: node2, labels: {{app: web}}, volumes: [{{name: www}}], containers: [{{name: http, command: {HTTP}{policy}, ready: {{tcp: 8080}}}}]}}")
     return f"""name: {NAME}
 cluster: {{overlay: udp, proxy: {mode}}}
 nodes: [{{name: node1}}, {{name: node2}}]

@@ -153,8 +153,9 @@ replicationControllers:
     selector: {{app: web}}
     template:
       labels: {{app: web}}
+      volumes: [{{name: www}}]
       containers:
-        - {{name: http, command: [sh, -c, 'd=$(mktemp -d) && hostname > $d/index.html && cd $d && exec python3 -m http.server 8080'], ready: {{tcp: 8080}}}}
+        - {{name: http, command: [sh, -c, 'hostname > index.html && exec python3 -m http.server 8080'], workingDir: /srv, volumeMounts: [{{name: www, mountPath: /srv}}], ready: {{tcp: 8080}}}}
 services:
   - name: web
     selector: {{app: web}}

@@ -20,8 +20,9 @@ replicationControllers:
     selector: {app: web}
     template:
       labels: {app: web}
+      volumes: [{name: www}]
       containers:
-        - {name: http, command: [sh, -c, 'd=$(mktemp -d) && hostname > $d/index.html && cd $d && exec python3 -m http.server 8080'], ready: {tcp: 8080}}
+        - {name: http, command: [sh, -c, 'hostname > index.html && exec python3 -m http.server 8080'], workingDir: /srv, volumeMounts: [{name: www, mountPath: /srv}], ready: {tcp: 8080}}
         - name: echo
           command: [python3, -c, \"import socket,os\\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('0.0.0.0',9000))\\nwhile True:\\n d,a=s.recvfrom(100);s.sendto(os.uname()[1].encode(),a)\"]
 pods:
@@ -346,8 +347,9 @@ replicationControllers:
     selector: {app: web}
     template:
       labels: {app: web}
+      volumes: [{name: www}]
       containers:
-        - {name: http, command: [sh, -c, 'd=$(mktemp -d) && hostname > $d/index.html && cd $d && exec python3 -m http.server 8080'], ready: {tcp: 8080}}
+        - {name: http, command: [sh, -c, 'hostname > index.html && exec python3 -m http.server 8080'], workingDir: /srv, volumeMounts: [{name: www, mountPath: /srv}], ready: {tcp: 8080}}
 pods:
   - {name: tester, node: node1, containers: [{name: c, command: [sleep, infinity]}]}
 services:
@@ -386,8 +388,9 @@ pods:
   - name: web
     node: node2
     labels: {app: web}
+    volumes: [{name: www}]
     containers:
-      - {name: http, command: [sh, -c, 'd=$(mktemp -d) && hostname > $d/index.html && cd $d && exec python3 -m http.server 8080'], ready: {tcp: 8080}}
+      - {name: http, command: [sh, -c, 'hostname > index.html && exec python3 -m http.server 8080'], workingDir: /srv, volumeMounts: [{name: www, mountPath: /srv}], ready: {tcp: 8080}}
 services:
   - {name: web, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
 ",
@@ -430,7 +433,7 @@ services:
 /// session).
 fn udp_flow_moves(proxy: &str) {
     let echo = "[python3, -c, \"import socket,os\\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('0.0.0.0',9000))\\nwhile True:\\n d,a=s.recvfrom(100);s.sendto(os.uname()[1].encode(),a)\"]";
-    let http = "[sh, -c, 'd=$(mktemp -d) && cd $d && exec python3 -m http.server 8080']";
+    let http = "[testbed, serve, --http, '8080']";
     let tb = Testbed::new(
         "udpmv",
         &format!(
@@ -529,7 +532,8 @@ fn endpoints_follow_pods_in_userspace_mode() {
 }
 
 fn endpoints_follow(proxy: &str) {
-    let http = "[sh, -c, 'd=$(mktemp -d) && hostname > $d/index.html && cd $d && exec python3 -m http.server 8080']";
+    // The page names the pod, written in a volume (not the host's /tmp).
+    let http = "[sh, -c, 'hostname > index.html && exec python3 -m http.server 8080'], workingDir: /srv, volumeMounts: [{name: www, mountPath: /srv}]";
     let tb = Testbed::new(
         "eps",
         &format!(
@@ -538,9 +542,9 @@ cluster: {{proxy: {proxy}}}
 nodes: [{{name: node1}}, {{name: node2}}]
 pods:
   - {{name: client, containers: [{{name: c, command: [sleep, infinity]}}]}}
-  - {{name: once, labels: {{app: web}}, containers: [{{name: http, command: {http}, restartPolicy: Never, ready: {{tcp: 8080}}}}]}}
-  - {{name: again, labels: {{app: web}}, containers: [{{name: http, command: {http}, ready: {{tcp: 8080}}}}]}}
-  - {{name: steady, labels: {{app: web}}, containers: [{{name: http, command: {http}, ready: {{tcp: 8080}}}}]}}
+  - {{name: once, labels: {{app: web}}, volumes: [{{name: www}}], containers: [{{name: http, command: {http}, restartPolicy: Never, ready: {{tcp: 8080}}}}]}}
+  - {{name: again, labels: {{app: web}}, volumes: [{{name: www}}], containers: [{{name: http, command: {http}, ready: {{tcp: 8080}}}}]}}
+  - {{name: steady, labels: {{app: web}}, volumes: [{{name: www}}], containers: [{{name: http, command: {http}, ready: {{tcp: 8080}}}}]}}
 services:
   - {{name: web, selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}
 "

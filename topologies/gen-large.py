@@ -31,8 +31,9 @@ SOLOS = 20
 NODEPORT_RCS = {3, 13, 23}
 LOADBALANCER_RCS = {0, 10}
 
-SERVE = ('d=$(mktemp -d) && hostname > $d/index.html && cd $d '
-         '&& exec python3 -m http.server 8080')
+# The page is written in a volume (the testbed's directory, gone with
+# `down`), not in the host's /tmp.
+SERVE = 'hostname > index.html && exec python3 -m http.server 8080'
 
 
 def flow(mapping):
@@ -41,9 +42,12 @@ def flow(mapping):
 
 def container(out, indent):
     pad = " " * indent
+    out.append(f"{pad}volumes: [{{name: http}}]")
     out.append(f"{pad}containers:")
     out.append(f"{pad}  - name: http")
     out.append(f'{pad}    command: ["sh", "-c", "{SERVE}"]')
+    out.append(f"{pad}    workingDir: /srv")
+    out.append(f"{pad}    volumeMounts: [{{name: http, mountPath: /srv}}]")
     out.append(f"{pad}    ready: {{tcp: 8080}}")
 
 
