@@ -862,6 +862,10 @@ fn a_topology_spans_two_machines_over_each_overlay_and_survives_losing_one() {
         flannel_layout(&s, &a, overlay);
         if overlay == "host-gw" {
             checks_from_either_machine(&s, &a, &b, dir.path());
+        }
+        if overlay == "vxlan" {
+            // (Losing beta afterwards then finds no RC pod of it to move:
+            // host-gw and udp test that.)
             a_machine_cut_off_gives_up_its_moved_pods(&s, &a, &b);
         }
         if overlay == "udp" {

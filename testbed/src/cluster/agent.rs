@@ -1,6 +1,6 @@
 //! The agent: a thread of each machine's controller that keeps the
 //! machine's heartbeat in etcd ([`super::MachineRecord`], re-written when
-//! its ready pods change), holds the subnet leases of its nodes when no
+//! its ready pods, NotReady nodes, faults or moved pods change), holds the subnet leases of its nodes when no
 //! udp daemon does (kernel vxlan and host-gw), and every [`EVERY`] reads
 //! every machine's heartbeat into the state directory's view. It connects
 //! from the machine's network namespace (`daemons::in_machine_netns`).
@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What the controller tells the other machines through the agent's
-/// heartbeat: this machine's NotReady nodes, and its faults in force (as
-/// `testbed fault` names them).
+/// heartbeat: this machine's NotReady nodes, its faults in force (as
+/// `testbed fault` names them) and how often its pods were moved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Published {
     /// NotReady nodes of this machine.
@@ -27,7 +27,7 @@ pub struct Published {
     /// Faults in force on this machine.
     pub faults: Vec<String>,
     /// How often each of this machine's pods was moved, by
-    /// `NAMESPACE/NAME` (none: never).
+    /// `NAMESPACE/NAME`: those moved at least once, pinned here.
     pub moves: std::collections::BTreeMap<String, u32>,
 }
 
@@ -209,18 +209,20 @@ impl Agent {
         let published = self.not_ready.lock().map(|g| g.clone()).unwrap_or_default();
         record.not_ready = published.not_ready;
         record.faults = published.faults;
+        // Only pods moved at least once: a copy never moved yields to any
+        // moved one, and the heartbeat stays small.
         record.placed = self
             .plan
             .pods
             .iter()
-            .map(|p| {
+            .filter_map(|p| {
                 let key = format!("{}/{}", p.namespace, p.name);
                 let placement = super::Placement {
                     node: p.node.clone(),
                     ip: p.ip.filter(|_| p.network == "bridge"),
-                    moves: published.moves.get(&key).copied().unwrap_or(0),
+                    moves: *published.moves.get(&key)?,
                 };
-                (key, placement)
+                Some((key, placement))
             })
             .collect();
         let key = super::machine_key(&self.plan.name, &me);

@@ -3,8 +3,9 @@
 //! testbed's prefix `/testbed/NAME/`, one key per machine,
 //! `/testbed/NAME/machines/MACHINE`, held by that machine's controller with
 //! an etcd lease of [`TTL`] (its heartbeat: it goes when the machine does),
-//! whose value ([`MachineRecord`]) names the machine's nodes and the pods
-//! ready on it. Each machine's agent ([`agent`]) keeps its own record and
+//! whose value ([`MachineRecord`]) names the machine's nodes, the pods
+//! ready on it, and where it runs the pods that were moved ([`yielded`]
+//! settles a pod two machines run after a partition). Each machine's agent ([`agent`]) keeps its own record and
 //! reads everyone's into the state directory (`cluster.json`,
 //! [`ClusterView`]): the endpoint followers add the other machines' ready
 //! pods to their own, and the controller marks the nodes of a machine
@@ -91,10 +92,11 @@ pub struct MachineRecord {
     /// The faults in force on it, as `testbed fault` names them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<String>,
-    /// Where it runs each of its pods, by `NAMESPACE/NAME`, and how often
-    /// each was moved: when two machines run the same pod (one was cut
-    /// off from etcd while the other moved its pods away), the newer
-    /// placement stays ([`yielded`]).
+    /// Where it runs each of its pods that were moved (evicted and placed
+    /// again) at least once, by `NAMESPACE/NAME`, and how often: when two
+    /// machines run the same pod (one was cut off from etcd while the
+    /// other moved its pods away), the newer placement stays
+    /// ([`yielded`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub placed: BTreeMap<String, Placement>,
 }

@@ -1,5 +1,7 @@
-//! The command line's shape: every subcommand and its arguments, as clap
-//! parses them (values are checked by their parsers: units, names, modes).
+//! The command line's shape: every subcommand and its arguments (one
+//! struct each), as clap parses them; typed values (units, the overlay,
+//! the proxy mode, shells) are checked by their parsers, names by the
+//! subcommands that take them.
 //! What each subcommand does is in its own file beside this one.
 
 use super::common::parse_duration;

@@ -8,7 +8,7 @@ use crate::Failure;
 use anyhow::Context;
 use testbed::check::{report, suite};
 
-/// Runs the checks of testbed `name` (its plan is `plan`).
+/// `testbed check [NAME]`: runs the checks of the testbed named (or the only one running).
 pub fn run(args: CheckArgs) -> Result<(), Failure> {
     let plan = &crate::one_testbed(args.target.clone())?;
     let name = &crate::checked_name(&plan.name)?;

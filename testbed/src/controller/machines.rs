@@ -7,6 +7,10 @@
 //! machine's; bare pods gone). Its heartbeat back: Ready again, taking
 //! pods again.
 //!
+//! A machine that was cut off from etcd (alive, evicting nothing) and finds
+//! its own pods running on another machine from a newer placement gives
+//! its copies up (`cluster::yielded`).
+//!
 //! Every pod of the whole testbed is pinned where `up` placed it when the
 //! controller starts, so that every machine plans the others' pods where
 //! they are, and a replan here never moves a pod of another machine onto
@@ -48,6 +52,14 @@ impl Machines {
                 .collect(),
             lost_since: BTreeMap::new(),
         }
+    }
+}
+
+impl Machines {
+    /// Whether node `node` is this machine's (a node the plan does not
+    /// place on a machine is everyone's).
+    pub fn owns(&self, node: &str) -> bool {
+        self.machine_of.get(node).is_none_or(|m| *m == self.me)
     }
 }
 
@@ -101,16 +113,33 @@ impl Controller {
         if !view.etcd.reachable {
             return false;
         }
+        // Its own pods, but those it gave up already (pinned to another
+        // machine's node: their replan may have failed).
         let mine = self
             .plan
             .pods
             .iter()
-            .map(|p| {
-                let key = super::live::pod_key(&p.namespace, &p.name);
-                let moves = self.live.moves.get(&key).copied().unwrap_or(0);
-                (key, moves)
+            .map(|p| super::live::pod_key(&p.namespace, &p.name))
+            .filter(|k| self.live.pins.get(k).is_none_or(|pin| m.owns(&pin.node)))
+            .map(|k| {
+                let moves = self.live.moves.get(&k).copied().unwrap_or(0);
+                (k, moves)
             })
-            .collect();
+            .collect::<std::collections::BTreeMap<String, u32>>();
+        // Evictions the others saw while this machine was cut off count
+        // here too, so that moves stay counted alike.
+        let mut raised = false;
+        for r in view.machines.values().filter(|r| r.machine != m.me) {
+            for (key, at) in r.placed.iter().filter(|(k, _)| !mine.contains_key(*k)) {
+                if at.moves > self.live.moves.get(key).copied().unwrap_or(0) {
+                    self.live.moves.insert(key.clone(), at.moves);
+                    raised = true;
+                }
+            }
+        }
+        if raised {
+            self.save_live();
+        }
         // A placement on a node that takes no pods is one being undone (a
         // record read between an eviction and its machine's replan).
         let mut gave_up = crate::cluster::yielded(view, &m.me, &mine);

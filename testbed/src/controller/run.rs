@@ -39,6 +39,9 @@ pub enum ControllerError {
     /// The supervisor part could not start.
     #[error(transparent)]
     Supervise(#[from] supervise::SuperviseError),
+    /// A state file cannot be read, or does not hold what it should.
+    #[error(transparent)]
+    File(#[from] crate::state::files::FileError),
     /// A state file is missing or broken.
     #[error("{what} {path}: {message}")]
     State {
@@ -108,29 +111,50 @@ fn state_err(what: &'static str, path: PathBuf, e: impl ToString) -> ControllerE
     }
 }
 
+/// How often each pod of this share was moved, for the heartbeat: only
+/// pods moved at least once (the others need no word: a copy never moved
+/// yields to any moved one), and only those pinned to this machine's
+/// nodes (a pod given up to another machine whose replan failed is not
+/// offered back).
+fn published_moves(
+    plan: &Plan,
+    live: &Live,
+    machines: Option<&super::machines::Machines>,
+) -> BTreeMap<String, u32> {
+    plan.pods
+        .iter()
+        .map(|p| live::pod_key(&p.namespace, &p.name))
+        .filter(|k| {
+            let pinned = live.pins.get(k).map(|pin| pin.node.as_str());
+            machines.is_none_or(|m| pinned.is_none_or(|n| m.owns(n)))
+        })
+        .filter_map(|k| Some((k.clone(), *live.moves.get(&k).filter(|m| **m > 0)?)))
+        .collect()
+}
+
 /// Runs the controller of testbed `name` until SIGTERM or SIGINT.
 pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
     let dir = name.dir();
     let stop = supervise::install_handlers()?;
     let _lock = supervise::claim(&dir)?;
-    let plan_file = crate::state::files::plan(&dir);
-    let plan: Plan = plan_file
-        .read()
-        .map_err(|e| state_err("the plan", plan_file.path().to_path_buf(), e))?;
-    let spec = spec::read(&dir).map_err(|e| state_err("the file", dir.join(spec::SPEC_FILE), e))?;
+    let plan: Plan = crate::state::files::plan(&dir).read()?;
+    let spec = spec::read(&dir)?;
     let topo = spec
         .load()
         .map_err(|e| state_err("the file", dir.join(spec::SPEC_FILE), e.render()))?
         .topology;
-    let mut live =
-        live::read(&dir).map_err(|e| state_err("the live state", dir.join(live::LIVE_FILE), e))?;
+    let mut live = live::read(&dir)?;
     let machines = spec.machine.as_deref().and_then(|me| {
         // The whole testbed as `up` placed it: every pod pinned there.
         let whole = spec.load_whole().ok()?.plan;
         super::desired::keep_pins(&whole, &mut live);
         Some(super::machines::Machines::new(me, &whole))
     });
+    // The agent's first heartbeat already says how often each pod moved.
     let not_ready = crate::cluster::agent::NotReady::default();
+    if let Ok(mut shared) = not_ready.lock() {
+        shared.moves = published_moves(&plan, &live, machines.as_ref());
+    }
     let agent = crate::cluster::agent::spawn(dir.clone(), &plan, stop, not_ready.clone());
     let inbox = super::remote::serve_inbox(dir.clone(), &plan, stop);
     crate::runtime::files::prepare(&plan).map_err(supervise::SuperviseError::from)?;
@@ -269,13 +293,7 @@ impl Controller {
             .iter()
             .map(|f| f.fault.to_string())
             .collect();
-        let moves = self
-            .plan
-            .pods
-            .iter()
-            .map(|p| live::pod_key(&p.namespace, &p.name))
-            .filter_map(|k| Some((k.clone(), *self.live.moves.get(&k)?)))
-            .collect();
+        let moves = published_moves(&self.plan, &self.live, self.machines.as_ref());
         if let Ok(mut shared) = self.not_ready.lock() {
             shared.not_ready = local;
             shared.faults = faults;
