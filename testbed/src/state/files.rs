@@ -124,8 +124,10 @@ impl<T: DeserializeOwned> JsonFile<T> {
 }
 
 impl<T: Serialize> JsonFile<T> {
-    /// Writes `value` atomically and privately (0600), creating the
-    /// file's directory if needed.
+    /// Writes `value` atomically and privately (0600), creating the file's
+    /// own directory (0700) if needed, never its ancestors: a writer that
+    /// outlives its testbed's `down` fails instead of making the state
+    /// directory again.
     pub fn write(&self, value: &T) -> Result<(), FileError> {
         let error = |source| FileError::Write {
             path: self.path.clone(),
@@ -142,7 +144,11 @@ impl<T: Serialize> JsonFile<T> {
         }
         if let Some(parent) = self.path.parent() {
             if !parent.is_dir() {
-                super::create_private_dir(parent).map_err(error)?;
+                use std::os::unix::fs::DirBuilderExt;
+                match std::fs::DirBuilder::new().mode(0o700).create(parent) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(error(e)),
+                    _ => {}
+                }
             }
         }
         super::write_atomic(&self.path, &bytes).map_err(error)
@@ -192,6 +198,14 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(f.path()).unwrap(),
             r#"[["default","web-0"]]"#
+        );
+        // Its own directory is made, never the state directory itself.
+        let gone = dir.path().join("gone");
+        let late = endpoints(&gone, Some("n1"));
+        assert!(matches!(late.write(&set), Err(FileError::Write { .. })));
+        assert!(
+            !gone.exists(),
+            "a late writer made the state directory again"
         );
         std::fs::write(f.path(), "{").unwrap();
         let e = f.read().unwrap_err();
