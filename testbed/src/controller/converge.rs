@@ -10,8 +10,9 @@ use super::faults;
 use super::live::{pod_key, NodeCondition};
 use super::run::{now_ms, Controller};
 use crate::kernel::apply;
+use crate::plan::types::PodPlan;
 use crate::plan::Plan;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use tracing::warn;
 
 impl Controller {
@@ -25,40 +26,38 @@ impl Controller {
         force: &BTreeSet<String>,
         reason: &str,
     ) -> Result<(), String> {
-        let old_pods: std::collections::BTreeMap<String, &crate::plan::types::PodPlan> = self
-            .plan
-            .pods
-            .iter()
-            .map(|p| (pod_key(&p.namespace, &p.name), p))
-            .collect();
-        let mut gone = BTreeSet::new();
-        let mut made = BTreeSet::new();
-        for p in &new.pods {
-            let key = pod_key(&p.namespace, &p.name);
-            match old_pods.get(&key) {
-                Some(old) if **old == *p && !force.contains(&key) => {}
-                Some(_) => {
-                    gone.insert(key.clone());
-                    made.insert(key);
-                }
-                None => {
-                    made.insert(key);
-                }
-            }
+        let changes = Changes::between(&self.plan, &new, force);
+        let remade = self.take_down(&new, &changes, reason);
+        let services_changed = new.services != self.plan.services;
+        self.plan = new;
+        self.write_plan();
+        if let Err(e) = crate::runtime::files::prepare(&self.plan) {
+            warn!("writing the pods' files: {e}");
         }
-        let new_keys = desired::pod_keys(&new);
-        gone.extend(old_pods.keys().filter(|k| !new_keys.contains(*k)).cloned());
-        // Made again where they were: their interface names must be free.
-        let in_place: BTreeSet<String> = new
-            .pods
-            .iter()
-            .filter(|p| {
-                let key = pod_key(&p.namespace, &p.name);
-                gone.contains(&key) && old_pods.get(&key).is_some_and(|o| o.node == p.node)
-            })
-            .map(|p| pod_key(&p.namespace, &p.name))
-            .collect();
-        self.sup.stop_pods(&gone);
+        let result = self.bring_up(&changes, &remade, reason);
+        // New services: every node gets the testbed's chains (or table,
+        // or portals) for them, and the hooks into them if it had none
+        // (a testbed that had no service); the follower then narrows the
+        // endpoints to the ready pods.
+        if services_changed && !self.plan.services.is_empty() {
+            self.restore_service_rules();
+        }
+        self.repin();
+        self.save_live();
+        result
+    }
+
+    /// The first half of a move to `new`: stops the pods gone, stops
+    /// watching the namespaces of the pods to be made (again), removes the
+    /// kernel objects of the pods gone and records the pods deleted for
+    /// good. Returns the network namespaces of the pods to be made.
+    fn take_down(&mut self, new: &Plan, changes: &Changes, reason: &str) -> BTreeSet<String> {
+        let Changes {
+            gone,
+            made,
+            in_place,
+        } = changes;
+        self.sup.stop_pods(gone);
         // No watching socket may keep a removed namespace alive.
         let remade: BTreeSet<String> = new
             .pods
@@ -66,27 +65,36 @@ impl Controller {
             .filter(|p| made.contains(&pod_key(&p.namespace, &p.name)))
             .map(|p| p.netns.clone())
             .collect();
-        let keep = apply::namespaces(&new)
+        let keep = apply::namespaces(new)
             .into_iter()
             .filter(|n| !super::drift::netns_of(n).is_some_and(|ns| remade.contains(ns)));
         self.drift.want(keep, &BTreeSet::new());
-        if let Err(e) = apply::remove_pods(&self.plan, &gone, &in_place) {
+        if let Err(e) = apply::remove_pods(&self.plan, gone, in_place) {
             warn!("removing pods: {e}");
         }
-        for key in &gone {
+        for key in gone {
             if !made.contains(key) {
                 self.events
                     .record(EventKind::PodDeleted, format!("pod {key}"), reason);
             }
         }
-        let services_changed = new.services != self.plan.services;
-        self.plan = new;
-        self.write_plan();
-        if let Err(e) = crate::runtime::files::prepare(&self.plan) {
-            warn!("writing the pods' files: {e}");
-        }
-        let result = apply::add_pods(&self.plan, &made).map_err(|e| e.to_string());
-        for key in &made {
+        remade
+    }
+
+    /// The second half of a move, once the new plan is in force: makes the
+    /// pods to be made, records them, hands the plan to the supervisor and
+    /// starts their containers, watches the namespaces made again (`remade`)
+    /// anew, and forgets the pods gone among the held ones. The result of
+    /// making the pods.
+    fn bring_up(
+        &mut self,
+        changes: &Changes,
+        remade: &BTreeSet<String>,
+        reason: &str,
+    ) -> Result<(), String> {
+        let Changes { gone, made, .. } = changes;
+        let result = apply::add_pods(&self.plan, made).map_err(|e| e.to_string());
+        for key in made {
             let what = if gone.contains(key) {
                 "made again"
             } else {
@@ -103,21 +111,25 @@ impl Controller {
         self.sup.tick();
         self.sup.write_status();
         // Watch the namespaces made again anew (the old socket saw the old).
-        self.drift.want(super::drift::watched(&self.plan), &remade);
+        self.drift.want(super::drift::watched(&self.plan), remade);
         self.held.retain(|k| !gone.contains(k));
-        // New services: every node gets the testbed's chains (or table,
-        // or portals) for them, and the hooks into them if it had none
-        // (a testbed that had no service); the follower then narrows the
-        // endpoints to the ready pods.
-        if services_changed && !self.plan.services.is_empty() {
-            for n in &self.plan.nodes {
-                if let Err(e) =
-                    crate::services::rules::restore(self.plan.cluster.proxy, n, &self.plan.services)
-                {
-                    warn!("loading the service rules of node {}: {e}", n.name);
-                }
+        result
+    }
+
+    /// Loads the service rules of the plan on every node (a warning for
+    /// each node that fails).
+    fn restore_service_rules(&self) {
+        for n in &self.plan.nodes {
+            if let Err(e) =
+                crate::services::rules::restore(self.plan.cluster.proxy, n, &self.plan.services)
+            {
+                warn!("loading the service rules of node {}: {e}", n.name);
             }
         }
+    }
+
+    /// Pins the pods where the plan in force put them.
+    fn repin(&mut self) {
         self.live.pins = match &self.machines {
             // A share pins every pod of the whole testbed where this plan
             // put it, the other machines' included: they placed them the
@@ -128,8 +140,6 @@ impl Controller {
                 .unwrap_or_else(|_| pins(&self.plan)),
             None => pins(&self.plan),
         };
-        self.save_live();
-        result
     }
 
     fn keep_pins(&mut self) {
@@ -354,5 +364,60 @@ impl Controller {
         }
         self.hold_down_nodes();
         let _ = now_ms;
+    }
+}
+
+/// The pods a move from one plan to another touches, by pod key.
+struct Changes {
+    /// Pods stopped and removed: gone from the new plan, changed, or forced.
+    gone: BTreeSet<String>,
+    /// Pods made and started: new, changed, or forced.
+    made: BTreeSet<String>,
+    /// Pods made again on the node they were on: their interface names must
+    /// be free.
+    in_place: BTreeSet<String>,
+}
+
+impl Changes {
+    /// The pods to remove and make to move from `old` to `new`, with the
+    /// pods in `force` made again even if unchanged.
+    fn between(old: &Plan, new: &Plan, force: &BTreeSet<String>) -> Changes {
+        let old_pods: BTreeMap<String, &PodPlan> = old
+            .pods
+            .iter()
+            .map(|p| (pod_key(&p.namespace, &p.name), p))
+            .collect();
+        let mut gone = BTreeSet::new();
+        let mut made = BTreeSet::new();
+        for p in &new.pods {
+            let key = pod_key(&p.namespace, &p.name);
+            match old_pods.get(&key) {
+                Some(old) if **old == *p && !force.contains(&key) => {}
+                Some(_) => {
+                    gone.insert(key.clone());
+                    made.insert(key);
+                }
+                None => {
+                    made.insert(key);
+                }
+            }
+        }
+        let new_keys = desired::pod_keys(new);
+        gone.extend(old_pods.keys().filter(|k| !new_keys.contains(*k)).cloned());
+        // Made again where they were: their interface names must be free.
+        let in_place: BTreeSet<String> = new
+            .pods
+            .iter()
+            .filter(|p| {
+                let key = pod_key(&p.namespace, &p.name);
+                gone.contains(&key) && old_pods.get(&key).is_some_and(|o| o.node == p.node)
+            })
+            .map(|p| pod_key(&p.namespace, &p.name))
+            .collect();
+        Changes {
+            gone,
+            made,
+            in_place,
+        }
     }
 }

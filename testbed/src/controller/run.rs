@@ -10,13 +10,14 @@ use super::control::{self, Server};
 use super::events::{EventKind, EventLog};
 use super::live::{self, Live};
 use super::spec::{self, Spec};
+use crate::plan::state::NsState;
 use crate::plan::Plan;
 use crate::runtime::supervise::{self, Supervisor};
 use crate::state::TestbedName;
 use crate::topology::model::Topology;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -132,93 +133,76 @@ fn published_moves(
         .collect()
 }
 
+/// What the controller starts from, read from the state directory.
+struct Stored {
+    /// The plan in force.
+    plan: Plan,
+    /// How the testbed was brought up.
+    spec: Spec,
+    /// The topology of its file.
+    topo: Topology,
+    /// The live state (with the whole testbed's pins for a share).
+    live: Live,
+    /// The other machines, when this is one machine's share.
+    machines: Option<super::machines::Machines>,
+}
+
+impl Stored {
+    /// Reads the plan, the spec (and its file), and the live state of the
+    /// testbed whose state directory is `dir`; for a share, pins every pod
+    /// where `up` placed it and learns the other machines.
+    fn read(dir: &Path) -> Result<Stored, ControllerError> {
+        let plan: Plan = crate::state::files::plan(dir).read()?;
+        let spec = spec::read(dir)?;
+        let topo = spec
+            .load()
+            .map_err(|e| state_err("the file", dir.join(spec::SPEC_FILE), e.render()))?
+            .topology;
+        let mut live = live::read(dir)?;
+        let machines = spec.machine.as_deref().and_then(|me| {
+            // The whole testbed as `up` placed it: every pod pinned there.
+            let whole = spec.load_whole().ok()?.plan;
+            super::desired::keep_pins(&whole, &mut live);
+            Some(super::machines::Machines::new(me, &whole))
+        });
+        Ok(Stored {
+            plan,
+            spec,
+            topo,
+            live,
+            machines,
+        })
+    }
+}
+
 /// Runs the controller of testbed `name` until SIGTERM or SIGINT.
 pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
     let dir = name.dir();
     let stop = supervise::install_handlers()?;
     let _lock = supervise::claim(&dir)?;
-    let plan: Plan = crate::state::files::plan(&dir).read()?;
-    let spec = spec::read(&dir)?;
-    let topo = spec
-        .load()
-        .map_err(|e| state_err("the file", dir.join(spec::SPEC_FILE), e.render()))?
-        .topology;
-    let mut live = live::read(&dir)?;
-    let machines = spec.machine.as_deref().and_then(|me| {
-        // The whole testbed as `up` placed it: every pod pinned there.
-        let whole = spec.load_whole().ok()?.plan;
-        super::desired::keep_pins(&whole, &mut live);
-        Some(super::machines::Machines::new(me, &whole))
-    });
+    let stored = Stored::read(&dir)?;
+    let plan = &stored.plan;
     // The agent's first heartbeat already says how often each pod moved.
     let not_ready = crate::cluster::agent::NotReady::default();
     if let Ok(mut shared) = not_ready.lock() {
-        shared.moves = published_moves(&plan, &live, machines.as_ref());
+        shared.moves = published_moves(plan, &stored.live, stored.machines.as_ref());
     }
-    let agent = crate::cluster::agent::spawn(dir.clone(), &plan, stop, not_ready.clone());
-    let inbox = super::remote::serve_inbox(dir.clone(), &plan, stop);
-    crate::runtime::files::prepare(&plan).map_err(supervise::SuperviseError::from)?;
-    // A descriptor per namespace watched for drift, per container log and
-    // readiness check, and the follower's and daemons' own.
-    let containers: usize = plan.pods.iter().map(|p| p.containers.len()).sum();
-    crate::kernel::apply::raise_fd_limit(
-        (crate::kernel::apply::namespaces(&plan).len() + containers * 2 + 1024) as u64,
-    );
+    let agent = crate::cluster::agent::spawn(dir.clone(), plan, stop, not_ready.clone());
+    let inbox = super::remote::serve_inbox(dir.clone(), plan, stop);
+    crate::runtime::files::prepare(plan).map_err(supervise::SuperviseError::from)?;
+    raise_fd_limit(plan);
     let server = Server::bind(&dir).map_err(|source| ControllerError::Socket {
         path: dir.join(control::SOCKET),
         source,
     })?;
     let events = EventLog::open(&dir)
         .map_err(|e| state_err("the events", dir.join(super::events::EVENTS_FILE), e))?;
-    let follower_dir = dir.clone();
-    let (rules_tx, rules_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || crate::services::follow_endpoints(&follower_dir, &rules_rx));
-    let watched = plan.clone();
-    std::thread::spawn(move || crate::watchdog::keep_daemons(&watched));
+    let rules_tx = start_helpers(&dir, plan);
     info!(testbed = %plan.name, pid = std::process::id(), "controller started");
-    let sup = Supervisor::new(&plan, dir.clone());
-    let mut c = Controller {
-        dir,
-        spec,
-        topo,
-        links_down: super::faults::links_down(&plan, &live.faults),
-        cuts: super::faults::cuts(&plan, &live.faults),
-        live,
-        plan: plan.clone(),
-        sup,
-        events,
-        ready: BTreeSet::new(),
-        unreachable: BTreeMap::new(),
-        held: BTreeSet::new(),
-        drift: super::drift::Drift::start(super::drift::watched(&plan)),
-        rules_changed: rules_tx,
-        seen_version: u64::MAX,
-        pins_checked: Instant::now(),
-        retry: BTreeMap::new(),
-        resync: (Instant::now(), 0),
-        machines,
-        not_ready,
-    };
+    let mut c = Controller::new(dir, stored, events, rules_tx, not_ready);
     c.events
         .record(EventKind::Controller, "testbed", "controller started");
-    let mut observed = Instant::now() - OBSERVE;
-    let mut waiting = false;
-    while !stop.load(Ordering::SeqCst) {
-        c.sup.tick();
-        c.status_events();
-        if waiting {
-            if let Some((req, mut stream)) = server.next() {
-                let reply = c.handle(req);
-                control::answer(&mut stream, &reply);
-            }
-        }
-        c.repair_drift();
-        if observed.elapsed() >= OBSERVE {
-            c.observe();
-            observed = Instant::now();
-        }
-        waiting = server.wait(TICK);
-    }
+    c.run_until(stop, &server);
     c.sup.shutdown();
     // The agent leaves etcd (heartbeat and leases) before the process ends.
     for t in [agent, inbox].into_iter().flatten() {
@@ -228,6 +212,96 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
         .record(EventKind::Controller, "testbed", "controller stopped");
     info!("controller stopped");
     Ok(())
+}
+
+/// Raises the descriptor limit for `plan`: a descriptor per namespace
+/// watched for drift, per container log and readiness check, and the
+/// follower's and daemons' own.
+fn raise_fd_limit(plan: &Plan) {
+    let containers: usize = plan.pods.iter().map(|p| p.containers.len()).sum();
+    crate::kernel::apply::raise_fd_limit(
+        (crate::kernel::apply::namespaces(plan).len() + containers * 2 + 1024) as u64,
+    );
+}
+
+/// Starts the endpoint follower of the testbed whose state directory is
+/// `dir` and the watchdog of `plan`'s daemons, each on its own thread;
+/// returns how to tell the follower which nodes' rules changed.
+fn start_helpers(dir: &Path, plan: &Plan) -> std::sync::mpsc::Sender<String> {
+    let follower_dir = dir.to_path_buf();
+    let (rules_tx, rules_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || crate::services::follow_endpoints(&follower_dir, &rules_rx));
+    let watched = plan.clone();
+    std::thread::spawn(move || crate::watchdog::keep_daemons(&watched));
+    rules_tx
+}
+
+impl Controller {
+    /// The controller of the testbed whose state directory is `dir`, from
+    /// what was read there, with the supervisor of its containers and the
+    /// drift watch of its namespaces started.
+    fn new(
+        dir: PathBuf,
+        stored: Stored,
+        events: EventLog,
+        rules_tx: std::sync::mpsc::Sender<String>,
+        not_ready: crate::cluster::agent::NotReady,
+    ) -> Controller {
+        let Stored {
+            plan,
+            spec,
+            topo,
+            live,
+            machines,
+        } = stored;
+        let sup = Supervisor::new(&plan, dir.clone());
+        Controller {
+            dir,
+            spec,
+            topo,
+            links_down: super::faults::links_down(&plan, &live.faults),
+            cuts: super::faults::cuts(&plan, &live.faults),
+            live,
+            plan: plan.clone(),
+            sup,
+            events,
+            ready: BTreeSet::new(),
+            unreachable: BTreeMap::new(),
+            held: BTreeSet::new(),
+            drift: super::drift::Drift::start(super::drift::watched(&plan)),
+            rules_changed: rules_tx,
+            seen_version: u64::MAX,
+            pins_checked: Instant::now(),
+            retry: BTreeMap::new(),
+            resync: (Instant::now(), 0),
+            machines,
+            not_ready,
+        }
+    }
+
+    /// The loop, until `stop` is set: every round the supervisor's tick,
+    /// the status events, one request on `server` if one waits, the drift
+    /// repairs, and every `OBSERVE` a look at the world.
+    fn run_until(&mut self, stop: &AtomicBool, server: &Server) {
+        let mut observed = Instant::now() - OBSERVE;
+        let mut waiting = false;
+        while !stop.load(Ordering::SeqCst) {
+            self.sup.tick();
+            self.status_events();
+            if waiting {
+                if let Some((req, mut stream)) = server.next() {
+                    let reply = self.handle(req);
+                    control::answer(&mut stream, &reply);
+                }
+            }
+            self.repair_drift();
+            if observed.elapsed() >= OBSERVE {
+                self.observe();
+                observed = Instant::now();
+            }
+            waiting = server.wait(TICK);
+        }
+    }
 }
 
 impl Controller {
@@ -316,27 +390,8 @@ impl Controller {
     /// fail for a moment, e.g. a route through a link that just came up).
     fn repair_drift(&mut self) {
         let mut dirty = self.drift.take();
-        // Every namespace (and node's rules) once per RESYNC, one at a time
-        // spread over it, for what no notification announces (a permanent
-        // neighbour merely downgraded; rules of the legacy iptables backend).
-        if self.resync.0 <= Instant::now() {
-            let all = super::drift::watched(&self.plan);
-            let k = self.resync.1 % all.len().max(1);
-            if let Some(name) = all.get(k) {
-                dirty.insert(name.clone());
-            }
-            let step = RESYNC / u32::try_from(all.len().max(1)).unwrap_or(u32::MAX);
-            self.resync = (Instant::now() + step, k + 1);
-        }
-        let rules: Vec<String> = dirty
-            .iter()
-            .filter_map(|n| n.strip_prefix(crate::kernel::watch::RULES))
-            .map(str::to_string)
-            .collect();
-        for ns in rules {
-            dirty.remove(&format!("{}{ns}", crate::kernel::watch::RULES));
-            let _ = self.rules_changed.send(ns);
-        }
+        self.resync_next(&mut dirty);
+        self.send_rules_changed(&mut dirty);
         let now = Instant::now();
         let due: Vec<String> = self
             .retry
@@ -370,40 +425,79 @@ impl Controller {
             let (Some(w), Some(h)) = (want.get(ns), have.get(ns)) else {
                 continue;
             };
-            let mut fixes = crate::kernel::repair::repairs(w, h);
-            // The span device is made from the machine's namespace.
-            let span = self.remake_span(ns, &mut fixes);
-            if fixes.is_empty() && span.is_none() {
-                continue;
+            self.repair_netns(ns, w, h, now);
+        }
+    }
+
+    /// Adds to `dirty` the next name to read back in full, when its time
+    /// has come: every namespace (and node's rules) once per RESYNC, one at
+    /// a time spread over it, for what no notification announces (a
+    /// permanent neighbour merely downgraded; rules of the legacy iptables
+    /// backend).
+    fn resync_next(&mut self, dirty: &mut BTreeSet<String>) {
+        if self.resync.0 <= Instant::now() {
+            let all = super::drift::watched(&self.plan);
+            let k = self.resync.1 % all.len().max(1);
+            if let Some(name) = all.get(k) {
+                dirty.insert(name.clone());
             }
-            let (mut done, mut failed) =
-                match crate::kernel::repair::apply_fixes(ns, &fixes, &self.plan) {
-                    Ok(done) => (done, Vec::new()),
-                    Err(crate::kernel::repair::RepairError::Incomplete {
-                        done, errors, ..
-                    }) => (done, errors),
-                    Err(e) => (Vec::new(), vec![e.to_string()]),
-                };
-            match span {
-                Some(Ok(d)) => done.insert(0, d),
-                Some(Err(e)) => failed.insert(0, e),
-                None => {}
-            }
-            for d in done {
-                self.events
-                    .record(EventKind::DriftRepaired, format!("netns {ns}"), d);
-            }
-            if !failed.is_empty() {
-                self.retry.insert(ns.clone(), now + RETRY_REPAIR);
-            }
-            for e in failed {
-                warn!("drift in {ns} not repaired: {e}");
-                self.events.record(
-                    EventKind::DriftDetected,
-                    format!("netns {ns}"),
-                    format!("not repaired: {e}"),
-                );
-            }
+            let step = RESYNC / u32::try_from(all.len().max(1)).unwrap_or(u32::MAX);
+            self.resync = (Instant::now() + step, k + 1);
+        }
+    }
+
+    /// Takes the nodes' rules out of `dirty` and tells the endpoint
+    /// follower (which owns them) that they changed.
+    fn send_rules_changed(&self, dirty: &mut BTreeSet<String>) {
+        let rules: Vec<String> = dirty
+            .iter()
+            .filter_map(|n| n.strip_prefix(crate::kernel::watch::RULES))
+            .map(str::to_string)
+            .collect();
+        for ns in rules {
+            dirty.remove(&format!("{}{ns}", crate::kernel::watch::RULES));
+            let _ = self.rules_changed.send(ns);
+        }
+    }
+
+    /// Repairs namespace `ns`, which should be `want` and is `have`
+    /// (remaking the span device if it is gone), and records what was
+    /// repaired and what was not; a failure is tried again after
+    /// `RETRY_REPAIR` from `now`.
+    fn repair_netns(&mut self, ns: &str, want: &NsState, have: &NsState, now: Instant) {
+        let mut fixes = crate::kernel::repair::repairs(want, have);
+        // The span device is made from the machine's namespace.
+        let span = self.remake_span(ns, &mut fixes);
+        if fixes.is_empty() && span.is_none() {
+            return;
+        }
+        let (mut done, mut failed) =
+            match crate::kernel::repair::apply_fixes(ns, &fixes, &self.plan) {
+                Ok(done) => (done, Vec::new()),
+                Err(crate::kernel::repair::RepairError::Incomplete { done, errors, .. }) => {
+                    (done, errors)
+                }
+                Err(e) => (Vec::new(), vec![e.to_string()]),
+            };
+        match span {
+            Some(Ok(d)) => done.insert(0, d),
+            Some(Err(e)) => failed.insert(0, e),
+            None => {}
+        }
+        for d in done {
+            self.events
+                .record(EventKind::DriftRepaired, format!("netns {ns}"), d);
+        }
+        if !failed.is_empty() {
+            self.retry.insert(ns.to_string(), now + RETRY_REPAIR);
+        }
+        for e in failed {
+            warn!("drift in {ns} not repaired: {e}");
+            self.events.record(
+                EventKind::DriftDetected,
+                format!("netns {ns}"),
+                format!("not repaired: {e}"),
+            );
         }
     }
 

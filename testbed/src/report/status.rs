@@ -395,67 +395,11 @@ impl fmt::Display for StatusReport {
             "not running"
         };
         writeln!(f, "testbed {} (supervisor {running})\n", self.name)?;
-        f.write_str(&nodes_table(self.nodes.iter().map(|n| &n.node)))?;
-        for n in self.nodes.iter().filter(|n| !n.ready) {
-            let why = n.not_ready_reason.as_deref().unwrap_or("unreachable");
-            writeln!(f, "node {} is NotReady: {why}", n.node.name)?;
-        }
-        section(f, self.hosts.len(), || {
-            table(
-                ["HOST", "ADDRESS", "PHASE"],
-                self.hosts.iter().map(|h| {
-                    let phase = h.phase.map_or("-".into(), |p| format!("{p:?}"));
-                    [h.host.name.clone(), h.host.address.to_string(), phase]
-                }),
-            )
-        })?;
-        section(f, self.pods.len(), || {
-            table(
-                ["POD", "NODE", "ADDRESS", "PHASE", "RESTARTS"],
-                self.pods.iter().map(|p| {
-                    [
-                        p.pod.qualified(),
-                        p.pod.node.clone(),
-                        p.pod.address_cell(),
-                        format!("{:?}", p.phase),
-                        p.restarts.to_string(),
-                    ]
-                }),
-            )
-        })?;
-        section(f, self.services.len(), || {
-            table(
-                ["SERVICE", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "ENDPOINTS"],
-                self.services.iter().map(|s| {
-                    let mut eps: Vec<String> = s
-                        .ports
-                        .iter()
-                        .flat_map(|p| p.endpoints.iter().map(|e| format!("{}:{}", e.ip, e.port)))
-                        .collect();
-                    eps.dedup();
-                    let eps = if eps.is_empty() {
-                        "<none>".to_string()
-                    } else {
-                        eps.join(",")
-                    };
-                    let [name, kind, ip, ext] = service_cells(s);
-                    [name, kind, ip, ext, eps]
-                }),
-            )
-        })?;
-        section(f, self.faults.len(), || {
-            table(
-                ["FAULT", "SINCE", "UNTIL"],
-                self.faults.iter().map(|a| {
-                    [
-                        a.fault.to_string(),
-                        crate::controller::events::rfc3339_ms(a.since_ms),
-                        a.until_ms
-                            .map_or("-".into(), crate::controller::events::rfc3339_ms),
-                    ]
-                }),
-            )
-        })?;
+        write_nodes(f, &self.nodes)?;
+        write_hosts(f, &self.hosts)?;
+        write_pods(f, &self.pods)?;
+        write_services(f, &self.services)?;
+        write_faults(f, &self.faults)?;
         if !self.pending.is_empty() {
             writeln!(
                 f,
@@ -470,26 +414,114 @@ impl fmt::Display for StatusReport {
             writeln!(f, "\nLAST EVENTS")?;
             f.write_str(&crate::controller::events::render(&self.recent))?;
         }
-        let daemons: Vec<(&str, &StatsSnapshot)> = self
-            .nodes
-            .iter()
-            .filter_map(|n| Some((n.node.name.as_str(), n.overlay.as_ref()?)))
-            .collect();
-        section(f, daemons.len(), || {
-            table(
-                ["OVERLAY", "SENT (TUN->UDP)", "RECEIVED (UDP->TUN)", "DROPS"],
-                daemons.iter().map(|(n, s)| overlay_row(n, s)),
-            )
-        })?;
-        for (node, s) in &daemons {
-            for b in &s.bad_leases {
-                writeln!(
-                    f,
-                    "{node}: lease file {} skipped ({}); the lease it last held is kept",
-                    b.file, b.error
-                )?;
-            }
-        }
-        Ok(())
+        write_overlay(f, &self.nodes)
     }
+}
+
+/// Writes the nodes' table, then a line for each node that is NotReady.
+fn write_nodes(f: &mut fmt::Formatter<'_>, nodes: &[NodeStatus]) -> fmt::Result {
+    f.write_str(&nodes_table(nodes.iter().map(|n| &n.node)))?;
+    for n in nodes.iter().filter(|n| !n.ready) {
+        let why = n.not_ready_reason.as_deref().unwrap_or("unreachable");
+        writeln!(f, "node {} is NotReady: {why}", n.node.name)?;
+    }
+    Ok(())
+}
+
+/// Writes the hosts' section (nothing if there are none).
+fn write_hosts(f: &mut fmt::Formatter<'_>, hosts: &[HostStatus]) -> fmt::Result {
+    section(f, hosts.len(), || {
+        table(
+            ["HOST", "ADDRESS", "PHASE"],
+            hosts.iter().map(|h| {
+                let phase = h.phase.map_or("-".into(), |p| format!("{p:?}"));
+                [h.host.name.clone(), h.host.address.to_string(), phase]
+            }),
+        )
+    })
+}
+
+/// Writes the pods' section (nothing if there are none).
+fn write_pods(f: &mut fmt::Formatter<'_>, pods: &[PodStatus]) -> fmt::Result {
+    section(f, pods.len(), || {
+        table(
+            ["POD", "NODE", "ADDRESS", "PHASE", "RESTARTS"],
+            pods.iter().map(|p| {
+                [
+                    p.pod.qualified(),
+                    p.pod.node.clone(),
+                    p.pod.address_cell(),
+                    format!("{:?}", p.phase),
+                    p.restarts.to_string(),
+                ]
+            }),
+        )
+    })
+}
+
+/// Writes the services' section with the endpoints the proxies hold
+/// (nothing if there are no services).
+fn write_services(f: &mut fmt::Formatter<'_>, services: &[proxy::Service]) -> fmt::Result {
+    section(f, services.len(), || {
+        table(
+            ["SERVICE", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "ENDPOINTS"],
+            services.iter().map(|s| {
+                let mut eps: Vec<String> = s
+                    .ports
+                    .iter()
+                    .flat_map(|p| p.endpoints.iter().map(|e| format!("{}:{}", e.ip, e.port)))
+                    .collect();
+                eps.dedup();
+                let eps = if eps.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    eps.join(",")
+                };
+                let [name, kind, ip, ext] = service_cells(s);
+                [name, kind, ip, ext, eps]
+            }),
+        )
+    })
+}
+
+/// Writes the section of the faults in force (nothing if there are none).
+fn write_faults(f: &mut fmt::Formatter<'_>, faults: &[ActiveFault]) -> fmt::Result {
+    section(f, faults.len(), || {
+        table(
+            ["FAULT", "SINCE", "UNTIL"],
+            faults.iter().map(|a| {
+                [
+                    a.fault.to_string(),
+                    crate::controller::events::rfc3339_ms(a.since_ms),
+                    a.until_ms
+                        .map_or("-".into(), crate::controller::events::rfc3339_ms),
+                ]
+            }),
+        )
+    })
+}
+
+/// Writes the overlay daemons' counters of the nodes that have them
+/// (nothing if none has), then a line for each lease file a daemon skipped.
+fn write_overlay(f: &mut fmt::Formatter<'_>, nodes: &[NodeStatus]) -> fmt::Result {
+    let daemons: Vec<(&str, &StatsSnapshot)> = nodes
+        .iter()
+        .filter_map(|n| Some((n.node.name.as_str(), n.overlay.as_ref()?)))
+        .collect();
+    section(f, daemons.len(), || {
+        table(
+            ["OVERLAY", "SENT (TUN->UDP)", "RECEIVED (UDP->TUN)", "DROPS"],
+            daemons.iter().map(|(n, s)| overlay_row(n, s)),
+        )
+    })?;
+    for (node, s) in &daemons {
+        for b in &s.bad_leases {
+            writeln!(
+                f,
+                "{node}: lease file {} skipped ({}); the lease it last held is kept",
+                b.file, b.error
+            )?;
+        }
+    }
+    Ok(())
 }

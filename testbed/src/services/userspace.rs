@@ -155,81 +155,32 @@ fn endpoints_by_port(services: &[proxy::Service]) -> Vec<(String, Vec<SocketAddr
         .collect()
 }
 
+/// Serves the service ports of `plan` on node `n` until SIGTERM or SIGINT
+/// (Ok) or until the controller changes the services (an error): relays to
+/// the ready pods' endpoints, keeps the node's portal rules in step with
+/// them, and acknowledges what it serves once the supervisor has reported
+/// the ready pods.
 async fn serve(plan: &Plan, n: &NodePlan, fd_budget: Option<u64>) -> Result<(), ServicesError> {
-    let fail = |message: String| ServicesError::Proxy {
-        node: n.name.clone(),
-        message,
-    };
-    let mode = proxy::Mode::Userspace;
     let mut watch = crate::state::plan_watch::PlanWatch::new(crate::state::layout::plan(
         std::path::Path::new(&plan.state_dir),
     ));
     watch.changed();
-    let listen = proxy::portals::listen_ports(&plan.services);
     let first = ready_pods(plan);
     // Whether `current` is what the supervisor reported: until it has, what
     // the proxy serves (every pod) is not acknowledged, so that `up` never
     // takes that guess for the ready pods' endpoints.
     let mut reported = first.is_some();
     let mut current = first.unwrap_or_else(|| all_pods(plan));
-    let active = with_ready_endpoints(plan, &current);
-    // What the node's portal rules hold; `None`: unknown, load them all.
-    // `up` loaded the portals of every pod, but a proxy started again after
-    // a crash finds whatever its predecessor left, so start from scratch.
-    let mut programmed: Option<PodSet> = None;
-    let specs = plan
-        .services
-        .iter()
-        .flat_map(|s| s.ports.iter().map(move |p| (s, p)))
-        .zip(&listen)
-        .zip(endpoints_by_port(&active))
-        .map(
-            |(((s, p), (id, port)), (_, endpoints))| proxy::userspace::PortSpec {
-                id: id.clone(),
-                protocol: p.protocol,
-                listen: *port,
-                affinity: s.session_affinity,
-                endpoints,
-            },
-        )
-        .collect();
-    let config = proxy::userspace::Config {
-        seed: plan.seed,
-        fd_budget,
-        ..Default::default()
-    };
-    let proxy = proxy::userspace::Proxy::start(config, specs)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    tracing::info!(node = %n.name, ports = listen.len(), "proxy listening");
-    crate::state::write_atomic(&listening_path(plan, &n.name), b"")
-        .map_err(|e| fail(format!("recording that it listens: {e}")))?;
+    let proxy = start_listening(plan, n, &current, fd_budget).await?;
     let ack = programmed_file(plan, Some(&n.name));
-    // After a failed load, the rules are tried again later (back-off); the
-    // endpoints in memory and the stop signal are looked at every `POLL`.
-    let mut retry_at = Instant::now();
-    let mut backoff = overlay::backoff::Backoff::new(POLL, super::endpoints::MAX_RETRY);
+    let mut portals = Portals::new();
     let mut acked: Option<PodSet> = None;
     loop {
-        if programmed.as_ref() != Some(&current) && Instant::now() >= retry_at {
-            let after = with_ready_endpoints(plan, &current);
-            let text = match &programmed {
-                Some(before) => rules::update(mode, &with_ready_endpoints(plan, before), &after),
-                None => rules::resync(mode, &after),
-            };
-            let loaded = text.is_empty()
-                || tokio::task::block_in_place(|| rules::load(mode, n, &text))
-                    .map_err(|e| tracing::warn!(error = %e, "loading the portal rules"))
-                    .is_ok();
-            // After a failure, load everything next time.
-            (programmed, retry_at) = if loaded {
-                backoff.succeeded();
-                (Some(current.clone()), Instant::now())
-            } else {
-                (None, Instant::now() + backoff.failed())
-            };
-        }
-        if reported && programmed.as_ref() == Some(&current) && acked.as_ref() != Some(&current) {
+        portals.sync(plan, n, &current);
+        if reported
+            && portals.programmed.as_ref() == Some(&current)
+            && acked.as_ref() != Some(&current)
+        {
             write_programmed(&ack, &current);
             acked = Some(current.clone());
         }
@@ -251,15 +202,125 @@ async fn serve(plan: &Plan, n: &NodePlan, fd_budget: Option<u64>) -> Result<(), 
         };
         reported = true;
         if ready != current {
-            let before = endpoints_by_port(&with_ready_endpoints(plan, &current));
-            let after = endpoints_by_port(&with_ready_endpoints(plan, &ready));
-            for ((id, b), (_, a)) in before.iter().zip(after) {
-                if *b != a {
-                    tracing::info!(port = %id, endpoints = a.len(), "endpoints changed");
-                    proxy.set_endpoints(id, a);
-                }
-            }
+            set_endpoints(plan, &proxy, &current, &ready);
             current = ready;
         }
+    }
+}
+
+/// Starts relaying every service port of `plan` to the endpoints of the
+/// pods in `current`, then records that node `n`'s proxy listens.
+async fn start_listening(
+    plan: &Plan,
+    n: &NodePlan,
+    current: &PodSet,
+    fd_budget: Option<u64>,
+) -> Result<proxy::userspace::Proxy, ServicesError> {
+    let fail = |message: String| ServicesError::Proxy {
+        node: n.name.clone(),
+        message,
+    };
+    let listen = proxy::portals::listen_ports(&plan.services);
+    let active = with_ready_endpoints(plan, current);
+    let specs = port_specs(plan, &listen, &active);
+    let config = proxy::userspace::Config {
+        seed: plan.seed,
+        fd_budget,
+        ..Default::default()
+    };
+    let proxy = proxy::userspace::Proxy::start(config, specs)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    tracing::info!(node = %n.name, ports = listen.len(), "proxy listening");
+    crate::state::write_atomic(&listening_path(plan, &n.name), b"")
+        .map_err(|e| fail(format!("recording that it listens: {e}")))?;
+    Ok(proxy)
+}
+
+/// What the proxy serves for each service port of `plan`: the port it
+/// listens on (from `listen`) and the endpoints it has in `active`.
+fn port_specs(
+    plan: &Plan,
+    listen: &[(String, u16)],
+    active: &[proxy::Service],
+) -> Vec<proxy::userspace::PortSpec> {
+    plan.services
+        .iter()
+        .flat_map(|s| s.ports.iter().map(move |p| (s, p)))
+        .zip(listen)
+        .zip(endpoints_by_port(active))
+        .map(
+            |(((s, p), (id, port)), (_, endpoints))| proxy::userspace::PortSpec {
+                id: id.clone(),
+                protocol: p.protocol,
+                listen: *port,
+                affinity: s.session_affinity,
+                endpoints,
+            },
+        )
+        .collect()
+}
+
+/// Gives `proxy` the endpoints of every port whose endpoints differ between
+/// the pods in `current` and those in `ready`.
+fn set_endpoints(plan: &Plan, proxy: &proxy::userspace::Proxy, current: &PodSet, ready: &PodSet) {
+    let before = endpoints_by_port(&with_ready_endpoints(plan, current));
+    let after = endpoints_by_port(&with_ready_endpoints(plan, ready));
+    for ((id, b), (_, a)) in before.iter().zip(after) {
+        if *b != a {
+            tracing::info!(port = %id, endpoints = a.len(), "endpoints changed");
+            proxy.set_endpoints(id, a);
+        }
+    }
+}
+
+/// The node's portal rules, as the proxy keeps them in step with the ready
+/// pods' endpoints.
+struct Portals {
+    /// What the rules hold; `None`: unknown, load them all. `up` loaded the
+    /// portals of every pod, but a proxy started again after a crash finds
+    /// whatever its predecessor left, so start from scratch.
+    programmed: Option<PodSet>,
+    /// After a failed load, the rules are tried again later (back-off); the
+    /// endpoints in memory and the stop signal are looked at every `POLL`.
+    retry_at: Instant,
+    /// The back-off between failed loads.
+    backoff: overlay::backoff::Backoff,
+}
+
+impl Portals {
+    /// Rules in an unknown state, to be loaded at once.
+    fn new() -> Portals {
+        Portals {
+            programmed: None,
+            retry_at: Instant::now(),
+            backoff: overlay::backoff::Backoff::new(POLL, super::endpoints::MAX_RETRY),
+        }
+    }
+
+    /// Loads into node `n`'s rules the endpoints of the pods in `current`
+    /// if the rules hold something else and no back-off is in force: the
+    /// change alone if what they hold is known, everything otherwise.
+    fn sync(&mut self, plan: &Plan, n: &NodePlan, current: &PodSet) {
+        let mode = proxy::Mode::Userspace;
+        if self.programmed.as_ref() == Some(current) || Instant::now() < self.retry_at {
+            return;
+        }
+        let after = with_ready_endpoints(plan, current);
+        let text = match &self.programmed {
+            Some(before) => rules::update(mode, &with_ready_endpoints(plan, before), &after),
+            None => rules::resync(mode, &after),
+        };
+        let loaded = text.is_empty()
+            || tokio::task::block_in_place(|| rules::load(mode, n, &text))
+                .map_err(|e| tracing::warn!(error = %e, "loading the portal rules"))
+                .is_ok();
+        // After a failure, load everything next time.
+        (self.programmed, self.retry_at) = if loaded {
+            self.backoff.succeeded();
+            (Some(current.clone()), Instant::now())
+        } else {
+            (None, Instant::now() + self.backoff.failed())
+        };
     }
 }

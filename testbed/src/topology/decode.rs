@@ -3,8 +3,9 @@
 //! types, missing fields, names, ports, addresses and units. Every problem is
 //! collected; a broken value is replaced by its default or its entry is left
 //! out, so that one run reports everything. This module holds the decoder
-//! and its field helpers; the sections are decoded in `cluster`, `workload`
-//! (machines, pods, containers, controllers) and `service`.
+//! and its field helpers; the top level is decoded in `top`, the sections
+//! in `cluster`, `workload` (machines, pods, containers, controllers) and
+//! `service`.
 
 use crate::diag::{did_you_mean, At, Diagnostic, Diagnostics, Pos};
 use crate::topology::model::*;
@@ -15,6 +16,7 @@ use std::str::FromStr;
 mod cluster;
 mod machines;
 mod service;
+mod top;
 mod workload;
 
 pub use cluster::{
@@ -131,19 +133,6 @@ fn is_label_part(s: &str, allow_empty: bool) -> bool {
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
-
-const TOP: &[&str] = &[
-    "name",
-    "seed",
-    "cluster",
-    "nodes",
-    "hosts",
-    "pods",
-    "replicationControllers",
-    "services",
-    "checks",
-    "machines",
-];
 
 impl<'d> Decoder<'d> {
     /// A decoder whose problems go to `diags`.
@@ -467,125 +456,5 @@ impl Decoder<'_> {
             labels.map.insert(k.name.clone(), value.value);
         }
         labels
-    }
-
-    fn topology(&mut self, root: &Node) -> Topology {
-        let fallback = Obj {
-            entries: &[],
-            path: String::new(),
-            pos: root.pos,
-        };
-        let obj = if root.value == Value::Null {
-            self.err(
-                &at(root, ""),
-                "the file is empty",
-                "a topology needs at least `name:` and `nodes:`; see topologies/minimal.yaml",
-            );
-            fallback
-        } else {
-            self.obj(root, "", "the topology", TOP).unwrap_or(fallback)
-        };
-        let name = self
-            .required(&obj, "name", "the topology", "demo")
-            .and_then(|(n, p)| {
-                let t = self.text(n, &p, "the topology's `name`")?;
-                if super::names::check_name(&t.value).is_ok() {
-                    Some(t)
-                } else {
-                    self.err(
-                        &t.at,
-                        format!("the topology's name `{}` is not 1-12 characters of a-z, 0-9 and `-` starting with a letter", t.value),
-                        "the name prefixes every kernel object the testbed creates, so it must be short and plain, e.g. `demo` or `lab-1`",
-                    );
-                    None
-                }
-            })
-            .unwrap_or_else(|| Sp::new("invalid".into(), obj.key_at("name")));
-        let seed = obj
-            .get("seed")
-            .and_then(|(n, p)| {
-                if let Value::Scalar { text, plain: true } = &n.value {
-                    if let Ok(v) = text.parse::<u64>() {
-                        return Some(v);
-                    }
-                }
-                self.err(
-                    &at(n, &p),
-                    format!("`seed` must be a whole number from 0 to {}, but this is {}", u64::MAX, n.value.describe()),
-                    "write e.g. `seed: 42`; the same seed gives the same random choices on every run",
-                );
-                None
-            })
-            .unwrap_or(0);
-        let cluster = self.cluster(&obj);
-        let (machines, machines_at) = self.machines(&obj);
-        self.examples = Examples::of(
-            &cluster.pod_cidr.value,
-            cluster.subnet_len.value,
-            &cluster.service_cidr.value,
-        );
-        let nodes = match self.required(&obj, "nodes", "the topology", "[{name: node1}]") {
-            Some((n, p)) => {
-                let items = self.list(n, &p, "`nodes`");
-                if items.is_empty() && matches!(n.value, Value::Seq(_)) {
-                    self.err(
-                        &at(n, &p),
-                        "`nodes` is empty",
-                        "a cluster needs at least one node, e.g. `nodes: [{name: node1}]`",
-                    );
-                }
-                items
-                    .into_iter()
-                    .filter_map(|(n, p)| self.machine(n, &p, true))
-                    .collect()
-            }
-            None => Vec::new(),
-        };
-        let hosts = self.section(&obj, "hosts", |d, n, p| d.machine(n, p, false));
-        let mut pods: Vec<Pod> = self.section(&obj, "pods", |d, n, p| d.pod(n, p));
-        let controllers =
-            self.section(&obj, "replicationControllers", |d, n, p| d.controller(n, p));
-        let services = self.section(&obj, "services", |d, n, p| d.service(n, p));
-        for rc in &controllers {
-            for i in 0..rc.replicas.value {
-                let mut pod = rc.template.clone();
-                pod.name = Sp::new(format!("{}-{i}", rc.name.value), rc.name.at.clone());
-                pod.owner = Some(rc.name.value.clone());
-                pods.push(pod);
-            }
-        }
-        let declared = self.checks_field(&obj);
-        let mut topo = Topology {
-            name,
-            seed,
-            cluster,
-            nodes,
-            hosts,
-            pods,
-            controllers,
-            services,
-            checks: Vec::new(),
-            machines,
-            machines_at,
-        };
-        let known = crate::topology::checks::Known::of_topology(&topo);
-        crate::topology::checks::check_names(&declared, &known, self.diags);
-        topo.checks = declared.into_iter().map(|d| d.check).collect();
-        topo
-    }
-
-    fn section<T>(
-        &mut self,
-        obj: &Obj,
-        key: &str,
-        mut f: impl FnMut(&mut Self, &Node, &str) -> Option<T>,
-    ) -> Vec<T> {
-        let Some((node, path)) = obj.get(key) else {
-            return Vec::new();
-        };
-        self.list(node, &path, &format!("`{key}`"))
-            .into_iter()
-            .filter_map(|(n, p)| f(self, n, &p))
-            .collect()
     }
 }

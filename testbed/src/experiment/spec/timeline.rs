@@ -222,6 +222,7 @@ fn pod_target(d: &mut Decoder, node: &Node, path: &str, topo: &Loaded) -> Option
     pod_name(d, name.trim(), &t.at, topo).map(PodTarget::Named)
 }
 
+/// A `fault`: its one field, decoded.
 fn fault(d: &mut Decoder, node: &Node, path: &str, topo: &Loaded) -> Option<Fault> {
     let obj = d.obj(node, path, "a fault", FAULTS)?;
     if obj.entries.len() != 1 {
@@ -241,93 +242,101 @@ fn fault(d: &mut Decoder, node: &Node, path: &str, topo: &Loaded) -> Option<Faul
         "kill" => Fault::Kill(pod_target(d, n, &p, topo)?),
         "delete" => Fault::Delete(pod_target(d, n, &p, topo)?),
         "nodeDown" => Fault::NodeDown(machine(d, n, &p, topo, false)?),
-        "linkDown" => {
-            let text = match &n.value {
-                Value::Scalar { text, .. } => text.clone(),
-                _ => String::new(),
-            };
-            if text.starts_with("node ") {
-                LinkTarget::Node(machine(d, n, &p, topo, false)?)
-            } else if let Some(h) = text.strip_prefix("host ") {
-                let h = h.trim();
-                if !topo.topology.hosts.iter().any(|x| x.name.value == h) {
-                    d.err(
-                        &at(n, &p),
-                        format!("the topology has no host `{h}`"),
-                        "name a host of the topology's `hosts`",
-                    );
-                    return None;
-                }
-                LinkTarget::Host(h.to_string())
-            } else {
-                LinkTarget::Pod(pod_target(d, n, &p, topo)?)
-            }
-            .into()
-        }
-        "partition" => {
-            let sides: Vec<Vec<String>> = d
-                .list(n, &p, "`partition`")
-                .into_iter()
-                .map(|(n, p)| {
-                    d.list(n, &p, "a side")
-                        .into_iter()
-                        .filter_map(|(n, p)| machine(d, n, &p, topo, true))
-                        .collect()
-                })
-                .collect();
-            if sides.is_empty() || sides.len() > 2 || sides[0].is_empty() {
-                d.err(
-                    &at(n, &p),
-                    "`partition` is one or two lists of machines",
-                    "write e.g. `partition: [[node1], [node2]]`",
-                );
-                return None;
-            }
-            let mut sides = sides.into_iter();
-            Fault::Partition(
-                sides.next().unwrap_or_default(),
-                sides.next().unwrap_or_default(),
-            )
-        }
+        "linkDown" => link_down(d, n, &p, topo)?.into(),
+        "partition" => partition(d, n, &p, topo)?,
         "impair" => impair(d, n, &p, topo)?,
-        "scale" => {
-            let s = d.obj(n, &p, "`scale`", &["rc", "replicas"])?;
-            let rc = d
-                .required(&s, "rc", "`scale`", "web")
-                .and_then(|(n, p)| d.name(n, &p, "`rc`", 63));
-            let replicas = d
-                .required(&s, "replicas", "`scale`", "3")
-                .and_then(|(n, p)| {
-                    d.int(
-                        n,
-                        &p,
-                        "`replicas`",
-                        0,
-                        i64::from(crate::topology::decode::MAX_REPLICAS),
-                        "write a number of replicas, e.g. 3",
-                    )
-                });
-            let rc = rc?;
-            if !topo
-                .topology
-                .controllers
-                .iter()
-                .any(|c| c.name.value == rc.value)
-            {
-                d.err(
-                    &rc.at,
-                    format!("the topology has no replication controller `{}`", rc.value),
-                    "name one of the topology's `replicationControllers`",
-                );
-                return None;
-            }
-            Fault::Scale {
-                rc: rc.value,
-                replicas: replicas?.value as u32,
-            }
-        }
+        "scale" => scale(d, n, &p, topo)?,
         // An unknown field, already reported by `obj`.
         _ => return None,
+    })
+}
+
+/// `linkDown`: `node NAME`, `host NAME` or a pod target.
+fn link_down(d: &mut Decoder, n: &Node, p: &str, topo: &Loaded) -> Option<LinkTarget> {
+    let text = match &n.value {
+        Value::Scalar { text, .. } => text.clone(),
+        _ => String::new(),
+    };
+    Some(if text.starts_with("node ") {
+        LinkTarget::Node(machine(d, n, p, topo, false)?)
+    } else if let Some(h) = text.strip_prefix("host ") {
+        let h = h.trim();
+        if !topo.topology.hosts.iter().any(|x| x.name.value == h) {
+            d.err(
+                &at(n, p),
+                format!("the topology has no host `{h}`"),
+                "name a host of the topology's `hosts`",
+            );
+            return None;
+        }
+        LinkTarget::Host(h.to_string())
+    } else {
+        LinkTarget::Pod(pod_target(d, n, p, topo)?)
+    })
+}
+
+/// `partition`: one or two lists of machines (nodes or hosts).
+fn partition(d: &mut Decoder, n: &Node, p: &str, topo: &Loaded) -> Option<Fault> {
+    let sides: Vec<Vec<String>> = d
+        .list(n, p, "`partition`")
+        .into_iter()
+        .map(|(n, p)| {
+            d.list(n, &p, "a side")
+                .into_iter()
+                .filter_map(|(n, p)| machine(d, n, &p, topo, true))
+                .collect()
+        })
+        .collect();
+    if sides.is_empty() || sides.len() > 2 || sides[0].is_empty() {
+        d.err(
+            &at(n, p),
+            "`partition` is one or two lists of machines",
+            "write e.g. `partition: [[node1], [node2]]`",
+        );
+        return None;
+    }
+    let mut sides = sides.into_iter();
+    Some(Fault::Partition(
+        sides.next().unwrap_or_default(),
+        sides.next().unwrap_or_default(),
+    ))
+}
+
+/// `scale`: `{rc, replicas}`, the controller one of the topology's.
+fn scale(d: &mut Decoder, n: &Node, p: &str, topo: &Loaded) -> Option<Fault> {
+    let s = d.obj(n, p, "`scale`", &["rc", "replicas"])?;
+    let rc = d
+        .required(&s, "rc", "`scale`", "web")
+        .and_then(|(n, p)| d.name(n, &p, "`rc`", 63));
+    let replicas = d
+        .required(&s, "replicas", "`scale`", "3")
+        .and_then(|(n, p)| {
+            d.int(
+                n,
+                &p,
+                "`replicas`",
+                0,
+                i64::from(crate::topology::decode::MAX_REPLICAS),
+                "write a number of replicas, e.g. 3",
+            )
+        });
+    let rc = rc?;
+    if !topo
+        .topology
+        .controllers
+        .iter()
+        .any(|c| c.name.value == rc.value)
+    {
+        d.err(
+            &rc.at,
+            format!("the topology has no replication controller `{}`", rc.value),
+            "name one of the topology's `replicationControllers`",
+        );
+        return None;
+    }
+    Some(Fault::Scale {
+        rc: rc.value,
+        replicas: replicas?.value as u32,
     })
 }
 

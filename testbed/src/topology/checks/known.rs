@@ -85,135 +85,150 @@ pub fn check_names(checks: &[Declared], known: &Known, diags: &mut Diagnostics) 
     }
 }
 
+/// What is wrong with a name a check uses: the error's message and its help.
+type Missing = (String, String);
+
 /// Whether `e` names what exists; an error at `at` otherwise.
 pub(crate) fn endpoint(e: &Endpoint, at: &At, known: &Known, diags: &mut Diagnostics) -> bool {
-    let mut fail = |msg: String, help: String| {
-        diags.push(Diagnostic::error(at, msg).help(help));
-        false
-    };
-    match e {
-        Endpoint::Pod { name, namespace } => {
-            if known
-                .pods
-                .iter()
-                .any(|p| &p.name == name && &p.namespace == namespace)
-            {
-                return true;
-            }
-            let all: Vec<String> = known
-                .pods
-                .iter()
-                .map(|p| qualified(&p.name, &p.namespace))
-                .collect();
-            let help = match known.pods.iter().find(|p| &p.name == name) {
-                Some(p) => format!(
-                    "there is a pod `{name}` in namespace `{}`: write `pod {}`",
-                    p.namespace,
-                    qualified(name, &p.namespace)
-                ),
-                None => suggest(&qualified(name, namespace), &all, "pods"),
-            };
-            fail(
-                format!("there is no pod `{name}` in namespace `{namespace}`"),
-                help,
-            )
-        }
-        Endpoint::Node(name) => machine(name, "node", &known.nodes, &known.hosts, &mut fail),
-        Endpoint::Host(name) => machine(name, "host", &known.hosts, &known.nodes, &mut fail),
+    let missing = match e {
+        Endpoint::Pod { name, namespace } => pod(name, namespace, known),
+        Endpoint::Node(name) => machine(name, "node", &known.nodes, &known.hosts),
+        Endpoint::Host(name) => machine(name, "host", &known.hosts, &known.nodes),
         Endpoint::Service { name, namespace }
         | Endpoint::External { name, namespace }
         | Endpoint::NodePort {
             name, namespace, ..
-        } => {
-            let Some(s) = known
-                .services
-                .iter()
-                .find(|s| &s.name == name && &s.namespace == namespace)
-            else {
-                let all: Vec<String> = known
-                    .services
-                    .iter()
-                    .map(|s| qualified(&s.name, &s.namespace))
-                    .collect();
-                return fail(
-                    format!("there is no service `{name}` in namespace `{namespace}`"),
-                    suggest(&qualified(name, namespace), &all, "services"),
-                );
-            };
-            match e {
-                Endpoint::External { .. } if s.kind != ServiceType::LoadBalancer => fail(
-                    format!("service `{name}` is of type {:?}: it has no external IP", s.kind),
-                    "`external` probes a LoadBalancer service's IP; write `service NAME` for its cluster IP".into(),
-                ),
-                Endpoint::NodePort { .. } if s.kind == ServiceType::ClusterIP => fail(
-                    format!("service `{name}` is of type ClusterIP: it has no node port"),
-                    "`nodePort` probes a NodePort or LoadBalancer service; write `service NAME` for its cluster IP".into(),
-                ),
-                Endpoint::NodePort { node, .. } => {
-                    machine(node, "node", &known.nodes, &known.hosts, &mut fail)
-                }
-                _ => true,
-            }
-        }
-        Endpoint::Pods(labels) => {
-            if known
-                .pods
-                .iter()
-                .any(|p| labels.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
-            {
-                return true;
-            }
-            let text: Vec<String> = labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-            fail(
-                format!(
-                    "no pod has the labels {{{}}}, so the check would test nothing",
-                    text.join(", ")
-                ),
-                "select by labels the pods have (see their `labels:`), or use `{allPods: true}`"
-                    .into(),
-            )
-        }
-        Endpoint::Rc(name) => {
-            if known
-                .pods
-                .iter()
-                .any(|p| p.owner.as_ref() == Some(name) && p.namespace == "default")
-            {
-                return true;
-            }
-            let mut all: Vec<String> = known
-                .pods
-                .iter()
-                .filter(|p| p.namespace == "default")
-                .filter_map(|p| p.owner.clone())
-                .collect();
-            all.dedup();
-            fail(
-                format!("no replication controller `{name}` with pods in namespace `default`"),
-                suggest(name, &all, "replication controllers"),
-            )
-        }
-        Endpoint::AllPods if known.pods.is_empty() => fail(
+        } => service(e, name, namespace, known),
+        Endpoint::Pods(labels) => selected(labels, known),
+        Endpoint::Rc(name) => rc(name, known),
+        Endpoint::AllPods if known.pods.is_empty() => Some((
             "there are no pods, so the check would test nothing".into(),
             "add pods, or probe from nodes or hosts".into(),
-        ),
-        Endpoint::AllHosts if known.hosts.is_empty() => fail(
+        )),
+        Endpoint::AllHosts if known.hosts.is_empty() => Some((
             "there are no hosts, so the check would test nothing".into(),
             "add `hosts:`, or probe from nodes or pods".into(),
-        ),
-        _ => true,
+        )),
+        _ => None,
+    };
+    match missing {
+        Some((msg, help)) => {
+            diags.push(Diagnostic::error(at, msg).help(help));
+            false
+        }
+        None => true,
     }
 }
 
-fn machine(
-    name: &str,
-    kind: &str,
-    of_kind: &[String],
-    others: &[String],
-    fail: &mut impl FnMut(String, String) -> bool,
-) -> bool {
+/// `pod NAME[.NAMESPACE]`: what is wrong when no pod has that name in that
+/// namespace (pointing at a namespace that has one).
+fn pod(name: &str, namespace: &str, known: &Known) -> Option<Missing> {
+    if known
+        .pods
+        .iter()
+        .any(|p| p.name == name && p.namespace == namespace)
+    {
+        return None;
+    }
+    let all: Vec<String> = known
+        .pods
+        .iter()
+        .map(|p| qualified(&p.name, &p.namespace))
+        .collect();
+    let help = match known.pods.iter().find(|p| p.name == name) {
+        Some(p) => format!(
+            "there is a pod `{name}` in namespace `{}`: write `pod {}`",
+            p.namespace,
+            qualified(name, &p.namespace)
+        ),
+        None => suggest(&qualified(name, namespace), &all, "pods"),
+    };
+    Some((
+        format!("there is no pod `{name}` in namespace `{namespace}`"),
+        help,
+    ))
+}
+
+/// `service`, `external` or `nodePort` endpoint `e` naming service `name` in
+/// `namespace`: what is wrong when there is no such service, it has no
+/// address of the kind probed, or the node of a `nodePort` does not exist.
+fn service(e: &Endpoint, name: &str, namespace: &str, known: &Known) -> Option<Missing> {
+    let Some(s) = known
+        .services
+        .iter()
+        .find(|s| s.name == name && s.namespace == namespace)
+    else {
+        let all: Vec<String> = known
+            .services
+            .iter()
+            .map(|s| qualified(&s.name, &s.namespace))
+            .collect();
+        return Some((
+            format!("there is no service `{name}` in namespace `{namespace}`"),
+            suggest(&qualified(name, namespace), &all, "services"),
+        ));
+    };
+    match e {
+        Endpoint::External { .. } if s.kind != ServiceType::LoadBalancer => Some((
+            format!("service `{name}` is of type {:?}: it has no external IP", s.kind),
+            "`external` probes a LoadBalancer service's IP; write `service NAME` for its cluster IP".into(),
+        )),
+        Endpoint::NodePort { .. } if s.kind == ServiceType::ClusterIP => Some((
+            format!("service `{name}` is of type ClusterIP: it has no node port"),
+            "`nodePort` probes a NodePort or LoadBalancer service; write `service NAME` for its cluster IP".into(),
+        )),
+        Endpoint::NodePort { node, .. } => machine(node, "node", &known.nodes, &known.hosts),
+        _ => None,
+    }
+}
+
+/// `{pods: {LABELS}}`: what is wrong when no pod has all of `labels`.
+fn selected(labels: &BTreeMap<String, String>, known: &Known) -> Option<Missing> {
+    if known
+        .pods
+        .iter()
+        .any(|p| labels.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+    {
+        return None;
+    }
+    let text: Vec<String> = labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    Some((
+        format!(
+            "no pod has the labels {{{}}}, so the check would test nothing",
+            text.join(", ")
+        ),
+        "select by labels the pods have (see their `labels:`), or use `{allPods: true}`".into(),
+    ))
+}
+
+/// `{rc: NAME}`: what is wrong when no pod of `default` is owned by
+/// replication controller `name`.
+fn rc(name: &str, known: &Known) -> Option<Missing> {
+    if known
+        .pods
+        .iter()
+        .any(|p| p.owner.as_deref() == Some(name) && p.namespace == "default")
+    {
+        return None;
+    }
+    let mut all: Vec<String> = known
+        .pods
+        .iter()
+        .filter(|p| p.namespace == "default")
+        .filter_map(|p| p.owner.clone())
+        .collect();
+    all.dedup();
+    Some((
+        format!("no replication controller `{name}` with pods in namespace `default`"),
+        suggest(name, &all, "replication controllers"),
+    ))
+}
+
+/// A `kind` (node or host) named `name`: what is wrong when `of_kind` does
+/// not hold it (pointing at `others`, the other kind, when that does).
+fn machine(name: &str, kind: &str, of_kind: &[String], others: &[String]) -> Option<Missing> {
     if of_kind.iter().any(|n| n == name) {
-        return true;
+        return None;
     }
     let other = if kind == "node" { "host" } else { "node" };
     let help = if others.iter().any(|n| n == name) {
@@ -221,7 +236,7 @@ fn machine(
     } else {
         suggest(name, of_kind, &format!("{kind}s"))
     };
-    fail(format!("there is no {kind} `{name}`"), help)
+    Some((format!("there is no {kind} `{name}`"), help))
 }
 
 /// For a service-like target: the port probed is one of the service's.
