@@ -8,7 +8,7 @@ use super::desired::{self, pins};
 use super::events::EventKind;
 use super::faults;
 use super::live::{pod_key, NodeCondition};
-use super::run::{now_ms, Controller};
+use super::run::Controller;
 use crate::kernel::apply;
 use crate::plan::types::PodPlan;
 use crate::plan::Plan;
@@ -363,7 +363,6 @@ impl Controller {
             self.cuts = cuts;
         }
         self.hold_down_nodes();
-        let _ = now_ms;
     }
 }
 
