@@ -139,44 +139,81 @@ fn no_endpoint_elements(s: &Service, p: &ServicePort) -> (Vec<String>, Vec<Strin
     (by_addr, by_port)
 }
 
-/// The whole table as one `nft -f` transaction that replaces any previous
-/// version of it atomically.
-pub fn render(services: &[Service]) -> String {
-    let mut dispatch = Vec::new();
-    let mut nodeports = Vec::new();
-    let mut reject = Vec::new();
-    let mut reject_np = Vec::new();
-    let mut chains = String::new();
-    let mut sets = String::new();
-    for s in services {
-        for p in &s.ports {
-            let pr = proto(p.protocol);
-            let svc = ident(&svc_chain(s, p));
-            for a in addrs(s) {
-                dispatch.push(format!("{a} . {pr} . {} : goto {svc}", p.port));
-            }
-            if let Some(np) = p.node_port {
-                nodeports.push(format!("{pr} . {np} : goto {svc}"));
-            }
-            if p.endpoints.is_empty() {
-                let (a, n) = no_endpoint_elements(s, p);
-                reject.extend(a);
-                reject_np.extend(n);
-            }
-            let _ = writeln!(chains, "  chain {svc} {{");
-            for r in port_rules(s, p) {
-                let _ = writeln!(chains, "    {r}");
-            }
-            let _ = writeln!(chains, "  }}");
-            if affinity(s) {
-                for e in &p.endpoints {
-                    let objects = endpoint_objects(s, p, e, true);
-                    let _ = writeln!(sets, "  {}", objects[0]);
-                    let _ = writeln!(chains, "  {}", objects[1]);
-                }
+/// The parts of the table that depend on the services, in service and port
+/// order: the elements of the four maps, the client sets and the chains.
+#[derive(Default)]
+struct Parts {
+    /// `services` map: address . protocol . port to the port's chain.
+    dispatch: Vec<String>,
+    /// `nodeports` map: protocol . node port to the port's chain.
+    nodeports: Vec<String>,
+    /// `no-endpoints` map elements.
+    reject: Vec<String>,
+    /// `no-endpoints-nodeports` map elements.
+    reject_np: Vec<String>,
+    /// The ports' and affinity endpoints' chains, as table lines.
+    chains: String,
+    /// The affinity endpoints' client sets, as table lines.
+    sets: String,
+}
+
+impl Parts {
+    /// Adds port `p` of service `s`: its map elements, its chain and, with
+    /// affinity, its endpoints' sets and chains.
+    fn add_port(&mut self, s: &Service, p: &ServicePort) {
+        let pr = proto(p.protocol);
+        let svc = ident(&svc_chain(s, p));
+        for a in addrs(s) {
+            self.dispatch
+                .push(format!("{a} . {pr} . {} : goto {svc}", p.port));
+        }
+        if let Some(np) = p.node_port {
+            self.nodeports.push(format!("{pr} . {np} : goto {svc}"));
+        }
+        if p.endpoints.is_empty() {
+            let (a, n) = no_endpoint_elements(s, p);
+            self.reject.extend(a);
+            self.reject_np.extend(n);
+        }
+        let _ = writeln!(self.chains, "  chain {svc} {{");
+        for r in port_rules(s, p) {
+            let _ = writeln!(self.chains, "    {r}");
+        }
+        let _ = writeln!(self.chains, "  }}");
+        if affinity(s) {
+            for e in &p.endpoints {
+                let objects = endpoint_objects(s, p, e, true);
+                let _ = writeln!(self.sets, "  {}", objects[0]);
+                let _ = writeln!(self.chains, "  {}", objects[1]);
             }
         }
     }
+}
+
+/// The whole table as one `nft -f` transaction that replaces any previous
+/// version of it atomically.
+pub fn render(services: &[Service]) -> String {
+    let mut parts = Parts::default();
+    for s in services {
+        for p in &s.ports {
+            parts.add_port(s, p);
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{"
+    );
+    write_maps(&mut out, &parts);
+    out.push_str(&parts.sets);
+    write_fixed_chains(&mut out);
+    out.push_str(&parts.chains);
+    out.push_str("}\n");
+    out
+}
+
+/// The table's four verdict maps with their elements.
+fn write_maps(out: &mut String, parts: &Parts) {
     let elements = |v: &[String]| {
         if v.is_empty() {
             String::new()
@@ -184,32 +221,31 @@ pub fn render(services: &[Service]) -> String {
             format!(" elements = {{ {} }};", v.join(", "))
         }
     };
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{"
-    );
     let _ = writeln!(
         out,
         "  map services {{ type ipv4_addr . inet_proto . inet_service : verdict;{} }}",
-        elements(&dispatch)
+        elements(&parts.dispatch)
     );
     let _ = writeln!(
         out,
         "  map nodeports {{ type inet_proto . inet_service : verdict;{} }}",
-        elements(&nodeports)
+        elements(&parts.nodeports)
     );
     let _ = writeln!(
         out,
         "  map no-endpoints {{ type ipv4_addr . inet_proto . inet_service : verdict;{} }}",
-        elements(&reject)
+        elements(&parts.reject)
     );
     let _ = writeln!(
         out,
         "  map no-endpoints-nodeports {{ type inet_proto . inet_service : verdict;{} }}",
-        elements(&reject_np)
+        elements(&parts.reject_np)
     );
-    out.push_str(&sets);
+}
+
+/// The chains every table has: the hooks, the dispatch through the maps,
+/// masquerading and the rejections.
+fn write_fixed_chains(out: &mut String) {
     out.push_str("  chain prerouting { type nat hook prerouting priority dstnat; policy accept; jump dispatch; }\n");
     out.push_str(
         "  chain output { type nat hook output priority -100; policy accept; jump dispatch; }\n",
@@ -220,9 +256,6 @@ pub fn render(services: &[Service]) -> String {
     out.push_str("  chain refuse-local {\n    type filter hook output priority 0; policy accept;\n    ip daddr . meta l4proto . th dport vmap @no-endpoints\n  }\n");
     out.push_str("  chain refuse-in {\n    type filter hook input priority 0; policy accept;\n    ip daddr . meta l4proto . th dport vmap @no-endpoints\n    fib daddr type local meta l4proto . th dport vmap @no-endpoints-nodeports\n  }\n");
     out.push_str("  chain reject-tcp { reject with tcp reset; }\n  chain reject-udp { reject; }\n");
-    out.push_str(&chains);
-    out.push_str("}\n");
-    out
 }
 
 /// The transaction that takes the table from the endpoints of `before` to

@@ -103,6 +103,28 @@ pub fn run_all(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(&Progress<'_>),
 ) -> Result<Outcome, RunError> {
+    let name = testbed_name(exp, sched)?;
+    preflight(exp, sched)?;
+    busy(&name)?;
+    let (dir, made) = results_dir(exp, sched, opts)?;
+    let (runs, failure) = run_each(exp, sched, opts, stop, progress, &dir);
+    let interrupted = stop.load(Ordering::Relaxed) || failure.is_some();
+    let written = results::write_experiment(&dir, &exp.name, &runs, interrupted);
+    publish(&made, &dir);
+    written?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(Outcome {
+            dir,
+            runs,
+            interrupted,
+        }),
+    }
+}
+
+/// The name of the testbed the schedule's first run brings up (every run's
+/// topology has the same name).
+fn testbed_name(exp: &Experiment, sched: &Schedule) -> Result<String, RunError> {
     let first = sched
         .runs
         .first()
@@ -112,9 +134,17 @@ pub fn run_all(
         .iter()
         .find(|c| c.name == first.combination)
         .ok_or_else(|| RunError::Other("the schedule's first combination is missing".into()))?;
-    let name = one::topology(exp, combo, first.seed)?.plan.name;
-    preflight(exp, sched)?;
-    busy(&name)?;
+    Ok(one::topology(exp, combo, first.seed)?.plan.name)
+}
+
+/// Makes the experiment's `<results>/<experiment>/<run-id>` directory and
+/// writes `schedule.json` in it; returns the directory and the parents made
+/// for it.
+fn results_dir(
+    exp: &Experiment,
+    sched: &Schedule,
+    opts: &Options,
+) -> Result<(PathBuf, Vec<PathBuf>), RunError> {
     let dir = opts
         .results
         .join(&exp.name)
@@ -131,8 +161,20 @@ pub fn run_all(
         publish(&made, &dir);
         return Err(e);
     }
+    Ok((dir, made))
+}
+
+/// Makes the runs in order until one fails or `stop` is set: the records of
+/// the runs made, and the failure that ended them.
+fn run_each(
+    exp: &Experiment,
+    sched: &Schedule,
+    opts: &Options,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(&Progress<'_>),
+    dir: &Path,
+) -> (Vec<RunRecord>, Option<RunError>) {
     let mut runs = Vec::new();
-    let mut failure = None;
     for (i, run) in sched.runs.iter().enumerate() {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -145,8 +187,7 @@ pub fn run_all(
             .join(format!("rep-{}", run.rep));
         // A failure from here on still leaves a summary of the runs made.
         if let Err(e) = create(&run_dir) {
-            failure = Some(e);
-            break;
+            return (runs, Some(e));
         }
         let ctx = one::Context {
             exp,
@@ -167,24 +208,10 @@ pub fn run_all(
         };
         match one::run(&ctx, &mut say).and_then(|input| Ok(results::write_run(&run_dir, input)?)) {
             Ok(record) => runs.push(record),
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
+            Err(e) => return (runs, Some(e)),
         }
     }
-    let interrupted = stop.load(Ordering::Relaxed) || failure.is_some();
-    let written = results::write_experiment(&dir, &exp.name, &runs, interrupted);
-    publish(&made, &dir);
-    written?;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(Outcome {
-            dir,
-            runs,
-            interrupted,
-        }),
-    }
+    (runs, None)
 }
 
 /// The combination named `name` of `sched`.

@@ -3,7 +3,7 @@
 //! picks checks by a glob on their names.
 
 use super::report::{self, CheckResult, Status};
-use super::{resolve, run, Check, CheckKind, Expect, Outcome, Probe};
+use super::{resolve, run, Check, CheckKind, Expect, Outcome, Probe, Resolved};
 use crate::plan::Plan;
 use std::time::Duration;
 
@@ -48,25 +48,11 @@ pub fn run_checks_with(
         .collect()
 }
 
+/// Resolves and runs one check, and judges it.
 fn run_one(plan: &Plan, c: &Check, prober: run::Prober<'_>) -> CheckResult {
     let resolved = match resolve::resolve(plan, c) {
         Ok(r) => r,
-        Err(e) => {
-            return CheckResult {
-                name: c.name.clone(),
-                status: report::status(c.level, false),
-                attempts: 0,
-                pairs: vec![report::PairResult {
-                    from: String::new(),
-                    to: String::new(),
-                    port: String::new(),
-                    expected: Expect::Allow,
-                    actual: "error".into(),
-                    error: Some(e.0),
-                }],
-                table: None,
-            }
-        }
+        Err(e) => return unresolved(c, e),
     };
     match &c.kind {
         CheckKind::Pair {
@@ -75,64 +61,113 @@ fn run_one(plan: &Plan, c: &Check, prober: run::Prober<'_>) -> CheckResult {
             hold,
             body,
             ..
-        } => {
-            let r = run::run_pair_with(
-                &resolved.probes,
-                *expect,
-                (*within, *hold),
-                body.as_deref(),
-                prober,
-            );
-            let right = r.results.iter().all(|(_, o)| run::passes(*expect, o));
-            CheckResult {
-                name: c.name.clone(),
-                status: report::status(c.level, right),
-                attempts: r.attempts,
-                pairs: pairs(&r.results, *expect),
-                table: None,
-            }
-        }
-        CheckKind::Matrix { expect_table, .. } => {
-            let outcomes = run::run_matrix_with(&resolved.probes, MATRIX_TIMEOUT, prober);
-            let table = report::table(
-                &resolved.rows,
-                &resolved.columns,
-                &outcomes,
-                expect_table.clone(),
-            );
-            let right = report::table_matches(&table);
-            let mut result = CheckResult {
-                name: c.name.clone(),
-                status: report::status(c.level, right),
-                attempts: 1,
-                pairs: Vec::new(),
-                table: Some(table),
-            };
-            // Without an expected table the grid is the result; with one,
-            // the pairs that differ from it are the failure's detail.
-            if result.status != Status::Pass {
-                result.pairs = pairs(&outcomes, Expect::Allow)
-                    .into_iter()
-                    .zip(&outcomes)
-                    .filter(|(_, (p, o))| {
-                        expected_cell(&resolved.rows, &resolved.columns, expect_table, p)
-                            .is_some_and(|want| want != matches!(o, Outcome::Ok))
-                    })
-                    .map(|(mut pr, (p, _))| {
-                        let want =
-                            expected_cell(&resolved.rows, &resolved.columns, expect_table, p);
-                        pr.expected = if want == Some(true) {
-                            Expect::Allow
-                        } else {
-                            Expect::Deny
-                        };
-                        pr
-                    })
-                    .collect();
-            }
-            result
-        }
+        } => run_pair(
+            c,
+            &resolved,
+            *expect,
+            (*within, *hold),
+            body.as_deref(),
+            prober,
+        ),
+        CheckKind::Matrix { expect_table, .. } => run_matrix(c, &resolved, expect_table, prober),
     }
+}
+
+/// The result of a check that cannot be resolved: failed (or warned), with
+/// the reason as its one pair.
+fn unresolved(c: &Check, e: resolve::Unresolvable) -> CheckResult {
+    CheckResult {
+        name: c.name.clone(),
+        status: report::status(c.level, false),
+        attempts: 0,
+        pairs: vec![report::PairResult {
+            from: String::new(),
+            to: String::new(),
+            port: String::new(),
+            expected: Expect::Allow,
+            actual: "error".into(),
+            error: Some(e.0),
+        }],
+        table: None,
+    }
+}
+
+/// Runs a pair check's probes until they all give `expect` (or the time
+/// runs out) and judges them.
+fn run_pair(
+    c: &Check,
+    resolved: &Resolved,
+    expect: Expect,
+    times: (Duration, Duration),
+    body: Option<&str>,
+    prober: run::Prober<'_>,
+) -> CheckResult {
+    let r = run::run_pair_with(&resolved.probes, expect, times, body, prober);
+    let right = r.results.iter().all(|(_, o)| run::passes(expect, o));
+    CheckResult {
+        name: c.name.clone(),
+        status: report::status(c.level, right),
+        attempts: r.attempts,
+        pairs: pairs(&r.results, expect),
+        table: None,
+    }
+}
+
+/// Runs a matrix check's probes once each and judges the table against
+/// `expect_table`.
+fn run_matrix(
+    c: &Check,
+    resolved: &Resolved,
+    expect_table: &Option<Vec<String>>,
+    prober: run::Prober<'_>,
+) -> CheckResult {
+    let outcomes = run::run_matrix_with(&resolved.probes, MATRIX_TIMEOUT, prober);
+    let table = report::table(
+        &resolved.rows,
+        &resolved.columns,
+        &outcomes,
+        expect_table.clone(),
+    );
+    let right = report::table_matches(&table);
+    let mut result = CheckResult {
+        name: c.name.clone(),
+        status: report::status(c.level, right),
+        attempts: 1,
+        pairs: Vec::new(),
+        table: Some(table),
+    };
+    // Without an expected table the grid is the result; with one,
+    // the pairs that differ from it are the failure's detail.
+    if result.status != Status::Pass {
+        result.pairs = differing_pairs(resolved, &outcomes, expect_table);
+    }
+    result
+}
+
+/// The pairs of a matrix whose outcome differs from the expected table,
+/// each with the expectation it missed.
+fn differing_pairs(
+    resolved: &Resolved,
+    outcomes: &[(Probe, Outcome)],
+    expect_table: &Option<Vec<String>>,
+) -> Vec<report::PairResult> {
+    pairs(outcomes, Expect::Allow)
+        .into_iter()
+        .zip(outcomes)
+        .filter(|(_, (p, o))| {
+            expected_cell(&resolved.rows, &resolved.columns, expect_table, p)
+                .is_some_and(|want| want != matches!(o, Outcome::Ok))
+        })
+        .map(|(mut pr, (p, _))| {
+            let want = expected_cell(&resolved.rows, &resolved.columns, expect_table, p);
+            pr.expected = if want == Some(true) {
+                Expect::Allow
+            } else {
+                Expect::Deny
+            };
+            pr
+        })
+        .collect()
 }
 
 /// Whether the expected table says `p`'s pair is reachable.

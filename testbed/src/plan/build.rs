@@ -4,12 +4,13 @@
 //! files. Pure: no root, no I/O, the same bytes for the same file and seed.
 //! Problems only allocation can find (pins that clash, networks too small)
 //! are reported here. The networks' checks and LAN addresses are in
-//! `cluster`, placement in `place`, services in `services`, names in `dns`.
+//! `cluster`, placement in `place`, the pods' plans in `pods`, services in
+//! `services`, names in `dns`.
 
 use crate::diag::{At, Diagnostic, Diagnostics};
 use crate::plan::names::{self, IfNames, MacAllocator};
 use crate::plan::types::*;
-use crate::topology::model::{Link, Network, Pod, Sp, Topology};
+use crate::topology::model::{Link, Sp, Topology};
 use overlay::{Backend, Ipv4Net, Lease, NetworkConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -17,6 +18,7 @@ use std::net::Ipv4Addr;
 mod cluster;
 mod dns;
 mod place;
+mod pods;
 mod services;
 mod suggest;
 
@@ -418,120 +420,6 @@ impl Planner<'_, '_> {
             }
         }
         (routes, neigh, fdb)
-    }
-
-    fn pods(
-        &mut self,
-        placed: &[Placement],
-        nodes: &[NodePlan],
-        if_names: &mut [IfNames],
-        mtu: u32,
-    ) -> Vec<PodPlan> {
-        let topo = self.topo;
-        let tb = &topo.name.value;
-        let mut out = Vec::new();
-        for (i, pod) in topo.pods.iter().enumerate() {
-            let Some(n) = placed[i].node else { continue };
-            let node = &nodes[n];
-            let ns = &pod.namespace.value;
-            let name = &pod.name.value;
-            let own_netns = names::pod_netns(&self.prefix, ns, name);
-            let (network, netns, owns) = match &pod.network.value {
-                Network::Bridge => ("bridge".to_string(), own_netns, true),
-                Network::None => ("none".to_string(), own_netns, true),
-                Network::Host => ("host".to_string(), node.netns.clone(), false),
-                Network::Container(t) => (
-                    format!("container:{t}"),
-                    self.shared_netns(pod, nodes, placed),
-                    false,
-                ),
-            };
-            let mut interface = None;
-            let mut routes = Vec::new();
-            if let (Network::Bridge, Some(ip)) = (&pod.network.value, placed[i].ip) {
-                let gw = node.bridge.addresses[0];
-                interface = Some(Veth {
-                    inner: Iface {
-                        name: "eth0".into(),
-                        mac: Some(self.macs.mac(tb, &format!("pod/{ns}/{name}/eth0"))),
-                        mtu,
-                        addresses: vec![IfAddr {
-                            ip,
-                            prefix_len: gw.prefix_len,
-                        }],
-                    },
-                    peer_netns: node.netns.clone(),
-                    peer: Iface {
-                        name: if_names[n].hashed("veth", &format!("{ns}/{name}")),
-                        mac: Some(self.macs.mac(tb, &format!("pod/{ns}/{name}/peer"))),
-                        mtu,
-                        addresses: Vec::new(),
-                    },
-                    peer_master: POD_BRIDGE.into(),
-                });
-                routes.push(Route {
-                    dst: "default".into(),
-                    via: Some(gw.ip),
-                    dev: "eth0".into(),
-                    onlink: false,
-                });
-            }
-            let dir = crate::layout::pod_dir(&self.state_dir, ns, name);
-            let volumes = pod
-                .volumes
-                .iter()
-                .map(|v| VolumePlan {
-                    name: v.value.clone(),
-                    path: crate::layout::volume(&dir, &v.value),
-                })
-                .collect();
-            out.push(PodPlan {
-                name: name.clone(),
-                namespace: ns.clone(),
-                node: node.name.clone(),
-                owner: pod.owner.clone(),
-                labels: pod.labels.map.clone(),
-                network,
-                netns,
-                owns_netns: owns,
-                ip: placed[i].ip,
-                interface,
-                routes,
-                hostname: name.clone(),
-                hosts_file: crate::layout::hosts_file(&dir),
-                volumes,
-                containers: containers(pod.containers.iter(), &dir),
-            });
-        }
-        out
-    }
-
-    /// The namespace a `container:` pod joins: that of the end of its chain.
-    fn shared_netns(&self, pod: &Pod, nodes: &[NodePlan], placed: &[Placement]) -> String {
-        let topo = self.topo;
-        let mut cur = pod;
-        for _ in 0..=topo.pods.len() {
-            let Network::Container(t) = &cur.network.value else {
-                break;
-            };
-            match topo
-                .pods
-                .iter()
-                .position(|p| p.namespace.value == pod.namespace.value && &p.name.value == t)
-            {
-                Some(j) => {
-                    cur = &topo.pods[j];
-                    if cur.network.value == Network::Host {
-                        return placed[j]
-                            .node
-                            .map(|n| nodes[n].netns.clone())
-                            .unwrap_or_default();
-                    }
-                }
-                None => break,
-            }
-        }
-        names::pod_netns(&self.prefix, &cur.namespace.value, &cur.name.value)
     }
 }
 

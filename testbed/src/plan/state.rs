@@ -237,70 +237,8 @@ pub fn diff(want: &KernelState, have: &KernelState) -> Vec<String> {
             out.push(format!("{ns}: namespace missing"));
             continue;
         };
-        for (name, wl) in &w.links {
-            match h.links.get(name) {
-                None => out.push(format!("{ns}: interface {name} missing")),
-                Some(hl) if !matches(wl, hl) => {
-                    let mut what = Vec::new();
-                    if hl.kind != wl.kind {
-                        what.push(format!("kind {} (want {})", hl.kind, wl.kind));
-                    }
-                    if wl.mac.is_some() && hl.mac != wl.mac {
-                        what.push(format!("mac {} (want {})", show(&hl.mac), show(&wl.mac)));
-                    }
-                    if hl.mtu != wl.mtu {
-                        what.push(format!("mtu {} (want {})", hl.mtu, wl.mtu));
-                    }
-                    if hl.up != wl.up {
-                        what.push(format!("{} (want {})", updown(hl.up), updown(wl.up)));
-                    }
-                    if hl.master != wl.master {
-                        what.push(format!(
-                            "master {} (want {})",
-                            show(&hl.master),
-                            show(&wl.master)
-                        ));
-                    }
-                    if hl.qdisc != wl.qdisc {
-                        what.push(format!(
-                            "qdisc {} (want {})",
-                            show(&hl.qdisc),
-                            show(&wl.qdisc)
-                        ));
-                    }
-                    if hl.addresses != wl.addresses {
-                        what.push(format!(
-                            "addresses {} (want {})",
-                            addrs(&hl.addresses),
-                            addrs(&wl.addresses)
-                        ));
-                    }
-                    out.push(format!("{ns}: interface {name}: {}", what.join(", ")));
-                }
-                Some(_) => {}
-            }
-        }
-        for name in h.links.keys().filter(|n| !w.links.contains_key(*n)) {
-            out.push(format!("{ns}: unexpected interface {name}"));
-        }
-        for r in w.routes.iter().filter(|r| !h.routes.contains(r)) {
-            out.push(format!("{ns}: route {} missing", route(r)));
-        }
-        for r in h.routes.iter().filter(|r| !w.routes.contains(r)) {
-            out.push(format!("{ns}: unexpected route {}", route(r)));
-        }
-        for n in w.neighbours.iter().filter(|n| !h.neighbours.contains(n)) {
-            out.push(format!(
-                "{ns}: neighbour {} lladdr {} dev {} missing",
-                n.ip, n.mac, n.dev
-            ));
-        }
-        for n in h.neighbours.iter().filter(|n| !w.neighbours.contains(n)) {
-            out.push(format!(
-                "{ns}: unexpected neighbour {} lladdr {} dev {}",
-                n.ip, n.mac, n.dev
-            ));
-        }
+        diff_links(ns, w, h, &mut out);
+        diff_routes_and_neighbours(ns, w, h, &mut out);
         for (k, v) in &w.sysctls {
             match h.sysctls.get(k) {
                 Some(hv) if hv == v => {}
@@ -315,6 +253,86 @@ pub fn diff(want: &KernelState, have: &KernelState) -> Vec<String> {
         out.push(format!("{ns}: unexpected namespace"));
     }
     out
+}
+
+/// The interfaces of namespace `ns` missing, different or unexpected.
+fn diff_links(ns: &str, w: &NsState, h: &NsState, out: &mut Vec<String>) {
+    for (name, wl) in &w.links {
+        match h.links.get(name) {
+            None => out.push(format!("{ns}: interface {name} missing")),
+            Some(hl) if !matches(wl, hl) => {
+                out.push(format!(
+                    "{ns}: interface {name}: {}",
+                    link_differences(wl, hl).join(", ")
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for name in h.links.keys().filter(|n| !w.links.contains_key(*n)) {
+        out.push(format!("{ns}: unexpected interface {name}"));
+    }
+}
+
+/// How an observed link differs from the desired one, field by field.
+fn link_differences(wl: &LinkState, hl: &LinkState) -> Vec<String> {
+    let mut what = Vec::new();
+    if hl.kind != wl.kind {
+        what.push(format!("kind {} (want {})", hl.kind, wl.kind));
+    }
+    if wl.mac.is_some() && hl.mac != wl.mac {
+        what.push(format!("mac {} (want {})", show(&hl.mac), show(&wl.mac)));
+    }
+    if hl.mtu != wl.mtu {
+        what.push(format!("mtu {} (want {})", hl.mtu, wl.mtu));
+    }
+    if hl.up != wl.up {
+        what.push(format!("{} (want {})", updown(hl.up), updown(wl.up)));
+    }
+    if hl.master != wl.master {
+        what.push(format!(
+            "master {} (want {})",
+            show(&hl.master),
+            show(&wl.master)
+        ));
+    }
+    if hl.qdisc != wl.qdisc {
+        what.push(format!(
+            "qdisc {} (want {})",
+            show(&hl.qdisc),
+            show(&wl.qdisc)
+        ));
+    }
+    if hl.addresses != wl.addresses {
+        what.push(format!(
+            "addresses {} (want {})",
+            addrs(&hl.addresses),
+            addrs(&wl.addresses)
+        ));
+    }
+    what
+}
+
+/// The routes and neighbours of namespace `ns` missing or unexpected.
+fn diff_routes_and_neighbours(ns: &str, w: &NsState, h: &NsState, out: &mut Vec<String>) {
+    for r in w.routes.iter().filter(|r| !h.routes.contains(r)) {
+        out.push(format!("{ns}: route {} missing", route(r)));
+    }
+    for r in h.routes.iter().filter(|r| !w.routes.contains(r)) {
+        out.push(format!("{ns}: unexpected route {}", route(r)));
+    }
+    for n in w.neighbours.iter().filter(|n| !h.neighbours.contains(n)) {
+        out.push(format!(
+            "{ns}: neighbour {} lladdr {} dev {} missing",
+            n.ip, n.mac, n.dev
+        ));
+    }
+    for n in h.neighbours.iter().filter(|n| !w.neighbours.contains(n)) {
+        out.push(format!(
+            "{ns}: unexpected neighbour {} lladdr {} dev {}",
+            n.ip, n.mac, n.dev
+        ));
+    }
 }
 
 fn show<T: std::fmt::Display>(v: &Option<T>) -> String {

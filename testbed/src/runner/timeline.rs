@@ -8,7 +8,7 @@
 use crate::controller::control::Request;
 use crate::controller::live::{Fault as LiveFault, Target};
 use crate::experiment::schedule::pod_target;
-use crate::experiment::{Action, Experiment, Fault, LinkTarget, PodTarget};
+use crate::experiment::{Action, Experiment, Fault, Impairment, LinkTarget, PodTarget};
 use crate::plan::types::LinkPlan;
 use crate::plan::Plan;
 use crate::topology::units::{Duration as D, Percent};
@@ -140,23 +140,7 @@ fn requests(
     seed: u64,
     entry: usize,
 ) -> Result<(Request, Option<Request>), String> {
-    let pod = |t: &PodTarget| -> Result<String, String> {
-        pod_target(plan, t, seed, entry)
-            .map(|p| p.trim_start_matches("pod ").to_string())
-            .ok_or_else(|| format!("timeline entry {}: nothing to pick from", entry + 1))
-    };
-    let fault = |fault: LiveFault| {
-        let clear = Request::Clear {
-            fault: Some(fault.clone()),
-        };
-        (
-            Request::Fault {
-                fault,
-                for_ms: None,
-            },
-            Some(clear),
-        )
-    };
+    let pod = |t: &PodTarget| pod_name(plan, t, seed, entry);
     Ok(match f {
         Fault::Kill(t) => (
             Request::Kill {
@@ -166,7 +150,7 @@ fn requests(
             None,
         ),
         Fault::Delete(t) => (Request::Delete { pod: pod(t)? }, None),
-        Fault::NodeDown(n) => fault(LiveFault::NodeDown { node: n.clone() }),
+        Fault::NodeDown(n) => live_fault(LiveFault::NodeDown { node: n.clone() }),
         Fault::LinkDown(t) => {
             let target = match t {
                 LinkTarget::Pod(p) => {
@@ -180,44 +164,74 @@ fn requests(
                 LinkTarget::Node(n) => Target::Node(n.clone()),
                 LinkTarget::Host(h) => Target::Host(h.clone()),
             };
-            fault(LiveFault::LinkDown { target })
+            live_fault(LiveFault::LinkDown { target })
         }
-        Fault::Partition(a, b) => fault(LiveFault::Partition {
+        Fault::Partition(a, b) => live_fault(LiveFault::Partition {
             nodes: a.clone(),
             from: b.clone(),
         }),
-        Fault::Impair(imp) => {
-            let before = plan
-                .nodes
-                .iter()
-                .find(|n| n.name == imp.node)
-                .ok_or_else(|| format!("impair: no node {}", imp.node))?
-                .link
-                .clone();
-            let mut link = before.clone().unwrap_or_default();
-            let us = |d: std::time::Duration| D(d.as_micros() as u64);
-            link.delay = imp.delay.map(us).or(link.delay);
-            link.jitter = imp.jitter.map(us).or(link.jitter);
-            link.loss = imp.loss_ppm.map(Percent).or(link.loss);
-            let impair = |link: Option<LinkPlan>| Request::Impair {
-                machine: imp.node.clone(),
-                link,
-            };
-            (impair(Some(link)), Some(impair(before)))
-        }
-        Fault::Scale { rc, replicas } => {
-            let now = plan
-                .pods
-                .iter()
-                .filter(|p| p.owner.as_ref() == Some(rc))
-                .count() as u32;
-            let scale = |replicas| Request::Scale {
-                rc: rc.clone(),
-                replicas,
-            };
-            (scale(*replicas), Some(scale(now)))
-        }
+        Fault::Impair(imp) => impair(plan, imp)?,
+        Fault::Scale { rc, replicas } => scale(plan, rc, *replicas),
     })
+}
+
+/// The pod `t` picks (entry `entry` of the timeline), as `NAME` or
+/// `NAMESPACE/NAME`.
+fn pod_name(plan: &Plan, t: &PodTarget, seed: u64, entry: usize) -> Result<String, String> {
+    pod_target(plan, t, seed, entry)
+        .map(|p| p.trim_start_matches("pod ").to_string())
+        .ok_or_else(|| format!("timeline entry {}: nothing to pick from", entry + 1))
+}
+
+/// A live fault's request, undone by clearing that fault.
+fn live_fault(fault: LiveFault) -> (Request, Option<Request>) {
+    let clear = Request::Clear {
+        fault: Some(fault.clone()),
+    };
+    (
+        Request::Fault {
+            fault,
+            for_ms: None,
+        },
+        Some(clear),
+    )
+}
+
+/// The request impairing a node's link (the fields not given keep the
+/// plan's), undone by setting the plan's link back.
+fn impair(plan: &Plan, imp: &Impairment) -> Result<(Request, Option<Request>), String> {
+    let before = plan
+        .nodes
+        .iter()
+        .find(|n| n.name == imp.node)
+        .ok_or_else(|| format!("impair: no node {}", imp.node))?
+        .link
+        .clone();
+    let mut link = before.clone().unwrap_or_default();
+    let us = |d: std::time::Duration| D(d.as_micros() as u64);
+    link.delay = imp.delay.map(us).or(link.delay);
+    link.jitter = imp.jitter.map(us).or(link.jitter);
+    link.loss = imp.loss_ppm.map(Percent).or(link.loss);
+    let impair = |link: Option<LinkPlan>| Request::Impair {
+        machine: imp.node.clone(),
+        link,
+    };
+    Ok((impair(Some(link)), Some(impair(before))))
+}
+
+/// The request scaling controller `rc` to `replicas`, undone by scaling
+/// it back to the plan's number of pods.
+fn scale(plan: &Plan, rc: &str, replicas: u32) -> (Request, Option<Request>) {
+    let now = plan
+        .pods
+        .iter()
+        .filter(|p| p.owner.as_deref() == Some(rc))
+        .count() as u32;
+    let scale = |replicas| Request::Scale {
+        rc: rc.to_string(),
+        replicas,
+    };
+    (scale(replicas), Some(scale(now)))
 }
 
 #[cfg(test)]

@@ -253,33 +253,79 @@ fn merge(merged: &mut Vec<(Key, Node)>, node: Node) {
     }
 }
 
+/// The node of one scalar event: null for an empty or null plain scalar,
+/// its first line (quotes included) as the span.
+fn scalar_node(text: String, style: TScalarStyle, mark: &Marker) -> Node {
+    let plain = style == TScalarStyle::Plain;
+    let quotes = if matches!(
+        style,
+        TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted
+    ) {
+        2
+    } else {
+        0
+    };
+    let len = text.lines().next().map_or(0, |l| l.chars().count()) + quotes;
+    let value = if plain && matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL") {
+        Value::Null
+    } else {
+        Value::Scalar { text, plain }
+    };
+    Node {
+        value,
+        pos: pos(mark, len.max(1)),
+    }
+}
+
+/// Turns a finished frame into its node and anchor: a mapping's own keys
+/// first, then the merged keys it does not override.
+fn close_frame(frame: Frame) -> (Node, usize) {
+    match frame {
+        Frame::Seq {
+            items, pos, anchor, ..
+        } => (
+            Node {
+                value: Value::Seq(items),
+                pos,
+            },
+            anchor,
+        ),
+        Frame::Map {
+            mut entries,
+            merged,
+            pos,
+            anchor,
+            ..
+        } => {
+            for (k, v) in merged {
+                if !entries.iter().any(|(e, _)| e.name == k.name) {
+                    entries.push((k, v));
+                }
+            }
+            // A block mapping's start event comes after its
+            // first key: point at that key instead.
+            let pos = match entries.first() {
+                Some((k, _)) if (k.pos.line, k.pos.col) < (pos.line, pos.col) => {
+                    Pos { len: 1, ..k.pos }
+                }
+                _ => pos,
+            };
+            (
+                Node {
+                    value: Value::Map(entries),
+                    pos,
+                },
+                anchor,
+            )
+        }
+    }
+}
+
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
-                let plain = style == TScalarStyle::Plain;
-                let quotes = if matches!(
-                    style,
-                    TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted
-                ) {
-                    2
-                } else {
-                    0
-                };
-                let len = text.lines().next().map_or(0, |l| l.chars().count()) + quotes;
-                let value = if plain && matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL")
-                {
-                    Value::Null
-                } else {
-                    Value::Scalar { text, plain }
-                };
-                self.finish(
-                    Node {
-                        value,
-                        pos: pos(&mark, len.max(1)),
-                    },
-                    anchor,
-                );
+                self.finish(scalar_node(text, style, &mark), anchor);
             }
             Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
                 path: self.next_path(),
@@ -297,45 +343,7 @@ impl MarkedEventReceiver for Builder {
             }),
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some(frame) = self.stack.pop() {
-                    let (node, anchor) = match frame {
-                        Frame::Seq {
-                            items, pos, anchor, ..
-                        } => (
-                            Node {
-                                value: Value::Seq(items),
-                                pos,
-                            },
-                            anchor,
-                        ),
-                        Frame::Map {
-                            mut entries,
-                            merged,
-                            pos,
-                            anchor,
-                            ..
-                        } => {
-                            for (k, v) in merged {
-                                if !entries.iter().any(|(e, _)| e.name == k.name) {
-                                    entries.push((k, v));
-                                }
-                            }
-                            // A block mapping's start event comes after its
-                            // first key: point at that key instead.
-                            let pos = match entries.first() {
-                                Some((k, _)) if (k.pos.line, k.pos.col) < (pos.line, pos.col) => {
-                                    Pos { len: 1, ..k.pos }
-                                }
-                                _ => pos,
-                            };
-                            (
-                                Node {
-                                    value: Value::Map(entries),
-                                    pos,
-                                },
-                                anchor,
-                            )
-                        }
-                    };
+                    let (node, anchor) = close_frame(frame);
                     self.finish(node, anchor);
                 }
             }

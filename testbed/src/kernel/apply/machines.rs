@@ -7,7 +7,7 @@ use super::{configure_eth0, nl, route_text, ApplyError, Ns};
 use crate::kernel::netns::NetnsError;
 use crate::kernel::{links, qdisc};
 use crate::plan::state::{kernel_impaired, needs_netem};
-use crate::plan::types::{LinkPlan, NodePlan, Veth};
+use crate::plan::types::{IfAddr, LinkPlan, NodePlan, OverlayDevice, Veth};
 use crate::plan::Plan;
 use futures::future::try_join_all;
 use overlay::Backend;
@@ -21,21 +21,54 @@ pub(super) async fn configure(
     plan: &Plan,
     ns: &HashMap<&str, &Ns>,
 ) -> Result<Vec<u32>, ApplyError> {
-    let get = |name: &str| -> Result<&Ns, ApplyError> {
-        ns.get(name)
-            .copied()
-            .ok_or_else(|| ApplyError::Unsupported(format!("namespace `{name}` was not created")))
-    };
-    let fabric = get(&plan.fabric.netns)?;
-
+    let fabric = ns_of(ns, &plan.fabric.netns)?;
     // Stage 1: bridges and loopbacks.
+    let (lan_idx, bridge_idx) = add_bridges(plan, ns, fabric).await?;
+    // Stage 2: veth pairs.
+    add_uplinks(plan, ns, fabric, lan_idx).await?;
+    // Stage 3: addresses, routes and the overlay.
+    let nodes = try_join_all(
+        plan.nodes
+            .iter()
+            .zip(bridge_idx.iter())
+            .map(|(n, &br)| async move {
+                let ns = ns_of(ns, &n.netns)?;
+                configure_node(plan, n, ns, br).await
+            }),
+    );
+    let hosts = try_join_all(plan.hosts.iter().map(|m| async move {
+        let h = &ns_of(ns, &m.netns)?.handle;
+        configure_eth0(h, &m.netns, &m.uplink.inner.addresses, &[]).await?;
+        Ok::<(), ApplyError>(())
+    }));
+    futures::try_join!(nodes, hosts)?;
+    // Stage 4: link impairments the kernel applies.
+    impair_links(plan, ns, fabric).await?;
+    Ok(bridge_idx)
+}
+
+/// The created namespace `name`.
+fn ns_of<'a>(ns: &HashMap<&str, &'a Ns>, name: &str) -> Result<&'a Ns, ApplyError> {
+    ns.get(name)
+        .copied()
+        .ok_or_else(|| ApplyError::Unsupported(format!("namespace `{name}` was not created")))
+}
+
+/// Makes the LAN bridge and every node's pod bridge, and brings up every
+/// namespace's loopback; returns the LAN bridge's index and the pod
+/// bridges' (in plan order).
+async fn add_bridges(
+    plan: &Plan,
+    ns: &HashMap<&str, &Ns>,
+    fabric: &Ns,
+) -> Result<(u32, Vec<u32>), ApplyError> {
     let lan = async {
         links::add_bridge(&fabric.handle, &plan.fabric.bridge)
             .await
             .map_err(nl("creating the LAN bridge".into(), &fabric.netns.name))
     };
     let bridges = try_join_all(plan.nodes.iter().map(|n| async move {
-        let h = &get(&n.netns)?.handle;
+        let h = &ns_of(ns, &n.netns)?.handle;
         links::add_bridge(h, &n.bridge)
             .await
             .map_err(nl(format!("creating bridge {}", n.bridge.name), &n.netns))
@@ -46,10 +79,20 @@ pub(super) async fn configure(
             .map_err(nl("bringing up lo".into(), &n.netns.name))
     }));
     let (lan_idx, bridge_idx, _) = futures::try_join!(lan, bridges, loopbacks)?;
+    Ok((lan_idx, bridge_idx))
+}
 
-    // Stage 2: veth pairs. The fabric makes every uplink; each node makes
-    // its pods' interfaces. Requests on one handle are pipelined.
-    let fd = |name: &str| -> Result<RawFd, ApplyError> { Ok(get(name)?.netns.file.as_raw_fd()) };
+/// Makes every node's and host's uplink, all from the fabric (the pods'
+/// interfaces are each node's, later). Requests on one handle are
+/// pipelined.
+async fn add_uplinks(
+    plan: &Plan,
+    ns: &HashMap<&str, &Ns>,
+    fabric: &Ns,
+    lan_idx: u32,
+) -> Result<(), ApplyError> {
+    let fd =
+        |name: &str| -> Result<RawFd, ApplyError> { Ok(ns_of(ns, name)?.netns.file.as_raw_fd()) };
     let uplinks = try_join_all(
         plan.nodes
             .iter()
@@ -61,31 +104,18 @@ pub(super) async fn configure(
             }),
     );
     uplinks.await?;
+    Ok(())
+}
 
-    // Stage 3: addresses, routes and the overlay.
-    let nodes = try_join_all(
-        plan.nodes
-            .iter()
-            .zip(bridge_idx.iter())
-            .map(|(n, &br)| async move {
-                let ns = get(&n.netns)?;
-                configure_node(plan, n, ns, br).await
-            }),
-    );
-    let hosts = try_join_all(plan.hosts.iter().map(|m| async move {
-        let h = &get(&m.netns)?.handle;
-        configure_eth0(h, &m.netns, &m.uplink.inner.addresses, &[]).await?;
-        Ok::<(), ApplyError>(())
-    }));
-    futures::try_join!(nodes, hosts)?;
-
-    // Stage 4: link impairments the kernel applies (the udp overlay applies
-    // its nodes' in its own data path).
+/// Applies the link impairments the kernel applies, at both ends of each
+/// impaired uplink (the udp overlay applies its nodes' in its own data
+/// path).
+async fn impair_links(plan: &Plan, ns: &HashMap<&str, &Ns>, fabric: &Ns) -> Result<(), ApplyError> {
     try_join_all(
         kernel_impaired(plan)
             .into_iter()
             .map(|(machine, netns, up, link)| async move {
-                let inner = get(netns)?;
+                let inner = ns_of(ns, netns)?;
                 impair_link(machine, netns, &inner.handle, &up.inner.name, link).await?;
                 impair_link(
                     machine,
@@ -98,7 +128,7 @@ pub(super) async fn configure(
             }),
     )
     .await?;
-    Ok(bridge_idx)
+    Ok(())
 }
 
 /// One end of an impaired link: netem when anything but a rate is asked
@@ -146,51 +176,20 @@ async fn configure_node(
     let h = &node_ns.handle;
     let ns = n.netns.as_str();
     let eth = configure_eth0(h, ns, &n.uplink.inner.addresses, &[]).await?;
-    for a in &n.bridge.addresses {
-        links::add_address(h, bridge, *a)
-            .await
-            .map_err(nl(format!("adding {a} to {}", n.bridge.name), ns))?;
-    }
+    add_addresses(h, ns, bridge, &n.bridge.name, &n.bridge.addresses).await?;
     let mut devices: HashMap<String, u32> =
         HashMap::from([("eth0".to_string(), eth), (n.bridge.name.clone(), bridge)]);
     match (plan.cluster.overlay, &n.overlay) {
         (Backend::HostGw, _) => {}
         (Backend::Udp, Some(dev)) => {
-            // A persistent TUN device, made from inside the node's namespace;
-            // the node's overlay daemon attaches to it.
-            let name = dev.iface.name.clone();
-            node_ns
-                .netns
-                .run_in(move || overlay::tun::create_persistent(&name))?
-                .map_err(|e| {
-                    ApplyError::Netns(NetnsError::Sys {
-                        what: "creating the TUN device",
-                        name: format!("{ns}: {}", dev.iface.name),
-                        source: e,
-                    })
-                })?;
-            let idx = links::index(h, &dev.iface.name)
-                .await
-                .map_err(nl(format!("finding {}", dev.iface.name), ns))?;
-            links::set_mtu_up(h, idx, dev.iface.mtu)
-                .await
-                .map_err(nl(format!("bringing up {}", dev.iface.name), ns))?;
-            for a in &dev.iface.addresses {
-                links::add_address(h, idx, *a)
-                    .await
-                    .map_err(nl(format!("adding {a} to {}", dev.iface.name), ns))?;
-            }
+            let idx = add_tun(node_ns, ns, dev).await?;
             devices.insert(dev.iface.name.clone(), idx);
         }
         (Backend::Vxlan, Some(dev)) => {
             let idx = links::add_vxlan(h, &dev.iface, dev.vni.unwrap_or(1), eth, n.ip, dev.port)
                 .await
                 .map_err(nl(format!("creating vxlan device {}", dev.iface.name), ns))?;
-            for a in &dev.iface.addresses {
-                links::add_address(h, idx, *a)
-                    .await
-                    .map_err(nl(format!("adding {a} to {}", dev.iface.name), ns))?;
-            }
+            add_addresses(h, ns, idx, &dev.iface.name, &dev.iface.addresses).await?;
             devices.insert(dev.iface.name.clone(), idx);
         }
         (backend, _) => {
@@ -199,6 +198,60 @@ async fn configure_node(
             )));
         }
     }
+    add_node_routes(h, ns, n, &devices).await
+}
+
+/// Adds `addresses` to device `idx` (named `name`) of namespace `ns`, in
+/// order.
+async fn add_addresses(
+    h: &Handle,
+    ns: &str,
+    idx: u32,
+    name: &str,
+    addresses: &[IfAddr],
+) -> Result<(), ApplyError> {
+    for a in addresses {
+        links::add_address(h, idx, *a)
+            .await
+            .map_err(nl(format!("adding {a} to {name}"), ns))?;
+    }
+    Ok(())
+}
+
+/// The udp backend's device: a persistent TUN device, made from inside the
+/// node's namespace (the node's overlay daemon attaches to it), brought up
+/// with its addresses; returns its index.
+async fn add_tun(node_ns: &Ns, ns: &str, dev: &OverlayDevice) -> Result<u32, ApplyError> {
+    let h = &node_ns.handle;
+    let name = dev.iface.name.clone();
+    node_ns
+        .netns
+        .run_in(move || overlay::tun::create_persistent(&name))?
+        .map_err(|e| {
+            ApplyError::Netns(NetnsError::Sys {
+                what: "creating the TUN device",
+                name: format!("{ns}: {}", dev.iface.name),
+                source: e,
+            })
+        })?;
+    let idx = links::index(h, &dev.iface.name)
+        .await
+        .map_err(nl(format!("finding {}", dev.iface.name), ns))?;
+    links::set_mtu_up(h, idx, dev.iface.mtu)
+        .await
+        .map_err(nl(format!("bringing up {}", dev.iface.name), ns))?;
+    add_addresses(h, ns, idx, &dev.iface.name, &dev.iface.addresses).await?;
+    Ok(idx)
+}
+
+/// A node's neighbour and FDB entries, then its routes, on the devices
+/// `devices` names.
+async fn add_node_routes(
+    h: &Handle,
+    ns: &str,
+    n: &NodePlan,
+    devices: &HashMap<String, u32>,
+) -> Result<(), ApplyError> {
     let dev = |name: &str| {
         devices
             .get(name)

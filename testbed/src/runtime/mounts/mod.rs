@@ -130,6 +130,13 @@ pub(crate) struct MountPlan {
     pub script: Script,
 }
 
+/// A bind mount: target, source and type.
+type Bind = (PathBuf, PathBuf, Kind);
+
+/// The missing paths to create, by the nearest existing directory they are
+/// made under (relative to it), with their types.
+type Mirrors = BTreeMap<PathBuf, Vec<(PathBuf, Kind)>>;
+
 /// Plans `wants` (bind mounts and paths that must exist). `stage` is an
 /// existing empty directory used as the scratch mount point; `state` the
 /// testbed's state directory, the only place on the host where missing
@@ -143,52 +150,12 @@ pub(crate) fn plan(wants: &[Want], stage: &Path, state: &Path) -> Result<MountPl
     // stable, so a working directory comes after the volume at its path.
     wants.sort_by_key(|(t, _)| t.components().count());
 
-    let mut binds: Vec<(PathBuf, PathBuf, Kind)> = Vec::new();
-    let mut mirrors: BTreeMap<PathBuf, Vec<(PathBuf, Kind)>> = BTreeMap::new();
+    let mut binds: Vec<Bind> = Vec::new();
+    let mut mirrors: Mirrors = BTreeMap::new();
     for (target, want) in &wants {
-        let under_bind = binds
-            .iter()
-            .filter(|(t, _, _)| target.starts_with(t))
-            .max_by_key(|(t, _, _)| t.components().count());
-        match under_bind {
-            Some((bt, bs, bkind)) => {
-                if *bkind == Kind::File && !(bt == target && want.kind == Kind::File) {
-                    return Err(MountError::NotADirectory {
-                        path: disp(target),
-                        ancestor: disp(bt),
-                    });
-                }
-                let rel = target.strip_prefix(bt).unwrap_or(Path::new(""));
-                ensure_in_volume(&bs.join(rel), want.kind, state, target)?;
-            }
-            None => match fs::metadata(target) {
-                Ok(m) => check_kind(&m, want.kind, target)?,
-                Err(e) if missing(&e) => {
-                    let (dir, rel) = nearest_existing(target)?;
-                    mirrors.entry(dir).or_default().push((rel, want.kind));
-                }
-                Err(source) => {
-                    return Err(MountError::Io {
-                        what: "look at",
-                        path: disp(target),
-                        source,
-                    })
-                }
-            },
-        }
+        make_target(target, want.kind, &binds, &mut mirrors, state)?;
         if let Some(source) = &want.source {
-            let source = PathBuf::from(source);
-            let ok = fs::metadata(&source).is_ok_and(|m| match want.kind {
-                Kind::Dir => m.is_dir(),
-                Kind::File => !m.is_dir(),
-            });
-            if !ok {
-                return Err(MountError::MissingSource {
-                    source_path: disp(&source),
-                    target: disp(target),
-                    kind: want.kind.noun(),
-                });
-            }
+            let source = checked_source(source, want.kind, target)?;
             binds.push((target.clone(), source, want.kind));
         }
     }
@@ -200,22 +167,93 @@ pub(crate) fn plan(wants: &[Want], stage: &Path, state: &Path) -> Result<MountPl
         mirror(&mut script, dir, created, stage)?;
     }
     for (target, source, kind) in &binds {
-        let flags = match kind {
-            Kind::Dir => libc::MS_BIND | libc::MS_REC,
-            Kind::File => libc::MS_BIND,
-        };
-        script.push(
-            Step::Mount {
-                source: Some(c(source)?),
-                target: c(target)?,
-                fstype: None,
-                flags,
-                data: None,
-            },
-            format!("bind-mounting {} on {}", disp(source), disp(target)),
-        );
+        bind_step(&mut script, target, source, *kind)?;
     }
     Ok(MountPlan { script })
+}
+
+/// Makes sure mount point `target` will exist as `kind`: inside the volume
+/// of an earlier bind when one covers it, on the host when it exists there,
+/// otherwise by a mirror of its nearest existing ancestor (added to
+/// `mirrors`).
+fn make_target(
+    target: &Path,
+    kind: Kind,
+    binds: &[Bind],
+    mirrors: &mut Mirrors,
+    state: &Path,
+) -> Result<(), MountError> {
+    let under_bind = binds
+        .iter()
+        .filter(|(t, _, _)| target.starts_with(t))
+        .max_by_key(|(t, _, _)| t.components().count());
+    match under_bind {
+        Some((bt, bs, bkind)) => {
+            if *bkind == Kind::File && !(bt == target && kind == Kind::File) {
+                return Err(MountError::NotADirectory {
+                    path: disp(target),
+                    ancestor: disp(bt),
+                });
+            }
+            let rel = target.strip_prefix(bt).unwrap_or(Path::new(""));
+            ensure_in_volume(&bs.join(rel), kind, state, target)
+        }
+        None => match fs::metadata(target) {
+            Ok(m) => check_kind(&m, kind, target),
+            Err(e) if missing(&e) => {
+                let (dir, rel) = nearest_existing(target)?;
+                mirrors.entry(dir).or_default().push((rel, kind));
+                Ok(())
+            }
+            Err(source) => Err(MountError::Io {
+                what: "look at",
+                path: disp(target),
+                source,
+            }),
+        },
+    }
+}
+
+/// The source of a bind on `target`, which must exist as `kind`.
+fn checked_source(source: &str, kind: Kind, target: &Path) -> Result<PathBuf, MountError> {
+    let source = PathBuf::from(source);
+    let ok = fs::metadata(&source).is_ok_and(|m| match kind {
+        Kind::Dir => m.is_dir(),
+        Kind::File => !m.is_dir(),
+    });
+    if !ok {
+        return Err(MountError::MissingSource {
+            source_path: disp(&source),
+            target: disp(target),
+            kind: kind.noun(),
+        });
+    }
+    Ok(source)
+}
+
+/// The step bind-mounting `source` on `target` (recursively for a
+/// directory).
+fn bind_step(
+    script: &mut Script,
+    target: &Path,
+    source: &Path,
+    kind: Kind,
+) -> Result<(), MountError> {
+    let flags = match kind {
+        Kind::Dir => libc::MS_BIND | libc::MS_REC,
+        Kind::File => libc::MS_BIND,
+    };
+    script.push(
+        Step::Mount {
+            source: Some(c(source)?),
+            target: c(target)?,
+            fstype: None,
+            flags,
+            data: None,
+        },
+        format!("bind-mounting {} on {}", disp(source), disp(target)),
+    );
+    Ok(())
 }
 
 /// Makes sure `host` (inside a volume of the testbed) exists as `kind`,

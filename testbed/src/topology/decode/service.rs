@@ -1,6 +1,6 @@
 //! Services and their ports.
 
-use super::{at, Decoder};
+use super::{at, Decoder, Obj};
 use crate::topology::model::*;
 use crate::topology::yaml::{Node, Value};
 use proxy::{Protocol, ServiceType, SessionAffinity};
@@ -32,8 +32,31 @@ impl Decoder<'_> {
                 "add the labels of the pods that serve it, e.g. `selector: {app: web}`",
             );
         }
-        let kind = obj
-            .get("type")
+        let kind = self.service_type(&obj);
+        let help = format!(
+            "write an IPv4 address inside serviceCIDR, e.g. {}",
+            self.examples.cluster_ip
+        );
+        let cluster_ip = obj
+            .get("clusterIP")
+            .and_then(|(n, p)| self.parsed::<Ipv4Addr>(n, &p, "`clusterIP`", &help));
+        let affinity = self.session_affinity(&obj);
+        let ports = self.service_ports(&obj, &kind);
+        Some(Service {
+            name: name?,
+            namespace,
+            selector,
+            kind,
+            cluster_ip,
+            affinity,
+            ports,
+            at: obj.at(),
+        })
+    }
+
+    /// The service's `type`, ClusterIP when not written.
+    fn service_type(&mut self, obj: &Obj) -> Sp<ServiceType> {
+        obj.get("type")
             .and_then(|(n, p)| {
                 self.choice(
                     n,
@@ -46,16 +69,12 @@ impl Decoder<'_> {
                     ],
                 )
             })
-            .unwrap_or_else(|| Sp::defaulted(ServiceType::ClusterIP, obj.at()));
-        let help = format!(
-            "write an IPv4 address inside serviceCIDR, e.g. {}",
-            self.examples.cluster_ip
-        );
-        let cluster_ip = obj
-            .get("clusterIP")
-            .and_then(|(n, p)| self.parsed::<Ipv4Addr>(n, &p, "`clusterIP`", &help));
-        let affinity = obj
-            .get("sessionAffinity")
+            .unwrap_or_else(|| Sp::defaulted(ServiceType::ClusterIP, obj.at()))
+    }
+
+    /// The service's `sessionAffinity`, None when not written.
+    fn session_affinity(&mut self, obj: &Obj) -> SessionAffinity {
+        obj.get("sessionAffinity")
             .and_then(|(n, p)| {
                 self.choice(
                     n,
@@ -67,55 +86,73 @@ impl Decoder<'_> {
                     ],
                 )
             })
-            .map_or(SessionAffinity::None, |s| s.value);
+            .map_or(SessionAffinity::None, |s| s.value)
+    }
+
+    /// The service's required, non-empty `ports`; a port whose number and
+    /// protocol, or whose name, repeats an earlier one is reported and left out.
+    fn service_ports(&mut self, obj: &Obj, kind: &Sp<ServiceType>) -> Vec<Port> {
         let mut ports: Vec<Port> = Vec::new();
-        if let Some((n, p)) =
-            self.required(&obj, "ports", "a service", "[{port: 80, targetPort: 8080}]")
-        {
-            let items = self.list(n, &p, "`ports`");
-            if items.is_empty() && matches!(n.value, Value::Seq(_)) {
-                self.err(
-                    &at(n, &p),
-                    "`ports` is empty",
-                    "a service needs at least one port, e.g. `- {port: 80, targetPort: 8080}`",
-                );
-            }
-            let several = items.len() > 1;
-            for (pn, pp) in items {
-                if let Some(port) = self.service_port(pn, &pp, &kind, several) {
-                    if let Some(first) = ports
-                        .iter()
-                        .find(|o| o.port.value == port.port.value && o.protocol == port.protocol)
-                    {
-                        let line = first.port.at.pos.line;
-                        self.err(&port.port.at, format!("port {}/{} is declared twice in this service (first on line {line})", port.port.value, port.protocol), "give each port of a service its own number, or a different protocol");
-                        continue;
-                    }
-                    if let (Some(a), Some(b)) = (
-                        &port.name,
-                        ports.iter().find(|o| {
-                            o.name.as_ref().map(|n| &n.value)
-                                == port.name.as_ref().map(|n| &n.value)
-                        }),
-                    ) {
-                        let line = b.at.pos.line;
-                        self.err(&a.at, format!("the port name `{}` is used twice in this service (first on line {line})", a.value), "give each port of a service its own name");
-                        continue;
-                    }
+        let Some((n, p)) =
+            self.required(obj, "ports", "a service", "[{port: 80, targetPort: 8080}]")
+        else {
+            return ports;
+        };
+        let items = self.list(n, &p, "`ports`");
+        if items.is_empty() && matches!(n.value, Value::Seq(_)) {
+            self.err(
+                &at(n, &p),
+                "`ports` is empty",
+                "a service needs at least one port, e.g. `- {port: 80, targetPort: 8080}`",
+            );
+        }
+        let several = items.len() > 1;
+        for (pn, pp) in items {
+            if let Some(port) = self.service_port(pn, &pp, kind, several) {
+                if !self.port_repeats(&ports, &port) {
                     ports.push(port);
                 }
             }
         }
-        Some(Service {
-            name: name?,
-            namespace,
-            selector,
-            kind,
-            cluster_ip,
-            affinity,
-            ports,
-            at: obj.at(),
-        })
+        ports
+    }
+
+    /// Whether `port` repeats the number and protocol, or the name, of one
+    /// of the service's earlier `ports`; reports the repetition.
+    fn port_repeats(&mut self, ports: &[Port], port: &Port) -> bool {
+        if let Some(first) = ports
+            .iter()
+            .find(|o| o.port.value == port.port.value && o.protocol == port.protocol)
+        {
+            let line = first.port.at.pos.line;
+            self.err(
+                &port.port.at,
+                format!(
+                    "port {}/{} is declared twice in this service (first on line {line})",
+                    port.port.value, port.protocol
+                ),
+                "give each port of a service its own number, or a different protocol",
+            );
+            return true;
+        }
+        if let (Some(a), Some(b)) = (
+            &port.name,
+            ports.iter().find(|o| {
+                o.name.as_ref().map(|n| &n.value) == port.name.as_ref().map(|n| &n.value)
+            }),
+        ) {
+            let line = b.at.pos.line;
+            self.err(
+                &a.at,
+                format!(
+                    "the port name `{}` is used twice in this service (first on line {line})",
+                    a.value
+                ),
+                "give each port of a service its own name",
+            );
+            return true;
+        }
+        false
     }
 
     fn service_port(

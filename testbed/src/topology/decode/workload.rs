@@ -140,78 +140,15 @@ impl Decoder<'_> {
     fn pod_body(&mut self, obj: &Obj, keep: bool) -> Option<Pod> {
         let network = obj
             .get("network")
-            .and_then(|(n, p)| {
-                let t = self.text(n, &p, "`network`")?;
-                let mode = match t.value.as_str() {
-                    "bridge" => Network::Bridge,
-                    "host" => Network::Host,
-                    "none" => Network::None,
-                    v => match v.strip_prefix("container:") {
-                        Some(target) if is_dns_label(target, 63) => Network::Container(target.to_string()),
-                        Some(target) => {
-                            self.err(&t.at, format!("`container:{target}` does not name a pod"), "write `container:` followed by the name of a pod in the same namespace, e.g. `container:web`");
-                            return None;
-                        }
-                        None => {
-                            let help = match did_you_mean(v, &["bridge", "host", "none"]) {
-                                Some(s) => format!("did you mean `{s}`? The choices are bridge, host, none and container:<pod>"),
-                                None => "the choices are bridge, host, none and container:<pod>".into(),
-                            };
-                            self.err(&t.at, format!("`network` `{v}` is not a network mode"), help);
-                            return None;
-                        }
-                    },
-                };
-                Some(Sp::new(mode, t.at))
-            })
+            .and_then(|(n, p)| self.network(n, &p))
             .unwrap_or_else(|| Sp::defaulted(Network::Bridge, obj.at()));
         let node = obj
             .get("node")
             .and_then(|(n, p)| self.name(n, &p, "`node`", 63));
         let labels = self.labels(obj, "labels", "`labels`");
-        let mut volumes: Vec<Sp<String>> = Vec::new();
-        if let Some((n, p)) = obj.get("volumes") {
-            for (vn, vp) in self.list(n, &p, "`volumes`") {
-                let Some(vobj) = self.obj(vn, &vp, "a volume", &["name"]) else {
-                    continue;
-                };
-                let Some(name) = self
-                    .required(&vobj, "name", "a volume", "data")
-                    .and_then(|(n, p)| self.name(n, &p, "the volume's name", 63))
-                else {
-                    continue;
-                };
-                if let Some(first) = volumes.iter().find(|v| v.value == name.value) {
-                    let line = first.at.pos.line;
-                    self.err(
-                        &name.at,
-                        format!(
-                            "the volume `{}` is declared twice (first on line {line})",
-                            name.value
-                        ),
-                        "give each volume of a pod its own name",
-                    );
-                    continue;
-                }
-                volumes.push(name);
-            }
-        }
+        let volumes = self.volumes(obj);
         let names: Vec<String> = volumes.iter().map(|v| v.value.clone()).collect();
-        let containers = match self.required(
-            obj,
-            "containers",
-            "a pod",
-            "[{name: main, command: [sleep, infinity]}]",
-        ) {
-            Some((n, p)) => {
-                let list = self.containers(n, &p, &names);
-                if matches!(&n.value, Value::Seq(items) if items.is_empty()) {
-                    self.err(&at(n, &p), "`containers` is empty", "a pod runs at least one container, e.g. `- {name: main, command: [sleep, infinity]}`");
-                }
-                list
-            }
-            None => Vec::new(),
-        };
+        let containers = self.pod_containers(obj, &names);
         keep.then(|| Pod {
             name: Sp::new(String::new(), obj.at()),
             namespace: Sp::defaulted("default".into(), obj.at()),
@@ -224,6 +161,90 @@ impl Decoder<'_> {
             at: obj.at(),
             owner: None,
         })
+    }
+
+    /// A pod's `network` mode: bridge, host, none or `container:<pod>`.
+    fn network(&mut self, n: &Node, p: &str) -> Option<Sp<Network>> {
+        let t = self.text(n, p, "`network`")?;
+        let mode = match t.value.as_str() {
+            "bridge" => Network::Bridge,
+            "host" => Network::Host,
+            "none" => Network::None,
+            v => match v.strip_prefix("container:") {
+                Some(target) if is_dns_label(target, 63) => Network::Container(target.to_string()),
+                Some(target) => {
+                    self.err(&t.at, format!("`container:{target}` does not name a pod"), "write `container:` followed by the name of a pod in the same namespace, e.g. `container:web`");
+                    return None;
+                }
+                None => {
+                    let help = match did_you_mean(v, &["bridge", "host", "none"]) {
+                        Some(s) => format!("did you mean `{s}`? The choices are bridge, host, none and container:<pod>"),
+                        None => "the choices are bridge, host, none and container:<pod>".into(),
+                    };
+                    self.err(
+                        &t.at,
+                        format!("`network` `{v}` is not a network mode"),
+                        help,
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(Sp::new(mode, t.at))
+    }
+
+    /// A pod's `volumes`, by name; a name declared twice is reported and
+    /// kept once.
+    fn volumes(&mut self, obj: &Obj) -> Vec<Sp<String>> {
+        let mut volumes: Vec<Sp<String>> = Vec::new();
+        let Some((n, p)) = obj.get("volumes") else {
+            return volumes;
+        };
+        for (vn, vp) in self.list(n, &p, "`volumes`") {
+            let Some(vobj) = self.obj(vn, &vp, "a volume", &["name"]) else {
+                continue;
+            };
+            let Some(name) = self
+                .required(&vobj, "name", "a volume", "data")
+                .and_then(|(n, p)| self.name(n, &p, "the volume's name", 63))
+            else {
+                continue;
+            };
+            if let Some(first) = volumes.iter().find(|v| v.value == name.value) {
+                let line = first.at.pos.line;
+                self.err(
+                    &name.at,
+                    format!(
+                        "the volume `{}` is declared twice (first on line {line})",
+                        name.value
+                    ),
+                    "give each volume of a pod its own name",
+                );
+                continue;
+            }
+            volumes.push(name);
+        }
+        volumes
+    }
+
+    /// A pod's required, non-empty `containers`, which may mount the
+    /// volumes `names`.
+    fn pod_containers(&mut self, obj: &Obj, names: &[String]) -> Vec<Container> {
+        match self.required(
+            obj,
+            "containers",
+            "a pod",
+            "[{name: main, command: [sleep, infinity]}]",
+        ) {
+            Some((n, p)) => {
+                let list = self.containers(n, &p, names);
+                if matches!(&n.value, Value::Seq(items) if items.is_empty()) {
+                    self.err(&at(n, &p), "`containers` is empty", "a pod runs at least one container, e.g. `- {name: main, command: [sleep, infinity]}`");
+                }
+                list
+            }
+            None => Vec::new(),
+        }
     }
 
     fn containers(&mut self, node: &Node, path: &str, volumes: &[String]) -> Vec<Container> {
