@@ -638,10 +638,23 @@ fn survives_an_etcd_outage(s: &Spread, a: &Machine, etcd: EtcdServer, dir: &Path
 
 /// Beta is cut off from etcd (its packets to etcd rejected) but keeps
 /// running: alpha, seeing no heartbeat, moves web-2 and web-3 to its own
-/// nodes while beta still runs its copies. Back in touch, beta finds them
-/// running on alpha from a newer placement and stops its copies: every
-/// pod runs once, and the service answers from all four.
-fn a_machine_cut_off_gives_up_its_moved_pods(s: &Spread, a: &Machine, b: &Machine) {
+/// nodes while beta still runs its copies, and removes the bare pod `solo`
+/// (applied on n3 first) for good. Back in touch, beta finds web-2 and
+/// web-3 running on alpha from a newer placement and `solo` removed, and
+/// stops its copies: every pod runs once, and the service answers from all
+/// four.
+fn a_machine_cut_off_gives_up_its_moved_pods(
+    s: &Spread,
+    a: &Machine,
+    b: &Machine,
+    dir: &Path,
+    overlay: &str,
+) {
+    let file = dir.join(format!("{}-solo.yaml", s.name));
+    let solo =
+        "pods:\n  - {name: solo, node: n3, containers: [{name: c, command: [sleep, infinity]}]}\n";
+    std::fs::write(&file, topology(&s.name, overlay) + solo).expect("topology");
+    tb(a, &["apply", file.to_str().expect("path")]);
     let rule = [
         "-p",
         "tcp",
@@ -671,6 +684,19 @@ fn a_machine_cut_off_gives_up_its_moved_pods(s: &Spread, a: &Machine, b: &Machin
             })
             .unwrap_or_default()
     };
+    wait_or(
+        Duration::from_secs(30),
+        "solo runs on beta",
+        || names(b).iter().any(|p| p == "solo@n3"),
+        || {
+            format!(
+                "alpha {:?} beta {:?}\n{}",
+                names(a),
+                names(b),
+                tb(b, &["events", &s.name])
+            )
+        },
+    );
     iptables("-I");
     let on_alpha = |want: &[&str]| {
         let pods = status(s, a)["pods"].as_array().cloned().unwrap_or_default();
@@ -688,8 +714,9 @@ fn a_machine_cut_off_gives_up_its_moved_pods(s: &Spread, a: &Machine, b: &Machin
     );
     let beta_had = names(b);
     assert!(
-        beta_had.iter().any(|p| p.starts_with("web-2@")),
-        "beta, cut off, still runs its copies: {beta_had:?}"
+        beta_had.iter().any(|p| p.starts_with("web-2@"))
+            && beta_had.contains(&"solo@n3".to_string()),
+        "beta, cut off, still runs its copies and solo: {beta_had:?}"
     );
     iptables("-D");
     wait_or(
@@ -866,7 +893,7 @@ fn a_topology_spans_two_machines_over_each_overlay_and_survives_losing_one() {
         if overlay == "vxlan" {
             // (Losing beta afterwards then finds no RC pod of it to move:
             // host-gw and udp test that.)
-            a_machine_cut_off_gives_up_its_moved_pods(&s, &a, &b);
+            a_machine_cut_off_gives_up_its_moved_pods(&s, &a, &b, dir.path(), overlay);
         }
         if overlay == "udp" {
             containers_never_get_the_machines_namespace(&s, &a);

@@ -29,6 +29,8 @@ pub struct Published {
     /// How often each of this machine's pods was moved, by
     /// `NAMESPACE/NAME`: those moved at least once, pinned here.
     pub moves: std::collections::BTreeMap<String, u32>,
+    /// The bare pods removed for good, `NAMESPACE/NAME`, sorted.
+    pub removed: Vec<String>,
 }
 
 /// [`Published`], shared between the controller and its agent.
@@ -209,6 +211,7 @@ impl Agent {
         let published = self.not_ready.lock().map(|g| g.clone()).unwrap_or_default();
         record.not_ready = published.not_ready;
         record.faults = published.faults;
+        record.removed = published.removed;
         // Only pods moved at least once: a copy never moved yields to any
         // moved one, and the heartbeat stays small.
         record.placed = self

@@ -99,6 +99,11 @@ pub struct MachineRecord {
     /// ([`yielded`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub placed: BTreeMap<String, Placement>,
+    /// The bare pods its controller removed for good (evicted with their
+    /// node, or deleted), `NAMESPACE/NAME`: a machine that was cut off
+    /// meanwhile and still runs one removes it too ([`removed_elsewhere`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
 }
 
 /// Where a machine runs one of its pods.
@@ -114,6 +119,23 @@ pub struct Placement {
     /// counts the evictions it sees alike).
     #[serde(default)]
     pub moves: u32,
+}
+
+/// The bare pods of `mine` (this machine's, `NAMESPACE/NAME`) that another
+/// machine in `view` removed for good, each with that machine (the first
+/// by name): evicted with a node of `me` while `me` was cut off from etcd.
+pub fn removed_elsewhere(
+    view: &ClusterView,
+    me: &str,
+    mine: &BTreeSet<String>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for r in view.machines.values().filter(|r| r.machine != me) {
+        for key in r.removed.iter().filter(|k| mine.contains(*k)) {
+            out.entry(key.clone()).or_insert_with(|| r.machine.clone());
+        }
+    }
+    out
 }
 
 /// The pods machine `me` must give up, each with where it runs instead:
@@ -257,6 +279,7 @@ pub fn record(
         not_ready: Vec::new(),
         faults: Vec::new(),
         placed: BTreeMap::new(),
+        removed: Vec::new(),
     }
 }
 

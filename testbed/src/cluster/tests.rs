@@ -22,6 +22,7 @@ fn view(reachable: bool, records: &[(&str, &[&str], &[&str])]) -> ClusterView {
                         not_ready: Vec::new(),
                         faults: Vec::new(),
                         placed: BTreeMap::new(),
+                        removed: Vec::new(),
                     },
                 )
             })
@@ -175,4 +176,18 @@ fn the_newer_placement_of_a_pod_two_machines_run_stays() {
     assert_eq!(yielded(&back, "beta", &beta)["default/web-2"], at("n5", 2));
     // Pods only others run are not this machine's business.
     assert!(yielded(&back, "beta", &BTreeMap::new()).is_empty());
+}
+
+#[test]
+fn bare_pods_another_machine_removed_are_removed_here_too() {
+    let mut v = view(true, &[("alpha", &["n1"], &[]), ("gamma", &["n5"], &[])]);
+    v.machines.get_mut("gamma").unwrap().removed = vec!["default/solo".into()];
+    v.machines.get_mut("alpha").unwrap().removed =
+        vec!["default/other".into(), "default/solo".into()];
+    let mine: BTreeSet<String> = ["default/solo".to_string(), "default/kept".to_string()].into();
+    let gone = removed_elsewhere(&v, "beta", &mine);
+    assert_eq!(gone.len(), 1, "{gone:?}");
+    assert_eq!(gone["default/solo"], "alpha", "the first machine by name");
+    // A machine's own record says nothing to it.
+    assert!(removed_elsewhere(&v, "alpha", &["default/other".to_string()].into()).is_empty());
 }

@@ -142,17 +142,22 @@ pub fn fault_request(cmd: FaultCmd, plan: &testbed::plan::Plan) -> Result<Reques
 /// On a machine's share of a testbed spread over several, the request goes
 /// to the machines it concerns (`controller::remote`).
 pub fn send(name: &TestbedName, req: &Request, json: bool) -> Result<Reply, Failure> {
-    let timeout = Duration::from_secs(300);
-    let reply = match testbed::lifecycle::running_plan(name) {
-        Some(plan) if plan.machine.is_some() => {
-            testbed::controller::remote::send(&plan, req, timeout)
-                .map_err(|e| Failure::Runtime(anyhow::Error::new(e)))?
-        }
-        _ => control::request(&name.dir(), req, timeout)
-            .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?,
-    };
+    let reply = ask(name, req, Duration::from_secs(300))?;
     report(&reply, json)?;
     Ok(reply)
+}
+
+/// The reply to `req` from the controller of `name`, or on a machine's
+/// share from the machines it concerns, within `timeout`.
+fn ask(name: &TestbedName, req: &Request, timeout: Duration) -> Result<Reply, Failure> {
+    match testbed::lifecycle::running_plan(name) {
+        Some(plan) if plan.machine.is_some() => {
+            testbed::controller::remote::send(&plan, req, timeout)
+                .map_err(|e| Failure::Runtime(anyhow::Error::new(e)))
+        }
+        _ => control::request(&name.dir(), req, timeout)
+            .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}"))),
+    }
 }
 
 fn report(reply: &Reply, json: bool) -> Result<(), Failure> {
@@ -213,15 +218,16 @@ pub fn apply(args: ApplyArgs) -> Result<(), Failure> {
     if reply.message == "no change" {
         return Ok(());
     }
-    let done = control::request(
-        &name.dir(),
+    // The change itself goes where the preview went: on a machine's share,
+    // to every machine.
+    let done = ask(
+        &name,
         &Request::Apply {
             spec,
             dry_run: false,
         },
         Duration::from_secs(600),
-    )
-    .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?;
+    )?;
     match done.code {
         0 => {
             eprintln!("{name}: applied");

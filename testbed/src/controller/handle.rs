@@ -255,6 +255,20 @@ impl Controller {
         let json = serde_json::to_value(&changes).ok();
         let text = changes.render();
         if dry_run || changes.is_empty() {
+            if !dry_run {
+                // Nothing changes on this machine, but the testbed is at its
+                // new version (a file, a replica count) all the same: this
+                // machine plans the others' shares from it.
+                if let Some((spec, topo)) = file {
+                    if let Err(e) = super::spec::write(&self.dir, &spec) {
+                        return Ok(Reply::failed(format!("cannot save the file: {e}")));
+                    }
+                    self.spec = spec;
+                    self.topo = topo;
+                }
+                self.live = live;
+                self.save_live();
+            }
             let mut r = Reply::ok(if changes.is_empty() {
                 "no change".to_string()
             } else {

@@ -34,8 +34,8 @@ pub struct Machines {
 /// What changed among the other machines' nodes.
 #[derive(Default)]
 struct Changed {
-    /// Nodes now NotReady.
-    evict: Vec<String>,
+    /// Nodes to mark NotReady, evicting their pods, each with why.
+    evict: Vec<(String, String)>,
     /// Nodes Ready again.
     back: Vec<String>,
 }
@@ -82,16 +82,23 @@ impl Controller {
             return;
         }
         self.keep_pins_whole();
-        // The pods on the lost nodes, as the whole testbed is planned now.
-        if let Ok(whole) = super::desired::desired(&self.topo, &self.live).map(|d| d.plan) {
-            for node in &changed.evict {
-                for key in super::desired::evict(&whole, node, &mut self.live) {
-                    self.events.record(
-                        EventKind::PodEvicted,
-                        format!("pod {key}"),
-                        format!("node {node} is not ready"),
-                    );
-                }
+        // The pods on the lost nodes, as the whole testbed is planned
+        // before they are NotReady (then it would place them elsewhere).
+        let whole = match changed.evict.is_empty() {
+            true => None,
+            false => super::desired::desired(&self.topo, &self.live)
+                .map(|d| d.plan)
+                .ok(),
+        };
+        for (node, reason) in changed.evict {
+            self.node_not_ready(&node, now, reason);
+            let Some(whole) = &whole else { continue };
+            for key in super::desired::evict(whole, &node, &mut self.live) {
+                self.events.record(
+                    EventKind::PodEvicted,
+                    format!("pod {key}"),
+                    format!("node {node} is not ready"),
+                );
             }
         }
         self.save_live();
@@ -108,7 +115,9 @@ impl Controller {
 
     /// Gives up this machine's copies of pods another machine runs from a
     /// newer placement (`cluster::yielded`: moved there while this machine
-    /// was cut off from etcd), pinning them where they run; whether any.
+    /// was cut off from etcd), pinning them where they run, and removes the
+    /// bare pods the others removed for good meanwhile
+    /// (`cluster::removed_elsewhere`); whether any.
     fn give_up_moved(&mut self, m: &Machines, view: &crate::cluster::ClusterView) -> bool {
         if !view.etcd.reachable {
             return false;
@@ -140,6 +149,24 @@ impl Controller {
         if raised {
             self.save_live();
         }
+        // Bare pods the others removed for good while this machine was cut
+        // off: removed here too.
+        let bare: BTreeSet<String> = self
+            .plan
+            .pods
+            .iter()
+            .filter(|p| p.owner.is_none())
+            .map(|p| super::live::pod_key(&p.namespace, &p.name))
+            .collect();
+        let removed = crate::cluster::removed_elsewhere(view, &m.me, &bare);
+        for (key, machine) in &removed {
+            self.events.record(
+                EventKind::PodDeleted,
+                format!("pod {key}"),
+                format!("machine {machine} removed it for good while this one was cut off"),
+            );
+            self.live.removed.insert(key.clone());
+        }
         // A placement on a node that takes no pods is one being undone (a
         // record read between an eviction and its machine's replan).
         let mut gave_up = crate::cluster::yielded(view, &m.me, &mine);
@@ -160,7 +187,7 @@ impl Controller {
             self.live.pins.insert(key.clone(), pin);
             self.live.moves.insert(key.clone(), at.moves);
         }
-        !gave_up.is_empty()
+        !gave_up.is_empty() || !removed.is_empty()
     }
 
     /// Marks nodes of machines without heartbeat NotReady (after the
@@ -183,8 +210,7 @@ impl Controller {
                 // Its machine holds it NotReady and evicted its pods: so do
                 // we, placing them as it does.
                 let reason = format!("NotReady on machine {machine}");
-                self.node_not_ready(node, now, reason);
-                out.evict.push(node.clone());
+                out.evict.push((node.clone(), reason));
                 continue;
             }
             if !lost.contains(node) && !reported.contains_key(node) {
@@ -205,8 +231,7 @@ impl Controller {
                     "machine {machine} has had no heartbeat in etcd for {} ms",
                     now - since
                 );
-                self.node_not_ready(node, now, reason);
-                out.evict.push(node.clone());
+                out.evict.push((node.clone(), reason));
             }
         }
         out

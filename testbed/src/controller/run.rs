@@ -186,6 +186,7 @@ pub fn run_from_state(name: &TestbedName) -> Result<(), ControllerError> {
     let not_ready = crate::cluster::agent::NotReady::default();
     if let Ok(mut shared) = not_ready.lock() {
         shared.moves = published_moves(plan, &stored.live, stored.machines.as_ref());
+        shared.removed = stored.live.removed.iter().cloned().collect();
     }
     let agent = crate::cluster::agent::spawn(dir.clone(), plan, stop, not_ready.clone());
     let inbox = super::remote::serve_inbox(dir.clone(), plan, stop);
@@ -372,6 +373,7 @@ impl Controller {
             shared.not_ready = local;
             shared.faults = faults;
             shared.moves = moves;
+            shared.removed = self.live.removed.iter().cloned().collect();
         }
     }
 

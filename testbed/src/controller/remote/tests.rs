@@ -32,6 +32,7 @@ fn records() -> BTreeMap<String, MachineRecord> {
                 not_ready: Vec::new(),
                 faults: Vec::new(),
                 placed: BTreeMap::new(),
+                removed: Vec::new(),
             },
         )
     })
