@@ -9,7 +9,7 @@ use crate::daemons::{self, DaemonKind};
 use crate::kernel::{apply, teardown};
 use crate::plan::Plan;
 use crate::state::{self, NameError, TestbedName};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Why `up` failed. Nothing is left behind in any of these cases.
@@ -85,11 +85,6 @@ pub enum UpOutcome {
     /// `up` started it again, it took over the containers still running,
     /// and everything is ready again.
     SupervisorRestarted(Vec<String>),
-}
-
-/// The path of a testbed's saved plan.
-pub fn plan_path(name: &TestbedName) -> PathBuf {
-    crate::state::layout::plan(&name.dir())
 }
 
 /// The plan a running testbed runs (live impairment changes included).

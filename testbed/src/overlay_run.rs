@@ -38,24 +38,11 @@ pub enum OverlayRunError {
     /// A state file could not be written.
     #[error(transparent)]
     File(#[from] crate::state::files::FileError),
-    /// A file could not be written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
 }
 
 /// Where the registry lives.
 pub fn registry_dir(plan: &Plan) -> PathBuf {
     crate::state::layout::registry(Path::new(&plan.state_dir))
-}
-
-/// Where the overlay daemons keep their counters, impairments and logs.
-pub fn overlay_dir(plan: &Plan) -> PathBuf {
-    crate::state::layout::overlay(Path::new(&plan.state_dir))
 }
 
 /// A node daemon's log.

@@ -231,6 +231,23 @@ impl Controller {
         self.move_to(live, Some((spec, loaded.topology)), "apply", dry_run)
     }
 
+    /// Takes `live` (and a new file, if given, saved first) as the
+    /// testbed's version; why not, when the file cannot be saved.
+    fn adopt(
+        &mut self,
+        file: Option<(Spec, crate::topology::model::Topology)>,
+        live: Live,
+    ) -> Result<(), String> {
+        if let Some((spec, topo)) = file {
+            super::spec::write(&self.dir, &spec)
+                .map_err(|e| format!("cannot save the file: {e}"))?;
+            self.spec = spec;
+            self.topo = topo;
+        }
+        self.live = live;
+        Ok(())
+    }
+
     /// Plans `live` (and a new file, if given), refuses what cannot change
     /// live, and unless `dry_run` moves the testbed there.
     fn move_to(
@@ -259,14 +276,9 @@ impl Controller {
                 // Nothing changes on this machine, but the testbed is at its
                 // new version (a file, a replica count) all the same: this
                 // machine plans the others' shares from it.
-                if let Some((spec, topo)) = file {
-                    if let Err(e) = super::spec::write(&self.dir, &spec) {
-                        return Ok(Reply::failed(format!("cannot save the file: {e}")));
-                    }
-                    self.spec = spec;
-                    self.topo = topo;
+                if let Err(e) = self.adopt(file, live) {
+                    return Ok(Reply::failed(e));
                 }
-                self.live = live;
                 self.save_live();
             }
             let mut r = Reply::ok(if changes.is_empty() {
@@ -283,14 +295,9 @@ impl Controller {
             format!("{reason}: started"),
         );
         let relinked = relinked(&self.plan, &d.plan);
-        if let Some((spec, topo)) = file {
-            if let Err(e) = super::spec::write(&self.dir, &spec) {
-                return Ok(Reply::failed(format!("cannot save the file: {e}")));
-            }
-            self.spec = spec;
-            self.topo = topo;
+        if let Err(e) = self.adopt(file, live) {
+            return Ok(Reply::failed(e));
         }
-        self.live = live;
         let result = self.converge(d.plan, &BTreeSet::new(), reason);
         let failed: Vec<String> = relinked
             .iter()

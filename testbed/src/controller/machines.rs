@@ -119,7 +119,14 @@ impl Controller {
     /// bare pods the others removed for good meanwhile
     /// (`cluster::removed_elsewhere`); whether any.
     fn give_up_moved(&mut self, m: &Machines, view: &crate::cluster::ClusterView) -> bool {
-        if !view.etcd.reachable {
+        // Nothing to settle unless another machine moved or removed pods
+        // (the usual case: no work per look).
+        let others = view.machines.values().filter(|r| r.machine != m.me);
+        if !view.etcd.reachable
+            || others
+                .clone()
+                .all(|r| r.placed.is_empty() && r.removed.is_empty())
+        {
             return false;
         }
         // Its own pods, but those it gave up already (pinned to another
